@@ -1,0 +1,71 @@
+//! Identifiers are `<prefix>_<ULID>`: sortable by creation time, readable in
+//! logs, and impossible to confuse with a slug (slugs never contain `_`).
+
+/// The kinds of object that get minted ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    Project,
+    Environment,
+    ApiKey,
+    Request,
+}
+
+impl IdKind {
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            IdKind::Project => "proj",
+            IdKind::Environment => "env",
+            IdKind::ApiKey => "key",
+            IdKind::Request => "req",
+        }
+    }
+
+    /// A fresh id of this kind.
+    pub fn mint(self) -> String {
+        format!("{}_{}", self.prefix(), ulid::Ulid::new())
+    }
+
+    /// Whether `s` has this kind's shape. Used to tell ids from slugs; it
+    /// never rejects input on its own (ids are accepted in any format).
+    pub fn matches(self, s: &str) -> bool {
+        s.strip_prefix(self.prefix())
+            .and_then(|rest| rest.strip_prefix('_'))
+            .is_some_and(|ulid| ulid::Ulid::from_string(ulid).is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_ids_have_their_prefix_and_parse_back() {
+        for kind in [
+            IdKind::Project,
+            IdKind::Environment,
+            IdKind::ApiKey,
+            IdKind::Request,
+        ] {
+            let id = kind.mint();
+            assert!(id.starts_with(&format!("{}_", kind.prefix())), "{id}");
+            assert!(kind.matches(&id), "{id}");
+        }
+    }
+
+    #[test]
+    fn ids_are_not_confused_across_kinds_or_with_slugs() {
+        let project = IdKind::Project.mint();
+        assert!(!IdKind::Environment.matches(&project));
+        assert!(!IdKind::Project.matches("my-app"));
+        assert!(!IdKind::Project.matches("proj_"));
+        assert!(!IdKind::Project.matches("proj_not-a-ulid"));
+    }
+
+    #[test]
+    fn ids_sort_by_creation() {
+        let a = IdKind::Project.mint();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = IdKind::Project.mint();
+        assert!(a < b);
+    }
+}

@@ -1,0 +1,580 @@
+//! The managed PostgreSQL engine.
+//!
+//! Layout under the data dir:
+//!
+//! ```text
+//! engines/postgres/          owned by the engine OS user, 0700
+//!   data/                    PGDATA
+//!   postgres.log             the server's stdout and stderr
+//! engines/postgres.json      port and superuser name (owned by mds)
+//! engines/postgres.secret    the superuser password, sealed under the master key
+//! ```
+//!
+//! `initdb` runs into `data.init` and is renamed to `data` only when
+//! complete, so a crash during the first start is repaired by the next one.
+//! The supervisor starts `postgres` in its own process group, polls until a
+//! real login succeeds, and restarts it with backoff whenever it dies.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mds_crypto::MasterKey;
+use nix::sys::signal::Signal;
+use tokio::process::{Child, Command};
+use tokio::sync::{watch, Mutex};
+use tokio_postgres::NoTls;
+use zeroize::Zeroizing;
+
+use crate::process::{signal_group, stop_foreign, tail};
+use crate::{EngineError, EngineStatus, OsUser};
+
+const SUPERUSER: &str = "mds_admin";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A run this long counts as healthy: the next crash restarts without delay.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// The directory holding `initdb` and `postgres` of one PostgreSQL version.
+#[derive(Debug, Clone)]
+pub struct PostgresBinaries {
+    pub bin_dir: PathBuf,
+}
+
+impl PostgresBinaries {
+    fn program(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+}
+
+/// Looks in PATH, then in `/usr/lib/postgresql/<newest>/bin`.
+pub fn find_postgres_binaries() -> Result<PostgresBinaries, EngineError> {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let initdb = dir.join("initdb");
+            if let Ok(real) = fs::canonicalize(&initdb) {
+                if let Some(bin_dir) = real.parent() {
+                    if has_both(bin_dir) {
+                        return Ok(PostgresBinaries {
+                            bin_dir: bin_dir.to_path_buf(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            has_both(&bin).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin_dir)| PostgresBinaries { bin_dir })
+        .ok_or(EngineError::PostgresNotInstalled)
+}
+
+/// Where tenant and control-plane databases live.
+#[derive(Clone)]
+pub enum PostgresEngine {
+    Managed(ManagedPostgres),
+    /// An existing server, reached with a superuser (or CREATEDB+CREATEROLE)
+    /// login.
+    External(tokio_postgres::Config),
+}
+
+impl PostgresEngine {
+    /// A superuser connection config, database `postgres`.
+    pub fn admin_config(&self) -> tokio_postgres::Config {
+        match self {
+            PostgresEngine::Managed(m) => m.admin_config(),
+            PostgresEngine::External(config) => config.clone(),
+        }
+    }
+
+    /// The managed engine's status; an external server is assumed up (its
+    /// reachability shows through the store instead).
+    pub fn status(&self) -> EngineStatus {
+        match self {
+            PostgresEngine::Managed(m) => m.status(),
+            PostgresEngine::External(_) => EngineStatus::Running,
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        if let PostgresEngine::Managed(m) = self {
+            m.shutdown().await;
+        }
+    }
+}
+
+/// A supervised PostgreSQL server. Cheap to clone; all clones share one
+/// supervisor.
+#[derive(Clone)]
+pub struct ManagedPostgres {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    port: u16,
+    password: Zeroizing<String>,
+    status: watch::Receiver<EngineStatus>,
+    stop: watch::Sender<bool>,
+    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    log_path: PathBuf,
+    pid: Arc<std::sync::Mutex<Option<u32>>>,
+}
+
+#[derive(Clone)]
+struct Launch {
+    binaries: PostgresBinaries,
+    data: PathBuf,
+    home: PathBuf,
+    log_path: PathBuf,
+    port: u16,
+    os_user: Option<OsUser>,
+    admin: tokio_postgres::Config,
+}
+
+impl ManagedPostgres {
+    /// Initialises the cluster on first use, starts it, and returns once a
+    /// superuser login works.
+    pub async fn start(
+        engines_dir: &Path,
+        binaries: PostgresBinaries,
+        os_user: Option<OsUser>,
+        master_key: &MasterKey,
+    ) -> Result<Self, EngineError> {
+        let home = engines_dir.join("postgres");
+        let data = home.join("data");
+        let meta_path = engines_dir.join("postgres.json");
+        let secret_path = engines_dir.join("postgres.secret");
+        prepare_home(engines_dir, &home, os_user.as_ref())?;
+
+        if !data.join("PG_VERSION").is_file() {
+            initdb(&binaries, &home, os_user.as_ref(), &secret_path, master_key).await?;
+        }
+        let password = open_password(&secret_path, master_key)?;
+        let port = choose_port(&meta_path)?;
+
+        let admin = admin_config(port, &password);
+        let log_path = home.join("postgres.log");
+        let launch = Launch {
+            binaries,
+            data,
+            home,
+            log_path: log_path.clone(),
+            port,
+            os_user,
+            admin,
+        };
+
+        let (status_tx, status_rx) = watch::channel(EngineStatus::Starting);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let pid = Arc::new(std::sync::Mutex::new(None));
+        let supervisor = tokio::spawn(supervise(launch, status_tx, stop_rx, pid.clone()));
+        let engine = Self {
+            inner: Arc::new(Inner {
+                port,
+                password,
+                status: status_rx,
+                stop: stop_tx,
+                supervisor: Mutex::new(Some(supervisor)),
+                log_path,
+                pid,
+            }),
+        };
+        engine.wait_running(READY_TIMEOUT).await?;
+        Ok(engine)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.inner.port
+    }
+
+    /// The postmaster's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        *self.inner.pid.lock().expect("pid lock")
+    }
+
+    pub fn admin_config(&self) -> tokio_postgres::Config {
+        admin_config(self.inner.port, &self.inner.password)
+    }
+
+    pub fn status(&self) -> EngineStatus {
+        self.inner.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<EngineStatus> {
+        self.inner.status.clone()
+    }
+
+    async fn wait_running(&self, limit: Duration) -> Result<(), EngineError> {
+        let mut rx = self.inner.status.clone();
+        let waited = tokio::time::timeout(
+            limit,
+            rx.wait_for(|s| matches!(s, EngineStatus::Running | EngineStatus::Stopped)),
+        )
+        .await;
+        match waited {
+            Ok(Ok(status)) if *status == EngineStatus::Running => Ok(()),
+            _ => {
+                self.shutdown().await;
+                Err(EngineError::NotReady {
+                    seconds: limit.as_secs(),
+                    log: self.inner.log_path.display().to_string(),
+                    tail: tail(&self.inner.log_path, 2000),
+                })
+            }
+        }
+    }
+
+    /// Stops the server cleanly (fast shutdown), then waits for the
+    /// supervisor to finish.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.stop.send(true);
+        if let Some(handle) = self.inner.supervisor.lock().await.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+fn admin_config(port: u16, password: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(SUPERUSER)
+        .password(password)
+        .dbname("postgres")
+        .application_name("mds")
+        .connect_timeout(Duration::from_secs(3));
+    config
+}
+
+/// Creates the engine's home, owned by the OS user it runs as.
+fn prepare_home(engines_dir: &Path, home: &Path, os_user: Option<&OsUser>) -> Result<(), EngineError> {
+    fs::create_dir_all(home).map_err(EngineError::io(format!("create {}", home.display())))?;
+    if let Some(user) = os_user {
+        // Root runs mds; the engine user only needs to pass through these.
+        for dir in [engines_dir.parent().unwrap_or(engines_dir), engines_dir] {
+            let mode = fs::metadata(dir)
+                .map_err(EngineError::io(format!("stat {}", dir.display())))?
+                .permissions()
+                .mode();
+            fs::set_permissions(dir, fs::Permissions::from_mode((mode & 0o7777) | 0o001))
+                .map_err(EngineError::io(format!("chmod {}", dir.display())))?;
+        }
+        user.chown(home)?;
+        user.check_can_enter(home)?;
+    }
+    fs::set_permissions(home, fs::Permissions::from_mode(0o700))
+        .map_err(EngineError::io(format!("chmod {}", home.display())))?;
+    Ok(())
+}
+
+async fn initdb(
+    binaries: &PostgresBinaries,
+    home: &Path,
+    os_user: Option<&OsUser>,
+    secret_path: &Path,
+    master_key: &MasterKey,
+) -> Result<(), EngineError> {
+    let staging = home.join("data.init");
+    if staging.exists() {
+        fs::remove_dir_all(&staging)
+            .map_err(EngineError::io(format!("remove {}", staging.display())))?;
+    }
+    let password = mds_crypto::random_password(40);
+    let pwfile = home.join("initdb.pw");
+    mds_crypto::write_secret_file(&pwfile, password.as_bytes())
+        .map_err(EngineError::io(format!("write {}", pwfile.display())))?;
+    if let Some(user) = os_user {
+        user.chown(&pwfile)?;
+    }
+    tracing::info!(bin = %binaries.bin_dir.display(), "initialising managed postgres (first start)");
+    let mut cmd = Command::new(binaries.program("initdb"));
+    cmd.arg("-D")
+        .arg(&staging)
+        .arg("--username")
+        .arg(SUPERUSER)
+        .arg("--pwfile")
+        .arg(&pwfile)
+        .args(["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C"])
+        .current_dir(home)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null());
+    as_user(&mut cmd, os_user);
+    let output = cmd
+        .output()
+        .await
+        .map_err(EngineError::io("run initdb"));
+    let _ = fs::remove_file(&pwfile);
+    let output = output?;
+    if !output.status.success() {
+        return Err(EngineError::InitFailed {
+            status: output.status.to_string(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        });
+    }
+    // The password is saved before the cluster is published as `data`, so
+    // a cluster never exists without its password.
+    let sealed = master_key.seal("engine:postgres:superuser", password.as_bytes());
+    mds_crypto::write_secret_file(secret_path, &sealed)
+        .map_err(EngineError::io(format!("write {}", secret_path.display())))?;
+    fs::rename(&staging, home.join("data"))
+        .map_err(EngineError::io("publish initialised cluster"))?;
+    Ok(())
+}
+
+fn open_password(secret_path: &Path, master_key: &MasterKey) -> Result<Zeroizing<String>, EngineError> {
+    let sealed = fs::read(secret_path).map_err(EngineError::io(format!(
+        "read the superuser password {}",
+        secret_path.display()
+    )))?;
+    master_key
+        .open_string("engine:postgres:superuser", &sealed)
+        .map_err(|_| EngineError::WrongMasterKey(secret_path.display().to_string()))
+}
+
+/// The port recorded at first start, or a free one now (and recorded).
+fn choose_port(meta_path: &Path) -> Result<u16, EngineError> {
+    let recorded = fs::read(meta_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|v| v.get("port")?.as_u64())
+        .and_then(|p| u16::try_from(p).ok());
+    if let Some(port) = recorded {
+        return Ok(port);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(EngineError::io("find a free loopback port"))?
+        .port();
+    let meta = serde_json::json!({ "port": port, "superuser": SUPERUSER });
+    fs::write(meta_path, meta.to_string())
+        .map_err(EngineError::io(format!("write {}", meta_path.display())))?;
+    Ok(port)
+}
+
+fn as_user(cmd: &mut Command, os_user: Option<&OsUser>) {
+    if let Some(user) = os_user {
+        cmd.uid(user.uid).gid(user.gid);
+    }
+}
+
+/// A postmaster left by an earlier mds that died without stopping it.
+async fn stop_leftover(data: &Path) {
+    let Ok(text) = fs::read_to_string(data.join("postmaster.pid")) else {
+        return;
+    };
+    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else {
+        return;
+    };
+    let is_postgres = fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|cmd| String::from_utf8_lossy(&cmd).contains("postgres"))
+        .unwrap_or(false);
+    if is_postgres {
+        tracing::warn!(pid, "stopping a postgres left running by an earlier mds");
+        stop_foreign(pid, Signal::SIGINT, STOP_GRACE).await;
+    }
+}
+
+fn spawn(launch: &Launch) -> Result<Child, EngineError> {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&launch.log_path)
+        .map_err(EngineError::io(format!("open {}", launch.log_path.display())))?;
+    let log_err = log
+        .try_clone()
+        .map_err(EngineError::io("duplicate the log handle"))?;
+    let mut cmd = Command::new(launch.binaries.program("postgres"));
+    cmd.arg("-D")
+        .arg(&launch.data)
+        .arg("-p")
+        .arg(launch.port.to_string())
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "password_encryption=scram-sha-256",
+        ])
+        .current_dir(&launch.home)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .kill_on_drop(true);
+    as_user(&mut cmd, launch.os_user.as_ref());
+    cmd.spawn().map_err(EngineError::io("start postgres"))
+}
+
+enum Readiness {
+    Ready,
+    Exited(String),
+    TimedOut,
+    Stopping,
+}
+
+async fn wait_ready(
+    launch: &Launch,
+    child: &mut Child,
+    stop: &mut watch::Receiver<bool>,
+) -> Readiness {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if *stop.borrow() {
+            return Readiness::Stopping;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Readiness::Exited(status.to_string());
+        }
+        if let Ok(Ok((client, conn))) =
+            tokio::time::timeout(Duration::from_secs(2), launch.admin.connect(NoTls)).await
+        {
+            let task = tokio::spawn(conn);
+            let ok = client.simple_query("SELECT 1").await.is_ok();
+            drop(client);
+            let _ = task.await;
+            if ok {
+                return Readiness::Ready;
+            }
+        }
+        if Instant::now() > deadline {
+            return Readiness::TimedOut;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(25)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+async fn supervise(
+    launch: Launch,
+    status: watch::Sender<EngineStatus>,
+    mut stop: watch::Receiver<bool>,
+    pid_slot: Arc<std::sync::Mutex<Option<u32>>>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut attempt = 0u32;
+    let set_pid = |pid: Option<u32>| *pid_slot.lock().expect("pid lock") = pid;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        stop_leftover(&launch.data).await;
+        let started = Instant::now();
+        let mut child = match spawn(&launch) {
+            Ok(child) => child,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start managed postgres");
+                attempt += 1;
+                let _ = status.send(EngineStatus::Restarting { attempt });
+                if sleep_or_stop(backoff, &mut stop).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        let pid = child.id().unwrap_or_default();
+        set_pid(Some(pid));
+        match wait_ready(&launch, &mut child, &mut stop).await {
+            Readiness::Ready => {
+                tracing::info!(port = launch.port, pid, "managed postgres is ready");
+                attempt = 0;
+                let _ = status.send(EngineStatus::Running);
+            }
+            Readiness::Stopping => {
+                graceful_stop(&mut child, pid).await;
+                break;
+            }
+            outcome => {
+                let why = match outcome {
+                    Readiness::Exited(code) => format!("exited during start-up ({code})"),
+                    _ => "did not become ready in time".to_string(),
+                };
+                tracing::error!(log = %launch.log_path.display(), "managed postgres {why}");
+                signal_group(pid, Signal::SIGKILL);
+                let _ = child.wait().await;
+                set_pid(None);
+                attempt += 1;
+                let _ = status.send(EngineStatus::Restarting { attempt });
+                if sleep_or_stop(backoff, &mut stop).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        }
+        tokio::select! {
+            exit = child.wait() => {
+                let code = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                tracing::error!(pid, %code, "managed postgres died; restarting it");
+                // Orphaned backends hold shared memory and would block the
+                // new postmaster: clear the whole group first.
+                signal_group(pid, Signal::SIGKILL);
+                set_pid(None);
+                attempt += 1;
+                let _ = status.send(EngineStatus::Restarting { attempt });
+                if started.elapsed() > STABLE_AFTER {
+                    backoff = BACKOFF_MIN;
+                }
+                if sleep_or_stop(backoff, &mut stop).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            _ = stop.changed() => {
+                graceful_stop(&mut child, pid).await;
+                break;
+            }
+        }
+    }
+    set_pid(None);
+    let _ = status.send(EngineStatus::Stopped);
+}
+
+/// Returns true when asked to stop while sleeping.
+async fn sleep_or_stop(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+/// Fast shutdown (SIGINT): sessions are cut, the checkpoint is written.
+async fn graceful_stop(child: &mut Child, pid: u32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGINT);
+    match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+        Ok(_) => tracing::info!(pid, "managed postgres stopped"),
+        Err(_) => {
+            tracing::warn!(pid, "managed postgres did not stop in time; killing it");
+            signal_group(pid, Signal::SIGKILL);
+            let _ = child.wait().await;
+        }
+    }
+}

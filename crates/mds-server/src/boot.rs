@@ -1,0 +1,320 @@
+//! Start-up and shutdown, in order:
+//!
+//! 1. lock the data dir (a second server on it refuses to start);
+//! 2. load or create the master key;
+//! 3. listen, so `/healthz` answers 503 while the rest starts;
+//! 4. start the managed postgres (or use `--postgres-url`), create
+//!    `mds_control`, apply migrations;
+//! 5. make sure an admin key exists; serve;
+//! 6. on SIGTERM/SIGINT: stop accepting, drain, stop the engine.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use mds_core::ids::IdKind;
+use mds_core::scopes::Scopes;
+use mds_core::tenancy::DEFAULT_TENANT_ID;
+use mds_crypto::MasterKey;
+use mds_engines::{ManagedPostgres, OsUser, PostgresEngine};
+use mds_store::{NewApiKeyRow, Store, CONTROL_DATABASE};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::state::AppState;
+
+pub const ADMIN_KEY_FILE: &str = "admin-api-key";
+pub const SERVER_INFO_FILE: &str = "server.json";
+const LOCK_FILE: &str = "mds.lock";
+const ADMIN_BOOTSTRAPPED: &str = "admin_key_bootstrapped";
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// An existing server to use instead of the managed one.
+    pub postgres_url: Option<String>,
+    /// The OS account engines run as when mds runs as root.
+    pub engine_os_user: Option<String>,
+    pub master_key_hex: Option<String>,
+    pub admin_api_key: Option<String>,
+    pub max_body_bytes: usize,
+    pub max_db_connections: usize,
+}
+
+/// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
+/// API serves, with the address it listens on.
+pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
+    // Installed first, so a signal during start-up still stops the engine.
+    let shutdown = shutdown_signal()?;
+    let data_dir = prepare_data_dir(&config.data_dir)?;
+    let _lock = lock_data_dir(&data_dir)?;
+
+    let (master_key, created) =
+        MasterKey::load_or_create(&data_dir.join("master.key"), config.master_key_hex.as_deref())
+            .context("loading the master key")?;
+    if created {
+        tracing::info!(path = %data_dir.join("master.key").display(), "created the master key");
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(master_key, config.max_body_bytes);
+    let app = crate::routes::router(state.clone());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    let url = format!("http://{addr}");
+    write_server_info(&data_dir, &url)?;
+    tracing::info!(%url, "listening; starting engines");
+
+    let started = start_platform(&config, &data_dir, &state).await;
+    let engine = match started {
+        Ok(engine) => engine,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            let _ = fs::remove_file(data_dir.join(SERVER_INFO_FILE));
+            return Err(e);
+        }
+    };
+
+    on_ready(&Ready {
+        url: url.clone(),
+        data_dir: data_dir.clone(),
+        admin_key: state_admin_key_note(&data_dir, &config),
+    });
+    spawn_housekeeping(state.clone());
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+        Err(_) => tracing::warn!("HTTP connections did not drain in 10 s"),
+        _ => {}
+    }
+    engine.shutdown().await;
+    let _ = fs::remove_file(data_dir.join(SERVER_INFO_FILE));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What `mds up` tells the person who started it.
+pub struct Ready {
+    pub url: String,
+    pub data_dir: PathBuf,
+    /// Where the admin key is, or how it was given.
+    pub admin_key: String,
+}
+
+fn state_admin_key_note(data_dir: &Path, config: &ServerConfig) -> String {
+    if config.admin_api_key.is_some() {
+        "from MDS_ADMIN_API_KEY".to_string()
+    } else {
+        data_dir.join(ADMIN_KEY_FILE).display().to_string()
+    }
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
+    }
+    let dir = fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    if !dir.is_dir() {
+        bail!("data dir {} is not a directory", dir.display());
+    }
+    Ok(dir)
+}
+
+/// Holds an exclusive lock on `DIR/mds.lock` for the life of the process;
+/// the kernel releases it if the process dies, however it dies.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<fs::File>> {
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => {
+            let _ = fs::write(&path, std::process::id().to_string());
+            Ok(lock)
+        }
+        Err((_, _)) => {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another mds server (pid {}) is using data dir {}; stop it first, or start this \
+                 one with another --data-dir",
+                holder.trim(),
+                dir.display()
+            )
+        }
+    }
+}
+
+fn write_server_info(dir: &Path, url: &str) -> anyhow::Result<()> {
+    let info = mds_api_types::ServerInfo {
+        url: url.to_string(),
+        pid: std::process::id(),
+    };
+    let path = dir.join(SERVER_INFO_FILE);
+    fs::write(&path, serde_json::to_vec_pretty(&info)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+async fn start_platform(
+    config: &ServerConfig,
+    data_dir: &Path,
+    state: &AppState,
+) -> anyhow::Result<PostgresEngine> {
+    let engine = match &config.postgres_url {
+        Some(url) => {
+            let pg: tokio_postgres::Config = url
+                .parse()
+                .context("--postgres-url is not a valid postgres URL")?;
+            PostgresEngine::External(pg)
+        }
+        None => {
+            let binaries = mds_engines::find_postgres_binaries()?;
+            let os_user = OsUser::for_engines(config.engine_os_user.as_deref())?;
+            let engines_dir = data_dir.join("engines");
+            fs::create_dir_all(&engines_dir)?;
+            fs::set_permissions(&engines_dir, fs::Permissions::from_mode(0o711))?;
+            PostgresEngine::Managed(
+                ManagedPostgres::start(&engines_dir, binaries, os_user, &state.master_key)
+                    .await
+                    .context("starting the managed postgres")?,
+            )
+        }
+    };
+    let result = async {
+        let admin = engine.admin_config();
+        mds_store::ensure_database(&admin, CONTROL_DATABASE)
+            .await
+            .context("creating the control-plane database")?;
+        let mut control = admin.clone();
+        control.dbname(CONTROL_DATABASE);
+        let store = Store::connect(control, config.max_db_connections)
+            .await
+            .context("connecting to the control-plane database")?;
+        let applied = store.migrate().await.context("applying migrations")?;
+        tracing::info!(applied, "control-plane schema is current");
+        bootstrap_admin_key(&store, data_dir, config.admin_api_key.as_deref()).await?;
+        Ok::<_, anyhow::Error>(store)
+    }
+    .await;
+    match result {
+        Ok(store) => {
+            state.set_ready(engine.clone(), store);
+            Ok(engine)
+        }
+        Err(e) => {
+            engine.shutdown().await;
+            Err(e)
+        }
+    }
+}
+
+/// The first start mints an admin key and writes it to `DIR/admin-api-key`
+/// (0600); `MDS_ADMIN_API_KEY` instead names the key, on every start.
+async fn bootstrap_admin_key(
+    store: &Store,
+    data_dir: &Path,
+    given: Option<&str>,
+) -> anyhow::Result<()> {
+    let admin_scopes = Scopes::admin().into_vec();
+    if let Some(token) = given {
+        if !token.starts_with(mds_crypto::API_KEY_PREFIX) || token.len() < 32 {
+            bail!("MDS_ADMIN_API_KEY must start with \"msk_\" and be at least 32 characters long");
+        }
+        let hash = mds_crypto::hash_api_key(token);
+        let id = IdKind::ApiKey.mint();
+        store
+            .ensure_api_key(&NewApiKeyRow {
+                id: &id,
+                tenant_id: DEFAULT_TENANT_ID,
+                name: "admin (MDS_ADMIN_API_KEY)",
+                token_hash: &hash,
+                token_prefix: &token[..10],
+                scopes: &admin_scopes,
+                expires_at: None,
+            })
+            .await?;
+        store
+            .set_setting(ADMIN_BOOTSTRAPPED, &serde_json::json!(true))
+            .await?;
+        return Ok(());
+    }
+    if store.setting(ADMIN_BOOTSTRAPPED).await?.is_some() {
+        return Ok(());
+    }
+    let minted = mds_crypto::new_api_key();
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    // File first: a crash before the insert leaves an unused file that the
+    // next start overwrites, never a key nobody can read.
+    mds_crypto::write_secret_file(&path, format!("{}\n", *minted.token).as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    let id = IdKind::ApiKey.mint();
+    store
+        .insert_api_key(&NewApiKeyRow {
+            id: &id,
+            tenant_id: DEFAULT_TENANT_ID,
+            name: "admin",
+            token_hash: &minted.hash,
+            token_prefix: &minted.prefix,
+            scopes: &admin_scopes,
+            expires_at: None,
+        })
+        .await?;
+    store
+        .set_setting(ADMIN_BOOTSTRAPPED, &serde_json::json!(true))
+        .await?;
+    // Printed once, on the start that created it.
+    println!("Admin API key (shown once; also in {}):", path.display());
+    println!("  {}", *minted.token);
+    Ok(())
+}
+
+fn spawn_housekeeping(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            if let Ok(store) = state.store() {
+                match store.purge_idempotency().await {
+                    Ok(n) if n > 0 => tracing::info!(n, "purged expired idempotency records"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "purging idempotency records"),
+                }
+            }
+        }
+    });
+}
+
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}

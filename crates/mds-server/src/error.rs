@@ -1,0 +1,178 @@
+//! The one mapping from failures to HTTP statuses and MIOSA error codes.
+//!
+//! Every error leaves as `{"error": {code, message, request_id, details?}}`
+//! with `Content-Type: application/json`. A client's mistake is a 4xx that
+//! names what to fix; only our own faults are 500, and those are logged here,
+//! where they are handled.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use mds_api_types::{ErrorBody, ErrorEnvelope};
+use mds_core::FieldError;
+use mds_store::StoreError;
+use serde_json::{json, Value};
+
+use crate::request_id::current_request_id;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+    /// Set for transient failures: the client may retry after this long.
+    pub retry_after: Option<Duration>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    pub fn not_found(what: &str, reference: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("{what} {reference:?} not found"),
+        )
+    }
+
+    pub fn environment_not_found(reference: &str, project: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "ENVIRONMENT_NOT_FOUND",
+            format!("environment {reference:?} not found in project {project:?}"),
+        )
+    }
+
+    /// 422 with `details.field`, for a value that breaks a rule.
+    pub fn validation(err: FieldError) -> Self {
+        Self::invalid_field(err.field, err.message)
+    }
+
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+            format!("{field}: {message}"),
+        )
+        .with_details(json!({ "field": field, "reason": message }))
+    }
+
+    pub fn missing_field(field: &str) -> Self {
+        Self::invalid_field(field, "is required")
+    }
+
+    pub fn invalid_token(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_token", message)
+    }
+
+    pub fn insufficient_scope(scope: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this API key lacks the {scope:?} scope"),
+        )
+        .with_details(json!({ "required_scope": scope }))
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "TOO_LARGE",
+            format!("request body is larger than the {limit}-byte limit"),
+        )
+        .with_details(json!({ "limit_bytes": limit }))
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// The platform is starting or its database is restarting.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message)
+            .retry_after(Duration::from_secs(1))
+    }
+
+    /// Our fault. The cause is logged; the client sees only the request id.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(request_id = %current_request_id(), error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "internal error; the server log has the details under this request id",
+        )
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(err: FieldError) -> Self {
+        Self::validation(err)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "control-plane database unavailable");
+                Self::unavailable("the metadata database is unavailable; retry shortly")
+            }
+            StoreError::Conflict { constraint } => Self::conflict(
+                "CONFLICT",
+                format!("conflicts with an existing object ({constraint})"),
+            ),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let retry_ms = self.retry_after.map(|d| d.as_millis() as u64);
+        let body = ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code.to_string(),
+                message: self.message,
+                request_id: current_request_id(),
+                details: self.details,
+                retryable: retry_ms.map(|_| true),
+                retry_after_ms: retry_ms,
+            },
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs().max(1).to_string();
+            if let Ok(value) = HeaderValue::from_str(&secs) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,134 @@
+//! Extractors whose rejections speak the MIOSA error envelope.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A JSON body. Unknown fields are ignored; a wrong type names its field;
+/// an empty body reads as `{}` so that bodies of optional fields may be
+/// omitted.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| body_rejection(e, state.max_body_bytes))?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+pub fn body_rejection(e: BytesRejection, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large(limit)
+    } else {
+        ApiError::bad_request("INVALID_BODY", format!("could not read the request body: {e}"))
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request("INVALID_JSON", format!("the body is not valid JSON: {inner}"))
+        } else if path.is_empty() || path == "." {
+            ApiError::invalid_field("body", inner.to_string())
+        } else {
+            ApiError::invalid_field(&path, inner.to_string())
+        }
+    })
+}
+
+/// Path parameters; a malformed one (bad percent-encoding) is a 400.
+pub struct PathParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathParams(p.0))
+            .map_err(|e| ApiError::bad_request("INVALID_PATH", e.body_text()))
+    }
+}
+
+/// Query parameters; malformed ones name themselves in a 422.
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| QueryParams(q.0))
+            .map_err(|e| ApiError::invalid_field("query", e.body_text()))
+    }
+}
+
+/// `true`/`false` as httpx and curl users write them.
+pub fn parse_bool(field: &str, raw: Option<&str>) -> Result<bool, ApiError> {
+    match raw.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") | Some("false") | Some("0") | Some("no") => Ok(false),
+        Some("true") | Some("1") | Some("yes") => Ok(true),
+        Some(other) => Err(ApiError::invalid_field(
+            field,
+            format!("must be true or false, got {other:?}"),
+        )),
+    }
+}
+
+/// `?page=&page_size=`: pages count from 1; at most 100 per page.
+pub struct Paging {
+    pub page: u32,
+    pub page_size: u32,
+}
+
+pub const MAX_PAGE_SIZE: u32 = 100;
+const DEFAULT_PAGE_SIZE: u32 = 50;
+
+impl Paging {
+    pub fn parse(page: Option<&str>, page_size: Option<&str>) -> Result<Self, ApiError> {
+        let number = |field: &str, raw: Option<&str>, default: u32, max: u32| match raw {
+            None | Some("") => Ok(default),
+            Some(text) => match text.parse::<u32>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::invalid_field(
+                    field,
+                    format!("must be a whole number from 1 to {max}, got {text:?}"),
+                )),
+            },
+        };
+        Ok(Self {
+            page: number("page", page, 1, 1_000_000)?,
+            page_size: number("page_size", page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?,
+        })
+    }
+
+    pub fn offset(&self) -> i64 {
+        (self.page as i64 - 1) * self.page_size as i64
+    }
+}

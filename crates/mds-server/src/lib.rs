@@ -1,0 +1,13 @@
+//! The mds server: boots the platform (data dir, master key, engine,
+//! migrations, admin key) and serves the MIOSA-compatible API.
+
+mod auth;
+mod boot;
+mod error;
+mod extract;
+mod idempotency;
+mod request_id;
+mod routes;
+mod state;
+
+pub use boot::{run, Ready, ServerConfig, ADMIN_KEY_FILE, SERVER_INFO_FILE};

@@ -1,0 +1,116 @@
+//! The HTTP surface: `/healthz`, and the MIOSA API under `/api/v1` (alias
+//! `/v1`).
+
+mod api_keys;
+mod environments;
+mod health;
+mod projects;
+mod variables;
+
+use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{auth, idempotency, request_id};
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/projects", get(projects::list).post(projects::create))
+        .route(
+            "/projects/{project}",
+            get(projects::get)
+                .patch(projects::update)
+                .delete(projects::delete),
+        )
+        .route(
+            "/projects/{project}/environments",
+            get(environments::list).post(environments::create),
+        )
+        .route(
+            "/projects/{project}/environments/{environment}",
+            get(environments::get)
+                .patch(environments::update)
+                .delete(environments::delete),
+        )
+        .route(
+            "/projects/{project}/shared-variables",
+            get(variables::list).put(variables::set),
+        )
+        .route(
+            "/projects/{project}/shared-variables/{name}",
+            get(variables::get).delete(variables::delete),
+        )
+        .route(
+            "/projects/{project}/shared-variables/{name}/reveal",
+            get(variables::reveal),
+        )
+        .route("/api-keys", get(api_keys::list).post(api_keys::create))
+        .route(
+            "/api-keys/{key}",
+            get(api_keys::get)
+                .patch(api_keys::update)
+                .delete(api_keys::delete),
+        )
+        .route("/api-keys/{key}/rotate", post(api_keys::rotate))
+        // Inner layers run last: authenticate, then deduplicate.
+        .route_layer(from_fn_with_state(state.clone(), idempotency::middleware))
+        .route_layer(from_fn_with_state(state.clone(), auth::middleware))
+        .route("/healthz", get(health::healthz));
+
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .nest("/api/v1", api.clone())
+        .nest("/v1", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("a handler panicked").into_response()
+        }))
+        .layer(from_fn(request_id::middleware))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "this route does not support that method",
+    )
+}
+
+/// `{"data": value}` with a status.
+pub fn data<T: Serialize>(status: StatusCode, value: T) -> Response {
+    (status, axum::Json(mds_api_types::Data { data: value })).into_response()
+}
+
+/// `{"data": [..], "page": {..}}`.
+pub fn list<T: Serialize>(items: Vec<T>, page: u32, page_size: u32, total: u64) -> Response {
+    axum::Json(mds_api_types::List {
+        data: items,
+        page: mds_api_types::Page {
+            page,
+            page_size,
+            total,
+        },
+    })
+    .into_response()
+}
+
+/// `{"data": {"id": .., "deleted": true}}`
+pub fn deleted(id: &str) -> Response {
+    data(
+        StatusCode::OK,
+        serde_json::json!({ "id": id, "deleted": true }),
+    )
+}

@@ -1,0 +1,232 @@
+//! Projects: create (with `production` and `staging`), get, list, update,
+//! delete. Projects are named by id or slug.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use mds_api_types::{CreateProject, Project, UpdateProject};
+use mds_core::ids::IdKind;
+use mds_core::names::{self, MAX_DESCRIPTION, MAX_PROJECT_NAME};
+use mds_core::tenancy::{DEFAULT_WORKSPACE_ID, PRODUCTION, STAGING};
+use mds_store::{NewEnvironment, NewProject, ProjectPatch, ProjectRow, Store, StoreError};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::environments::environment_view;
+use super::{data, deleted, list as list_response};
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, Paging, PathParams, QueryParams};
+use crate::state::AppState;
+
+pub fn project_view(row: ProjectRow) -> Project {
+    let attribution = serde_json::from_value(row.attribution).unwrap_or_default();
+    let default_environment_id = row
+        .environments
+        .iter()
+        .find(|e| e.is_default)
+        .map(|e| e.id.clone());
+    Project {
+        id: row.id,
+        name: row.name,
+        slug: row.slug,
+        description: row.description,
+        tenant_id: row.tenant_id,
+        workspace_id: row.workspace_id,
+        metadata: row.metadata,
+        default_environment_id,
+        environments: row.environments.into_iter().map(environment_view).collect(),
+        attribution,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+/// The caller's project named by `reference` (id or slug), or 404.
+pub async fn load_project(
+    store: &Store,
+    principal: &Principal,
+    reference: &str,
+) -> ApiResult<ProjectRow> {
+    store
+        .project(&principal.tenant_id, reference)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project", reference))
+}
+
+fn validate_metadata(metadata: Option<Value>) -> ApiResult<Option<Value>> {
+    match metadata {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(Value::Object(map))),
+        Some(_) => Err(ApiError::invalid_field("metadata", "must be a JSON object")),
+    }
+}
+
+fn validate_description(description: Option<String>) -> ApiResult<Option<String>> {
+    match description {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(ApiError::invalid_field(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION} characters"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn slug_taken(slug: &str) -> ApiError {
+    ApiError::conflict(
+        "PROJECT_SLUG_TAKEN",
+        format!("a project with slug {slug:?} already exists; choose another slug"),
+    )
+    .with_details(serde_json::json!({ "field": "slug" }))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<CreateProject>,
+) -> ApiResult<Response> {
+    principal.require("projects:write")?;
+    let name = body.name.ok_or_else(|| ApiError::missing_field("name"))?;
+    let name = names::validate_display_name("name", &name, MAX_PROJECT_NAME)?;
+    let explicit_slug = body.slug.is_some();
+    let base_slug = match body.slug {
+        Some(slug) => {
+            names::validate_slug("slug", &slug)?;
+            slug
+        }
+        None => names::slugify(&name).unwrap_or_else(|| "project".to_string()),
+    };
+    let workspace_id = body
+        .workspace_id
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| DEFAULT_WORKSPACE_ID.to_string());
+    if workspace_id.len() > 255 {
+        return Err(ApiError::invalid_field("workspace_id", "must be at most 255 characters"));
+    }
+    let mut project = NewProject {
+        id: IdKind::Project.mint(),
+        tenant_id: principal.tenant_id.clone(),
+        workspace_id,
+        slug: base_slug.clone(),
+        name,
+        description: validate_description(body.description)?,
+        metadata: validate_metadata(body.metadata)?.unwrap_or_else(|| serde_json::json!({})),
+        attribution: serde_json::to_value(&body.attribution).map_err(ApiError::internal)?,
+    };
+    let environments: Vec<NewEnvironment> = [PRODUCTION, STAGING]
+        .iter()
+        .map(|env| NewEnvironment {
+            id: IdKind::Environment.mint(),
+            name: env.to_string(),
+            slug: env.to_string(),
+            kind: names::environment_kind(env).to_string(),
+            is_default: *env == PRODUCTION,
+        })
+        .collect();
+    let store = state.store()?;
+    // A slug the client chose must be free; one we derived from the name
+    // gets a numeric suffix instead.
+    for attempt in 2..=50u32 {
+        match store.create_project(&project, &environments).await {
+            Ok(row) => return Ok(data(StatusCode::CREATED, project_view(row))),
+            Err(StoreError::Conflict { constraint }) if constraint == "projects_slug_key" => {
+                if explicit_slug {
+                    return Err(slug_taken(&project.slug));
+                }
+                let suffix = format!("-{attempt}");
+                let mut slug = base_slug.clone();
+                slug.truncate(names::MAX_SLUG - suffix.len());
+                project.slug = format!("{}{suffix}", slug.trim_end_matches('-'));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(slug_taken(&base_slug))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    workspace_id: Option<String>,
+    page: Option<String>,
+    page_size: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> ApiResult<Response> {
+    principal.require("projects:read")?;
+    let paging = Paging::parse(query.page.as_deref(), query.page_size.as_deref())?;
+    let (rows, total) = state
+        .store()?
+        .projects(
+            &principal.tenant_id,
+            query.workspace_id.as_deref().filter(|w| !w.is_empty()),
+            paging.offset(),
+            paging.page_size as i64,
+        )
+        .await?;
+    Ok(list_response(
+        rows.into_iter().map(project_view).collect(),
+        paging.page,
+        paging.page_size,
+        total as u64,
+    ))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(reference): PathParams<String>,
+) -> ApiResult<Response> {
+    principal.require("projects:read")?;
+    let row = load_project(state.store()?, &principal, &reference).await?;
+    Ok(data(StatusCode::OK, project_view(row)))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(reference): PathParams<String>,
+    JsonBody(body): JsonBody<UpdateProject>,
+) -> ApiResult<Response> {
+    principal.require("projects:write")?;
+    let patch = ProjectPatch {
+        name: body
+            .name
+            .map(|n| names::validate_display_name("name", &n, MAX_PROJECT_NAME))
+            .transpose()?,
+        slug: body
+            .slug
+            .map(|s| names::validate_slug("slug", &s).map(|()| s))
+            .transpose()?,
+        description: validate_description(body.description)?,
+        metadata: validate_metadata(body.metadata)?,
+    };
+    let store = state.store()?;
+    let project = load_project(store, &principal, &reference).await?;
+    match store
+        .update_project(&principal.tenant_id, &project.id, &patch)
+        .await
+    {
+        Ok(Some(row)) => Ok(data(StatusCode::OK, project_view(row))),
+        Ok(None) => Err(ApiError::not_found("project", &reference)),
+        Err(StoreError::Conflict { .. }) => Err(slug_taken(patch.slug.as_deref().unwrap_or(""))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(reference): PathParams<String>,
+) -> ApiResult<Response> {
+    principal.require("projects:write")?;
+    let store = state.store()?;
+    let project = load_project(store, &principal, &reference).await?;
+    if !store.delete_project(&principal.tenant_id, &project.id).await? {
+        return Err(ApiError::not_found("project", &reference));
+    }
+    Ok(deleted(&project.id))
+}

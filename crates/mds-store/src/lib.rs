@@ -1,0 +1,100 @@
+//! Control-plane metadata on Postgres (database `mds_control`).
+//!
+//! Everything another replica would need lives here: projects,
+//! environments, sealed variables, API-key hashes and idempotency records.
+//! Values that must stay secret arrive already sealed; this crate never sees
+//! a plaintext credential.
+
+mod api_keys;
+mod error;
+mod idempotency;
+mod migrations;
+mod projects;
+pub mod quote;
+mod settings;
+mod variables;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use tokio_postgres::NoTls;
+
+pub use api_keys::{ApiKeyRow, NewApiKeyRow};
+pub use error::StoreError;
+pub use idempotency::{IdempotencyBegin, IdempotencyKey, StoredResponse};
+pub use projects::{EnvironmentRow, NewEnvironment, NewProject, ProjectPatch, ProjectRow};
+pub use variables::VariableRow;
+
+/// The control-plane database's name.
+pub const CONTROL_DATABASE: &str = "mds_control";
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A pool of connections to the control-plane database.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Connects with `config` (which names the control database) and checks
+    /// that one connection works.
+    pub async fn connect(config: tokio_postgres::Config, max_connections: usize) -> Result<Self> {
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        // Short timeouts: while the engine restarts, callers get a quick 503
+        // they can retry instead of a hung request.
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(Duration::from_secs(5)),
+                create: Some(Duration::from_secs(3)),
+                recycle: Some(Duration::from_secs(3)),
+            })
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let store = Self { pool };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    /// One round trip: is the database answering?
+    pub async fn ping(&self) -> Result<()> {
+        let client = self.pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+/// Creates database `name` on the server `admin` points at unless it exists.
+/// `CREATE DATABASE` cannot run in a transaction, and two replicas may race
+/// here: a duplicate error from the loser is success.
+pub async fn ensure_database(admin: &tokio_postgres::Config, name: &str) -> Result<()> {
+    let (client, connection) = admin.connect(NoTls).await?;
+    let conn_task = tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        let sql = format!("CREATE DATABASE {}", quote::ident(name));
+        match client.batch_execute(&sql).await {
+            Ok(()) => tracing::info!(database = name, "created control-plane database"),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    drop(client);
+    let _ = conn_task.await;
+    Ok(())
+}

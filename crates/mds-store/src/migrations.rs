@@ -1,0 +1,66 @@
+//! Versioned schema migrations, applied in order at start-up.
+//!
+//! An advisory lock serialises replicas starting at once; each migration
+//! runs in its own transaction together with its bookkeeping row, so a crash
+//! leaves either all of it or none.
+
+use crate::{Result, Store};
+
+/// (version, name, sql), in order. Never edit one that has shipped: add one.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "foundation",
+    include_str!("../migrations/0001_foundation.sql"),
+)];
+
+/// Arbitrary, fixed: the advisory lock id for migrations.
+const MIGRATION_LOCK: i64 = 0x6d64_735f_6d69_67;
+
+impl Store {
+    /// Applies the migrations this database lacks; returns how many ran.
+    pub async fn migrate(&self) -> Result<usize> {
+        let mut client = self.client().await?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version    integer PRIMARY KEY,
+                     name       text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now()
+                 )",
+            )
+            .await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let result = async {
+            let mut applied = 0;
+            for (version, name, sql) in MIGRATIONS {
+                let tx = client.transaction().await?;
+                let done = tx
+                    .query_opt(
+                        "SELECT 1 FROM schema_migrations WHERE version = $1",
+                        &[version],
+                    )
+                    .await?
+                    .is_some();
+                if !done {
+                    tx.batch_execute(sql).await?;
+                    tx.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        &[version, name],
+                    )
+                    .await?;
+                    tracing::info!(version, name, "applied migration");
+                    applied += 1;
+                }
+                tx.commit().await?;
+            }
+            Ok(applied)
+        }
+        .await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        result
+    }
+}

@@ -1,0 +1,351 @@
+//! Projects and their environments.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_postgres::Row;
+
+use crate::{Result, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct ProjectRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub workspace_id: String,
+    pub slug: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub metadata: Value,
+    pub attribution: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Live environments, oldest first.
+    pub environments: Vec<EnvironmentRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvironmentRow {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub slug: String,
+    pub kind: String,
+    pub is_default: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub struct NewProject {
+    pub id: String,
+    pub tenant_id: String,
+    pub workspace_id: String,
+    pub slug: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub metadata: Value,
+    pub attribution: Value,
+}
+
+pub struct NewEnvironment {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub kind: String,
+    pub is_default: bool,
+}
+
+/// Fields to change; `None` leaves a field as it is.
+#[derive(Default)]
+pub struct ProjectPatch {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+const PROJECT_COLUMNS: &str = "p.id, p.tenant_id, p.workspace_id, p.slug, p.name, p.description, \
+     p.metadata, p.attribution, p.created_at, p.updated_at";
+const ENVIRONMENT_COLUMNS: &str =
+    "e.id, e.project_id, e.name, e.slug, e.kind, e.is_default, e.created_at, e.updated_at";
+
+fn project_from_row(row: &Row) -> ProjectRow {
+    ProjectRow {
+        id: row.get(0),
+        tenant_id: row.get(1),
+        workspace_id: row.get(2),
+        slug: row.get(3),
+        name: row.get(4),
+        description: row.get(5),
+        metadata: row.get(6),
+        attribution: row.get(7),
+        created_at: row.get(8),
+        updated_at: row.get(9),
+        environments: Vec::new(),
+    }
+}
+
+/// Reads an environment from `row` starting at column `at`.
+fn environment_from_row(row: &Row, at: usize) -> EnvironmentRow {
+    EnvironmentRow {
+        id: row.get(at),
+        project_id: row.get(at + 1),
+        name: row.get(at + 2),
+        slug: row.get(at + 3),
+        kind: row.get(at + 4),
+        is_default: row.get(at + 5),
+        created_at: row.get(at + 6),
+        updated_at: row.get(at + 7),
+    }
+}
+
+/// Folds `project LEFT JOIN environments` rows (ordered by project) into
+/// projects with their environments.
+fn fold_projects(rows: &[Row]) -> Vec<ProjectRow> {
+    let mut projects: Vec<ProjectRow> = Vec::new();
+    for row in rows {
+        let id: &str = row.get(0);
+        if projects.last().is_none_or(|p| p.id != id) {
+            projects.push(project_from_row(row));
+        }
+        let env_id: Option<&str> = row.get(10);
+        if env_id.is_some() {
+            let project = projects.last_mut().expect("pushed above");
+            project.environments.push(environment_from_row(row, 10));
+        }
+    }
+    projects
+}
+
+impl Store {
+    /// Inserts a project and its first environments in one transaction.
+    pub async fn create_project(
+        &self,
+        project: &NewProject,
+        environments: &[NewEnvironment],
+    ) -> Result<ProjectRow> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO projects (id, tenant_id, workspace_id, slug, name, description, metadata, attribution)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &project.id,
+                &project.tenant_id,
+                &project.workspace_id,
+                &project.slug,
+                &project.name,
+                &project.description,
+                &project.metadata,
+                &project.attribution,
+            ],
+        )
+        .await?;
+        for env in environments {
+            insert_environment(&tx, &project.id, env).await?;
+        }
+        tx.commit().await?;
+        drop(client);
+        self.project(&project.tenant_id, &project.id)
+            .await?
+            .ok_or_else(|| StoreError::Config("project vanished after insert".into()))
+    }
+
+    /// A project by id or slug, with its live environments, in one query.
+    pub async fn project(&self, tenant_id: &str, id_or_slug: &str) -> Result<Option<ProjectRow>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {PROJECT_COLUMNS}, {ENVIRONMENT_COLUMNS}
+                 FROM projects p
+                 LEFT JOIN environments e ON e.project_id = p.id AND e.deleted_at IS NULL
+                 WHERE p.tenant_id = $1 AND (p.id = $2 OR p.slug = $2)
+                 ORDER BY e.is_default DESC, e.created_at, e.id"
+            ))
+            .await?;
+        let rows = client.query(&stmt, &[&tenant_id, &id_or_slug]).await?;
+        Ok(fold_projects(&rows).into_iter().next())
+    }
+
+    /// A page of projects, newest first, and the total count.
+    pub async fn projects(
+        &self,
+        tenant_id: &str,
+        workspace_id: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<ProjectRow>, i64)> {
+        let client = self.client().await?;
+        let total: i64 = client
+            .query_one(
+                "SELECT count(*) FROM projects WHERE tenant_id = $1 AND ($2::text IS NULL OR workspace_id = $2)",
+                &[&tenant_id, &workspace_id],
+            )
+            .await?
+            .get(0);
+        let rows = client
+            .query(
+                &format!(
+                    "WITH page AS (
+                         SELECT * FROM projects
+                         WHERE tenant_id = $1 AND ($2::text IS NULL OR workspace_id = $2)
+                         ORDER BY created_at DESC, id DESC OFFSET $3 LIMIT $4
+                     )
+                     SELECT {PROJECT_COLUMNS}, {ENVIRONMENT_COLUMNS}
+                     FROM page p
+                     LEFT JOIN environments e ON e.project_id = p.id AND e.deleted_at IS NULL
+                     ORDER BY p.created_at DESC, p.id DESC, e.is_default DESC, e.created_at, e.id"
+                ),
+                &[&tenant_id, &workspace_id, &offset, &limit],
+            )
+            .await?;
+        Ok((fold_projects(&rows), total))
+    }
+
+    /// Applies `patch`; `None` when the project does not exist.
+    pub async fn update_project(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        patch: &ProjectPatch,
+    ) -> Result<Option<ProjectRow>> {
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE projects SET
+                     name = coalesce($3, name),
+                     slug = coalesce($4, slug),
+                     description = coalesce($5, description),
+                     metadata = coalesce($6, metadata),
+                     updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2",
+                &[
+                    &tenant_id,
+                    &id,
+                    &patch.name,
+                    &patch.slug,
+                    &patch.description,
+                    &patch.metadata,
+                ],
+            )
+            .await?;
+        drop(client);
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.project(tenant_id, id).await
+    }
+
+    /// Deletes a project and everything it owns; false when it did not exist.
+    pub async fn delete_project(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM projects WHERE tenant_id = $1 AND id = $2",
+                &[&tenant_id, &id],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub async fn create_environment(
+        &self,
+        project_id: &str,
+        env: &NewEnvironment,
+    ) -> Result<EnvironmentRow> {
+        let client = self.client().await?;
+        insert_environment(&client, project_id, env).await?;
+        drop(client);
+        self.environment(project_id, &env.id)
+            .await?
+            .ok_or_else(|| StoreError::Config("environment vanished after insert".into()))
+    }
+
+    /// A live environment of a project, by id, name or slug.
+    pub async fn environment(
+        &self,
+        project_id: &str,
+        reference: &str,
+    ) -> Result<Option<EnvironmentRow>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {ENVIRONMENT_COLUMNS} FROM environments e
+                 WHERE e.project_id = $1 AND e.deleted_at IS NULL
+                   AND (e.id = $2 OR e.name = $2 OR e.slug = $2)
+                 ORDER BY (e.id = $2) DESC, (e.name = $2) DESC
+                 LIMIT 1"
+            ))
+            .await?;
+        let row = client.query_opt(&stmt, &[&project_id, &reference]).await?;
+        Ok(row.map(|r| environment_from_row(&r, 0)))
+    }
+
+    /// The project's default environment.
+    pub async fn default_environment(&self, project_id: &str) -> Result<Option<EnvironmentRow>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {ENVIRONMENT_COLUMNS} FROM environments e
+                     WHERE e.project_id = $1 AND e.deleted_at IS NULL AND e.is_default"
+                ),
+                &[&project_id],
+            )
+            .await?;
+        Ok(row.map(|r| environment_from_row(&r, 0)))
+    }
+
+    pub async fn rename_environment(
+        &self,
+        env_id: &str,
+        name: &str,
+        slug: &str,
+    ) -> Result<Option<EnvironmentRow>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE environments e SET name = $2, slug = $3, updated_at = now()
+                     WHERE e.id = $1 AND e.deleted_at IS NULL
+                     RETURNING {ENVIRONMENT_COLUMNS}"
+                ),
+                &[&env_id, &name, &slug],
+            )
+            .await?;
+        Ok(row.map(|r| environment_from_row(&r, 0)))
+    }
+
+    /// Soft-deletes an environment. Its variables stay sealed in place,
+    /// unreachable, until the project itself is deleted.
+    pub async fn delete_environment(&self, env_id: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE environments SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
+                &[&env_id],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+}
+
+async fn insert_environment(
+    client: &impl deadpool_postgres::GenericClient,
+    project_id: &str,
+    env: &NewEnvironment,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO environments (id, project_id, name, slug, kind, is_default)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &env.id,
+                &project_id,
+                &env.name,
+                &env.slug,
+                &env.kind,
+                &env.is_default,
+            ],
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,468 @@
+//! CLI commands over the API. Projects are named by id or slug,
+//! environments by name, slug or id.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail};
+use clap::Subcommand;
+use mds_api_types::{
+    ApiKey, CreateApiKey, CreateEnvironment, CreateProject, Environment, Project, SetVariables,
+    Variable, VariableInput, VariablesInput,
+};
+use serde_json::Value;
+
+use crate::client::{data, segment, ApiClient};
+use crate::output::{json, table};
+use crate::Global;
+
+pub struct Ctx {
+    pub api: ApiClient,
+    pub json: bool,
+}
+
+/// Runs a command and turns its outcome into an exit code and a message
+/// that says what to do.
+pub fn run(global: &Global, command: impl FnOnce(&Ctx) -> anyhow::Result<()>) -> ExitCode {
+    let outcome = ApiClient::from_global(global).and_then(|api| {
+        command(&Ctx {
+            api,
+            json: global.json,
+        })
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn when(ts: mds_api_types::Timestamp) -> String {
+    ts.format("%Y-%m-%d %H:%M").to_string()
+}
+
+#[derive(Subcommand)]
+pub enum Projects {
+    /// Create a project (with `production` and `staging`)
+    Create {
+        name: String,
+        #[arg(long)]
+        slug: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List projects
+    List,
+    /// Show one project and its environments
+    Show { project: String },
+    /// Delete a project and everything it owns
+    Delete {
+        project: String,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+impl Projects {
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        match self {
+            Projects::Create {
+                name,
+                slug,
+                description,
+            } => {
+                let answer = ctx.api.post(
+                    "/projects",
+                    &CreateProject {
+                        name: Some(name),
+                        slug,
+                        description,
+                        ..Default::default()
+                    },
+                )?;
+                if ctx.json {
+                    return Ok(json(&answer));
+                }
+                let project: Project = data(answer)?;
+                println!("Created project {} ({})", project.slug, project.id);
+                print_environments(&project.environments);
+            }
+            Projects::List => {
+                let answer = ctx.api.get_query("/projects", &[("page_size", "100")])?;
+                if ctx.json {
+                    return Ok(json(&answer));
+                }
+                let projects: Vec<Project> = data(answer)?;
+                table(
+                    &["slug", "name", "id", "environments", "created"],
+                    projects
+                        .into_iter()
+                        .map(|p| {
+                            vec![
+                                p.slug,
+                                p.name,
+                                p.id,
+                                p.environments
+                                    .iter()
+                                    .map(|e| e.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                                when(p.created_at),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Projects::Show { project } => {
+                let answer = ctx.api.get(&format!("/projects/{}", segment(&project)))?;
+                if ctx.json {
+                    return Ok(json(&answer));
+                }
+                let p: Project = data(answer)?;
+                println!("{} ({})", p.name, p.slug);
+                println!("  id:          {}", p.id);
+                if let Some(d) = &p.description {
+                    println!("  description: {d}");
+                }
+                println!("  created:     {}", when(p.created_at));
+                println!();
+                print_environments(&p.environments);
+            }
+            Projects::Delete { project, yes } => {
+                if !yes {
+                    confirm(&project)?;
+                }
+                let answer = ctx.api.delete(&format!("/projects/{}", segment(&project)))?;
+                if ctx.json {
+                    return Ok(json(&answer));
+                }
+                println!("Deleted project {project}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Asks the person to type the project's name back; refuses without a
+/// terminal unless `--yes` was given.
+fn confirm(project: &str) -> anyhow::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to delete {project:?} without confirmation: pass --yes");
+    }
+    print!("This deletes project {project:?} and everything it owns. Type its name to confirm: ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != project {
+        bail!("not confirmed; nothing was deleted");
+    }
+    Ok(())
+}
+
+fn print_environments(envs: &[Environment]) {
+    table(
+        &["environment", "slug", "kind", "default", "id"],
+        envs.iter()
+            .map(|e| {
+                vec![
+                    e.name.clone(),
+                    e.slug.clone(),
+                    e.kind.clone(),
+                    if e.is_default { "yes".into() } else { String::new() },
+                    e.id.clone(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+#[derive(Subcommand)]
+pub enum Envs {
+    /// List a project's environments
+    List {
+        #[arg(short, long)]
+        project: String,
+    },
+    /// Create an environment (e.g. qa, preview/pr-42)
+    Create {
+        name: String,
+        #[arg(short, long)]
+        project: String,
+    },
+    /// Delete an environment (not the default one)
+    Delete {
+        name: String,
+        #[arg(short, long)]
+        project: String,
+    },
+}
+
+impl Envs {
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        match self {
+            Envs::List { project } => {
+                let answer = ctx
+                    .api
+                    .get(&format!("/projects/{}/environments", segment(&project)))?;
+                if ctx.json {
+                    return Ok(json(&answer));
+                }
+                print_environments(&data::<Vec<Environment>>(answer)?);
+            }
+            Envs::Create { name, project } => {
+                let answer = ctx.api.post(
+                    &format!("/projects/{}/environments", segment(&project)),
+                    &CreateEnvironment {
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                )?;
+                if ctx.json {
+                    return Ok(json(&answer));
+                }
+                let env: Environment = data(answer)?;
+                println!("Created environment {} ({}) in {project}", env.name, env.id);
+            }
+            Envs::Delete { name, project } => {
+                let answer = ctx.api.delete(&format!(
+                    "/projects/{}/environments/{}",
+                    segment(&project),
+                    segment(&name)
+                ))?;
+                if ctx.json {
+                    return Ok(json(&answer));
+                }
+                println!("Deleted environment {name} from {project}");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Vars {
+    /// Set variables: NAME=value ...
+    Set {
+        #[arg(required = true)]
+        assignments: Vec<String>,
+        #[arg(short, long)]
+        project: String,
+        #[arg(short, long, default_value = "production")]
+        environment: String,
+        /// Mark them secret (always masked)
+        #[arg(long, conflicts_with = "plain")]
+        secret: bool,
+        /// Mark them not secret, even if the name looks secret
+        #[arg(long)]
+        plain: bool,
+    },
+    /// List variables (previews, or values with --reveal)
+    List {
+        #[arg(short, long)]
+        project: String,
+        #[arg(short, long, default_value = "production")]
+        environment: String,
+        /// Show values (needs the env:reveal scope)
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Remove variables
+    Unset {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(short, long)]
+        project: String,
+        #[arg(short, long, default_value = "production")]
+        environment: String,
+    },
+}
+
+fn print_variables(vars: Vec<Variable>) {
+    table(
+        &["name", "value", "secret", "updated"],
+        vars.into_iter()
+            .map(|v| {
+                vec![
+                    v.name,
+                    v.value.unwrap_or(v.preview),
+                    if v.is_secret { "yes".into() } else { String::new() },
+                    when(v.updated_at),
+                ]
+            })
+            .collect(),
+    );
+}
+
+impl Vars {
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        match self {
+            Vars::Set {
+                assignments,
+                project,
+                environment,
+                secret,
+                plain,
+            } => {
+                let is_secret = match (secret, plain) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                };
+                let list = assignments
+                    .iter()
+                    .map(|a| {
+                        let (name, value) = a.split_once('=').ok_or_else(|| {
+                            anyhow!("{a:?} is not NAME=value")
+                        })?;
+                        Ok(VariableInput {
+                            name: name.to_string(),
+                            value: value.to_string(),
+                            is_secret,
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let answer = ctx.api.put(
+                    &format!("/projects/{}/shared-variables", segment(&project)),
+                    &SetVariables {
+                        variables: Some(VariablesInput::List(list)),
+                        env: Some(environment.clone()),
+                        environment: None,
+                    },
+                )?;
+                if ctx.json {
+                    return Ok(json(&answer));
+                }
+                println!(
+                    "Set {} variable(s) in {project}/{environment}; processes get them at their next boot",
+                    assignments.len()
+                );
+                print_variables(data(answer)?);
+            }
+            Vars::List {
+                project,
+                environment,
+                reveal,
+            } => {
+                let mut query = vec![("env", environment.as_str())];
+                if reveal {
+                    query.push(("reveal", "true"));
+                }
+                let answer = ctx.api.get_query(
+                    &format!("/projects/{}/shared-variables", segment(&project)),
+                    &query,
+                )?;
+                if ctx.json {
+                    return Ok(json(&answer));
+                }
+                print_variables(data(answer)?);
+            }
+            Vars::Unset {
+                names,
+                project,
+                environment,
+            } => {
+                let mut answers = Vec::new();
+                for name in &names {
+                    answers.push(ctx.api.delete_query(
+                        &format!(
+                            "/projects/{}/shared-variables/{}",
+                            segment(&project),
+                            segment(name)
+                        ),
+                        &[("env", environment.as_str())],
+                    )?);
+                }
+                if ctx.json {
+                    return Ok(json(&Value::Array(answers)));
+                }
+                println!("Removed {} variable(s) from {project}/{environment}", names.len());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Keys {
+    /// Create an API key; its value is shown once
+    Create {
+        name: String,
+        /// A scope to grant (repeatable); default: projects and env read/write
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// List API keys
+    List,
+    /// Rotate a key: a new value, the old one stops working
+    Rotate { id: String },
+    /// Revoke a key
+    Delete { id: String },
+}
+
+impl Keys {
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        match self {
+            Keys::Create { name, scopes } => {
+                let answer = ctx.api.post(
+                    "/api-keys",
+                    &CreateApiKey {
+                        name: Some(name),
+                        scopes: (!scopes.is_empty()).then_some(scopes),
+                        expires_at: None,
+                    },
+                )?;
+                if ctx.json {
+                    return Ok(json(&answer));
+                }
+                print_new_key(data(answer)?);
+            }
+            Keys::List => {
+                let answer = ctx.api.get("/api-keys")?;
+                if ctx.json {
+                    return Ok(json(&answer));
+                }
+                let keys: Vec<ApiKey> = data(answer)?;
+                table(
+                    &["id", "name", "prefix", "scopes", "last used"],
+                    keys.into_iter()
+                        .map(|k| {
+                            vec![
+                                k.id,
+                                k.name,
+                                format!("{}…", k.prefix),
+                                k.scopes.join(","),
+                                k.last_used_at.map(when).unwrap_or_else(|| "never".into()),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Keys::Rotate { id } => {
+                let answer = ctx
+                    .api
+                    .post(&format!("/api-keys/{}/rotate", segment(&id)), &Value::Null)?;
+                if ctx.json {
+                    return Ok(json(&answer));
+                }
+                print_new_key(data(answer)?);
+            }
+            Keys::Delete { id } => {
+                let answer = ctx.api.delete(&format!("/api-keys/{}", segment(&id)))?;
+                if ctx.json {
+                    return Ok(json(&answer));
+                }
+                println!("Revoked API key {id}");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn print_new_key(key: ApiKey) {
+    println!("API key {} ({}), scopes {}", key.name, key.id, key.scopes.join(","));
+    println!("Its value is shown only now:");
+    println!("  {}", key.token.unwrap_or_default());
+}

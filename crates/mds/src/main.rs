@@ -1,0 +1,146 @@
+//! `mds`: the server (`mds up`, `mds server`) and a CLI for its API.
+
+mod client;
+mod commands;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "mds", version, about = "Durable data services for ephemeral compute")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How the CLI finds the server and its key: flags, then `MIOSA_BASE_URL`
+/// and `MIOSA_API_KEY` (the SDK's names), then the local data dir.
+#[derive(Args, Clone)]
+pub struct Global {
+    /// The mds API, e.g. http://127.0.0.1:7070 [env: MIOSA_BASE_URL]
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// API key (msk_...) [env: MIOSA_API_KEY]
+    #[arg(long, global = true)]
+    api_key: Option<String>,
+    /// The local data dir, for finding a server and its admin key
+    #[arg(long, global = true, env = "MDS_DATA_DIR", default_value = ".mds")]
+    data_dir: PathBuf,
+    /// Print JSON instead of tables
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run mds with defaults and say what to do next
+    Up(ServeArgs),
+    /// Run the mds server
+    Server(ServeArgs),
+    /// Manage projects
+    #[command(subcommand)]
+    Projects(commands::Projects),
+    /// Manage a project's environments
+    #[command(subcommand)]
+    Envs(commands::Envs),
+    /// Manage shared variables of a project environment
+    #[command(subcommand)]
+    Vars(commands::Vars),
+    /// Manage API keys
+    #[command(subcommand)]
+    Keys(commands::Keys),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Listen address
+    #[arg(long, env = "MDS_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Use this PostgreSQL server (superuser, or CREATEDB and CREATEROLE)
+    /// instead of a managed one
+    #[arg(long, env = "MDS_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// OS account that managed engines run as when mds runs as root
+    /// [default: postgres, else nobody]
+    #[arg(long, env = "MDS_ENGINE_OS_USER")]
+    engine_os_user: Option<String>,
+    /// Largest request body accepted, in bytes
+    #[arg(long, env = "MDS_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Connections to the control-plane database
+    #[arg(long, env = "MDS_DB_CONNECTIONS", default_value_t = 16)]
+    db_connections: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up(args) => serve(&cli.global, args, true),
+        Command::Server(args) => serve(&cli.global, args, false),
+        Command::Projects(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Envs(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Vars(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Keys(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+    }
+}
+
+fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MDS_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = mds_server::ServerConfig {
+        data_dir: global.data_dir.clone(),
+        listen: args.listen,
+        postgres_url: args.postgres_url,
+        engine_os_user: args.engine_os_user,
+        master_key_hex: std::env::var("MDS_MASTER_KEY").ok(),
+        admin_api_key: std::env::var("MDS_ADMIN_API_KEY").ok(),
+        max_body_bytes: args.max_body_bytes,
+        max_db_connections: args.db_connections.max(2),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(mds_server::run(config, |ready| {
+        if friendly {
+            println!();
+            println!("mds is running at {}", ready.url);
+            println!("  data dir:      {}", ready.data_dir.display());
+            println!("  admin API key: {}", ready.admin_key);
+            println!();
+            println!("Try it (in another terminal):");
+            println!(
+                "  export MIOSA_BASE_URL={} MIOSA_API_KEY=$(cat {})",
+                ready.url,
+                ready.data_dir.join(mds_server::ADMIN_KEY_FILE).display()
+            );
+            println!("  mds projects create my-app");
+            println!("  mds vars set -p my-app -e staging API_BASE=https://staging.example.com");
+            println!();
+        } else {
+            println!("mds listening on {}", ready.url);
+        }
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
