@@ -19,12 +19,7 @@ pub const ALL_SCOPES: &[&str] = &[
 
 /// What a key gets when it is created without a scope list: everyday work,
 /// without revealing secrets or managing other keys.
-pub const DEFAULT_SCOPES: &[&str] = &[
-    "projects:read",
-    "projects:write",
-    "env:read",
-    "env:write",
-];
+pub const DEFAULT_SCOPES: &[&str] = &["projects:read", "projects:write", "env:read", "env:write"];
 
 pub const ADMIN: &str = "*";
 
@@ -76,11 +71,7 @@ impl Scopes {
     /// The first scope of `other` this set does not hold: a key may only
     /// hand out what it has.
     pub fn first_missing<'a>(&self, other: &'a Scopes) -> Option<&'a str> {
-        other
-            .0
-            .iter()
-            .map(String::as_str)
-            .find(|s| !self.allows(s))
+        other.0.iter().map(String::as_str).find(|s| !self.allows(s))
     }
 
     pub fn as_slice(&self) -> &[String] {

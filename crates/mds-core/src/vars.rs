@@ -5,8 +5,17 @@ pub const SECRET_MASK: &str = "••••••••";
 
 /// Words that make a variable a secret when the client did not say.
 const SECRET_WORDS: &[&str] = &[
-    "SECRET", "PASSWORD", "PASSWD", "TOKEN", "PRIVATE", "CREDENTIAL", "API_KEY", "APIKEY",
-    "_KEY", "DSN", "_URL_UNPOOLED",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "TOKEN",
+    "PRIVATE",
+    "CREDENTIAL",
+    "API_KEY",
+    "APIKEY",
+    "_KEY",
+    "DSN",
+    "_URL_UNPOOLED",
 ];
 
 /// Whether a variable of this name should be masked unless the client says

@@ -51,9 +51,8 @@ impl std::fmt::Debug for MasterKey {
 impl MasterKey {
     /// Parses 64 hex characters (surrounding whitespace ignored).
     pub fn from_hex(hex_key: &str) -> Result<Self, CryptoError> {
-        let bytes = Zeroizing::new(
-            hex::decode(hex_key.trim()).map_err(|_| CryptoError::BadMasterKey)?,
-        );
+        let bytes =
+            Zeroizing::new(hex::decode(hex_key.trim()).map_err(|_| CryptoError::BadMasterKey)?);
         if bytes.len() != 32 {
             return Err(CryptoError::BadMasterKey);
         }

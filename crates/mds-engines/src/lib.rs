@@ -14,7 +14,9 @@ pub enum EngineStatus {
     Starting,
     Running,
     /// Died and is being restarted (`attempt` counts since the last success).
-    Restarting { attempt: u32 },
+    Restarting {
+        attempt: u32,
+    },
     Stopped,
 }
 

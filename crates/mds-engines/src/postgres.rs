@@ -92,7 +92,7 @@ pub enum PostgresEngine {
     Managed(ManagedPostgres),
     /// An existing server, reached with a superuser (or CREATEDB+CREATEROLE)
     /// login.
-    External(tokio_postgres::Config),
+    External(Box<tokio_postgres::Config>),
 }
 
 impl PostgresEngine {
@@ -100,7 +100,7 @@ impl PostgresEngine {
     pub fn admin_config(&self) -> tokio_postgres::Config {
         match self {
             PostgresEngine::Managed(m) => m.admin_config(),
-            PostgresEngine::External(config) => config.clone(),
+            PostgresEngine::External(config) => (**config).clone(),
         }
     }
 
@@ -266,7 +266,11 @@ fn admin_config(port: u16, password: &str) -> tokio_postgres::Config {
 }
 
 /// Creates the engine's home, owned by the OS user it runs as.
-fn prepare_home(engines_dir: &Path, home: &Path, os_user: Option<&OsUser>) -> Result<(), EngineError> {
+fn prepare_home(
+    engines_dir: &Path,
+    home: &Path,
+    os_user: Option<&OsUser>,
+) -> Result<(), EngineError> {
     fs::create_dir_all(home).map_err(EngineError::io(format!("create {}", home.display())))?;
     if let Some(user) = os_user {
         // Root runs mds; the engine user only needs to pass through these.
@@ -318,10 +322,7 @@ async fn initdb(
         .env("LC_ALL", "C")
         .stdin(Stdio::null());
     as_user(&mut cmd, os_user);
-    let output = cmd
-        .output()
-        .await
-        .map_err(EngineError::io("run initdb"));
+    let output = cmd.output().await.map_err(EngineError::io("run initdb"));
     let _ = fs::remove_file(&pwfile);
     let output = output?;
     if !output.status.success() {
@@ -344,7 +345,10 @@ async fn initdb(
     Ok(())
 }
 
-fn open_password(secret_path: &Path, master_key: &MasterKey) -> Result<Zeroizing<String>, EngineError> {
+fn open_password(
+    secret_path: &Path,
+    master_key: &MasterKey,
+) -> Result<Zeroizing<String>, EngineError> {
     let sealed = fs::read(secret_path).map_err(EngineError::io(format!(
         "read the superuser password {}",
         secret_path.display()
@@ -385,7 +389,11 @@ async fn stop_leftover(data: &Path) {
     let Ok(text) = fs::read_to_string(data.join("postmaster.pid")) else {
         return;
     };
-    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else {
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<u32>().ok())
+    else {
         return;
     };
     let is_postgres = fs::read(format!("/proc/{pid}/cmdline"))
@@ -402,7 +410,10 @@ fn spawn(launch: &Launch) -> Result<Child, EngineError> {
         .create(true)
         .append(true)
         .open(&launch.log_path)
-        .map_err(EngineError::io(format!("open {}", launch.log_path.display())))?;
+        .map_err(EngineError::io(format!(
+            "open {}",
+            launch.log_path.display()
+        )))?;
     let log_err = log
         .try_clone()
         .map_err(EngineError::io("duplicate the log handle"))?;

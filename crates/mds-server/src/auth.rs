@@ -65,17 +65,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
+/// Key hash -> (principal, when it was read from the database).
+type CachedKeys = HashMap<[u8; 32], (Arc<Principal>, Instant)>;
+
 #[derive(Default)]
 pub struct KeyCache {
-    entries: RwLock<HashMap<[u8; 32], (Arc<Principal>, Instant)>>,
+    entries: RwLock<CachedKeys>,
 }
 
 impl KeyCache {
     fn get(&self, hash: &[u8; 32]) -> Option<Arc<Principal>> {
         let entries = self.entries.read().expect("key cache lock");
         let (principal, at) = entries.get(hash)?;
-        let fresh = at.elapsed() < CACHE_TTL
-            && principal.expires_at.is_none_or(|exp| exp > Utc::now());
+        let fresh =
+            at.elapsed() < CACHE_TTL && principal.expires_at.is_none_or(|exp| exp > Utc::now());
         fresh.then(|| principal.clone())
     }
 
@@ -97,16 +100,15 @@ impl KeyCache {
 }
 
 fn bearer(request: &Request) -> Result<&str, ApiError> {
-    let header = request
-        .headers()
-        .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::invalid_token("missing API key: send Authorization: Bearer msk_..."))?;
+    let header = request.headers().get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::invalid_token("missing API key: send Authorization: Bearer msk_...")
+    })?;
     let value = header
         .to_str()
         .map_err(|_| ApiError::invalid_token("malformed Authorization header"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| ApiError::invalid_token("malformed Authorization header: expected \"Bearer <key>\""))?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
+        ApiError::invalid_token("malformed Authorization header: expected \"Bearer <key>\"")
+    })?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(ApiError::invalid_token(
             "malformed Authorization header: expected \"Bearer <key>\"",
@@ -115,7 +117,11 @@ fn bearer(request: &Request) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
-pub async fn middleware(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn middleware(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let token = match bearer(&request) {
         Ok(token) => token.to_string(),
         Err(e) => return e.into_response(),

@@ -52,9 +52,11 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
     let data_dir = prepare_data_dir(&config.data_dir)?;
     let _lock = lock_data_dir(&data_dir)?;
 
-    let (master_key, created) =
-        MasterKey::load_or_create(&data_dir.join("master.key"), config.master_key_hex.as_deref())
-            .context("loading the master key")?;
+    let (master_key, created) = MasterKey::load_or_create(
+        &data_dir.join("master.key"),
+        config.master_key_hex.as_deref(),
+    )
+    .context("loading the master key")?;
     if created {
         tracing::info!(path = %data_dir.join("master.key").display(), "created the master key");
     }
@@ -101,6 +103,9 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
         Err(_) => tracing::warn!("HTTP connections did not drain in 10 s"),
         _ => {}
+    }
+    if let Ok(store) = state.store() {
+        store.close();
     }
     engine.shutdown().await;
     let _ = fs::remove_file(data_dir.join(SERVER_INFO_FILE));
@@ -188,7 +193,7 @@ async fn start_platform(
             let pg: tokio_postgres::Config = url
                 .parse()
                 .context("--postgres-url is not a valid postgres URL")?;
-            PostgresEngine::External(pg)
+            PostgresEngine::External(Box::new(pg))
         }
         None => {
             let binaries = mds_engines::find_postgres_binaries()?;

@@ -30,7 +30,10 @@ pub fn body_rejection(e: BytesRejection, limit: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(limit)
     } else {
-        ApiError::bad_request("INVALID_BODY", format!("could not read the request body: {e}"))
+        ApiError::bad_request(
+            "INVALID_BODY",
+            format!("could not read the request body: {e}"),
+        )
     }
 }
 
@@ -45,7 +48,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request("INVALID_JSON", format!("the body is not valid JSON: {inner}"))
+            ApiError::bad_request(
+                "INVALID_JSON",
+                format!("the body is not valid JSON: {inner}"),
+            )
         } else if path.is_empty() || path == "." {
             ApiError::invalid_field("body", inner.to_string())
         } else {

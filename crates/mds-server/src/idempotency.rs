@@ -101,9 +101,7 @@ async fn run(
         }
     }
 
-    let response = next
-        .run(Request::from_parts(parts, Body::from(body)))
-        .await;
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     let (parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => bytes,
@@ -138,11 +136,16 @@ async fn run(
 fn replay(state: &AppState, seal_context: &str, stored: StoredResponse) -> Response {
     let body = match state.master_key.open(seal_context, &stored.sealed_body) {
         Ok(body) => body.to_vec(),
-        Err(e) => return ApiError::internal(format!("opening a stored response: {e}")).into_response(),
+        Err(e) => {
+            return ApiError::internal(format!("opening a stored response: {e}")).into_response()
+        }
     };
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let mut response = (status, body).into_response();
-    if let Some(ct) = stored.content_type.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
+    if let Some(ct) = stored
+        .content_type
+        .and_then(|ct| HeaderValue::from_str(&ct).ok())
+    {
         response.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     response

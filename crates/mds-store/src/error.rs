@@ -33,7 +33,8 @@ impl From<tokio_postgres::Error> for StoreError {
                     || *c == SqlState::CANNOT_CONNECT_NOW
                     || *c == SqlState::TOO_MANY_CONNECTIONS
             })
-            || (e.code().is_none() && std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()));
+            || (e.code().is_none()
+                && std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()));
         if transient {
             StoreError::Unavailable(e.to_string())
         } else {

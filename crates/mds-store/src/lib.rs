@@ -39,7 +39,12 @@ pub struct Store {
 impl Store {
     /// Connects with `config` (which names the control database) and checks
     /// that one connection works.
-    pub async fn connect(config: tokio_postgres::Config, max_connections: usize) -> Result<Self> {
+    pub async fn connect(
+        mut config: tokio_postgres::Config,
+        max_connections: usize,
+    ) -> Result<Self> {
+        // NOTICEs (such as "already exists, skipping") are not news.
+        config.options("-c client_min_messages=warning");
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -62,6 +67,11 @@ impl Store {
         let store = Self { pool };
         store.ping().await?;
         Ok(store)
+    }
+
+    /// Closes every pooled connection (before the engine stops).
+    pub fn close(&self) {
+        self.pool.close();
     }
 
     /// One round trip: is the database answering?

@@ -14,7 +14,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(
 )];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.
-const MIGRATION_LOCK: i64 = 0x6d64_735f_6d69_67;
+const MIGRATION_LOCK: i64 = 0x006d_6473_5f6d_6967;
 
 impl Store {
     /// Applies the migrations this database lacks; returns how many ran.

@@ -21,6 +21,17 @@ pub struct Ctx {
     pub json: bool,
 }
 
+impl Ctx {
+    /// With `--json`, prints the API's answer as it came and returns true;
+    /// the caller then skips its table.
+    fn printed_json(&self, answer: &Value) -> bool {
+        if self.json {
+            json(answer);
+        }
+        self.json
+    }
+}
+
 /// Runs a command and turns its outcome into an exit code and a message
 /// that says what to do.
 pub fn run(global: &Global, command: impl FnOnce(&Ctx) -> anyhow::Result<()>) -> ExitCode {
@@ -83,8 +94,8 @@ impl Projects {
                         ..Default::default()
                     },
                 )?;
-                if ctx.json {
-                    return Ok(json(&answer));
+                if ctx.printed_json(&answer) {
+                    return Ok(());
                 }
                 let project: Project = data(answer)?;
                 println!("Created project {} ({})", project.slug, project.id);
@@ -92,8 +103,8 @@ impl Projects {
             }
             Projects::List => {
                 let answer = ctx.api.get_query("/projects", &[("page_size", "100")])?;
-                if ctx.json {
-                    return Ok(json(&answer));
+                if ctx.printed_json(&answer) {
+                    return Ok(());
                 }
                 let projects: Vec<Project> = data(answer)?;
                 table(
@@ -118,8 +129,8 @@ impl Projects {
             }
             Projects::Show { project } => {
                 let answer = ctx.api.get(&format!("/projects/{}", segment(&project)))?;
-                if ctx.json {
-                    return Ok(json(&answer));
+                if ctx.printed_json(&answer) {
+                    return Ok(());
                 }
                 let p: Project = data(answer)?;
                 println!("{} ({})", p.name, p.slug);
@@ -135,9 +146,11 @@ impl Projects {
                 if !yes {
                     confirm(&project)?;
                 }
-                let answer = ctx.api.delete(&format!("/projects/{}", segment(&project)))?;
-                if ctx.json {
-                    return Ok(json(&answer));
+                let answer = ctx
+                    .api
+                    .delete(&format!("/projects/{}", segment(&project)))?;
+                if ctx.printed_json(&answer) {
+                    return Ok(());
                 }
                 println!("Deleted project {project}");
             }
@@ -171,7 +184,11 @@ fn print_environments(envs: &[Environment]) {
                     e.name.clone(),
                     e.slug.clone(),
                     e.kind.clone(),
-                    if e.is_default { "yes".into() } else { String::new() },
+                    if e.is_default {
+                        "yes".into()
+                    } else {
+                        String::new()
+                    },
                     e.id.clone(),
                 ]
             })
@@ -207,8 +224,8 @@ impl Envs {
                 let answer = ctx
                     .api
                     .get(&format!("/projects/{}/environments", segment(&project)))?;
-                if ctx.json {
-                    return Ok(json(&answer));
+                if ctx.printed_json(&answer) {
+                    return Ok(());
                 }
                 print_environments(&data::<Vec<Environment>>(answer)?);
             }
@@ -220,8 +237,8 @@ impl Envs {
                         ..Default::default()
                     },
                 )?;
-                if ctx.json {
-                    return Ok(json(&answer));
+                if ctx.printed_json(&answer) {
+                    return Ok(());
                 }
                 let env: Environment = data(answer)?;
                 println!("Created environment {} ({}) in {project}", env.name, env.id);
@@ -232,8 +249,8 @@ impl Envs {
                     segment(&project),
                     segment(&name)
                 ))?;
-                if ctx.json {
-                    return Ok(json(&answer));
+                if ctx.printed_json(&answer) {
+                    return Ok(());
                 }
                 println!("Deleted environment {name} from {project}");
             }
@@ -288,7 +305,11 @@ fn print_variables(vars: Vec<Variable>) {
                 vec![
                     v.name,
                     v.value.unwrap_or(v.preview),
-                    if v.is_secret { "yes".into() } else { String::new() },
+                    if v.is_secret {
+                        "yes".into()
+                    } else {
+                        String::new()
+                    },
                     when(v.updated_at),
                 ]
             })
@@ -314,9 +335,9 @@ impl Vars {
                 let list = assignments
                     .iter()
                     .map(|a| {
-                        let (name, value) = a.split_once('=').ok_or_else(|| {
-                            anyhow!("{a:?} is not NAME=value")
-                        })?;
+                        let (name, value) = a
+                            .split_once('=')
+                            .ok_or_else(|| anyhow!("{a:?} is not NAME=value"))?;
                         Ok(VariableInput {
                             name: name.to_string(),
                             value: value.to_string(),
@@ -332,8 +353,8 @@ impl Vars {
                         environment: None,
                     },
                 )?;
-                if ctx.json {
-                    return Ok(json(&answer));
+                if ctx.printed_json(&answer) {
+                    return Ok(());
                 }
                 println!(
                     "Set {} variable(s) in {project}/{environment}; processes get them at their next boot",
@@ -354,8 +375,8 @@ impl Vars {
                     &format!("/projects/{}/shared-variables", segment(&project)),
                     &query,
                 )?;
-                if ctx.json {
-                    return Ok(json(&answer));
+                if ctx.printed_json(&answer) {
+                    return Ok(());
                 }
                 print_variables(data(answer)?);
             }
@@ -375,10 +396,13 @@ impl Vars {
                         &[("env", environment.as_str())],
                     )?);
                 }
-                if ctx.json {
-                    return Ok(json(&Value::Array(answers)));
+                if ctx.printed_json(&Value::Array(answers)) {
+                    return Ok(());
                 }
-                println!("Removed {} variable(s) from {project}/{environment}", names.len());
+                println!(
+                    "Removed {} variable(s) from {project}/{environment}",
+                    names.len()
+                );
             }
         }
         Ok(())
@@ -414,15 +438,15 @@ impl Keys {
                         expires_at: None,
                     },
                 )?;
-                if ctx.json {
-                    return Ok(json(&answer));
+                if ctx.printed_json(&answer) {
+                    return Ok(());
                 }
                 print_new_key(data(answer)?);
             }
             Keys::List => {
                 let answer = ctx.api.get("/api-keys")?;
-                if ctx.json {
-                    return Ok(json(&answer));
+                if ctx.printed_json(&answer) {
+                    return Ok(());
                 }
                 let keys: Vec<ApiKey> = data(answer)?;
                 table(
@@ -444,15 +468,15 @@ impl Keys {
                 let answer = ctx
                     .api
                     .post(&format!("/api-keys/{}/rotate", segment(&id)), &Value::Null)?;
-                if ctx.json {
-                    return Ok(json(&answer));
+                if ctx.printed_json(&answer) {
+                    return Ok(());
                 }
                 print_new_key(data(answer)?);
             }
             Keys::Delete { id } => {
                 let answer = ctx.api.delete(&format!("/api-keys/{}", segment(&id)))?;
-                if ctx.json {
-                    return Ok(json(&answer));
+                if ctx.printed_json(&answer) {
+                    return Ok(());
                 }
                 println!("Revoked API key {id}");
             }
@@ -462,7 +486,12 @@ impl Keys {
 }
 
 fn print_new_key(key: ApiKey) {
-    println!("API key {} ({}), scopes {}", key.name, key.id, key.scopes.join(","));
+    println!(
+        "API key {} ({}), scopes {}",
+        key.name,
+        key.id,
+        key.scopes.join(",")
+    );
     println!("Its value is shown only now:");
     println!("  {}", key.token.unwrap_or_default());
 }

@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mds", version, about = "Durable data services for ephemeral compute")]
+#[command(
+    name = "mds",
+    version,
+    about = "Durable data services for ephemeral compute"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,

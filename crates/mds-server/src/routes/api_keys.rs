@@ -40,10 +40,12 @@ fn grantable_scopes(principal: &Principal, requested: Option<Vec<String>>) -> Ap
         None => Scopes::defaults(),
     };
     if let Some(missing) = principal.scopes.first_missing(&scopes) {
-        return Err(ApiError::insufficient_scope(missing).with_details(serde_json::json!({
-            "required_scope": missing,
-            "reason": "a key cannot grant a scope it does not hold",
-        })));
+        return Err(
+            ApiError::insufficient_scope(missing).with_details(serde_json::json!({
+                "required_scope": missing,
+                "reason": "a key cannot grant a scope it does not hold",
+            })),
+        );
     }
     Ok(scopes)
 }
@@ -58,7 +60,10 @@ pub async fn create(
     let name = names::validate_display_name("name", &name, 100)?;
     let scopes = grantable_scopes(&principal, body.scopes)?;
     if body.expires_at.is_some_and(|at| at <= chrono::Utc::now()) {
-        return Err(ApiError::invalid_field("expires_at", "must be in the future"));
+        return Err(ApiError::invalid_field(
+            "expires_at",
+            "must be in the future",
+        ));
     }
     let minted = mds_crypto::new_api_key();
     let id = IdKind::ApiKey.mint();
@@ -74,7 +79,10 @@ pub async fn create(
             expires_at: body.expires_at,
         })
         .await?;
-    Ok(data(StatusCode::CREATED, key_view(row, Some(&minted.token))))
+    Ok(data(
+        StatusCode::CREATED,
+        key_view(row, Some(&minted.token)),
+    ))
 }
 
 pub async fn list(State(state): State<AppState>, principal: Principal) -> ApiResult<Response> {

@@ -157,9 +157,7 @@ pub async fn update(
         return Err(is_default_error("renamed"));
     }
     let name = body.name.unwrap_or(env.name.clone());
-    let slug = body
-        .slug
-        .unwrap_or_else(|| names::environment_slug(&name));
+    let slug = body.slug.unwrap_or_else(|| names::environment_slug(&name));
     match store.rename_environment(&env.id, &name, &slug).await {
         Ok(Some(row)) => Ok(data(StatusCode::OK, environment_view(row))),
         Ok(None) => Err(ApiError::environment_not_found(&environment, &project.slug)),

@@ -101,7 +101,10 @@ pub async fn create(
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| DEFAULT_WORKSPACE_ID.to_string());
     if workspace_id.len() > 255 {
-        return Err(ApiError::invalid_field("workspace_id", "must be at most 255 characters"));
+        return Err(ApiError::invalid_field(
+            "workspace_id",
+            "must be at most 255 characters",
+        ));
     }
     let mut project = NewProject {
         id: IdKind::Project.mint(),
@@ -225,7 +228,10 @@ pub async fn delete(
     principal.require("projects:write")?;
     let store = state.store()?;
     let project = load_project(store, &principal, &reference).await?;
-    if !store.delete_project(&principal.tenant_id, &project.id).await? {
+    if !store
+        .delete_project(&principal.tenant_id, &project.id)
+        .await?
+    {
         return Err(ApiError::not_found("project", &reference));
     }
     Ok(deleted(&project.id))

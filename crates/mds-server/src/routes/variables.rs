@@ -68,11 +68,7 @@ async fn environment_for(
     resolve_environment(store, &project, environment).await
 }
 
-async fn list_for(
-    state: &AppState,
-    env: &EnvironmentRow,
-    reveal: bool,
-) -> ApiResult<Response> {
+async fn list_for(state: &AppState, env: &EnvironmentRow, reveal: bool) -> ApiResult<Response> {
     let rows = state.store()?.variables(&env.id).await?;
     let total = rows.len() as u64;
     let views = rows
@@ -116,13 +112,15 @@ pub async fn set(
             .collect(),
     };
     if entries.is_empty() {
-        return Err(ApiError::invalid_field("variables", "must name at least one variable"));
+        return Err(ApiError::invalid_field(
+            "variables",
+            "must name at least one variable",
+        ));
     }
     for (name, value, _) in &entries {
         names::validate_variable_name("variables", name)?;
-        names::validate_variable_value("variables", value).map_err(|e| {
-            ApiError::invalid_field("variables", format!("{name}: {}", e.message))
-        })?;
+        names::validate_variable_value("variables", value)
+            .map_err(|e| ApiError::invalid_field("variables", format!("{name}: {}", e.message)))?;
     }
     let target = body
         .env
@@ -158,7 +156,10 @@ async fn one(
         .variable(&env.id, name)
         .await?
         .ok_or_else(|| ApiError::not_found("variable", name))?;
-    Ok(data(StatusCode::OK, variable_view(state, &env, row, reveal)?))
+    Ok(data(
+        StatusCode::OK,
+        variable_view(state, &env, row, reveal)?,
+    ))
 }
 
 pub async fn get(

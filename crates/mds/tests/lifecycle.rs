@@ -1,0 +1,182 @@
+//! The platform's life: restarts keep everything, a killed postgres comes
+//! back by itself, a data dir has one server, secrets need their key.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{spawn_server, wait_until, Mds};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use reqwest::Method;
+use serde_json::json;
+
+fn seed(mds: &Mds) -> String {
+    mds.post("/api/v1/projects", json!({"name": "keeper"}))
+        .expect(201);
+    mds.post(
+        "/api/v1/projects/keeper/environments",
+        json!({"name": "qa"}),
+    )
+    .expect(201);
+    mds.put(
+        "/api/v1/projects/keeper/shared-variables",
+        json!({"env": "qa", "variables": {"GREETING": "hello world"}}),
+    )
+    .expect(200);
+    mds.key_with(&["projects:read"])
+}
+
+fn check_seeded(mds: &Mds, key: &str) {
+    let p = mds.get("/api/v1/projects/keeper").expect(200);
+    let envs: Vec<&str> = p.data()["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(envs, ["production", "staging", "qa"]);
+    let v = mds
+        .get("/api/v1/projects/keeper/shared-variables/GREETING/reveal?env=qa")
+        .expect(200);
+    assert_eq!(v.data()["value"], "hello world");
+    mds.call(Method::GET, "/api/v1/projects/keeper", Some(key), None)
+        .expect(200);
+}
+
+#[test]
+fn a_restart_keeps_projects_environments_variables_and_keys() {
+    let mut mds = Mds::start();
+    let key = seed(&mds);
+    let admin_key = mds.admin_key.clone();
+    let root = mds.root.clone();
+    mds.stop();
+    assert!(!mds.data_dir.join("server.json").exists());
+    // The managed postgres stopped with it.
+    let pid_file = mds.data_dir.join("engines/postgres/data/postmaster.pid");
+    assert!(
+        !pid_file.exists(),
+        "postgres still running after a clean stop"
+    );
+
+    let again = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
+    assert_eq!(again.admin_key, admin_key, "the admin key changed");
+    assert_eq!(
+        again.log().matches("shown once").count(),
+        1,
+        "the admin key was printed twice"
+    );
+    check_seeded(&again, &key);
+}
+
+#[test]
+fn a_killed_postgres_is_restarted_without_help() {
+    let mds = Mds::start();
+    let key = seed(&mds);
+    let pid = mds.postgres_pid();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let took = wait_until(Duration::from_secs(5), || {
+        mds.call(Method::GET, "/api/v1/projects/keeper", Some(&key), None)
+            .status
+            == 200
+    });
+    let took = took.unwrap_or_else(|| panic!("not recovered within 5 s\n{}", mds.log()));
+    eprintln!("recovered from kill -9 of postgres in {took:?}");
+    assert_ne!(mds.postgres_pid(), pid);
+    let health = mds
+        .raw()
+        .get(format!("{}/healthz", mds.url))
+        .send()
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    check_seeded(&mds, &key);
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_refuses_to_start() {
+    let mds = Mds::start();
+    let mut second = spawn_server(&mds.root, &[], &[]);
+    let status = second.wait().unwrap();
+    assert!(!status.success());
+    assert!(mds.log().contains("another mds server"), "{}", mds.log());
+    // The first one is unharmed.
+    mds.get("/api/v1/projects").expect(200);
+}
+
+#[test]
+fn after_mds_is_killed_the_next_start_takes_over_its_postgres() {
+    let mut mds = Mds::start();
+    let key = seed(&mds);
+    let root = mds.root.clone();
+    let orphan = mds.postgres_pid();
+    mds.kill9();
+    assert!(
+        kill(Pid::from_raw(orphan as i32), None).is_ok(),
+        "postgres should outlive a kill -9 of mds"
+    );
+    let again = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
+    check_seeded(&again, &key);
+    assert_ne!(again.postgres_pid(), orphan);
+}
+
+#[test]
+fn secrets_need_the_master_key_they_were_sealed_with() {
+    let mut mds = Mds::start();
+    let root = mds.root.clone();
+    mds.stop();
+    let wrong = "00".repeat(32);
+    match Mds::start_in(&root, &[], &[("MDS_MASTER_KEY", &wrong)]) {
+        Ok(_) => panic!("started with the wrong master key"),
+        Err(log) => assert!(log.contains("master key does not open"), "{log}"),
+    }
+    let bad = Mds::start_in(&root, &[], &[("MDS_MASTER_KEY", "not-hex")]);
+    assert!(bad.err().unwrap().contains("64 hexadecimal"));
+}
+
+#[test]
+fn an_existing_postgres_can_be_used_and_replicas_share_its_state() {
+    // The managed PostgreSQL of a first mds stands in for an operator's
+    // existing server; a second mds is pointed at it by URL. Both then serve
+    // the same control plane, as replicas behind a load balancer would.
+    let first = Mds::start();
+    let config = first.superuser_config();
+    let url = format!(
+        "postgres://mds_admin:{}@127.0.0.1:{}/postgres",
+        String::from_utf8_lossy(config.get_password().unwrap()),
+        config.get_ports()[0]
+    );
+    let admin = format!("msk_{}", "A1b2".repeat(10));
+    let tmp = tempfile::tempdir().unwrap();
+    let second = Mds::start_in(
+        tmp.path(),
+        &["--postgres-url", &url],
+        &[("MDS_ADMIN_API_KEY", &admin)],
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    assert!(!second.data_dir.join("admin-api-key").exists());
+    assert!(
+        !second.data_dir.join("engines").exists(),
+        "no managed engine in external mode"
+    );
+    second
+        .call(
+            Method::POST,
+            "/api/v1/projects",
+            Some(&admin),
+            Some(&json!({"name": "ext"})),
+        )
+        .expect(201);
+    // What one replica wrote, the other serves, with either's keys.
+    first.get("/api/v1/projects/ext").expect(200);
+    first
+        .call(Method::GET, "/api/v1/projects/ext", Some(&admin), None)
+        .expect(200);
+    second
+        .call(
+            Method::GET,
+            "/api/v1/projects/ext",
+            Some(&first.admin_key),
+            None,
+        )
+        .expect(200);
+}
