@@ -1,29 +1,23 @@
 //! Bearer API keys and scopes.
 //!
 //! The middleware resolves `Authorization: Bearer msk_...` to a
-//! [`Principal`] before any handler runs. Valid keys are cached for a few
-//! seconds so a hot path costs no database round trip for authentication;
-//! a revoke, rotate or scope change on this replica evicts at once, and
-//! other replicas see it within [`CACHE_TTL`].
+//! [`Principal`] before any handler runs. Key lookups go through the
+//! store's coherent cache, so a hot path costs no database round trip, and a
+//! revoke, rotate or scope change reaches every replica through the
+//! database's invalidation notices.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use mds_core::scopes::Scopes;
 use mds_store::ApiKeyRow;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-
-pub const CACHE_TTL: Duration = Duration::from_secs(10);
-const CACHE_MAX_ENTRIES: usize = 10_000;
 
 /// The caller: which key, which tenant, what it may do.
 #[derive(Debug, Clone)]
@@ -31,7 +25,6 @@ pub struct Principal {
     pub key_id: String,
     pub tenant_id: String,
     pub scopes: Scopes,
-    expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
@@ -43,12 +36,11 @@ impl Principal {
         }
     }
 
-    fn from_row(row: ApiKeyRow) -> Self {
+    fn from_row(row: &ApiKeyRow) -> Self {
         Self {
-            key_id: row.id,
-            tenant_id: row.tenant_id,
-            scopes: Scopes::from_stored(row.scopes),
-            expires_at: row.expires_at,
+            key_id: row.id.clone(),
+            tenant_id: row.tenant_id.clone(),
+            scopes: Scopes::from_stored(row.scopes.clone()),
         }
     }
 }
@@ -62,40 +54,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
             .get::<Arc<Principal>>()
             .map(|p| (**p).clone())
             .ok_or_else(|| ApiError::invalid_token("missing API key"))
-    }
-}
-
-/// Key hash -> (principal, when it was read from the database).
-type CachedKeys = HashMap<[u8; 32], (Arc<Principal>, Instant)>;
-
-#[derive(Default)]
-pub struct KeyCache {
-    entries: RwLock<CachedKeys>,
-}
-
-impl KeyCache {
-    fn get(&self, hash: &[u8; 32]) -> Option<Arc<Principal>> {
-        let entries = self.entries.read().expect("key cache lock");
-        let (principal, at) = entries.get(hash)?;
-        let fresh =
-            at.elapsed() < CACHE_TTL && principal.expires_at.is_none_or(|exp| exp > Utc::now());
-        fresh.then(|| principal.clone())
-    }
-
-    fn put(&self, hash: [u8; 32], principal: Arc<Principal>) {
-        let mut entries = self.entries.write().expect("key cache lock");
-        if entries.len() >= CACHE_MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(hash, (principal, Instant::now()));
-    }
-
-    /// Forgets a key after it was revoked, rotated or re-scoped.
-    pub fn evict(&self, key_id: &str) {
-        self.entries
-            .write()
-            .expect("key cache lock")
-            .retain(|_, (p, _)| p.key_id != key_id);
     }
 }
 
@@ -137,23 +95,10 @@ pub async fn middleware(
 
 async fn authenticate(state: &AppState, token: &str) -> Result<Arc<Principal>, ApiError> {
     let hash = mds_crypto::hash_api_key(token);
-    if let Some(principal) = state.key_cache.get(&hash) {
-        return Ok(principal);
-    }
-    let store = state.store()?;
-    let row = store
+    let row = state
+        .store()?
         .api_key_by_hash(&hash)
         .await?
         .ok_or_else(|| ApiError::invalid_token("invalid, revoked or expired API key"))?;
-    let principal = Arc::new(Principal::from_row(row));
-    state.key_cache.put(hash, principal.clone());
-    // Usage is recorded once per cache period, off the request path.
-    let store = store.clone();
-    let key_id = principal.key_id.clone();
-    tokio::spawn(async move {
-        if let Err(e) = store.touch_api_key(&key_id).await {
-            tracing::debug!(error = %e, "could not record API key use");
-        }
-    });
-    Ok(principal)
+    Ok(Arc::new(Principal::from_row(&row)))
 }

@@ -1,10 +1,11 @@
 //! Extractors whose rejections speak the MIOSA error envelope.
 
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -19,22 +20,53 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| body_rejection(e, state.max_body_bytes))?;
+        let bytes = read_body(request, state.max_body_bytes).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
 
-pub fn body_rejection(e: BytesRejection, limit: usize) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large(limit)
-    } else {
-        ApiError::bad_request(
-            "INVALID_BODY",
-            format!("could not read the request body: {e}"),
-        )
+/// How much of an oversized body is read and thrown away so that the
+/// client, still sending, gets to read our 413 instead of a reset
+/// connection. Past this, the connection is simply closed.
+const DRAIN_FACTOR: usize = 16;
+
+/// The request body, at most `limit` bytes; a larger one is a 413.
+pub async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let drain_cap = limit.saturating_mul(DRAIN_FACTOR);
+    if declared.is_some_and(|n| n > drain_cap) {
+        return Err(ApiError::too_large(limit));
     }
+    let mut stream = request.into_body().into_data_stream();
+    let mut buffer = BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(
+                "INVALID_BODY",
+                format!("could not read the request body: {e}"),
+            )
+        })?;
+        seen += chunk.len();
+        if seen <= limit {
+            buffer.extend_from_slice(&chunk);
+        } else if seen > drain_cap {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::too_large(limit));
+    }
+    Ok(buffer.freeze())
+}
+
+/// Puts a body that was read back into a request.
+pub fn with_body(parts: axum::http::request::Parts, body: Bytes) -> Request {
+    Request::from_parts(parts, Body::from(body))
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

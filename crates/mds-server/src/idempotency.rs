@@ -6,16 +6,15 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use mds_store::{IdempotencyBegin, IdempotencyKey, StoredResponse};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::body_rejection;
+use crate::extract::{read_body, with_body};
 use crate::state::AppState;
 
 pub const HEADER: &str = "idempotency-key";
@@ -64,9 +63,12 @@ async fn run(
         .unwrap_or_default();
 
     let (parts, body) = request.into_parts();
-    let body = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
-        .await
-        .map_err(|e| body_rejection(e, state.max_body_bytes).into_response())?;
+    let body = read_body(
+        Request::from_parts(parts.clone(), body),
+        state.max_body_bytes,
+    )
+    .await
+    .map_err(IntoResponse::into_response)?;
     let request_hash = mds_crypto::digest_parts(&[method.as_bytes(), path.as_bytes(), &body]);
 
     let store = state.store().map_err(IntoResponse::into_response)?;
@@ -101,7 +103,7 @@ async fn run(
         }
     }
 
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let response = next.run(with_body(parts, body)).await;
     let (parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => bytes,

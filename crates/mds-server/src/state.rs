@@ -6,7 +6,6 @@ use mds_crypto::MasterKey;
 use mds_engines::PostgresEngine;
 use mds_store::Store;
 
-use crate::auth::KeyCache;
 use crate::error::ApiError;
 
 #[derive(Clone)]
@@ -15,7 +14,6 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub master_key: MasterKey,
     pub max_body_bytes: usize,
-    pub key_cache: KeyCache,
     /// Set once the engine is up and migrations are applied.
     store: OnceLock<Store>,
     engine: OnceLock<PostgresEngine>,
@@ -33,7 +31,6 @@ impl AppState {
         Self(Arc::new(Shared {
             master_key,
             max_body_bytes,
-            key_cache: KeyCache::default(),
             store: OnceLock::new(),
             engine: OnceLock::new(),
         }))

@@ -1,5 +1,7 @@
 //! API keys: only a hash of each key is stored.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
@@ -96,8 +98,13 @@ impl Store {
         Ok(from_row(&row))
     }
 
-    /// The active (not revoked, not expired) key with this hash.
-    pub async fn api_key_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiKeyRow>> {
+    /// The active (not revoked, not expired) key with this hash: from the
+    /// cache, else from the database (and then its use is recorded).
+    pub async fn api_key_by_hash(&self, token_hash: &[u8]) -> Result<Option<Arc<ApiKeyRow>>> {
+        if let Some(row) = self.cache.api_key(token_hash) {
+            return Ok(Some(row));
+        }
+        let ticket = self.cache.ticket();
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
@@ -106,8 +113,26 @@ impl Store {
                    AND (expires_at IS NULL OR expires_at > now())"
             ))
             .await?;
-        let row = client.query_opt(&stmt, &[&token_hash]).await?;
-        Ok(row.as_ref().map(from_row))
+        let Some(row) = client.query_opt(&stmt, &[&token_hash]).await? else {
+            return Ok(None);
+        };
+        let row = Arc::new(from_row(&row));
+        if let Some(ticket) = ticket {
+            self.cache.put_api_key(ticket, token_hash, row.clone());
+        }
+        // Usage is recorded once per cache period, off the request path.
+        let store = self.clone();
+        let id = row.id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(&id).await {
+                tracing::debug!(error = %e, "could not record API key use");
+            }
+        });
+        Ok(Some(row))
+    }
+
+    fn forget_api_key(&self, id: &str) {
+        self.cache.invalidate(&format!("api_key:{id}"));
     }
 
     pub async fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyRow>> {
@@ -157,6 +182,7 @@ impl Store {
                 &[&tenant_id, &id, &name, &scopes],
             )
             .await?;
+        self.forget_api_key(id);
         Ok(row.as_ref().map(from_row))
     }
 
@@ -179,6 +205,7 @@ impl Store {
                 &[&tenant_id, &id, &token_hash, &token_prefix],
             )
             .await?;
+        self.forget_api_key(id);
         Ok(row.as_ref().map(from_row))
     }
 
@@ -192,10 +219,11 @@ impl Store {
                 &[&tenant_id, &id],
             )
             .await?;
+        self.forget_api_key(id);
         Ok(n > 0)
     }
 
-    pub async fn touch_api_key(&self, id: &str) -> Result<()> {
+    async fn touch_api_key(&self, id: &str) -> Result<()> {
         let client = self.client().await?;
         client
             .execute(

@@ -6,6 +6,7 @@
 //! a plaintext credential.
 
 mod api_keys;
+mod cache;
 mod error;
 mod idempotency;
 mod migrations;
@@ -14,6 +15,7 @@ pub mod quote;
 mod settings;
 mod variables;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
@@ -30,10 +32,13 @@ pub const CONTROL_DATABASE: &str = "mds_control";
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A pool of connections to the control-plane database.
+/// A pool of connections to the control-plane database, with a coherent
+/// cache of hot rows in front of it.
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    cache: Arc<cache::Cache>,
+    listener: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Store {
@@ -46,7 +51,7 @@ impl Store {
         // NOTICEs (such as "already exists, skipping") are not news.
         config.options("-c client_min_messages=warning");
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -64,13 +69,23 @@ impl Store {
             })
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        let store = Self { pool };
+        let cache = Arc::new(cache::Cache::default());
+        let store = Self {
+            pool,
+            cache: cache.clone(),
+            listener: Arc::new(Mutex::new(None)),
+        };
         store.ping().await?;
+        let listener = tokio::spawn(cache::listen(config, cache));
+        *store.listener.lock().expect("listener lock") = Some(listener);
         Ok(store)
     }
 
     /// Closes every pooled connection (before the engine stops).
     pub fn close(&self) {
+        if let Some(listener) = self.listener.lock().expect("listener lock").take() {
+            listener.abort();
+        }
         self.pool.close();
     }
 

@@ -7,11 +7,18 @@
 use crate::{Result, Store};
 
 /// (version, name, sql), in order. Never edit one that has shipped: add one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../migrations/0001_foundation.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../migrations/0001_foundation.sql"),
+    ),
+    (
+        2,
+        "cache_invalidation",
+        include_str!("../migrations/0002_cache_invalidation.sql"),
+    ),
+];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.
 const MIGRATION_LOCK: i64 = 0x006d_6473_5f6d_6967;

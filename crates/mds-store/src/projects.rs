@@ -1,5 +1,7 @@
 //! Projects and their environments.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_postgres::Row;
@@ -121,7 +123,7 @@ impl Store {
         &self,
         project: &NewProject,
         environments: &[NewEnvironment],
-    ) -> Result<ProjectRow> {
+    ) -> Result<Arc<ProjectRow>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
@@ -149,8 +151,17 @@ impl Store {
             .ok_or_else(|| StoreError::Config("project vanished after insert".into()))
     }
 
-    /// A project by id or slug, with its live environments, in one query.
-    pub async fn project(&self, tenant_id: &str, id_or_slug: &str) -> Result<Option<ProjectRow>> {
+    /// A project by id or slug, with its live environments: from the cache,
+    /// else in one query.
+    pub async fn project(
+        &self,
+        tenant_id: &str,
+        id_or_slug: &str,
+    ) -> Result<Option<Arc<ProjectRow>>> {
+        if let Some(row) = self.cache.project(tenant_id, id_or_slug) {
+            return Ok(Some(row));
+        }
+        let ticket = self.cache.ticket();
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
@@ -162,7 +173,14 @@ impl Store {
             ))
             .await?;
         let rows = client.query(&stmt, &[&tenant_id, &id_or_slug]).await?;
-        Ok(fold_projects(&rows).into_iter().next())
+        let Some(row) = fold_projects(&rows).into_iter().next().map(Arc::new) else {
+            return Ok(None);
+        };
+        if let Some(ticket) = ticket {
+            self.cache
+                .put_project(ticket, tenant_id, id_or_slug, row.clone());
+        }
+        Ok(Some(row))
     }
 
     /// A page of projects, newest first, and the total count.
@@ -206,7 +224,7 @@ impl Store {
         tenant_id: &str,
         id: &str,
         patch: &ProjectPatch,
-    ) -> Result<Option<ProjectRow>> {
+    ) -> Result<Option<Arc<ProjectRow>>> {
         let client = self.client().await?;
         let updated = client
             .execute(
@@ -228,6 +246,7 @@ impl Store {
             )
             .await?;
         drop(client);
+        self.forget_project(id);
         if updated == 0 {
             return Ok(None);
         }
@@ -243,7 +262,14 @@ impl Store {
                 &[&tenant_id, &id],
             )
             .await?;
+        self.forget_project(id);
         Ok(n > 0)
+    }
+
+    /// Drops a project from this replica's cache at once (the database's
+    /// notification tells the other replicas).
+    fn forget_project(&self, id: &str) {
+        self.cache.invalidate(&format!("project:{id}"));
     }
 
     pub async fn create_environment(
@@ -254,6 +280,7 @@ impl Store {
         let client = self.client().await?;
         insert_environment(&client, project_id, env).await?;
         drop(client);
+        self.forget_project(project_id);
         self.environment(project_id, &env.id)
             .await?
             .ok_or_else(|| StoreError::Config("environment vanished after insert".into()))
@@ -311,20 +338,29 @@ impl Store {
                 &[&env_id, &name, &slug],
             )
             .await?;
-        Ok(row.map(|r| environment_from_row(&r, 0)))
+        let row = row.map(|r| environment_from_row(&r, 0));
+        if let Some(env) = &row {
+            self.forget_project(&env.project_id);
+        }
+        Ok(row)
     }
 
     /// Soft-deletes an environment. Its variables stay sealed in place,
     /// unreachable, until the project itself is deleted.
     pub async fn delete_environment(&self, env_id: &str) -> Result<bool> {
         let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE environments SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
+        let project: Option<String> = client
+            .query_opt(
+                "UPDATE environments SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL
+                 RETURNING project_id",
                 &[&env_id],
             )
-            .await?;
-        Ok(n > 0)
+            .await?
+            .map(|r| r.get(0));
+        if let Some(project_id) = &project {
+            self.forget_project(project_id);
+        }
+        Ok(project.is_some())
     }
 }
 

@@ -132,7 +132,6 @@ pub async fn update(
         )
         .await?
         .ok_or_else(|| ApiError::not_found("API key", &id))?;
-    state.key_cache.evict(&row.id);
     Ok(data(StatusCode::OK, key_view(row, None)))
 }
 
@@ -148,7 +147,6 @@ pub async fn rotate(
         .rotate_api_key(&principal.tenant_id, &id, &minted.hash, &minted.prefix)
         .await?
         .ok_or_else(|| ApiError::not_found("API key", &id))?;
-    state.key_cache.evict(&row.id);
     Ok(data(StatusCode::OK, key_view(row, Some(&minted.token))))
 }
 
@@ -165,6 +163,5 @@ pub async fn delete(
     {
         return Err(ApiError::not_found("API key", &id));
     }
-    state.key_cache.evict(&id);
     Ok(deleted(&id))
 }

@@ -74,7 +74,8 @@ pub async fn list(
     let total = project.environments.len() as u64;
     let envs: Vec<Environment> = project
         .environments
-        .into_iter()
+        .iter()
+        .cloned()
         .map(environment_view)
         .collect();
     Ok(list_response(envs, 1, total.max(1) as u32, total))

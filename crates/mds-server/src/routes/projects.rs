@@ -1,6 +1,8 @@
 //! Projects: create (with `production` and `staging`), get, list, update,
 //! delete. Projects are named by id or slug.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -19,23 +21,28 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Paging, PathParams, QueryParams};
 use crate::state::AppState;
 
-pub fn project_view(row: ProjectRow) -> Project {
-    let attribution = serde_json::from_value(row.attribution).unwrap_or_default();
+pub fn project_view(row: &ProjectRow) -> Project {
+    let attribution = serde_json::from_value(row.attribution.clone()).unwrap_or_default();
     let default_environment_id = row
         .environments
         .iter()
         .find(|e| e.is_default)
         .map(|e| e.id.clone());
     Project {
-        id: row.id,
-        name: row.name,
-        slug: row.slug,
-        description: row.description,
-        tenant_id: row.tenant_id,
-        workspace_id: row.workspace_id,
-        metadata: row.metadata,
+        id: row.id.clone(),
+        name: row.name.clone(),
+        slug: row.slug.clone(),
+        description: row.description.clone(),
+        tenant_id: row.tenant_id.clone(),
+        workspace_id: row.workspace_id.clone(),
+        metadata: row.metadata.clone(),
         default_environment_id,
-        environments: row.environments.into_iter().map(environment_view).collect(),
+        environments: row
+            .environments
+            .iter()
+            .cloned()
+            .map(environment_view)
+            .collect(),
         attribution,
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -47,7 +54,7 @@ pub async fn load_project(
     store: &Store,
     principal: &Principal,
     reference: &str,
-) -> ApiResult<ProjectRow> {
+) -> ApiResult<Arc<ProjectRow>> {
     store
         .project(&principal.tenant_id, reference)
         .await?
@@ -131,7 +138,7 @@ pub async fn create(
     // gets a numeric suffix instead.
     for attempt in 2..=50u32 {
         match store.create_project(&project, &environments).await {
-            Ok(row) => return Ok(data(StatusCode::CREATED, project_view(row))),
+            Ok(row) => return Ok(data(StatusCode::CREATED, project_view(&row))),
             Err(StoreError::Conflict { constraint }) if constraint == "projects_slug_key" => {
                 if explicit_slug {
                     return Err(slug_taken(&project.slug));
@@ -171,7 +178,7 @@ pub async fn list(
         )
         .await?;
     Ok(list_response(
-        rows.into_iter().map(project_view).collect(),
+        rows.iter().map(project_view).collect(),
         paging.page,
         paging.page_size,
         total as u64,
@@ -185,7 +192,7 @@ pub async fn get(
 ) -> ApiResult<Response> {
     principal.require("projects:read")?;
     let row = load_project(state.store()?, &principal, &reference).await?;
-    Ok(data(StatusCode::OK, project_view(row)))
+    Ok(data(StatusCode::OK, project_view(&row)))
 }
 
 pub async fn update(
@@ -213,7 +220,7 @@ pub async fn update(
         .update_project(&principal.tenant_id, &project.id, &patch)
         .await
     {
-        Ok(Some(row)) => Ok(data(StatusCode::OK, project_view(row))),
+        Ok(Some(row)) => Ok(data(StatusCode::OK, project_view(&row))),
         Ok(None) => Err(ApiError::not_found("project", &reference)),
         Err(StoreError::Conflict { .. }) => Err(slug_taken(patch.slug.as_deref().unwrap_or(""))),
         Err(e) => Err(e.into()),
