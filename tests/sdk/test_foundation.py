@@ -117,6 +117,8 @@ def test_api_keys_and_scopes(client, mds):
     assert token.startswith("msk_") and created["key"] == token
     assert created["id"] in [k["id"] for k in client.api_keys.list()]
     assert "token" not in client.api_keys.get(created["id"])
+    presets = {p["name"]: p["scopes"] for p in client.api_keys.presets()}
+    assert presets["admin"] == ["*"] and "env:reveal" not in presets["default"]
 
     reader = Miosa(api_key=token, base_url=mds.url, max_retries=0)
     reader.projects.list()

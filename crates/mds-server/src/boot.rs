@@ -218,6 +218,9 @@ async fn start_platform(
         let store = Store::connect(control, config.max_db_connections)
             .await
             .context("connecting to the control-plane database")?;
+        if !store.wait_connected(Duration::from_secs(10)).await {
+            bail!("the control-plane database accepts queries but not LISTEN");
+        }
         let applied = store.migrate().await.context("applying migrations")?;
         tracing::info!(applied, "control-plane schema is current");
         bootstrap_admin_key(&store, data_dir, config.admin_api_key.as_deref()).await?;

@@ -55,4 +55,9 @@ impl AppState {
     pub fn is_ready(&self) -> bool {
         self.store.get().is_some()
     }
+
+    /// Ready, and the database reachable right now.
+    pub fn is_connected(&self) -> bool {
+        self.store.get().is_some_and(Store::is_connected)
+    }
 }

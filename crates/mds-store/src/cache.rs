@@ -52,6 +52,12 @@ fn put<K: std::hash::Hash + Eq, V>(entries: &Entries<K, V>, key: K, value: Arc<V
 }
 
 impl Cache {
+    /// Whether the invalidation listener is connected (and so the database
+    /// reachable).
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
     /// Taken before a database read; `None` while the cache is off.
     pub fn ticket(&self) -> Option<Ticket> {
         self.listening
@@ -168,7 +174,7 @@ pub(crate) async fn listen(config: tokio_postgres::Config, cache: Arc<Cache>) {
             Err(e) => tracing::debug!(error = %e, "cache listener cannot connect"),
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 

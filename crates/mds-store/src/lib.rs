@@ -89,6 +89,24 @@ impl Store {
         self.pool.close();
     }
 
+    /// Whether this replica holds a live connection to the database (its
+    /// cache listener); cheap enough for every health check.
+    pub fn is_connected(&self) -> bool {
+        self.cache.is_listening()
+    }
+
+    /// Waits up to `limit` for [`is_connected`](Self::is_connected).
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.is_connected() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// One round trip: is the database answering?
     pub async fn ping(&self) -> Result<()> {
         let client = self.pool.get().await?;

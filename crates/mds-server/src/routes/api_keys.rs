@@ -50,6 +50,23 @@ fn grantable_scopes(principal: &Principal, requested: Option<Vec<String>>) -> Ap
     Ok(scopes)
 }
 
+/// Named scope bundles, for clients that offer a choice.
+pub async fn presets(principal: Principal) -> ApiResult<Response> {
+    principal.require("api-keys:read")?;
+    let presets = serde_json::json!([
+        {"name": "default", "description": "projects and variables, read and write; values stay masked",
+         "scopes": mds_core::scopes::DEFAULT_SCOPES},
+        {"name": "read-only", "description": "read projects and variable previews",
+         "scopes": ["projects:read", "env:read"]},
+        {"name": "deploy", "description": "what CI needs to read config and reveal values",
+         "scopes": ["projects:read", "env:read", "env:reveal", "deployments:write"]},
+        {"name": "admin", "description": "everything, including managing keys", "scopes": ["*"]},
+    ]);
+    let total = presets.as_array().map_or(0, Vec::len) as u64;
+    let items = presets.as_array().cloned().unwrap_or_default();
+    Ok(list_response(items, 1, total as u32, total))
+}
+
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,

@@ -8,7 +8,8 @@ use mds_api_types::Health;
 use crate::state::AppState;
 
 /// 200 once the engines run and migrations are applied; 503 before, and
-/// while the managed postgres is being restarted.
+/// while the database is unreachable (a managed postgres being restarted,
+/// an external one down).
 pub async fn healthz(State(state): State<AppState>) -> Response {
     let mut engines = BTreeMap::new();
     let engine_ok = match state.engine() {
@@ -22,7 +23,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
             false
         }
     };
-    let ready = state.is_ready() && engine_ok;
+    let ready = engine_ok && state.is_connected();
     let status = if ready {
         "ok"
     } else if state.is_ready() {

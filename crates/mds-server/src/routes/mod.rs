@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
             get(variables::reveal),
         )
         .route("/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/api-keys/presets", get(api_keys::presets))
         .route(
             "/api-keys/{key}",
             get(api_keys::get)
