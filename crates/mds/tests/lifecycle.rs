@@ -192,3 +192,27 @@ fn an_existing_postgres_can_be_used_and_replicas_share_its_state() {
         )
         .expect(200);
 }
+
+#[test]
+fn healthz_is_503_until_the_platform_is_ready() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = spawn_server(tmp.path(), &[], &[]);
+    let info_path = tmp.path().join("data/server.json");
+    // The listener is up before the engine: initdb alone takes longer than
+    // this first look.
+    wait_until(Duration::from_secs(30), || info_path.exists()).expect("server.json");
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&info_path).unwrap()).unwrap();
+    let url = info["url"].as_str().unwrap().to_string();
+    let first = common::answer(
+        reqwest::blocking::get(format!("{url}/healthz")).expect("healthz answers while starting"),
+    );
+    assert_eq!(first.status, 503, "{}", first.body);
+    assert_eq!(first.body["status"], "starting");
+    let ready = wait_until(Duration::from_secs(60), || {
+        reqwest::blocking::get(format!("{url}/healthz")).is_ok_and(|r| r.status() == 200)
+    });
+    assert!(ready.is_some());
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+}
