@@ -247,3 +247,120 @@ pub struct ServerInfo {
     pub url: String,
     pub pid: u32,
 }
+
+// ----------------------------------------------------------- data services
+
+/// A data service attached to a project, with one binding per environment.
+/// The MIOSA `/databases` routes show the same object with `engine` set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataService {
+    pub id: String,
+    pub project_id: String,
+    pub tenant_id: String,
+    /// `postgres`, later `redis`, `storage`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    /// Prefix of the injected names: "" for the first of its kind.
+    pub env_prefix: String,
+    /// The one environment it is bound in, or none for all of them.
+    pub environment_id: Option<String>,
+    /// provisioning | running | stopped | error | deleting
+    pub state: String,
+    pub bindings: Vec<Binding>,
+    /// MIOSA database fields.
+    pub engine: String,
+    pub engine_version: String,
+    pub region: String,
+    pub connection_test: Option<Value>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A data service in one environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Binding {
+    pub id: String,
+    pub environment: String,
+    pub environment_id: String,
+    pub state: String,
+    pub desired: String,
+    pub last_error: Option<String>,
+    /// The database and role name on the engine.
+    pub resource: String,
+    pub ready_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CreateDataService {
+    #[serde(rename = "type", alias = "kind")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CreateDatabase {
+    pub engine: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub project_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+}
+
+/// How to connect to one binding (it holds a password).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub database_id: String,
+    pub environment: String,
+    pub url: String,
+    pub database_url: String,
+    pub connection_string: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub dbname: String,
+    pub username: String,
+    pub user: String,
+    pub password: String,
+    /// The variables this binding injects, by name.
+    pub env: BTreeMap<String, String>,
+}
+
+// ------------------------------------------------------------- resolution
+
+/// The environment a process of (project, environment) gets at boot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResolvedEnv {
+    pub project_id: String,
+    pub environment: String,
+    pub environment_id: String,
+    pub variables: Vec<EnvEntry>,
+    /// Bindings not yet running, whose names are missing for now.
+    pub pending: Vec<Binding>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvEntry {
+    pub name: String,
+    /// Present only when revealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub preview: String,
+    pub secret: bool,
+    pub source: EnvSource,
+    /// Lower-precedence sources this value overrode, highest first.
+    pub overridden: Vec<EnvSource>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnvSource {
+    /// platform | binding | shared | service | run
+    pub layer: String,
+    pub origin: String,
+}

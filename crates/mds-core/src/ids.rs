@@ -8,6 +8,8 @@ pub enum IdKind {
     Environment,
     ApiKey,
     Request,
+    DataService,
+    Binding,
 }
 
 impl IdKind {
@@ -17,6 +19,8 @@ impl IdKind {
             IdKind::Environment => "env",
             IdKind::ApiKey => "key",
             IdKind::Request => "req",
+            IdKind::DataService => "ds",
+            IdKind::Binding => "bnd",
         }
     }
 
@@ -45,6 +49,8 @@ mod tests {
             IdKind::Environment,
             IdKind::ApiKey,
             IdKind::Request,
+            IdKind::DataService,
+            IdKind::Binding,
         ] {
             let id = kind.mint();
             assert!(id.starts_with(&format!("{}_", kind.prefix())), "{id}");

@@ -4,6 +4,7 @@
 //! server, the store and the CLI share these rules so a name the CLI accepts
 //! is a name the server accepts.
 
+pub mod env;
 pub mod ids;
 pub mod names;
 pub mod scopes;

@@ -251,3 +251,86 @@ mod tests {
         assert!(validate_display_name("name", &"x".repeat(101), 100).is_err());
     }
 }
+
+/// The engine-side name (database and role) of a binding:
+/// `<project>__<environment>[__<service>]`, lowercase `[a-z0-9_]`. The
+/// double underscore cannot occur inside a part (slugs have single hyphens,
+/// turned into underscores), so distinct bindings never share a name. Long
+/// names are cut to PostgreSQL's 63 bytes with a hash of the whole kept at
+/// the end.
+pub fn resource_name(project_slug: &str, environment_slug: &str, service: Option<&str>) -> String {
+    let part = |s: &str| -> String {
+        slugify(s)
+            .unwrap_or_else(|| "x".to_string())
+            .replace('-', "_")
+    };
+    let mut name = format!("{}__{}", part(project_slug), part(environment_slug));
+    if let Some(service) = service {
+        name = format!("{name}__{}", part(service));
+    }
+    const MAX: usize = 63;
+    if name.len() > MAX {
+        let hash = fnv1a(name.as_bytes());
+        name.truncate(MAX - 9);
+        name = format!("{}_{hash:08x}", name.trim_end_matches('_'));
+    }
+    name
+}
+
+/// The names a data service may have: like a slug, so that it can become a
+/// variable prefix (`analytics` -> `ANALYTICS_`) and part of a resource name.
+pub fn validate_service_name(field: &'static str, name: &str) -> Result<(), FieldError> {
+    validate_slug(field, name).map_err(|_| {
+        FieldError::new(
+            field,
+            format!(
+                "must be 1-{MAX_SLUG} lowercase letters, digits and single hyphens, starting \
+                 and ending with a letter or digit (got {name:?})"
+            ),
+        )
+    })
+}
+
+/// `analytics-db` -> `ANALYTICS_DB_`.
+pub fn env_prefix(service_name: &str) -> String {
+    format!("{}_", service_name.replace('-', "_").to_ascii_uppercase())
+}
+
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[cfg(test)]
+mod resource_tests {
+    use super::*;
+
+    #[test]
+    fn resource_names_are_distinct_safe_and_bounded() {
+        assert_eq!(
+            resource_name("my-app", "production", None),
+            "my_app__production"
+        );
+        assert_eq!(
+            resource_name("my-app", "preview-pr-1", Some("analytics")),
+            "my_app__preview_pr_1__analytics"
+        );
+        assert_ne!(
+            resource_name("my-app", "preview-pr-1", None),
+            resource_name("my-app-preview", "pr-1", None)
+        );
+        let long = resource_name(&"a".repeat(48), &"b".repeat(48), Some(&"c".repeat(48)));
+        assert!(long.len() <= 63, "{long}");
+        assert_ne!(
+            long,
+            resource_name(&"a".repeat(48), &"b".repeat(48), Some(&"d".repeat(48)))
+        );
+        for name in [long, resource_name("x'; DROP", "y\"", None)] {
+            assert!(name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        }
+        assert_eq!(env_prefix("analytics-db"), "ANALYTICS_DB_");
+    }
+}

@@ -20,6 +20,7 @@ use mds_core::scopes::Scopes;
 use mds_core::tenancy::DEFAULT_TENANT_ID;
 use mds_crypto::MasterKey;
 use mds_engines::{ManagedPostgres, OsUser, PostgresEngine};
+use mds_provision::Reconciler;
 use mds_store::{NewApiKeyRow, Store, CONTROL_DATABASE};
 use nix::fcntl::{Flock, FlockArg};
 
@@ -42,6 +43,8 @@ pub struct ServerConfig {
     pub admin_api_key: Option<String>,
     pub max_body_bytes: usize,
     pub max_db_connections: usize,
+    /// CONNECTION LIMIT of each tenant database role.
+    pub tenant_connection_limit: i32,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -224,12 +227,28 @@ async fn start_platform(
         let applied = store.migrate().await.context("applying migrations")?;
         tracing::info!(applied, "control-plane schema is current");
         bootstrap_admin_key(&store, data_dir, config.admin_api_key.as_deref()).await?;
-        Ok::<_, anyhow::Error>(store)
+        mds_provision::harden_engine(
+            &admin,
+            CONTROL_DATABASE,
+            matches!(engine, PostgresEngine::Managed(_)),
+        )
+        .await
+        .context("closing the control-plane database to tenants")?;
+        let version = store.server_version().await?;
+        Ok::<_, anyhow::Error>((store, version))
     }
     .await;
     match result {
-        Ok(store) => {
-            state.set_ready(engine.clone(), store);
+        Ok((store, version)) => {
+            let reconciler = Reconciler::new(
+                store.clone(),
+                engine.clone(),
+                state.master_key.clone(),
+                config.tenant_connection_limit,
+            );
+            // Repairs whatever a crash left half-done, then follows changes.
+            reconciler.spawn();
+            state.set_ready(engine.clone(), version, store, reconciler);
             Ok(engine)
         }
         Err(e) => {

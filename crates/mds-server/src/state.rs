@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use mds_crypto::MasterKey;
 use mds_engines::PostgresEngine;
+use mds_provision::Reconciler;
 use mds_store::Store;
 
 use crate::error::ApiError;
@@ -12,11 +13,13 @@ use crate::error::ApiError;
 pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
-    pub master_key: MasterKey,
+    pub master_key: Arc<MasterKey>,
     pub max_body_bytes: usize,
     /// Set once the engine is up and migrations are applied.
     store: OnceLock<Store>,
     engine: OnceLock<PostgresEngine>,
+    reconciler: OnceLock<Reconciler>,
+    engine_version: OnceLock<String>,
 }
 
 impl std::ops::Deref for AppState {
@@ -29,17 +32,33 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(master_key: MasterKey, max_body_bytes: usize) -> Self {
         Self(Arc::new(Shared {
-            master_key,
+            master_key: Arc::new(master_key),
             max_body_bytes,
             store: OnceLock::new(),
             engine: OnceLock::new(),
+            reconciler: OnceLock::new(),
+            engine_version: OnceLock::new(),
         }))
     }
 
     /// Marks the platform ready: from now on the API serves.
-    pub fn set_ready(&self, engine: PostgresEngine, store: Store) {
+    pub fn set_ready(
+        &self,
+        engine: PostgresEngine,
+        engine_version: String,
+        store: Store,
+        reconciler: Reconciler,
+    ) {
         let _ = self.engine.set(engine);
+        let _ = self.engine_version.set(engine_version);
+        let _ = self.reconciler.set(reconciler);
         let _ = self.store.set(store);
+    }
+
+    pub fn reconciler(&self) -> Result<&Reconciler, ApiError> {
+        self.reconciler
+            .get()
+            .ok_or_else(|| ApiError::unavailable("mds is starting; retry shortly"))
     }
 
     pub fn store(&self) -> Result<&Store, ApiError> {
@@ -50,6 +69,11 @@ impl AppState {
 
     pub fn engine(&self) -> Option<&PostgresEngine> {
         self.engine.get()
+    }
+
+    /// The Postgres engine's major version ("15").
+    pub fn engine_version(&self) -> String {
+        self.engine_version.get().cloned().unwrap_or_default()
     }
 
     pub fn is_ready(&self) -> bool {

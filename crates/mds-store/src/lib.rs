@@ -7,6 +7,7 @@
 
 mod api_keys;
 mod cache;
+mod data_services;
 mod error;
 mod idempotency;
 mod migrations;
@@ -22,6 +23,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use tokio_postgres::NoTls;
 
 pub use api_keys::{ApiKeyRow, NewApiKeyRow};
+pub use data_services::{BindingRow, DataServiceRow, MissingBinding, NewBinding, NewDataService};
 pub use error::StoreError;
 pub use idempotency::{IdempotencyBegin, IdempotencyKey, StoredResponse};
 pub use projects::{EnvironmentRow, NewEnvironment, NewProject, ProjectPatch, ProjectRow};
@@ -105,6 +107,17 @@ impl Store {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         true
+    }
+
+    /// The server's major version, e.g. "15".
+    pub async fn server_version(&self) -> Result<String> {
+        let client = self.client().await?;
+        let row = client.query_one("SHOW server_version_num", &[]).await?;
+        let num: String = row.get(0);
+        Ok(num
+            .parse::<u32>()
+            .map(|n| (n / 10000).to_string())
+            .unwrap_or(num))
     }
 
     /// One round trip: is the database answering?

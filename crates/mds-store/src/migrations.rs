@@ -18,6 +18,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "cache_invalidation",
         include_str!("../migrations/0002_cache_invalidation.sql"),
     ),
+    (
+        3,
+        "data_services",
+        include_str!("../migrations/0003_data_services.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

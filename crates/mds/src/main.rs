@@ -80,6 +80,9 @@ struct ServeArgs {
     /// Connections to the control-plane database
     #[arg(long, env = "MDS_DB_CONNECTIONS", default_value_t = 16)]
     db_connections: usize,
+    /// Most sessions one tenant database role may hold
+    #[arg(long, env = "MDS_TENANT_CONNECTION_LIMIT", default_value_t = 20)]
+    tenant_connection_limit: i32,
 }
 
 fn main() -> ExitCode {
@@ -112,6 +115,7 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         admin_api_key: std::env::var("MDS_ADMIN_API_KEY").ok(),
         max_body_bytes: args.max_body_bytes,
         max_db_connections: args.db_connections.max(2),
+        tenant_connection_limit: args.tenant_connection_limit.max(1),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

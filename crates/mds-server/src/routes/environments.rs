@@ -9,12 +9,13 @@ use mds_api_types::{CreateEnvironment, Environment, UpdateEnvironment};
 use mds_core::ids::IdKind;
 use mds_core::names::{self, ENVIRONMENT_KINDS};
 use mds_store::{EnvironmentRow, NewEnvironment, ProjectRow, Store, StoreError};
+use serde::Deserialize;
 
 use super::projects::load_project;
 use super::{data, deleted, list as list_response};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JsonBody, PathParams};
+use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
 
 pub fn environment_view(row: EnvironmentRow) -> Environment {
@@ -129,7 +130,13 @@ pub async fn create(
         is_default: false,
     };
     match store.create_environment(&project.id, &new).await {
-        Ok(row) => Ok(data(StatusCode::CREATED, environment_view(row))),
+        Ok(row) => {
+            // Its data-service bindings are added by the next pass.
+            if let Ok(reconciler) = state.reconciler() {
+                reconciler.wake();
+            }
+            Ok(data(StatusCode::CREATED, environment_view(row)))
+        }
         Err(StoreError::Conflict { .. }) => Err(name_taken(&name)),
         Err(e) => Err(e.into()),
     }
@@ -167,17 +174,46 @@ pub async fn update(
     }
 }
 
+#[derive(Deserialize)]
+pub struct DeleteQuery {
+    purge: Option<String>,
+}
+
+/// An environment whose data services hold data is deleted only with
+/// `?purge=true`, which drops that data first.
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,
     PathParams((project, environment)): PathParams<(String, String)>,
+    QueryParams(query): QueryParams<DeleteQuery>,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
+    let purge = parse_bool("purge", query.purge.as_deref())?;
     let store = state.store()?;
     let project = load_project(store, &principal, &project).await?;
     let env = resolve_environment(store, &project, Some(&environment)).await?;
     if env.is_default {
         return Err(is_default_error("deleted"));
+    }
+    let bound = store.environment_bindings(&env.id).await?;
+    if !bound.is_empty() || store.environment_has_bindings(&env.id).await? {
+        if !purge {
+            return Err(ApiError::conflict(
+                "ENVIRONMENT_HAS_DATA",
+                format!(
+                    "environment {:?} has data-service bindings; delete it with ?purge=true \
+                     to drop their data too",
+                    env.name
+                ),
+            ));
+        }
+        let reconciler = state.reconciler()?;
+        for (_, binding) in bound {
+            reconciler
+                .remove_now(&binding)
+                .await
+                .map_err(|e| ApiError::internal(format!("purging {}: {e}", binding.id)))?;
+        }
     }
     if !store.delete_environment(&env.id).await? {
         return Err(ApiError::environment_not_found(&environment, &project.slug));

@@ -2,6 +2,8 @@
 //! `/v1`).
 
 mod api_keys;
+mod data_services;
+mod env;
 mod environments;
 mod health;
 mod projects;
@@ -50,6 +52,31 @@ pub fn router(state: AppState) -> Router {
             "/projects/{project}/shared-variables/{name}/reveal",
             get(variables::reveal),
         )
+        .route(
+            "/projects/{project}/data-services",
+            get(data_services::list).post(data_services::create),
+        )
+        .route(
+            "/projects/{project}/data-services/{service}",
+            get(data_services::get).delete(data_services::delete),
+        )
+        .route("/projects/{project}/env", get(env::resolve))
+        .route(
+            "/databases",
+            get(data_services::db_list).post(data_services::db_create),
+        )
+        .route(
+            "/databases/{id}",
+            get(data_services::db_get).delete(data_services::db_delete),
+        )
+        .route(
+            "/databases/{id}/credentials",
+            get(data_services::db_credentials),
+        )
+        .route("/databases/{id}/start", post(data_services::db_start))
+        .route("/databases/{id}/stop", post(data_services::db_stop))
+        .route("/databases/{id}/restart", post(data_services::db_restart))
+        .route("/databases/{id}/logs", get(data_services::db_logs))
         .route("/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/api-keys/presets", get(api_keys::presets))
         .route(

@@ -18,7 +18,7 @@ use super::environments::environment_view;
 use super::{data, deleted, list as list_response};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JsonBody, Paging, PathParams, QueryParams};
+use crate::extract::{parse_bool, JsonBody, Paging, PathParams, QueryParams};
 use crate::state::AppState;
 
 pub fn project_view(row: &ProjectRow) -> Project {
@@ -227,14 +227,53 @@ pub async fn update(
     }
 }
 
+#[derive(Deserialize)]
+pub struct DeleteQuery {
+    purge: Option<String>,
+}
+
+/// A project that still has data services is deleted only with
+/// `?purge=true`, which drops their databases first.
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,
     PathParams(reference): PathParams<String>,
+    QueryParams(query): QueryParams<DeleteQuery>,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
+    let purge = parse_bool("purge", query.purge.as_deref())?;
     let store = state.store()?;
     let project = load_project(store, &principal, &reference).await?;
+    let services = store.data_services(&project.id).await?;
+    if !services.is_empty() {
+        if !purge {
+            let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+            return Err(ApiError::conflict(
+                "PROJECT_HAS_DATA_SERVICES",
+                format!(
+                    "project {:?} still has data services ({}); delete them first, or delete \
+                     the project with ?purge=true to drop their data too",
+                    project.slug,
+                    names.join(", ")
+                ),
+            ));
+        }
+        let reconciler = state.reconciler()?;
+        for service in &services {
+            store.set_service_desired(&service.id, "deleted").await?;
+            for binding in store.bindings(&service.id).await? {
+                reconciler
+                    .remove_now(&binding)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("purging {}: {e}", binding.id)))?;
+            }
+        }
+        tracing::info!(
+            project = project.id,
+            services = services.len(),
+            "purged data services"
+        );
+    }
     if !store
         .delete_project(&principal.tenant_id, &project.id)
         .await?

@@ -35,16 +35,25 @@ impl EnvQuery {
     }
 }
 
+/// A variable's value, unsealed.
+pub fn open_variable(
+    state: &AppState,
+    env_id: &str,
+    row: &VariableRow,
+) -> ApiResult<zeroize::Zeroizing<String>> {
+    state
+        .master_key
+        .open_string(&seal_context(env_id, &row.name), &row.sealed_value)
+        .map_err(|e| ApiError::internal(format!("variable {}: {e}", row.name)))
+}
+
 fn variable_view(
     state: &AppState,
     env: &EnvironmentRow,
     row: VariableRow,
     reveal: bool,
 ) -> ApiResult<Variable> {
-    let value = state
-        .master_key
-        .open_string(&seal_context(&env.id, &row.name), &row.sealed_value)
-        .map_err(|e| ApiError::internal(format!("variable {}: {e}", row.name)))?;
+    let value = open_variable(state, &env.id, &row)?;
     Ok(Variable {
         preview: vars::preview(&value, row.is_secret),
         value: reveal.then(|| value.to_string()),

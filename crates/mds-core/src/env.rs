@@ -1,0 +1,238 @@
+//! Environment resolution: what a process sees at boot.
+//!
+//! [`resolve_env`] is the one pure function that merges every source. Each
+//! entry keeps its provenance (and what it overrode), which `mds env
+//! explain` prints. Precedence, lowest first:
+//!
+//! 1. platform: `MIOSA_PROJECT_ID`, `MIOSA_ENVIRONMENT`;
+//! 2. bindings: `DATABASE_URL`, `PG*`, ... of the environment's data services;
+//! 3. shared variables of the environment;
+//! 4. service or deployment variables;
+//! 5. run-level env (`mds run -E`, a sandbox's own `env`).
+//!
+//! So a user can always override what the platform injects, on purpose, by
+//! setting the same name higher up; `explain` shows it.
+
+use std::collections::BTreeMap;
+
+/// Where a value comes from. The order is the precedence, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Layer {
+    Platform,
+    Binding,
+    Shared,
+    Service,
+    Run,
+}
+
+impl Layer {
+    pub fn label(self) -> &'static str {
+        match self {
+            Layer::Platform => "platform",
+            Layer::Binding => "binding",
+            Layer::Shared => "shared",
+            Layer::Service => "service",
+            Layer::Run => "run",
+        }
+    }
+}
+
+/// One value offered for a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub name: String,
+    pub value: String,
+    pub layer: Layer,
+    /// Which binding, service or variable set within the layer.
+    pub origin: String,
+    pub secret: bool,
+}
+
+impl Candidate {
+    pub fn new(layer: Layer, origin: &str, name: &str, value: &str, secret: bool) -> Self {
+        Self {
+            name: name.to_string(),
+            value: value.to_string(),
+            layer,
+            origin: origin.to_string(),
+            secret,
+        }
+    }
+}
+
+/// The value a name resolves to, and the candidates it won over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub winner: Candidate,
+    /// Lower-precedence candidates for the same name, highest first.
+    pub overridden: Vec<Candidate>,
+}
+
+/// Merges candidates by precedence: a higher layer wins; within a layer
+/// the later candidate wins. The result is sorted by name.
+pub fn resolve_env(candidates: impl IntoIterator<Item = Candidate>) -> Vec<Resolved> {
+    let mut by_name: BTreeMap<String, Vec<(usize, Candidate)>> = BTreeMap::new();
+    for (order, candidate) in candidates.into_iter().enumerate() {
+        by_name
+            .entry(candidate.name.clone())
+            .or_default()
+            .push((order, candidate));
+    }
+    by_name
+        .into_values()
+        .map(|mut list| {
+            list.sort_by(|(ia, a), (ib, b)| b.layer.cmp(&a.layer).then(ib.cmp(ia)));
+            let mut list = list.into_iter().map(|(_, c)| c);
+            let winner = list.next().expect("every name has a candidate");
+            Resolved {
+                winner,
+                overridden: list.collect(),
+            }
+        })
+        .collect()
+}
+
+/// Percent-encodes a URL userinfo or path part.
+pub fn url_encode(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for b in part.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The connection details of one Postgres binding.
+pub struct PostgresAccess<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub password: &'a str,
+    pub database: &'a str,
+}
+
+impl PostgresAccess<'_> {
+    pub fn url(&self) -> String {
+        format!(
+            "postgresql://{}:{}@{}:{}/{}",
+            url_encode(self.user),
+            url_encode(self.password),
+            self.host,
+            self.port,
+            url_encode(self.database)
+        )
+    }
+
+    /// `DATABASE_URL`, `DATABASE_URL_UNPOOLED` and `PG*`, each prefixed
+    /// (`ANALYTICS_DATABASE_URL`) for a service that is not the first of
+    /// its kind. Values are (name, value, secret).
+    pub fn variables(&self, prefix: &str) -> Vec<(String, String, bool)> {
+        let url = self.url();
+        [
+            ("DATABASE_URL", url.clone(), true),
+            ("DATABASE_URL_UNPOOLED", url, true),
+            ("PGHOST", self.host.to_string(), false),
+            ("PGPORT", self.port.to_string(), false),
+            ("PGUSER", self.user.to_string(), false),
+            ("PGPASSWORD", self.password.to_string(), true),
+            ("PGDATABASE", self.database.to_string(), false),
+        ]
+        .into_iter()
+        .map(|(name, value, secret)| (format!("{prefix}{name}"), value, secret))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(layer: Layer, name: &str, value: &str) -> Candidate {
+        Candidate::new(layer, layer.label(), name, value, false)
+    }
+
+    /// Each case: candidates in order, then the expected winning value per name.
+    fn check(candidates: Vec<Candidate>, expected: &[(&str, &str)]) {
+        let resolved = resolve_env(candidates);
+        let got: Vec<(&str, &str)> = resolved
+            .iter()
+            .map(|r| (r.winner.name.as_str(), r.winner.value.as_str()))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn precedence_is_platform_binding_shared_service_run() {
+        use Layer::*;
+        check(
+            vec![
+                c(Run, "A", "run"),
+                c(Binding, "A", "binding"),
+                c(Shared, "A", "shared"),
+            ],
+            &[("A", "run")],
+        );
+        check(
+            vec![
+                c(Shared, "DATABASE_URL", "mine"),
+                c(Binding, "DATABASE_URL", "platform"),
+            ],
+            &[("DATABASE_URL", "mine")],
+        );
+        check(
+            vec![
+                c(Service, "X", "svc"),
+                c(Shared, "X", "shared"),
+                c(Platform, "X", "p"),
+            ],
+            &[("X", "svc")],
+        );
+        check(
+            vec![
+                c(Platform, "MIOSA_ENVIRONMENT", "staging"),
+                c(Binding, "PGHOST", "h"),
+            ],
+            &[("MIOSA_ENVIRONMENT", "staging"), ("PGHOST", "h")],
+        );
+        // Within one layer the later candidate wins.
+        check(vec![c(Run, "A", "1"), c(Run, "A", "2")], &[("A", "2")]);
+    }
+
+    #[test]
+    fn provenance_lists_what_was_overridden() {
+        let resolved = resolve_env(vec![
+            c(Layer::Binding, "A", "b"),
+            c(Layer::Run, "A", "r"),
+            c(Layer::Shared, "A", "s"),
+        ]);
+        let layers: Vec<Layer> = resolved[0].overridden.iter().map(|o| o.layer).collect();
+        assert_eq!(resolved[0].winner.layer, Layer::Run);
+        assert_eq!(layers, [Layer::Shared, Layer::Binding]);
+    }
+
+    #[test]
+    fn postgres_variables_and_prefixes() {
+        let access = PostgresAccess {
+            host: "127.0.0.1",
+            port: 5432,
+            user: "shop__production",
+            password: "p@ss/word",
+            database: "shop__production",
+        };
+        assert_eq!(
+            access.url(),
+            "postgresql://shop__production:p%40ss%2Fword@127.0.0.1:5432/shop__production"
+        );
+        let names: Vec<String> = access
+            .variables("ANALYTICS_")
+            .into_iter()
+            .map(|v| v.0)
+            .collect();
+        assert!(names.contains(&"ANALYTICS_DATABASE_URL".to_string()));
+        assert!(names.contains(&"ANALYTICS_PGPASSWORD".to_string()));
+        assert_eq!(access.variables("")[0].0, "DATABASE_URL");
+    }
+}

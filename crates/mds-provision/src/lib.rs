@@ -1,0 +1,274 @@
+//! Provisioning: data services are desired state in the store; the
+//! [`Reconciler`] makes the engines match it.
+//!
+//! Every pass: (1) add bindings for environments created after a service
+//! was attached; (2) lease the bindings whose observed state differs from
+//! the desired one and converge each with ordered, idempotent operations;
+//! (3) record the outcome, or the error and when to retry. A crash at any
+//! point leaves rows that the next pass (on any replica) picks up again.
+
+mod postgres;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use mds_core::env::PostgresAccess;
+use mds_core::ids::IdKind;
+use mds_core::names;
+use mds_crypto::MasterKey;
+use mds_engines::PostgresEngine;
+use mds_store::{BindingRow, DataServiceRow, NewBinding, Store};
+use tokio::sync::Notify;
+use zeroize::Zeroizing;
+
+pub use postgres::harden_engine;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("engine: {0}")]
+    Engine(#[from] tokio_postgres::Error),
+    #[error("store: {0}")]
+    Store(#[from] mds_store::StoreError),
+    #[error("the binding's password cannot be opened with this master key")]
+    Sealed,
+    #[error("unknown data-service kind {0:?}")]
+    UnknownKind(String),
+}
+
+/// Password length: 43 alphanumerics carry 256 bits.
+const PASSWORD_LEN: usize = 43;
+const CLAIM_BATCH: i64 = 32;
+const LEASE_SECS: f64 = 120.0;
+const IDLE_RESCAN: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct Reconciler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    engine: PostgresEngine,
+    master_key: Arc<MasterKey>,
+    wake: Notify,
+    connection_limit: i32,
+}
+
+fn password_context(binding_id: &str) -> String {
+    format!("binding:{binding_id}:password")
+}
+
+impl Reconciler {
+    pub fn new(
+        store: Store,
+        engine: PostgresEngine,
+        master_key: Arc<MasterKey>,
+        connection_limit: i32,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                engine,
+                master_key,
+                wake: Notify::new(),
+                connection_limit,
+            }),
+        }
+    }
+
+    /// Asks for a pass now (after desired state changed).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Runs passes until the task is dropped: on every wake, and every few
+    /// seconds to retry errors and adopt work of replicas that died.
+    pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match this.pass().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(bindings = n, "reconciler pass"),
+                    Err(e) => tracing::warn!(error = %e, "reconciler pass failed; will retry"),
+                }
+                tokio::select! {
+                    _ = this.inner.wake.notified() => {}
+                    _ = tokio::time::sleep(IDLE_RESCAN) => {}
+                }
+            }
+        })
+    }
+
+    /// One pass; returns how many bindings it worked on.
+    pub async fn pass(&self) -> Result<usize, ProvisionError> {
+        let store = &self.inner.store;
+        for missing in store.missing_bindings().await? {
+            let service = (!missing.env_prefix.is_empty()).then_some(missing.service_name.as_str());
+            let binding = self.new_binding(
+                &missing.project_slug,
+                &missing.environment_id,
+                &missing.environment_slug,
+                service,
+            );
+            store.add_binding(&missing.service_id, &binding).await?;
+        }
+        let mut worked = 0;
+        loop {
+            let due = store.claim_due_bindings(CLAIM_BATCH, LEASE_SECS).await?;
+            if due.is_empty() {
+                return Ok(worked);
+            }
+            worked += due.len();
+            join_all(
+                due.iter()
+                    .map(|(service, binding)| self.converge(service, binding)),
+            )
+            .await;
+        }
+    }
+
+    /// A binding for `environment`, with a fresh sealed password.
+    pub fn new_binding(
+        &self,
+        project_slug: &str,
+        environment_id: &str,
+        environment_slug: &str,
+        service_name: Option<&str>,
+    ) -> NewBinding {
+        let id = IdKind::Binding.mint();
+        let password = mds_crypto::random_password(PASSWORD_LEN);
+        NewBinding {
+            sealed_password: self
+                .inner
+                .master_key
+                .seal(&password_context(&id), password.as_bytes()),
+            resource_name: names::resource_name(project_slug, environment_slug, service_name),
+            environment_id: environment_id.to_string(),
+            id,
+        }
+    }
+
+    pub fn password(&self, binding: &BindingRow) -> Result<Zeroizing<String>, ProvisionError> {
+        self.inner
+            .master_key
+            .open_string(&password_context(&binding.id), &binding.sealed_password)
+            .map_err(|_| ProvisionError::Sealed)
+    }
+
+    /// Where tenants reach the engine.
+    pub fn endpoint(&self) -> (String, u16) {
+        let admin = self.inner.engine.admin_config();
+        let host = match admin.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_string(),
+        };
+        let port = admin.get_ports().first().copied().unwrap_or(5432);
+        (host, port)
+    }
+
+    /// The variables a running Postgres binding injects.
+    pub fn postgres_variables(
+        &self,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<Vec<(String, String, bool)>, ProvisionError> {
+        let password = self.password(binding)?;
+        let (host, port) = self.endpoint();
+        Ok(PostgresAccess {
+            host: &host,
+            port,
+            user: &binding.resource_name,
+            password: &password,
+            database: &binding.resource_name,
+        }
+        .variables(&service.env_prefix))
+    }
+
+    async fn converge(&self, service: &DataServiceRow, binding: &BindingRow) {
+        let store = &self.inner.store;
+        let outcome = match service.kind.as_str() {
+            "postgres" => self.converge_postgres(binding).await,
+            other => Err(ProvisionError::UnknownKind(other.to_string())),
+        };
+        let recorded = match outcome {
+            Ok(Some(state)) => {
+                let _ = store
+                    .add_binding_event(&binding.id, "provision", &format!("{state}"))
+                    .await;
+                store.binding_reached(&binding.id, state).await
+            }
+            Ok(None) => {
+                let _ = store
+                    .add_binding_event(&binding.id, "provision", "deleted")
+                    .await;
+                store.remove_binding(&binding.id, &binding.service_id).await
+            }
+            Err(e) => {
+                let retry = (0.5 * 2f64.powi(binding.attempts.min(7))).min(60.0);
+                tracing::warn!(binding = binding.id, error = %e, retry_secs = retry, "provisioning failed");
+                let _ = store
+                    .add_binding_event(&binding.id, "error", &e.to_string())
+                    .await;
+                store
+                    .binding_failed(&binding.id, &e.to_string(), retry)
+                    .await
+            }
+        };
+        if let Err(e) = recorded {
+            // The lease expires and another pass retries.
+            tracing::warn!(binding = binding.id, error = %e, "could not record a binding's state");
+        }
+    }
+
+    /// Returns the state reached, or `None` once the binding is gone.
+    async fn converge_postgres(
+        &self,
+        binding: &BindingRow,
+    ) -> Result<Option<&'static str>, ProvisionError> {
+        let admin = postgres::Admin::connect(&self.inner.engine.admin_config()).await?;
+        let name = &binding.resource_name;
+        match binding.desired.as_str() {
+            "deleted" => {
+                admin.remove(name).await?;
+                Ok(None)
+            }
+            desired => {
+                let login = desired == "running";
+                let password = self.password(binding)?;
+                admin
+                    .converge(name, &password, login, self.inner.connection_limit)
+                    .await?;
+                if !login {
+                    admin.disconnect_role(name).await?;
+                    return Ok(Some("stopped"));
+                }
+                // Ready means connectable: a real login with the binding's
+                // own credentials.
+                let (host, port) = self.endpoint();
+                postgres::verify(&host, port, name, &password).await?;
+                Ok(Some("running"))
+            }
+        }
+    }
+
+    /// Closes every session of a binding's role (a "restart" of a database
+    /// that shares its server).
+    pub async fn disconnect(&self, binding: &BindingRow) -> Result<(), ProvisionError> {
+        let admin = postgres::Admin::connect(&self.inner.engine.admin_config()).await?;
+        admin.disconnect_role(&binding.resource_name).await?;
+        Ok(())
+    }
+
+    /// Drops a binding's database and role now (a purge), then its row.
+    pub async fn remove_now(&self, binding: &BindingRow) -> Result<(), ProvisionError> {
+        let admin = postgres::Admin::connect(&self.inner.engine.admin_config()).await?;
+        admin.remove(&binding.resource_name).await?;
+        self.inner
+            .store
+            .remove_binding(&binding.id, &binding.service_id)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! The Postgres provisioner: one database and one login role per binding,
+//! on a shared engine. Each step is idempotent and safe to repeat after a
+//! crash at any point. Identifiers and literals go through
+//! `mds_store::quote`; passwords are sent as SCRAM verifiers, never in
+//! clear.
+
+use std::time::Duration;
+
+use mds_store::quote;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+pub(crate) struct Admin {
+    client: Client,
+    _conn: tokio::task::JoinHandle<()>,
+}
+
+impl Admin {
+    pub async fn connect(config: &tokio_postgres::Config) -> Result<Self, tokio_postgres::Error> {
+        let (client, conn) = config.connect(NoTls).await?;
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self {
+            client,
+            _conn: task,
+        })
+    }
+
+    /// Makes the role and database exist, owned and reachable only by the
+    /// role.
+    pub async fn converge(
+        &self,
+        name: &str,
+        password: &str,
+        login: bool,
+        connection_limit: i32,
+    ) -> Result<(), tokio_postgres::Error> {
+        let role = quote::ident(name);
+        let verifier = quote::literal(&postgres_protocol::password::scram_sha_256(
+            password.as_bytes(),
+        ));
+        let login = if login { "LOGIN" } else { "NOLOGIN" };
+        // 1. The role: no privilege beyond logging in to its database.
+        let attributes = format!(
+            "{login} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS \
+             CONNECTION LIMIT {connection_limit} PASSWORD {verifier}"
+        );
+        let exists = self
+            .client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
+            .await?
+            .is_some();
+        if exists {
+            self.client
+                .batch_execute(&format!("ALTER ROLE {role} WITH {attributes}"))
+                .await?;
+        } else {
+            match self
+                .client
+                .batch_execute(&format!("CREATE ROLE {role} WITH {attributes}"))
+                .await
+            {
+                Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => {
+                    self.client
+                        .batch_execute(&format!("ALTER ROLE {role} WITH {attributes}"))
+                        .await?
+                }
+                other => other?,
+            }
+        }
+        // 2. The database, owned by the role (outside a transaction, as
+        //    CREATE DATABASE must be).
+        let db_exists = self
+            .client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await?
+            .is_some();
+        if !db_exists {
+            match self
+                .client
+                .batch_execute(&format!("CREATE DATABASE {role} OWNER {role}"))
+                .await
+            {
+                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
+                other => other?,
+            }
+        }
+        // 3. Only its role may connect (every new database grants CONNECT
+        //    and TEMP to PUBLIC by default).
+        self.client
+            .batch_execute(&format!(
+                "ALTER DATABASE {role} OWNER TO {role};
+                 REVOKE ALL ON DATABASE {role} FROM PUBLIC;
+                 GRANT CONNECT, TEMPORARY ON DATABASE {role} TO {role};"
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every session of the role.
+    pub async fn disconnect_role(&self, name: &str) -> Result<(), tokio_postgres::Error> {
+        self.client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                &[&name],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the database (ending its sessions) and the role.
+    pub async fn remove(&self, name: &str) -> Result<(), tokio_postgres::Error> {
+        let ident = quote::ident(name);
+        self.client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {ident} WITH (FORCE)"))
+            .await?;
+        self.disconnect_role(name).await?;
+        self.client
+            .batch_execute(&format!("DROP ROLE IF EXISTS {ident}"))
+            .await?;
+        Ok(())
+    }
+}
+
+/// Logs in as the binding and runs `SELECT 1`.
+pub(crate) async fn verify(
+    host: &str,
+    port: u16,
+    name: &str,
+    password: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host)
+        .port(port)
+        .user(name)
+        .password(password)
+        .dbname(name)
+        .connect_timeout(Duration::from_secs(5));
+    let (client, conn) = config.connect(NoTls).await?;
+    let task = tokio::spawn(conn);
+    let result = client.simple_query("SELECT 1").await.map(|_| ());
+    drop(client);
+    let _ = task.await;
+    result
+}
+
+/// Closes the databases tenants must never reach to every role but the
+/// superuser: the control plane always; on a managed engine, also
+/// `postgres` and `template1`.
+pub async fn harden_engine(
+    admin: &tokio_postgres::Config,
+    control_database: &str,
+    managed: bool,
+) -> Result<(), tokio_postgres::Error> {
+    let admin = Admin::connect(admin).await?;
+    let mut databases = vec![control_database];
+    if managed {
+        databases.extend(["postgres", "template1"]);
+    }
+    for db in databases {
+        admin
+            .client
+            .batch_execute(&format!(
+                "REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC",
+                quote::ident(db)
+            ))
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,449 @@
+//! Data services and bindings: the desired state the reconciler converges
+//! the engines to.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_postgres::Row;
+
+use crate::{Result, Store};
+
+#[derive(Debug, Clone)]
+pub struct DataServiceRow {
+    pub id: String,
+    pub project_id: String,
+    pub kind: String,
+    pub name: String,
+    pub env_prefix: String,
+    pub environment_id: Option<String>,
+    pub config: Value,
+    pub deleting: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BindingRow {
+    pub id: String,
+    pub service_id: String,
+    pub environment_id: String,
+    pub environment_name: String,
+    pub desired: String,
+    pub state: String,
+    pub last_error: Option<String>,
+    pub attempts: i32,
+    pub resource_name: String,
+    pub sealed_password: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub ready_at: Option<DateTime<Utc>>,
+}
+
+pub struct NewDataService {
+    pub id: String,
+    pub project_id: String,
+    pub kind: String,
+    pub name: String,
+    pub env_prefix: String,
+    pub environment_id: Option<String>,
+    pub config: Value,
+}
+
+pub struct NewBinding {
+    pub id: String,
+    pub environment_id: String,
+    pub resource_name: String,
+    pub sealed_password: Vec<u8>,
+}
+
+/// A (service, environment) pair that should have a binding and has none.
+#[derive(Debug, Clone)]
+pub struct MissingBinding {
+    pub service_id: String,
+    pub service_name: String,
+    pub env_prefix: String,
+    pub project_slug: String,
+    pub environment_id: String,
+    pub environment_slug: String,
+}
+
+const SERVICE_COLUMNS: &str =
+    "s.id, s.project_id, s.kind, s.name, s.env_prefix, s.environment_id, \
+     s.config, s.deleting, s.created_at, s.updated_at";
+const BINDING_COLUMNS: &str = "b.id, b.service_id, b.environment_id, e.name, b.desired, b.state, \
+     b.last_error, b.attempts, b.resource_name, b.sealed_password, b.created_at, b.updated_at, \
+     b.ready_at";
+
+fn service_from_row(row: &Row) -> DataServiceRow {
+    DataServiceRow {
+        id: row.get(0),
+        project_id: row.get(1),
+        kind: row.get(2),
+        name: row.get(3),
+        env_prefix: row.get(4),
+        environment_id: row.get(5),
+        config: row.get(6),
+        deleting: row.get(7),
+        created_at: row.get(8),
+        updated_at: row.get(9),
+    }
+}
+
+fn binding_from_row(row: &Row, at: usize) -> BindingRow {
+    BindingRow {
+        id: row.get(at),
+        service_id: row.get(at + 1),
+        environment_id: row.get(at + 2),
+        environment_name: row.get(at + 3),
+        desired: row.get(at + 4),
+        state: row.get(at + 5),
+        last_error: row.get(at + 6),
+        attempts: row.get(at + 7),
+        resource_name: row.get(at + 8),
+        sealed_password: row.get(at + 9),
+        created_at: row.get(at + 10),
+        updated_at: row.get(at + 11),
+        ready_at: row.get(at + 12),
+    }
+}
+
+async fn insert_binding(
+    client: &impl deadpool_postgres::GenericClient,
+    service_id: &str,
+    b: &NewBinding,
+) -> Result<bool> {
+    let n = client
+        .execute(
+            "INSERT INTO bindings (id, service_id, environment_id, resource_name, sealed_password)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (service_id, environment_id) DO NOTHING",
+            &[
+                &b.id,
+                &service_id,
+                &b.environment_id,
+                &b.resource_name,
+                &b.sealed_password,
+            ],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+impl Store {
+    /// Records a service and its first bindings in one transaction.
+    pub async fn create_data_service(
+        &self,
+        service: &NewDataService,
+        bindings: &[NewBinding],
+    ) -> Result<DataServiceRow> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO data_services AS s (id, project_id, kind, name, env_prefix, environment_id, config)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     RETURNING {SERVICE_COLUMNS}"
+                ),
+                &[
+                    &service.id,
+                    &service.project_id,
+                    &service.kind,
+                    &service.name,
+                    &service.env_prefix,
+                    &service.environment_id,
+                    &service.config,
+                ],
+            )
+            .await?;
+        for binding in bindings {
+            insert_binding(&tx, &service.id, binding).await?;
+        }
+        tx.commit().await?;
+        Ok(service_from_row(&row))
+    }
+
+    /// The project's services (those being deleted included), oldest first.
+    pub async fn data_services(&self, project_id: &str) -> Result<Vec<DataServiceRow>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {SERVICE_COLUMNS} FROM data_services s WHERE s.project_id = $1
+                     ORDER BY s.created_at, s.id"
+                ),
+                &[&project_id],
+            )
+            .await?;
+        Ok(rows.iter().map(service_from_row).collect())
+    }
+
+    /// Every service of a tenant, optionally of one kind and project.
+    pub async fn tenant_data_services(
+        &self,
+        tenant_id: &str,
+        kinds: &[&str],
+        project_id: Option<&str>,
+    ) -> Result<Vec<DataServiceRow>> {
+        let client = self.client().await?;
+        let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {SERVICE_COLUMNS} FROM data_services s JOIN projects p ON p.id = s.project_id
+                     WHERE p.tenant_id = $1 AND s.kind = ANY($2) AND ($3::text IS NULL OR p.id = $3)
+                     ORDER BY s.created_at, s.id"
+                ),
+                &[&tenant_id, &kinds, &project_id],
+            )
+            .await?;
+        Ok(rows.iter().map(service_from_row).collect())
+    }
+
+    /// A service by id, if it belongs to the tenant.
+    pub async fn data_service(&self, tenant_id: &str, id: &str) -> Result<Option<DataServiceRow>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {SERVICE_COLUMNS} FROM data_services s JOIN projects p ON p.id = s.project_id
+                     WHERE p.tenant_id = $1 AND s.id = $2"
+                ),
+                &[&tenant_id, &id],
+            )
+            .await?;
+        Ok(row.as_ref().map(service_from_row))
+    }
+
+    /// A service's bindings, with their environments' names.
+    pub async fn bindings(&self, service_id: &str) -> Result<Vec<BindingRow>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {BINDING_COLUMNS} FROM bindings b JOIN environments e ON e.id = b.environment_id
+                     WHERE b.service_id = $1 ORDER BY e.is_default DESC, e.created_at, e.id"
+                ),
+                &[&service_id],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| binding_from_row(r, 0)).collect())
+    }
+
+    /// Every binding of an environment, with its service.
+    pub async fn environment_bindings(
+        &self,
+        environment_id: &str,
+    ) -> Result<Vec<(DataServiceRow, BindingRow)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {SERVICE_COLUMNS}, {BINDING_COLUMNS}
+                     FROM bindings b
+                     JOIN data_services s ON s.id = b.service_id
+                     JOIN environments e ON e.id = b.environment_id
+                     WHERE b.environment_id = $1 AND NOT s.deleting
+                     ORDER BY s.created_at, s.id"
+                ),
+                &[&environment_id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (service_from_row(r), binding_from_row(r, 10)))
+            .collect())
+    }
+
+    /// Sets what every binding of a service should be (running, stopped,
+    /// deleted) and wakes them for the reconciler.
+    pub async fn set_service_desired(&self, service_id: &str, desired: &str) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if desired == "deleted" {
+            tx.execute(
+                "UPDATE data_services SET deleting = true, updated_at = now() WHERE id = $1",
+                &[&service_id],
+            )
+            .await?;
+        }
+        tx.execute(
+            "UPDATE bindings SET desired = $2, attempts = 0, next_attempt_at = now(), updated_at = now()
+             WHERE service_id = $1",
+            &[&service_id, &desired],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Pairs of (live service, live environment in its scope) that have no
+    /// binding yet: environments created after the service was attached.
+    pub async fn missing_bindings(&self) -> Result<Vec<MissingBinding>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT s.id, s.name, s.env_prefix, p.slug, e.id, e.slug
+                 FROM data_services s
+                 JOIN projects p ON p.id = s.project_id
+                 JOIN environments e ON e.project_id = s.project_id AND e.deleted_at IS NULL
+                 WHERE NOT s.deleting
+                   AND (s.environment_id IS NULL OR s.environment_id = e.id)
+                   AND NOT EXISTS (SELECT 1 FROM bindings b
+                                   WHERE b.service_id = s.id AND b.environment_id = e.id)",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| MissingBinding {
+                service_id: r.get(0),
+                service_name: r.get(1),
+                env_prefix: r.get(2),
+                project_slug: r.get(3),
+                environment_id: r.get(4),
+                environment_slug: r.get(5),
+            })
+            .collect())
+    }
+
+    /// Adds a binding unless the pair has one; false when it had.
+    pub async fn add_binding(&self, service_id: &str, binding: &NewBinding) -> Result<bool> {
+        let client = self.client().await?;
+        insert_binding(&client, service_id, binding).await
+    }
+
+    /// Leases up to `limit` bindings that need work, so that no other
+    /// replica works on them for `lease_secs`.
+    pub async fn claim_due_bindings(
+        &self,
+        limit: i64,
+        lease_secs: f64,
+    ) -> Result<Vec<(DataServiceRow, BindingRow)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "WITH due AS (
+                         SELECT id FROM bindings
+                         WHERE state <> desired AND next_attempt_at <= now()
+                           AND (lease_until IS NULL OR lease_until < now())
+                         ORDER BY next_attempt_at
+                         LIMIT $1
+                         FOR UPDATE SKIP LOCKED
+                     ), claimed AS (
+                         UPDATE bindings SET lease_until = now() + make_interval(secs => $2)
+                         WHERE id IN (SELECT id FROM due)
+                         RETURNING *
+                     )
+                     SELECT {SERVICE_COLUMNS}, {BINDING_COLUMNS}
+                     FROM claimed b
+                     JOIN data_services s ON s.id = b.service_id
+                     JOIN environments e ON e.id = b.environment_id"
+                ),
+                &[&limit, &lease_secs],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (service_from_row(r), binding_from_row(r, 10)))
+            .collect())
+    }
+
+    /// Records what the engine now has, and releases the lease.
+    pub async fn binding_reached(&self, id: &str, state: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE bindings SET state = $2, last_error = NULL, attempts = 0, lease_until = NULL,
+                     ready_at = CASE WHEN $2 = 'running' THEN coalesce(ready_at, now()) ELSE ready_at END,
+                     updated_at = now()
+                 WHERE id = $1",
+                &[&id, &state],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt; the next one waits `retry_secs`.
+    pub async fn binding_failed(&self, id: &str, error: &str, retry_secs: f64) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE bindings SET state = 'error', last_error = $2, attempts = attempts + 1,
+                     next_attempt_at = now() + make_interval(secs => $3), lease_until = NULL,
+                     updated_at = now()
+                 WHERE id = $1",
+                &[&id, &error, &retry_secs],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a binding whose resources are gone, and its service once it
+    /// has none left and is being deleted.
+    pub async fn remove_binding(&self, binding_id: &str, service_id: &str) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("DELETE FROM bindings WHERE id = $1", &[&binding_id])
+            .await?;
+        tx.execute(
+            "DELETE FROM data_services s WHERE s.id = $1 AND s.deleting
+               AND NOT EXISTS (SELECT 1 FROM bindings b WHERE b.service_id = s.id)",
+            &[&service_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn add_binding_event(
+        &self,
+        binding_id: &str,
+        stream: &str,
+        line: &str,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO binding_events (binding_id, stream, line) VALUES ($1, $2, $3)",
+                &[&binding_id, &stream, &line],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` events of a service's bindings, oldest first.
+    pub async fn binding_events(
+        &self,
+        service_id: &str,
+        limit: i64,
+    ) -> Result<Vec<(DateTime<Utc>, String, String)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT at, stream, line FROM (
+                     SELECT ev.id, ev.at, ev.stream, ev.line FROM binding_events ev
+                     JOIN bindings b ON b.id = ev.binding_id
+                     WHERE b.service_id = $1 ORDER BY ev.id DESC LIMIT $2
+                 ) recent ORDER BY id",
+                &[&service_id, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Whether anything still binds data in this environment.
+    pub async fn environment_has_bindings(&self, environment_id: &str) -> Result<bool> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "SELECT 1 FROM bindings WHERE environment_id = $1 LIMIT 1",
+                &[&environment_id],
+            )
+            .await?
+            .is_some())
+    }
+}
