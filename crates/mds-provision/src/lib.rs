@@ -195,7 +195,7 @@ impl Reconciler {
         let recorded = match outcome {
             Ok(Some(state)) => {
                 let _ = store
-                    .add_binding_event(&binding.id, "provision", &format!("{state}"))
+                    .add_binding_event(&binding.id, "provision", state)
                     .await;
                 store.binding_reached(&binding.id, state).await
             }
