@@ -118,6 +118,7 @@ impl Reconciler {
         loop {
             let due = store.claim_due_bindings(CLAIM_BATCH, LEASE_SECS).await?;
             if due.is_empty() {
+                store.sweep_deleted_services().await?;
                 return Ok(worked);
             }
             worked += due.len();

@@ -306,6 +306,19 @@ impl Store {
             .collect())
     }
 
+    /// Forgets services being deleted that have no binding left (repairs a
+    /// pass that stopped between the two steps).
+    pub async fn sweep_deleted_services(&self) -> Result<u64> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "DELETE FROM data_services s WHERE s.deleting
+                   AND NOT EXISTS (SELECT 1 FROM bindings b WHERE b.service_id = s.id)",
+                &[],
+            )
+            .await?)
+    }
+
     /// Adds a binding unless the pair has one; false when it had.
     pub async fn add_binding(&self, service_id: &str, binding: &NewBinding) -> Result<bool> {
         let client = self.client().await?;
@@ -384,6 +397,13 @@ impl Store {
     pub async fn remove_binding(&self, binding_id: &str, service_id: &str) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // Bindings of one service are removed concurrently: the row lock
+        // makes the last one see that none is left.
+        tx.execute(
+            "SELECT 1 FROM data_services WHERE id = $1 FOR UPDATE",
+            &[&service_id],
+        )
+        .await?;
         tx.execute("DELETE FROM bindings WHERE id = $1", &[&binding_id])
             .await?;
         tx.execute(

@@ -24,7 +24,7 @@ pub struct Ctx {
 impl Ctx {
     /// With `--json`, prints the API's answer as it came and returns true;
     /// the caller then skips its table.
-    fn printed_json(&self, answer: &Value) -> bool {
+    pub fn printed_json(&self, answer: &Value) -> bool {
         if self.json {
             json(answer);
         }
@@ -35,6 +35,14 @@ impl Ctx {
 /// Runs a command and turns its outcome into an exit code and a message
 /// that says what to do.
 pub fn run(global: &Global, command: impl FnOnce(&Ctx) -> anyhow::Result<()>) -> ExitCode {
+    run_with_code(global, |ctx| command(ctx).map(|()| ExitCode::SUCCESS))
+}
+
+/// Like [`run`], for a command that chooses its own exit code.
+pub fn run_with_code(
+    global: &Global,
+    command: impl FnOnce(&Ctx) -> anyhow::Result<ExitCode>,
+) -> ExitCode {
     let outcome = ApiClient::from_global(global).and_then(|api| {
         command(&Ctx {
             api,
@@ -42,7 +50,7 @@ pub fn run(global: &Global, command: impl FnOnce(&Ctx) -> anyhow::Result<()>) ->
         })
     });
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -68,7 +76,8 @@ pub enum Projects {
     List,
     /// Show one project and its environments
     Show { project: String },
-    /// Delete a project and everything it owns
+    /// Delete a project and everything it owns, its data services' data
+    /// included
     Delete {
         project: String,
         /// Do not ask for confirmation
@@ -144,11 +153,12 @@ impl Projects {
             }
             Projects::Delete { project, yes } => {
                 if !yes {
-                    confirm(&project)?;
+                    confirm(&project, "project", "everything it owns, its data included")?;
                 }
-                let answer = ctx
-                    .api
-                    .delete(&format!("/projects/{}", segment(&project)))?;
+                let answer = ctx.api.delete_query(
+                    &format!("/projects/{}", segment(&project)),
+                    &[("purge", "true")],
+                )?;
                 if ctx.printed_json(&answer) {
                     return Ok(());
                 }
@@ -159,17 +169,17 @@ impl Projects {
     }
 }
 
-/// Asks the person to type the project's name back; refuses without a
-/// terminal unless `--yes` was given.
-fn confirm(project: &str) -> anyhow::Result<()> {
+/// Asks the person to type the name back; refuses without a terminal
+/// unless `--yes` was given.
+pub fn confirm(name: &str, what: &str, consequence: &str) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
-        bail!("refusing to delete {project:?} without confirmation: pass --yes");
+        bail!("refusing to delete {what} {name:?} without confirmation: pass --yes");
     }
-    print!("This deletes project {project:?} and everything it owns. Type its name to confirm: ");
+    print!("This deletes {what} {name:?} and {consequence}. Type its name to confirm: ");
     std::io::stdout().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
-    if line.trim() != project {
+    if line.trim() != name {
         bail!("not confirmed; nothing was deleted");
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `mds`: the server (`mds up`, `mds server`) and a CLI for its API.
 
+mod boot;
 mod client;
 mod commands;
 mod output;
@@ -59,6 +60,17 @@ enum Command {
     /// Manage API keys
     #[command(subcommand)]
     Keys(commands::Keys),
+    /// Attach a data service (postgres) to a project
+    Attach(boot::Attach),
+    /// List or delete a project's data services
+    #[command(subcommand)]
+    Data(boot::Data),
+    /// Show what a process of (project, environment) gets at boot
+    Env(boot::Env),
+    /// Boot a command with a project environment's variables
+    Run(boot::Run),
+    /// Open psql on a project environment's database
+    Psql(boot::Psql),
 }
 
 #[derive(Args)]
@@ -94,6 +106,11 @@ fn main() -> ExitCode {
         Command::Envs(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Vars(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Keys(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Attach(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Data(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Env(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Run(cmd) => commands::run_with_code(&cli.global, |c| cmd.run(c)),
+        Command::Psql(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
     }
 }
 

@@ -360,3 +360,73 @@ pub fn query(config: &tokio_postgres::Config, sql: &str) -> Vec<tokio_postgres::
         rows
     })
 }
+
+impl Mds {
+    /// The revealed environment of (project, environment), by name.
+    pub fn resolved_env(
+        &self,
+        project: &str,
+        environment: &str,
+    ) -> std::collections::BTreeMap<String, String> {
+        let answer = self
+            .get(&format!(
+                "/api/v1/projects/{project}/env?env={environment}&reveal=true"
+            ))
+            .expect(200);
+        answer.data()["variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap().to_string(),
+                    v["value"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Attaches Postgres to `project` and waits until every binding runs.
+    pub fn attach_postgres(&self, project: &str, body: Value) -> Value {
+        let answer = self
+            .post(
+                &format!("/api/v1/projects/{project}/data-services?wait=true"),
+                body,
+            )
+            .expect(201);
+        let service = answer.data().clone();
+        assert_eq!(service["state"], "running", "{service}");
+        service
+    }
+}
+
+/// Runs the real `psql` client: (success, stdout, stderr).
+pub fn psql(url: &str, sql: &str) -> (bool, String, String) {
+    psql_with(&[url], &[], sql)
+}
+
+pub fn psql_with(args: &[&str], env: &[(&str, &str)], sql: &str) -> (bool, String, String) {
+    let output = Command::new("psql")
+        .args(args)
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .env_remove("PGHOST")
+        .env_remove("PGPORT")
+        .env_remove("PGUSER")
+        .env_remove("PGPASSWORD")
+        .env_remove("PGDATABASE")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("psql (postgresql-client) is installed");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `url` with its database name replaced.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, _) = url.rsplit_once('/').unwrap();
+    format!("{base}/{database}")
+}
