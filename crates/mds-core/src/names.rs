@@ -268,6 +268,10 @@ pub fn resource_name(project_slug: &str, environment_slug: &str, service: Option
     if let Some(service) = service {
         name = format!("{name}__{}", part(service));
     }
+    // PostgreSQL reserves role names that start with "pg_".
+    if name.starts_with("pg_") {
+        name = format!("u_{name}");
+    }
     const MAX: usize = 63;
     if name.len() > MAX {
         let hash = fnv1a(name.as_bytes());
@@ -332,5 +336,9 @@ mod resource_tests {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
         }
         assert_eq!(env_prefix("analytics-db"), "ANALYTICS_DB_");
+        assert_eq!(
+            resource_name("pg-x", "production", None),
+            "u_pg_x__production"
+        );
     }
 }

@@ -26,7 +26,7 @@ pub use postgres::harden_engine;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
-    #[error("engine: {0}")]
+    #[error("engine: {}", describe(.0))]
     Engine(#[from] tokio_postgres::Error),
     #[error("store: {0}")]
     Store(#[from] mds_store::StoreError),
@@ -34,6 +34,14 @@ pub enum ProvisionError {
     Sealed,
     #[error("unknown data-service kind {0:?}")]
     UnknownKind(String),
+}
+
+/// The server's own words for a database error ("db error" says nothing).
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 /// Password length: 43 alphanumerics carry 256 bits.

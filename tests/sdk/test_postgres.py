@@ -1,0 +1,99 @@
+"""Postgres data services through the official SDK's `databases` resource,
+with psycopg connecting to what it hands out."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+import psycopg
+import pytest
+from miosa import errors
+
+
+def wait_running(client, database_id: str, limit: float = 30.0) -> dict:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        db = client.databases.get(database_id)
+        if db["state"] == "running":
+            return db
+        assert db["state"] in ("provisioning", "running"), db
+        time.sleep(0.05)
+    raise AssertionError(f"database {database_id} never ran")
+
+
+def resolved(mds, project_id: str, environment: str) -> dict[str, str]:
+    answer = httpx.get(
+        f"{mds.url}/api/v1/projects/{project_id}/env",
+        params={"env": environment, "reveal": "true"},
+        headers={"Authorization": f"Bearer {mds.admin_key}"},
+    ).json()
+    return {v["name"]: v["value"] for v in answer["data"]["variables"]}
+
+
+def test_databases_create_get_list_credentials_delete(client, mds):
+    project = client.projects.create(f"pg-{uuid.uuid4().hex[:6]}")
+    db = client.databases.create(
+        engine="postgresql", name="main", project_id=project["id"], size="small", version="16"
+    )
+    assert db["id"].startswith("ds_") and db["engine"] == "postgresql"
+    db = wait_running(client, db["id"])
+    assert db["connection_test"] == {"status": "ok"}
+    assert db["id"] in [d["id"] for d in client.databases.list()]
+    assert [d["id"] for d in client.databases.list(project_id=project["id"])] == [db["id"]]
+
+    creds = client.databases.credentials(db["id"])
+    for key in ("url", "host", "port", "database", "username", "password"):
+        assert creds[key], key
+    with psycopg.connect(creds["url"]) as conn:
+        conn.execute("CREATE TABLE notes (body text)")
+        conn.execute("INSERT INTO notes VALUES ('kept')")
+    # The same database is what a process booting in production gets.
+    env = resolved(mds, project["id"], "production")
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
+        assert conn.execute("SELECT body FROM notes").fetchone() == ("kept",)
+    # Staging is another database, and production's credentials cannot open it.
+    staging = resolved(mds, project["id"], "staging")
+    assert staging["DATABASE_URL"] != env["DATABASE_URL"]
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(
+            host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"],
+            password=env["PGPASSWORD"], dbname=staging["PGDATABASE"],
+        )
+
+    client.databases.restart(db["id"])
+    logs = client.databases.logs(db["id"], lines=20)
+    assert logs["data"]["database_id"] == db["id"]
+
+    client.databases.delete(db["id"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            client.databases.get(db["id"])
+        except errors.NotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the database was not deleted")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(creds["url"], connect_timeout=5)
+
+
+def test_database_errors(client):
+    with pytest.raises(errors.ValidationError) as raised:
+        client.databases.create(engine="mongodb", project_id="whatever")
+    assert raised.value.details["field"] == "engine"
+    with pytest.raises(errors.ValidationError) as raised:
+        client.databases.create(engine="postgresql")
+    assert raised.value.details["field"] == "project_id"
+    with pytest.raises(errors.NotFoundError):
+        client.databases.create(engine="postgresql", project_id="no-such-project")
+    with pytest.raises(errors.NotFoundError):
+        client.databases.credentials("ds_01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    project = client.projects.create(f"pg-{uuid.uuid4().hex[:6]}")
+    client.databases.create(engine="postgres", project_id=project["id"])
+    with pytest.raises(errors.MiosaError) as raised:
+        client.databases.create(engine="postgres", project_id=project["id"])
+    assert raised.value.status_code == 409
+    assert raised.value.code == "DATA_SERVICE_NAME_REQUIRED"
