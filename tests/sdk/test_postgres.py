@@ -97,3 +97,50 @@ def test_database_errors(client):
         client.databases.create(engine="postgres", project_id=project["id"])
     assert raised.value.status_code == 409
     assert raised.value.code == "DATA_SERVICE_NAME_REQUIRED"
+
+
+def test_services_of_kind_database(client, mds):
+    project = client.projects.create(f"svc-{uuid.uuid4().hex[:6]}")
+    service = client.services.create(project["id"], "Postgres", type="database")
+    assert service["kind"] == "database" and service["name"] == "Postgres"
+    deadline = time.monotonic() + 30
+    while client.services.get(service["id"])["state"] != "running":
+        assert time.monotonic() < deadline, "the database service never ran"
+        time.sleep(0.05)
+    assert [s["id"] for s in client.services.list(project["id"])] == [service["id"]]
+
+    connection = client.services.connection(service["id"])
+    with psycopg.connect(connection["private_url"]) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+    rows = client.services.set_variables(
+        service["id"],
+        {
+            "APP_DATABASE_URL": "${{Postgres.DATABASE_URL}}",
+            "SESSION_KEY": "${{secret(32)}}",
+            "GREETING": "hello",
+        },
+    )
+    assert {r["name"] for r in rows} == {"APP_DATABASE_URL", "SESSION_KEY", "GREETING"}
+    assert all("value" not in r for r in rows)
+    effective = client.services.effective_variables(service["id"])
+    names = {v["name"] for v in effective["variables"]}
+    assert {"DATABASE_URL", "PGHOST", "APP_DATABASE_URL", "SESSION_KEY"} <= names
+    assert all("value" not in v for v in effective["variables"])
+
+    revealed = client.services.reveal_variable(service["id"], "APP_DATABASE_URL")
+    assert revealed["value"] == connection["private_url"]
+    with psycopg.connect(revealed["value"]) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == connection["username"]
+    secret = client.services.reveal_variable(service["id"], "SESSION_KEY")["value"]
+    assert len(secret) == 32 and "${{" not in secret
+
+    with pytest.raises(errors.ValidationError) as raised:
+        client.services.set_variables(service["id"], {"BAD": "${{secret(0)}}"})
+    assert raised.value.details["field"] == "variables"
+    with pytest.raises(errors.ValidationError):
+        client.services.create(project["id"], "web", type="web")
+
+    client.services.delete_variables(service["id"], ["GREETING"])
+    assert "GREETING" not in {r["name"] for r in client.services.variables(service["id"])}
+    client.services.delete(service["id"])

@@ -236,3 +236,106 @@ mod tests {
         assert_eq!(access.variables("")[0].0, "DATABASE_URL");
     }
 }
+
+/// A `${{...}}` reference inside a variable's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference<'a> {
+    /// `${{shared.NAME}}`: a shared variable of the environment.
+    Shared(&'a str),
+    /// `${{Service.NAME}}`: a variable another service exposes.
+    Service(&'a str, &'a str),
+    /// `${{NAME}}`: another variable of the same service.
+    Own(&'a str),
+    /// `${{secret(N)}}`: N random characters, drawn when the value is set.
+    Secret(usize),
+}
+
+/// A reference that cannot be parsed, naming the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad reference ${{{{{0}}}}}: use ${{{{shared.NAME}}}}, ${{{{Service.NAME}}}}, ${{{{NAME}}}} or ${{{{secret(N)}}}} (N from 1 to 256)")]
+pub struct BadReference(pub String);
+
+fn parse_reference(inner: &str) -> Result<Reference<'_>, BadReference> {
+    let text = inner.trim();
+    let bad = || BadReference(text.to_string());
+    if let Some(n) = text
+        .strip_prefix("secret(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        let n: usize = n.trim().parse().map_err(|_| bad())?;
+        return if (1..=256).contains(&n) {
+            Ok(Reference::Secret(n))
+        } else {
+            Err(bad())
+        };
+    }
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b' ')
+    };
+    match text.split_once('.') {
+        Some(("shared", name)) if ident(name) => Ok(Reference::Shared(name)),
+        Some((service, name)) if ident(service) && ident(name) => {
+            Ok(Reference::Service(service, name))
+        }
+        None if ident(text) => Ok(Reference::Own(text)),
+        _ => Err(bad()),
+    }
+}
+
+/// Replaces every `${{...}}` in `value` with what `lookup` says; text
+/// outside references is kept as is.
+pub fn expand_references(
+    value: &str,
+    mut lookup: impl FnMut(&Reference<'_>) -> Result<String, BadReference>,
+) -> Result<String, BadReference> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 3..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| BadReference(after.to_string()))?;
+        let reference = parse_reference(&after[..end])?;
+        out.push_str(&lookup(&reference)?);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use super::*;
+
+    #[test]
+    fn references_expand_and_bad_ones_are_named() {
+        let expanded = expand_references(
+            "url=${{Postgres.DATABASE_URL}}&base=${{ shared.API_BASE }}&own=${{PORT}}",
+            |r| {
+                Ok(match r {
+                    Reference::Service("Postgres", "DATABASE_URL") => "pg://x".into(),
+                    Reference::Shared("API_BASE") => "https://a".into(),
+                    Reference::Own("PORT") => "80".into(),
+                    other => panic!("{other:?}"),
+                })
+            },
+        )
+        .unwrap();
+        assert_eq!(expanded, "url=pg://x&base=https://a&own=80");
+        assert_eq!(
+            parse_reference("secret(32)").unwrap(),
+            Reference::Secret(32)
+        );
+        for bad in ["secret(0)", "secret(x)", "a.b.c;", "", "x'y"] {
+            assert!(parse_reference(bad).is_err(), "{bad}");
+        }
+        assert!(expand_references("${{unclosed", |_| Ok(String::new())).is_err());
+        assert_eq!(
+            expand_references("plain $ {{x}}", |_| Ok(String::new())).unwrap(),
+            "plain $ {{x}}"
+        );
+    }
+}

@@ -281,23 +281,34 @@ pub fn resource_name(project_slug: &str, environment_slug: &str, service: Option
     name
 }
 
-/// The names a data service may have: like a slug, so that it can become a
-/// variable prefix (`analytics` -> `ANALYTICS_`) and part of a resource name.
+/// The names a data service may have: a short display name such as
+/// `Postgres` or `analytics db` (letters, digits, spaces, `-`, `_`), which
+/// also gives its variable prefix (`ANALYTICS_DB_`), its reference
+/// (`${{Postgres.DATABASE_URL}}`) and part of its resource names.
 pub fn validate_service_name(field: &'static str, name: &str) -> Result<(), FieldError> {
-    validate_slug(field, name).map_err(|_| {
-        FieldError::new(
+    let ok = !name.is_empty()
+        && name.len() <= MAX_SLUG
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
             field,
             format!(
-                "must be 1-{MAX_SLUG} lowercase letters, digits and single hyphens, starting \
-                 and ending with a letter or digit (got {name:?})"
+                "must be 1-{MAX_SLUG} letters, digits, spaces, '-' or '_', starting with a \
+                 letter or digit (got {name:?})"
             ),
-        )
-    })
+        ))
+    }
 }
 
-/// `analytics-db` -> `ANALYTICS_DB_`.
+/// `analytics-db` or `Analytics DB` -> `ANALYTICS_DB_`.
 pub fn env_prefix(service_name: &str) -> String {
-    format!("{}_", service_name.replace('-', "_").to_ascii_uppercase())
+    let slug = slugify(service_name).unwrap_or_else(|| "service".to_string());
+    format!("{}_", slug.replace('-', "_").to_ascii_uppercase())
 }
 
 fn fnv1a(bytes: &[u8]) -> u32 {
@@ -336,6 +347,13 @@ mod resource_tests {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
         }
         assert_eq!(env_prefix("analytics-db"), "ANALYTICS_DB_");
+        assert_eq!(env_prefix("Analytics DB"), "ANALYTICS_DB_");
+        for good in ["Postgres", "analytics db", "cache_2"] {
+            validate_service_name("name", good).unwrap();
+        }
+        for bad in ["", " x", "x'; DROP", "a\"b", "a;b", "-x", "é"] {
+            assert!(validate_service_name("name", bad).is_err(), "{bad}");
+        }
         assert_eq!(
             resource_name("pg-x", "production", None),
             "u_pg_x__production"

@@ -27,7 +27,7 @@ pub use data_services::{BindingRow, DataServiceRow, MissingBinding, NewBinding, 
 pub use error::StoreError;
 pub use idempotency::{IdempotencyBegin, IdempotencyKey, StoredResponse};
 pub use projects::{EnvironmentRow, NewEnvironment, NewProject, ProjectPatch, ProjectRow};
-pub use variables::VariableRow;
+pub use variables::{VariableRow, VariableScope};
 
 /// The control-plane database's name.
 pub const CONTROL_DATABASE: &str = "mds_control";

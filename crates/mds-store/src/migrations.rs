@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "data_services",
         include_str!("../migrations/0003_data_services.sql"),
     ),
+    (
+        4,
+        "service_variables",
+        include_str!("../migrations/0004_service_variables.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

@@ -1,6 +1,8 @@
-//! Shared variables of an environment, stored sealed.
+//! Variables, stored sealed: shared ones of an environment, and a data
+//! service's own in an environment. One set of queries serves both scopes.
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::{Result, Store};
@@ -13,6 +15,46 @@ pub struct VariableRow {
     pub is_secret: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Whose variables.
+#[derive(Debug, Clone, Copy)]
+pub enum VariableScope<'a> {
+    /// The environment's shared variables.
+    Shared { environment_id: &'a str },
+    /// A data service's own variables in an environment.
+    Service {
+        service_id: &'a str,
+        environment_id: &'a str,
+    },
+}
+
+impl VariableScope<'_> {
+    /// (table, condition on $1.., its parameters)
+    fn target(&self) -> (&'static str, &'static str, Vec<&(dyn ToSql + Sync)>) {
+        match self {
+            VariableScope::Shared { environment_id } => (
+                "shared_variables",
+                "environment_id = $1",
+                vec![environment_id],
+            ),
+            VariableScope::Service {
+                service_id,
+                environment_id,
+            } => (
+                "service_variables",
+                "service_id = $1 AND environment_id = $2",
+                vec![service_id, environment_id],
+            ),
+        }
+    }
+
+    pub fn environment_id(&self) -> &str {
+        match self {
+            VariableScope::Shared { environment_id }
+            | VariableScope::Service { environment_id, .. } => environment_id,
+        }
+    }
 }
 
 const COLUMNS: &str = "environment_id, name, sealed_value, is_secret, created_at, updated_at";
@@ -29,28 +71,32 @@ fn from_row(row: &Row) -> VariableRow {
 }
 
 impl Store {
-    /// The environment's variables, by name.
-    pub async fn variables(&self, env_id: &str) -> Result<Vec<VariableRow>> {
+    /// The scope's variables, by name.
+    pub async fn variables(&self, scope: VariableScope<'_>) -> Result<Vec<VariableRow>> {
+        let (table, condition, params) = scope.target();
         let client = self.client().await?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM shared_variables WHERE environment_id = $1 ORDER BY name"
-                ),
-                &[&env_id],
+                &format!("SELECT {COLUMNS} FROM {table} WHERE {condition} ORDER BY name"),
+                &params,
             )
             .await?;
         Ok(rows.iter().map(from_row).collect())
     }
 
-    pub async fn variable(&self, env_id: &str, name: &str) -> Result<Option<VariableRow>> {
+    pub async fn variable(
+        &self,
+        scope: VariableScope<'_>,
+        name: &str,
+    ) -> Result<Option<VariableRow>> {
+        let (table, condition, mut params) = scope.target();
+        let n = params.len() + 1;
+        params.push(&name);
         let client = self.client().await?;
         let row = client
             .query_opt(
-                &format!(
-                    "SELECT {COLUMNS} FROM shared_variables WHERE environment_id = $1 AND name = $2"
-                ),
-                &[&env_id, &name],
+                &format!("SELECT {COLUMNS} FROM {table} WHERE {condition} AND name = ${n}"),
+                &params,
             )
             .await?;
         Ok(row.as_ref().map(from_row))
@@ -60,36 +106,59 @@ impl Store {
     /// none.
     pub async fn upsert_variables(
         &self,
-        env_id: &str,
+        scope: VariableScope<'_>,
         variables: &[(String, Vec<u8>, bool)],
     ) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let stmt = tx
-            .prepare(
+        let sql = match scope {
+            VariableScope::Shared { .. } => {
                 "INSERT INTO shared_variables (environment_id, name, sealed_value, is_secret)
                  VALUES ($1, $2, $3, $4)
                  ON CONFLICT (environment_id, name) DO UPDATE
                  SET sealed_value = EXCLUDED.sealed_value, is_secret = EXCLUDED.is_secret,
-                     updated_at = now()",
-            )
-            .await?;
+                     updated_at = now()"
+            }
+            VariableScope::Service { .. } => {
+                "INSERT INTO service_variables (service_id, environment_id, name, sealed_value, is_secret)
+                 VALUES ($5, $1, $2, $3, $4)
+                 ON CONFLICT (service_id, environment_id, name) DO UPDATE
+                 SET sealed_value = EXCLUDED.sealed_value, is_secret = EXCLUDED.is_secret,
+                     updated_at = now()"
+            }
+        };
+        let stmt = tx.prepare(sql).await?;
+        let environment_id = scope.environment_id();
         for (name, sealed, is_secret) in variables {
-            tx.execute(&stmt, &[&env_id, name, sealed, is_secret])
-                .await?;
+            match scope {
+                VariableScope::Shared { .. } => {
+                    tx.execute(&stmt, &[&environment_id, name, sealed, is_secret])
+                        .await?
+                }
+                VariableScope::Service { service_id, .. } => {
+                    tx.execute(
+                        &stmt,
+                        &[&environment_id, name, sealed, is_secret, &service_id],
+                    )
+                    .await?
+                }
+            };
         }
         tx.commit().await?;
         Ok(())
     }
 
-    pub async fn delete_variable(&self, env_id: &str, name: &str) -> Result<bool> {
+    pub async fn delete_variable(&self, scope: VariableScope<'_>, name: &str) -> Result<bool> {
+        let (table, condition, mut params) = scope.target();
+        let n = params.len() + 1;
+        params.push(&name);
         let client = self.client().await?;
-        let n = client
+        let deleted = client
             .execute(
-                "DELETE FROM shared_variables WHERE environment_id = $1 AND name = $2",
-                &[&env_id, &name],
+                &format!("DELETE FROM {table} WHERE {condition} AND name = ${n}"),
+                &params,
             )
             .await?;
-        Ok(n > 0)
+        Ok(deleted > 0)
     }
 }

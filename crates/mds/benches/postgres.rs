@@ -53,7 +53,8 @@ fn main() {
     let mut attach = Vec::new();
     for i in 0..n {
         let name = format!("bench-{i}");
-        mds.post("/api/v1/projects", json!({ "name": name })).expect(201);
+        mds.post("/api/v1/projects", json!({ "name": name }))
+            .expect(201);
         let started = Instant::now();
         mds.post(
             &format!("/api/v1/projects/{name}/data-services?wait=true"),
@@ -139,9 +140,27 @@ fn main() {
     println!("|---|---|---|");
     println!("| attach (2 environments) to a first query with each environment's injected credentials | {} | {} |", ms(p50(&attach)), ms(p95(&attach)));
     println!("| raw: CREATE ROLE + CREATE DATABASE x2 concurrently, then log in and SELECT 1 with each | {} | {} |", ms(p50(&raw)), ms(p95(&raw)));
-    println!("| raw DDL alone (CREATE ROLE + CREATE DATABASE x2 concurrently) | {} | {} |", ms(p50(&raw_ddl)), ms(p95(&raw_ddl)));
-    println!("| ratio attach / raw (p50) | {:.2} | |", p50(&attach).as_secs_f64() / p50(&raw).as_secs_f64());
-    println!("| `true` spawned directly | {} | {} |", ms(p50(&plain)), ms(p95(&plain)));
-    println!("| `mds run -p P -e staging -- true` | {} | {} |", ms(p50(&boot)), ms(p95(&boot)));
-    println!("| resolve + inject overhead (p50 difference) | {} | |", ms(p50(&boot).saturating_sub(p50(&plain))));
+    println!(
+        "| raw DDL alone (CREATE ROLE + CREATE DATABASE x2 concurrently) | {} | {} |",
+        ms(p50(&raw_ddl)),
+        ms(p95(&raw_ddl))
+    );
+    println!(
+        "| ratio attach / raw (p50) | {:.2} | |",
+        p50(&attach).as_secs_f64() / p50(&raw).as_secs_f64()
+    );
+    println!(
+        "| `true` spawned directly | {} | {} |",
+        ms(p50(&plain)),
+        ms(p95(&plain))
+    );
+    println!(
+        "| `mds run -p P -e staging -- true` | {} | {} |",
+        ms(p50(&boot)),
+        ms(p95(&boot))
+    );
+    println!(
+        "| resolve + inject overhead (p50 difference) | {} | |",
+        ms(p50(&boot).saturating_sub(p50(&plain)))
+    );
 }

@@ -115,7 +115,7 @@ fn names_rules_and_a_second_service_of_a_kind() {
     assert_eq!(r.body["error"]["details"]["field"], "name");
     for bad in [
         "x'; DROP DATABASE app__production; --",
-        "Analytics",
+        "a;b",
         "a\"b",
         "",
         "-x",
@@ -171,6 +171,43 @@ fn names_rules_and_a_second_service_of_a_kind() {
     assert_eq!(pghost["source"]["layer"], "shared");
     assert_eq!(pghost["overridden"][0]["layer"], "binding");
     assert!(pghost.get("value").is_none(), "no value without reveal");
+
+    // A service's own variables form the service layer of its boot, with
+    // references resolved.
+    let services = mds.get("/api/v1/projects/app/services").expect(200);
+    let postgres_id = services.data()[0]["id"].as_str().unwrap().to_string();
+    mds.put(
+        &format!("/api/v1/services/{postgres_id}/variables?env=staging"),
+        json!({"variables": {"APP_URL": "${{postgres.DATABASE_URL}}?app=1", "PGHOST": "override"}}),
+    )
+    .expect(200);
+    let boot = mds
+        .get("/api/v1/projects/app/env?env=staging&service=postgres&reveal=true")
+        .expect(200);
+    let find = |name: &str| {
+        boot.data()["variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let staging = mds.resolved_env("app", "staging");
+    assert_eq!(
+        find("APP_URL")["value"],
+        format!("{}?app=1", staging["DATABASE_URL"])
+    );
+    assert_eq!(find("APP_URL")["source"]["layer"], "service");
+    assert_eq!(find("PGHOST")["value"], "override");
+    let pghost = find("PGHOST");
+    let layers: Vec<&str> = pghost["overridden"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["layer"].as_str().unwrap())
+        .collect();
+    assert_eq!(layers, ["shared", "binding"]);
 
     // Revealing the environment takes env:reveal.
     let plain = mds.key_with(&["env:read", "projects:read"]);

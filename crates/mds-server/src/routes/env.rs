@@ -7,6 +7,7 @@ use axum::response::Response;
 use mds_api_types::{EnvEntry, EnvSource, ResolvedEnv};
 use mds_core::env::{resolve_env, Candidate, Layer};
 use mds_core::vars;
+use mds_store::VariableScope;
 use serde::Deserialize;
 
 use super::data;
@@ -23,6 +24,8 @@ pub struct EnvQuery {
     env: Option<String>,
     environment: Option<String>,
     reveal: Option<String>,
+    /// The data service booting, whose own variables form the service layer.
+    service: Option<String>,
 }
 
 fn source(c: &Candidate) -> EnvSource {
@@ -88,8 +91,11 @@ pub async fn resolve(
             ));
         }
     }
-    for row in store.variables(&env.id).await? {
-        let value = open_variable(&state, &env.id, &row)?;
+    let shared = VariableScope::Shared {
+        environment_id: &env.id,
+    };
+    for row in store.variables(shared).await? {
+        let value = open_variable(&state, shared, &row)?;
         candidates.push(Candidate::new(
             Layer::Shared,
             "shared",
@@ -97,6 +103,25 @@ pub async fn resolve(
             &value,
             row.is_secret,
         ));
+    }
+    if let Some(reference) = &query.service {
+        let service = store
+            .data_services(&project.id)
+            .await?
+            .into_iter()
+            .find(|s| &s.id == reference || s.name.eq_ignore_ascii_case(reference))
+            .ok_or_else(|| ApiError::not_found("service", reference))?;
+        for (name, value, secret) in
+            super::services::service_layer(&state, &project, &service, &env).await?
+        {
+            candidates.push(Candidate::new(
+                Layer::Service,
+                &service.name,
+                &name,
+                &value,
+                secret,
+            ));
+        }
     }
     if reveal {
         tracing::info!(key = %principal.key_id, project = project.id, environment = env.name, "environment revealed");

@@ -7,6 +7,7 @@ mod env;
 mod environments;
 mod health;
 mod projects;
+mod services;
 mod variables;
 
 use axum::http::StatusCode;
@@ -61,6 +62,31 @@ pub fn router(state: AppState) -> Router {
             get(data_services::get).delete(data_services::delete),
         )
         .route("/projects/{project}/env", get(env::resolve))
+        .route(
+            "/projects/{project}/services",
+            get(services::list).post(services::create),
+        )
+        .route(
+            "/services/{id}",
+            get(services::get).delete(services::delete),
+        )
+        .route("/services/{id}/connection", get(services::connection))
+        .route(
+            "/services/{id}/variables",
+            get(services::variables).put(services::set_variables),
+        )
+        .route(
+            "/services/{id}/variables/effective",
+            get(services::effective),
+        )
+        .route(
+            "/services/{id}/variables/{names}",
+            axum::routing::delete(services::delete_variables),
+        )
+        .route(
+            "/services/{id}/variables/{name}/reveal",
+            get(services::reveal),
+        )
         .route(
             "/databases",
             get(data_services::db_list).post(data_services::db_create),

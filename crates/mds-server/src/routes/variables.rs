@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use mds_api_types::{SetVariables, Variable, VariablesInput};
 use mds_core::{names, vars};
-use mds_store::{EnvironmentRow, VariableRow};
+use mds_store::{EnvironmentRow, VariableRow, VariableScope};
 use serde::Deserialize;
 
 use super::environments::resolve_environment;
@@ -17,9 +17,21 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
 
-/// Binds a sealed variable to its environment and name.
-fn seal_context(env_id: &str, name: &str) -> String {
-    format!("var:{env_id}:{name}")
+/// Binds a sealed variable to its scope and name.
+pub fn seal_context(scope: VariableScope<'_>, name: &str) -> String {
+    match scope {
+        VariableScope::Shared { environment_id } => format!("var:{environment_id}:{name}"),
+        VariableScope::Service {
+            service_id,
+            environment_id,
+        } => format!("svcvar:{service_id}:{environment_id}:{name}"),
+    }
+}
+
+fn shared(env: &EnvironmentRow) -> VariableScope<'_> {
+    VariableScope::Shared {
+        environment_id: &env.id,
+    }
 }
 
 #[derive(Deserialize)]
@@ -38,22 +50,23 @@ impl EnvQuery {
 /// A variable's value, unsealed.
 pub fn open_variable(
     state: &AppState,
-    env_id: &str,
+    scope: VariableScope<'_>,
     row: &VariableRow,
 ) -> ApiResult<zeroize::Zeroizing<String>> {
     state
         .master_key
-        .open_string(&seal_context(env_id, &row.name), &row.sealed_value)
+        .open_string(&seal_context(scope, &row.name), &row.sealed_value)
         .map_err(|e| ApiError::internal(format!("variable {}: {e}", row.name)))
 }
 
-fn variable_view(
+pub fn variable_view(
     state: &AppState,
+    scope: VariableScope<'_>,
     env: &EnvironmentRow,
     row: VariableRow,
     reveal: bool,
 ) -> ApiResult<Variable> {
-    let value = open_variable(state, &env.id, &row)?;
+    let value = open_variable(state, scope, &row)?;
     Ok(Variable {
         preview: vars::preview(&value, row.is_secret),
         value: reveal.then(|| value.to_string()),
@@ -77,42 +90,26 @@ async fn environment_for(
     resolve_environment(store, &project, environment).await
 }
 
-async fn list_for(state: &AppState, env: &EnvironmentRow, reveal: bool) -> ApiResult<Response> {
-    let rows = state.store()?.variables(&env.id).await?;
+pub async fn list_for(
+    state: &AppState,
+    scope: VariableScope<'_>,
+    env: &EnvironmentRow,
+    reveal: bool,
+) -> ApiResult<Response> {
+    let rows = state.store()?.variables(scope).await?;
     let total = rows.len() as u64;
     let views = rows
         .into_iter()
-        .map(|row| variable_view(state, env, row, reveal))
+        .map(|row| variable_view(state, scope, env, row, reveal))
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(list_response(views, 1, total.max(1) as u32, total))
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    principal: Principal,
-    PathParams(project): PathParams<String>,
-    QueryParams(query): QueryParams<EnvQuery>,
-) -> ApiResult<Response> {
-    principal.require("env:read")?;
-    let reveal = parse_bool("reveal", query.reveal.as_deref())?;
-    if reveal {
-        principal.require("env:reveal")?;
-    }
-    let env = environment_for(&state, &principal, &project, query.environment()).await?;
-    list_for(&state, &env, reveal).await
-}
-
-pub async fn set(
-    State(state): State<AppState>,
-    principal: Principal,
-    PathParams(project): PathParams<String>,
-    QueryParams(query): QueryParams<EnvQuery>,
-    JsonBody(body): JsonBody<SetVariables>,
-) -> ApiResult<Response> {
-    principal.require("env:write")?;
-    let input = body
-        .variables
-        .ok_or_else(|| ApiError::missing_field("variables"))?;
+/// The (name, value, is_secret?) entries of a request, validated.
+pub fn parse_input(
+    input: Option<VariablesInput>,
+) -> ApiResult<Vec<(String, String, Option<bool>)>> {
+    let input = input.ok_or_else(|| ApiError::missing_field("variables"))?;
     let entries: Vec<(String, String, Option<bool>)> = match input {
         VariablesInput::Map(map) => map.into_iter().map(|(k, v)| (k, v, None)).collect(),
         VariablesInput::List(list) => list
@@ -131,24 +128,61 @@ pub async fn set(
         names::validate_variable_value("variables", value)
             .map_err(|e| ApiError::invalid_field("variables", format!("{name}: {}", e.message)))?;
     }
-    let target = body
-        .env
-        .as_deref()
-        .or(body.environment.as_deref())
-        .or(query.environment());
-    let env = environment_for(&state, &principal, &project, target).await?;
+    Ok(entries)
+}
+
+/// Seals and stores entries in `scope`, all or none.
+pub async fn write_variables(
+    state: &AppState,
+    scope: VariableScope<'_>,
+    entries: Vec<(String, String, Option<bool>)>,
+) -> ApiResult<()> {
     let sealed: Vec<(String, Vec<u8>, bool)> = entries
         .into_iter()
         .map(|(name, value, is_secret)| {
             let is_secret = is_secret.unwrap_or_else(|| vars::looks_secret(&name));
             let sealed = state
                 .master_key
-                .seal(&seal_context(&env.id, &name), value.as_bytes());
+                .seal(&seal_context(scope, &name), value.as_bytes());
             (name, sealed, is_secret)
         })
         .collect();
-    state.store()?.upsert_variables(&env.id, &sealed).await?;
-    list_for(&state, &env, false).await
+    state.store()?.upsert_variables(scope, &sealed).await?;
+    Ok(())
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(project): PathParams<String>,
+    QueryParams(query): QueryParams<EnvQuery>,
+) -> ApiResult<Response> {
+    principal.require("env:read")?;
+    let reveal = parse_bool("reveal", query.reveal.as_deref())?;
+    if reveal {
+        principal.require("env:reveal")?;
+    }
+    let env = environment_for(&state, &principal, &project, query.environment()).await?;
+    list_for(&state, shared(&env), &env, reveal).await
+}
+
+pub async fn set(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(project): PathParams<String>,
+    QueryParams(query): QueryParams<EnvQuery>,
+    JsonBody(body): JsonBody<SetVariables>,
+) -> ApiResult<Response> {
+    principal.require("env:write")?;
+    let entries = parse_input(body.variables)?;
+    let target = body
+        .env
+        .as_deref()
+        .or(body.environment.as_deref())
+        .or(query.environment());
+    let env = environment_for(&state, &principal, &project, target).await?;
+    write_variables(&state, shared(&env), entries).await?;
+    list_for(&state, shared(&env), &env, false).await
 }
 
 async fn one(
@@ -162,12 +196,12 @@ async fn one(
     let env = environment_for(state, principal, project, query.environment()).await?;
     let row = state
         .store()?
-        .variable(&env.id, name)
+        .variable(shared(&env), name)
         .await?
         .ok_or_else(|| ApiError::not_found("variable", name))?;
     Ok(data(
         StatusCode::OK,
-        variable_view(state, &env, row, reveal)?,
+        variable_view(state, shared(&env), &env, row, reveal)?,
     ))
 }
 
@@ -204,7 +238,7 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     principal.require("env:write")?;
     let env = environment_for(&state, &principal, &project, query.environment()).await?;
-    if !state.store()?.delete_variable(&env.id, &name).await? {
+    if !state.store()?.delete_variable(shared(&env), &name).await? {
         return Err(ApiError::not_found("variable", &name));
     }
     Ok(deleted(&name))
