@@ -203,16 +203,25 @@ pub async fn delete(
     Ok(deleted(&service.id))
 }
 
+/// A variable a data service exposes to references and boots.
+#[derive(Clone)]
+struct Exposed {
+    name: String,
+    value: String,
+    secret: bool,
+    /// "Postgres (binding)" or "Postgres (variable)".
+    origin: String,
+}
+
 /// What a data service exposes in an environment: its binding's variables
 /// (unprefixed: `${{Postgres.DATABASE_URL}}`), then its own variables.
-/// Values are (name, value, secret, origin).
 async fn exposed(
     state: &AppState,
     project: &ProjectRow,
     service: &DataServiceRow,
     env: &EnvironmentRow,
     depth: u8,
-) -> ApiResult<Vec<(String, String, bool, String)>> {
+) -> ApiResult<Vec<Exposed>> {
     let store = state.store()?;
     let mut out = Vec::new();
     if let Some(binding) = store
@@ -230,7 +239,12 @@ async fn exposed(
             .postgres_variables(&unprefixed, &binding)
             .map_err(ApiError::internal)?
         {
-            out.push((name, value, secret, format!("{} (binding)", service.name)));
+            out.push(Exposed {
+                name,
+                value,
+                secret,
+                origin: format!("{} (binding)", service.name),
+            });
         }
     }
     let scope = VariableScope::Service {
@@ -255,12 +269,12 @@ async fn exposed(
         } else {
             expand(state, project, env, raw, &own, depth - 1).await?
         };
-        out.push((
-            name.clone(),
+        out.push(Exposed {
+            name: name.clone(),
             value,
-            *secret,
-            format!("{} (variable)", service.name),
-        ));
+            secret: *secret,
+            origin: format!("{} (variable)", service.name),
+        });
     }
     Ok(out)
 }
@@ -288,7 +302,7 @@ async fn expand(
     });
     let store = state.store()?;
     let services = store.data_services(&project.id).await?;
-    let mut exposed_by: Vec<(String, Vec<(String, String, bool, String)>)> = Vec::new();
+    let mut exposed_by: Vec<(String, Vec<Exposed>)> = Vec::new();
     for wanted in wanted_services {
         if let Some(target) = services
             .iter()
@@ -322,8 +336,8 @@ async fn expand(
             Reference::Service(service, name) => exposed_by
                 .iter()
                 .find(|(s, _)| s == service)
-                .and_then(|(_, vars)| vars.iter().find(|v| v.0 == *name))
-                .map(|v| v.1.clone())
+                .and_then(|(_, vars)| vars.iter().find(|v| v.name == *name))
+                .map(|v| v.value.clone())
                 .unwrap_or_default(),
             Reference::Own(name) => own
                 .iter()
@@ -430,12 +444,12 @@ pub async fn effective(
     let vars_out: Vec<Value> = resolved_exposed(&state, &project, &service, &env)
         .await?
         .into_iter()
-        .map(|(name, value, secret, origin)| {
+        .map(|v| {
             json!({
-                "name": name,
-                "preview": vars::preview(&value, secret),
-                "is_secret": secret,
-                "source": origin,
+                "name": v.name,
+                "preview": vars::preview(&v.value, v.secret),
+                "is_secret": v.secret,
+                "source": v.origin,
             })
         })
         .collect();
@@ -445,21 +459,19 @@ pub async fn effective(
     ))
 }
 
-/// [`exposed`] with later entries (own variables) winning over earlier ones.
+/// [`exposed`] by name, later entries (own variables) winning over earlier
+/// ones (the binding's).
 async fn resolved_exposed(
     state: &AppState,
     project: &ProjectRow,
     service: &DataServiceRow,
     env: &EnvironmentRow,
-) -> ApiResult<Vec<(String, String, bool, String)>> {
-    let mut merged: std::collections::BTreeMap<String, (String, bool, String)> = Default::default();
-    for (name, value, secret, origin) in exposed(state, project, service, env, 3).await? {
-        merged.insert(name, (value, secret, origin));
+) -> ApiResult<Vec<Exposed>> {
+    let mut merged: std::collections::BTreeMap<String, Exposed> = Default::default();
+    for var in exposed(state, project, service, env, 3).await? {
+        merged.insert(var.name.clone(), var);
     }
-    Ok(merged
-        .into_iter()
-        .map(|(name, (value, secret, origin))| (name, value, secret, origin))
-        .collect())
+    Ok(merged.into_values().collect())
 }
 
 pub async fn reveal(
@@ -471,15 +483,15 @@ pub async fn reveal(
     principal.require("env:reveal")?;
     let (service, project) = load(&state, &principal, &id).await?;
     let env = environment(&state, &project, &service, &query).await?;
-    let (name, value, _, origin) = resolved_exposed(&state, &project, &service, &env)
+    let var = resolved_exposed(&state, &project, &service, &env)
         .await?
         .into_iter()
-        .find(|v| v.0 == name)
+        .find(|v| v.name == name)
         .ok_or_else(|| ApiError::not_found("variable", &name))?;
     tracing::info!(key = %principal.key_id, service = service.id, variable = name, "service variable revealed");
     Ok(data(
         StatusCode::OK,
-        json!({ "name": name, "value": value, "source": origin, "environment": env.name }),
+        json!({ "name": var.name, "value": var.value, "source": var.origin, "environment": env.name }),
     ))
 }
 
@@ -494,7 +506,7 @@ pub async fn connection(
     let (service, project) = load(&state, &principal, &id).await?;
     let env = environment(&state, &project, &service, &query).await?;
     let vars = resolved_exposed(&state, &project, &service, &env).await?;
-    let get = |n: &str| vars.iter().find(|v| v.0 == n).map(|v| v.1.clone());
+    let get = |n: &str| vars.iter().find(|v| v.name == n).map(|v| v.value.clone());
     let Some(url) = get("DATABASE_URL") else {
         return Err(ApiError::conflict(
             "DATABASE_NOT_RUNNING",
@@ -544,7 +556,7 @@ pub async fn service_layer(
     Ok(resolved_exposed(state, project, service, env)
         .await?
         .into_iter()
-        .filter(|v| own_names.contains(&v.0))
-        .map(|(n, v, s, _)| (n, v, s))
+        .filter(|v| own_names.contains(&v.name))
+        .map(|v| (v.name, v.value, v.secret))
         .collect())
 }
