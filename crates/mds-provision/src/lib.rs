@@ -61,7 +61,13 @@ struct Inner {
     master_key: Arc<MasterKey>,
     wake: Notify,
     connection_limit: i32,
+    /// How many empty databases to keep ready for new bindings.
+    spares: i64,
+    spares_wake: Notify,
 }
+
+/// Arbitrary, fixed: the advisory lock of the replica that tops up spares.
+const SPARES_LOCK: i64 = 0x006d_6473_7370_6172;
 
 fn password_context(binding_id: &str) -> String {
     format!("binding:{binding_id}:password")
@@ -73,6 +79,7 @@ impl Reconciler {
         engine: PostgresEngine,
         master_key: Arc<MasterKey>,
         connection_limit: i32,
+        spares: usize,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -81,6 +88,8 @@ impl Reconciler {
                 master_key,
                 wake: Notify::new(),
                 connection_limit,
+                spares: spares as i64,
+                spares_wake: Notify::new(),
             }),
         }
     }
@@ -91,8 +100,22 @@ impl Reconciler {
     }
 
     /// Runs passes until the task is dropped: on every wake, and every few
-    /// seconds to retry errors and adopt work of replicas that died.
+    /// seconds to retry errors and adopt work of replicas that died. A
+    /// second task keeps the spare databases topped up, off the path of
+    /// any attach.
     pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
+        let keeper = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = keeper.top_up_spares().await {
+                    tracing::warn!(error = %e, "could not top up spare databases");
+                }
+                tokio::select! {
+                    _ = keeper.inner.spares_wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
+            }
+        });
         let this = self.clone();
         tokio::spawn(async move {
             loop {
@@ -135,7 +158,28 @@ impl Reconciler {
                     .map(|(service, binding)| self.converge(service, binding)),
             )
             .await;
+            // New bindings may have taken spares.
+            self.inner.spares_wake.notify_one();
         }
+    }
+
+    async fn top_up_spares(&self) -> Result<(), ProvisionError> {
+        if self.inner.spares == 0 {
+            return Ok(());
+        }
+        let admin = postgres::Admin::connect(&self.inner.engine.admin_config()).await?;
+        // The lock goes with this connection when it is dropped.
+        if !admin.try_lock(SPARES_LOCK).await? {
+            tracing::debug!("another replica tops up the spares");
+            return Ok(());
+        }
+        admin.sweep_spare_roles().await?;
+        let have = admin.spare_count().await?;
+        tracing::debug!(have, want = self.inner.spares, "topping up spare databases");
+        for _ in have..self.inner.spares {
+            admin.create_spare().await?;
+        }
+        Ok(())
     }
 
     /// A binding for `environment`, with a fresh sealed password.

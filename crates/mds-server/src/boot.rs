@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub max_db_connections: usize,
     /// CONNECTION LIMIT of each tenant database role.
     pub tenant_connection_limit: i32,
+    /// Empty databases kept ready so that an attach only renames one.
+    pub postgres_spares: usize,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -245,6 +247,7 @@ async fn start_platform(
                 engine.clone(),
                 state.master_key.clone(),
                 config.tenant_connection_limit,
+                config.postgres_spares,
             );
             // Repairs whatever a crash left half-done, then follows changes.
             reconciler.spawn();

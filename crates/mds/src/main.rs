@@ -95,6 +95,10 @@ struct ServeArgs {
     /// Most sessions one tenant database role may hold
     #[arg(long, env = "MDS_TENANT_CONNECTION_LIMIT", default_value_t = 20)]
     tenant_connection_limit: i32,
+    /// Empty databases kept ready so that attaching Postgres is a rename
+    /// (0 turns this off)
+    #[arg(long, env = "MDS_POSTGRES_SPARES", default_value_t = 4)]
+    postgres_spares: usize,
 }
 
 fn main() -> ExitCode {
@@ -133,6 +137,7 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         max_body_bytes: args.max_body_bytes,
         max_db_connections: args.db_connections.max(2),
         tenant_connection_limit: args.tenant_connection_limit.max(1),
+        postgres_spares: args.postgres_spares,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -447,3 +447,46 @@ fn databases_lifecycle_credentials_stop_and_start() {
     );
     assert!(!psql(&url, "SELECT 1").0);
 }
+
+#[test]
+fn spare_databases_are_claimed_refilled_and_closed_to_tenants() {
+    let mds = Mds::start();
+    let superuser = mds.superuser_config();
+    let spares = || {
+        common::query(
+            &superuser,
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'mds\\_spare\\_%'",
+        )
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+    };
+    let ready = wait_until(Duration::from_secs(20), || spares().len() == 4);
+    assert!(ready.is_some(), "spares: {:?}\n{}", spares(), mds.log());
+    let before = spares();
+    mds.post("/api/v1/projects", json!({"name": "fast"}))
+        .expect(201);
+    mds.attach_postgres("fast", json!({"type": "postgres"}));
+    let after = spares();
+    let claimed = before.iter().filter(|s| !after.contains(s)).count();
+    assert!(claimed >= 1, "no spare was used: {before:?} -> {after:?}");
+    // Refilled, and no spare role is left without its database.
+    let refilled = wait_until(Duration::from_secs(20), || spares().len() == 4);
+    assert!(refilled.is_some(), "spares: {:?}\n{}", spares(), mds.log());
+    let orphans = common::query(
+        &superuser,
+        "SELECT 1 FROM pg_roles r WHERE rolname LIKE 'mds\\_spare\\_%'
+           AND NOT EXISTS (SELECT 1 FROM pg_database d WHERE d.datdba = r.oid)",
+    );
+    assert!(orphans.is_empty());
+    // A claimed spare is an ordinary, private binding database.
+    let env = mds.resolved_env("fast", "production");
+    assert_eq!(
+        psql(&env["DATABASE_URL"], "SELECT current_database()").1,
+        "fast__production"
+    );
+    for spare in spares() {
+        let (ok, _, err) = psql(&with_database(&env["DATABASE_URL"], &spare), "SELECT 1");
+        assert!(!ok && err.contains("permission denied"), "{err}");
+    }
+}
