@@ -173,6 +173,7 @@ impl Reconciler {
             tracing::debug!("another replica tops up the spares");
             return Ok(());
         }
+        admin.drop_unfinished_spares().await?;
         admin.sweep_spare_roles().await?;
         let have = admin.spare_count().await?;
         tracing::debug!(have, want = self.inner.spares, "topping up spare databases");

@@ -10,8 +10,10 @@ use mds_store::quote;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-/// Spare databases and roles are named `mds_spare_<ulid>`.
+/// Spare databases and roles are named `mds_spare_<ulid>`, and
+/// `mds_making_<ulid>` while being made.
 const SPARE_PREFIX: &str = "mds_spare_";
+const MAKING_PREFIX: &str = "mds_making_";
 
 pub(crate) struct Admin {
     client: Client,
@@ -152,10 +154,13 @@ impl Admin {
                     }
                     return Ok(true);
                 }
-                // Taken by another replica, or busy: try the next one.
+                // Taken by another claim ("does not exist", or "tuple
+                // concurrently updated" when both renamed at once), or
+                // busy: try the next one.
                 Err(e)
                     if e.code() == Some(&SqlState::UNDEFINED_DATABASE)
-                        || e.code() == Some(&SqlState::OBJECT_IN_USE) => {}
+                        || e.code() == Some(&SqlState::OBJECT_IN_USE)
+                        || e.code() == Some(&SqlState::INTERNAL_ERROR) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -163,25 +168,62 @@ impl Admin {
     }
 
     /// Makes one spare: an empty database and its NOLOGIN owner, closed to
-    /// everyone else.
+    /// everyone else. It is built under a `mds_making_` name and renamed
+    /// only when complete, so a claim never sees (or races with) a spare
+    /// still being made.
     pub async fn create_spare(&self) -> Result<(), tokio_postgres::Error> {
-        let name = format!(
-            "{SPARE_PREFIX}{}",
-            mds_core::ids::IdKind::Binding
-                .mint()
-                .trim_start_matches("bnd_")
-                .to_ascii_lowercase()
-        );
-        let ident = quote::ident(&name);
-        self.client
-            .batch_execute(&format!("CREATE ROLE {ident} NOLOGIN"))
+        let id = mds_core::ids::IdKind::Binding
+            .mint()
+            .trim_start_matches("bnd_")
+            .to_ascii_lowercase();
+        let making = quote::ident(&format!("{MAKING_PREFIX}{id}"));
+        let ready = quote::ident(&format!("{SPARE_PREFIX}{id}"));
+        // One statement at a time: CREATE DATABASE refuses to run inside
+        // the implicit transaction of a multi-statement batch.
+        for statement in [
+            format!("CREATE ROLE {making} NOLOGIN"),
+            format!("CREATE DATABASE {making} OWNER {making}"),
+            format!("REVOKE ALL ON DATABASE {making} FROM PUBLIC"),
+            format!("ALTER ROLE {making} RENAME TO {ready}"),
+            format!("ALTER DATABASE {making} RENAME TO {ready}"),
+        ] {
+            self.client.batch_execute(&statement).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops spares left half-made by a keeper that died. Only the keeper
+    /// holding the spares lock calls this, before making any.
+    pub async fn drop_unfinished_spares(&self) -> Result<(), tokio_postgres::Error> {
+        let databases = self
+            .client
+            .query(
+                "SELECT datname::text FROM pg_database WHERE datname LIKE 'mds\\_making\\_%'",
+                &[],
+            )
             .await?;
-        self.client
-            .batch_execute(&format!("CREATE DATABASE {ident} OWNER {ident}"))
+        for row in databases {
+            let name: String = row.get(0);
+            self.client
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote::ident(&name)
+                ))
+                .await?;
+        }
+        let roles = self
+            .client
+            .query(
+                "SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'mds\\_making\\_%'",
+                &[],
+            )
             .await?;
-        self.client
-            .batch_execute(&format!("REVOKE ALL ON DATABASE {ident} FROM PUBLIC"))
-            .await?;
+        for row in roles {
+            let name: String = row.get(0);
+            self.client
+                .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote::ident(&name)))
+                .await?;
+        }
         Ok(())
     }
 

@@ -69,7 +69,14 @@ fn main() {
         .expect(201);
         let urls: Vec<String> = ["production", "staging"]
             .iter()
-            .map(|env| mds.resolved_env(&name, env)["DATABASE_URL"].clone())
+            .map(|env| {
+                mds.resolved_env(&name, env)
+                    .remove("DATABASE_URL")
+                    .unwrap_or_else(|| {
+                        let services = mds.get(&format!("/api/v1/projects/{name}/data-services"));
+                        panic!("no DATABASE_URL in {env}: {}\n{}", services.body, mds.log())
+                    })
+            })
             .collect();
         block_on(async {
             join_all(urls.iter().map(|u| select_one(u))).await;

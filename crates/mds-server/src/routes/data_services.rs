@@ -185,7 +185,8 @@ pub async fn attach(
     Ok(row)
 }
 
-/// Waits until every binding settles (running, stopped or error).
+/// Waits until every binding settles: reaches its desired state, or keeps
+/// failing (a first error is often a race that the retry clears).
 async fn wait_settled(state: &AppState, service_id: &str) -> ApiResult<()> {
     let store = state.store()?;
     let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
