@@ -490,3 +490,53 @@ fn spare_databases_are_claimed_refilled_and_closed_to_tenants() {
         assert!(!ok && err.contains("permission denied"), "{err}");
     }
 }
+
+#[test]
+fn a_failed_binding_shows_its_reason_and_is_retried() {
+    // No spares, so the attach must CREATE DATABASE; a session held open on
+    // template1 makes that fail until it closes.
+    let mds = Mds::start_with(&["--postgres-spares", "0"], &[]);
+    let mut template = mds.superuser_config();
+    template.dbname("template1");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (blocker, conn) = runtime
+        .block_on(template.connect(tokio_postgres::NoTls))
+        .unwrap();
+    let conn_task = runtime.spawn(conn);
+
+    mds.post("/api/v1/projects", json!({"name": "flaky"}))
+        .expect(201);
+    mds.post(
+        "/api/v1/projects/flaky/data-services",
+        json!({"type": "postgres"}),
+    )
+    .expect(201);
+    let failing = wait_until(Duration::from_secs(20), || {
+        mds.get("/api/v1/projects/flaky/data-services").data()[0]["state"] == "error"
+    });
+    assert!(failing.is_some());
+    let service = mds.get("/api/v1/projects/flaky/data-services").data()[0].clone();
+    let reason = service["bindings"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("template1"), "{service}");
+    // Not injected while failing, and credentials say why.
+    let id = service["id"].as_str().unwrap();
+    mds.get(&format!("/api/v1/databases/{id}/credentials"))
+        .expect_error(409, "DATABASE_NOT_RUNNING");
+    let pending = mds.get("/api/v1/projects/flaky/env").expect(200);
+    assert!(!pending.data()["pending"].as_array().unwrap().is_empty());
+
+    drop(blocker);
+    runtime.block_on(conn_task).unwrap().ok();
+    let healed = wait_until(Duration::from_secs(30), || {
+        mds.get("/api/v1/projects/flaky/data-services").data()[0]["state"] == "running"
+    });
+    assert!(healed.is_some(), "{}", mds.log());
+    let env = mds.resolved_env("flaky", "production");
+    assert!(psql(&env["DATABASE_URL"], "SELECT 1").0);
+}
