@@ -270,13 +270,37 @@ pub async fn create(
         body.environment.as_deref(),
     )
     .await?;
+    created(&state, &principal, &service, wait).await
+}
+
+/// The answer to an attach: 201 with the service, once settled if asked.
+async fn created(
+    state: &AppState,
+    principal: &Principal,
+    service: &DataServiceRow,
+    wait: bool,
+) -> ApiResult<Response> {
     if wait {
-        wait_settled(&state, &service.id).await?;
+        wait_settled(state, &service.id).await?;
     }
     Ok(data(
         StatusCode::CREATED,
-        view(&state, &principal, &service).await?,
+        view(state, principal, service).await?,
     ))
+}
+
+/// A list answer of services with their bindings.
+async fn views(
+    state: &AppState,
+    principal: &Principal,
+    services: Vec<DataServiceRow>,
+) -> ApiResult<Response> {
+    let mut views = Vec::with_capacity(services.len());
+    for service in &services {
+        views.push(view(state, principal, service).await?);
+    }
+    let total = views.len() as u64;
+    Ok(list_response(views, 1, total.max(1) as u32, total))
 }
 
 pub async fn list(
@@ -287,12 +311,8 @@ pub async fn list(
     principal.require("projects:read")?;
     let store = state.store()?;
     let project = load_project(store, &principal, &project).await?;
-    let mut views = Vec::new();
-    for service in store.data_services(&project.id).await? {
-        views.push(view(&state, &principal, &service).await?);
-    }
-    let total = views.len() as u64;
-    Ok(list_response(views, 1, total.max(1) as u32, total))
+    let services = store.data_services(&project.id).await?;
+    views(&state, &principal, services).await
 }
 
 pub async fn get(
@@ -391,13 +411,8 @@ pub async fn db_create(
         body.environment.as_deref(),
     )
     .await?;
-    if parse_bool("wait", query.wait.as_deref())? {
-        wait_settled(&state, &service.id).await?;
-    }
-    Ok(data(
-        StatusCode::CREATED,
-        view(&state, &principal, &service).await?,
-    ))
+    let wait = parse_bool("wait", query.wait.as_deref())?;
+    created(&state, &principal, &service, wait).await
 }
 
 pub async fn db_list(
@@ -414,12 +429,7 @@ pub async fn db_list(
     let services = store
         .tenant_data_services(&principal.tenant_id, KINDS, project_id.as_deref())
         .await?;
-    let mut views = Vec::new();
-    for service in services {
-        views.push(view(&state, &principal, &service).await?);
-    }
-    let total = views.len() as u64;
-    Ok(list_response(views, 1, total.max(1) as u32, total))
+    views(&state, &principal, services).await
 }
 
 pub async fn db_get(

@@ -17,24 +17,12 @@ use serde_json::{json, Value};
 use super::data_services::{attach, binding_view};
 use super::environments::resolve_environment;
 use super::projects::load_project;
-use super::variables::{list_for, open_variable, parse_input, write_variables};
+use super::variables::{list_for, open_variable, parse_input, write_variables, EnvQuery};
 use super::{data, deleted, list as list_response};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
-
-#[derive(Deserialize)]
-pub struct EnvQuery {
-    env: Option<String>,
-    environment: Option<String>,
-}
-
-impl EnvQuery {
-    fn environment(&self) -> Option<&str> {
-        self.env.as_deref().or(self.environment.as_deref())
-    }
-}
 
 #[derive(Deserialize, Default)]
 pub struct CreateService {
@@ -393,15 +381,17 @@ pub async fn set_variables(
             .map_err(|e| ApiError::invalid_field("variables", format!("{name}: {e}")))?;
     }
     let (service, project) = load(&state, &principal, &id).await?;
-    let query = EnvQuery {
-        env: query
-            .environment()
-            .map(str::to_string)
-            .or(body.env)
-            .or(body.environment),
-        environment: None,
-    };
-    let env = environment(&state, &project, &service, &query).await?;
+    let target = query
+        .environment()
+        .map(str::to_string)
+        .or(body.env)
+        .or(body.environment);
+    let env = resolve_environment(
+        state.store()?,
+        &project,
+        target.as_deref().or(service.environment_id.as_deref()),
+    )
+    .await?;
     let scope = VariableScope::Service {
         service_id: &service.id,
         environment_id: &env.id,

@@ -34,6 +34,7 @@ fn shared(env: &EnvironmentRow) -> VariableScope<'_> {
     }
 }
 
+/// `?env=` (or `?environment=`), and `?reveal=`.
 #[derive(Deserialize)]
 pub struct EnvQuery {
     env: Option<String>,
@@ -42,7 +43,7 @@ pub struct EnvQuery {
 }
 
 impl EnvQuery {
-    fn environment(&self) -> Option<&str> {
+    pub fn environment(&self) -> Option<&str> {
         self.env.as_deref().or(self.environment.as_deref())
     }
 }
