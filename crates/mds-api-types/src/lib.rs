@@ -299,6 +299,12 @@ pub struct CreateDataService {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    /// Redis: the memory limit, such as `256mb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxmemory: Option<String>,
+    /// Redis: the eviction policy (`noeviction`, `allkeys-lru`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -311,6 +317,10 @@ pub struct CreateDatabase {
     pub environment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxmemory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction: Option<String>,
 }
 
 /// How to connect to one binding (it holds a password).

@@ -4,9 +4,14 @@
 mod os_user;
 mod postgres;
 mod process;
+mod redis;
+pub mod resp;
 
 pub use os_user::OsUser;
 pub use postgres::{find_postgres_binaries, ManagedPostgres, PostgresBinaries, PostgresEngine};
+pub use redis::{
+    find_redis_server, free_port, parse_memory, RedisEngine, RedisSpec, EVICTION_POLICIES,
+};
 
 /// Where an engine is in its life, as `/healthz` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use mds_core::env::PostgresAccess;
 use mds_core::ids::IdKind;
 use mds_core::names;
 use mds_crypto::MasterKey;
-use mds_engines::PostgresEngine;
+use mds_engines::{PostgresEngine, RedisEngine, RedisSpec};
 use mds_store::{BindingRow, DataServiceRow, NewBinding, Store};
 use tokio::sync::Notify;
 use zeroize::Zeroizing;
@@ -34,6 +34,14 @@ pub enum ProvisionError {
     Sealed,
     #[error("unknown data-service kind {0:?}")]
     UnknownKind(String),
+    #[error("{0}")]
+    Redis(String),
+}
+
+impl From<mds_engines::EngineError> for ProvisionError {
+    fn from(e: mds_engines::EngineError) -> Self {
+        ProvisionError::Redis(e.to_string())
+    }
 }
 
 /// The server's own words for a database error ("db error" says nothing).
@@ -49,6 +57,8 @@ const PASSWORD_LEN: usize = 43;
 const CLAIM_BATCH: i64 = 32;
 const LEASE_SECS: f64 = 120.0;
 const IDLE_RESCAN: Duration = Duration::from_secs(5);
+/// A Redis without a size gets 64 MiB.
+pub const DEFAULT_REDIS_MEMORY: u64 = 64 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct Reconciler {
@@ -63,6 +73,8 @@ struct Inner {
     connection_limit: i32,
     /// How many empty databases to keep ready for new bindings.
     spares: i64,
+    /// Managed Redis, when redis-server is installed.
+    redis: Option<RedisEngine>,
     spares_wake: Notify,
 }
 
@@ -80,6 +92,7 @@ impl Reconciler {
         master_key: Arc<MasterKey>,
         connection_limit: i32,
         spares: usize,
+        redis: Option<RedisEngine>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -90,6 +103,7 @@ impl Reconciler {
                 connection_limit,
                 spares: spares as i64,
                 spares_wake: Notify::new(),
+                redis,
             }),
         }
     }
@@ -118,6 +132,7 @@ impl Reconciler {
         });
         let this = self.clone();
         tokio::spawn(async move {
+            this.adopt().await;
             loop {
                 match this.pass().await {
                     Ok(0) => {}
@@ -130,6 +145,31 @@ impl Reconciler {
                 }
             }
         })
+    }
+
+    /// Brings back the engine processes of running bindings (managed Redis)
+    /// after this server started; a failure marks the binding for retry.
+    async fn adopt(&self) {
+        let Ok(bindings) = self.inner.store.running_bindings_of_kind("redis").await else {
+            return;
+        };
+        for (service, binding) in bindings {
+            if let Err(e) = self.converge_redis(&service, &binding).await {
+                tracing::warn!(binding = binding.id, error = %e, "could not restart a redis instance");
+                let _ = self
+                    .inner
+                    .store
+                    .binding_failed(&binding.id, &e.to_string(), 0.5)
+                    .await;
+            }
+        }
+    }
+
+    /// Stops the engine processes this server supervises.
+    pub async fn shutdown(&self) {
+        if let Some(redis) = &self.inner.redis {
+            redis.shutdown().await;
+        }
     }
 
     /// One pass; returns how many bindings it worked on.
@@ -222,28 +262,106 @@ impl Reconciler {
         (host, port)
     }
 
-    /// The variables a running Postgres binding injects.
-    pub fn postgres_variables(
+    /// The variables a running binding injects: (name, value, secret), the
+    /// URL first.
+    pub fn binding_variables(
         &self,
         service: &DataServiceRow,
         binding: &BindingRow,
     ) -> Result<Vec<(String, String, bool)>, ProvisionError> {
         let password = self.password(binding)?;
-        let (host, port) = self.endpoint();
-        Ok(PostgresAccess {
-            host: &host,
-            port,
-            user: &binding.resource_name,
-            password: &password,
-            database: &binding.resource_name,
+        match service.kind.as_str() {
+            "postgres" => {
+                let (host, port) = self.endpoint();
+                Ok(PostgresAccess {
+                    host: &host,
+                    port,
+                    user: &binding.resource_name,
+                    password: &password,
+                    database: &binding.resource_name,
+                }
+                .variables(&service.env_prefix))
+            }
+            "redis" => {
+                let port = binding.port.unwrap_or_default();
+                let url = format!(
+                    "redis://{}:{}@127.0.0.1:{port}/0",
+                    mds_core::env::url_encode(&binding.resource_name),
+                    mds_core::env::url_encode(&password)
+                );
+                Ok(vec![(
+                    format!("{}REDIS_URL", service.env_prefix),
+                    url,
+                    true,
+                )])
+            }
+            other => Err(ProvisionError::UnknownKind(other.to_string())),
         }
-        .variables(&service.env_prefix))
+    }
+
+    fn redis(&self) -> Result<&RedisEngine, ProvisionError> {
+        self.inner.redis.as_ref().ok_or_else(|| {
+            ProvisionError::Redis(
+                "redis-server is not installed on this server; install it with \
+                 `apt-get install -y redis-server`"
+                    .to_string(),
+            )
+        })
+    }
+
+    /// Runs (or stops, or removes) a binding's own redis-server.
+    async fn converge_redis(
+        &self,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<Option<&'static str>, ProvisionError> {
+        let redis = self.redis()?;
+        match binding.desired.as_str() {
+            "deleted" => {
+                redis.remove(&binding.id).await?;
+                Ok(None)
+            }
+            "stopped" => {
+                redis.stop(&binding.id).await;
+                Ok(Some("stopped"))
+            }
+            _ => {
+                let port = match binding.port {
+                    Some(port) => port as u16,
+                    None => {
+                        let port = mds_engines::free_port()?;
+                        self.inner
+                            .store
+                            .set_binding_port(&binding.id, i32::from(port))
+                            .await?;
+                        port
+                    }
+                };
+                let spec = RedisSpec {
+                    binding_id: binding.id.clone(),
+                    port,
+                    user: binding.resource_name.clone(),
+                    password: self.password(binding)?.to_string(),
+                    maxmemory_bytes: service.config["maxmemory_bytes"]
+                        .as_u64()
+                        .unwrap_or(DEFAULT_REDIS_MEMORY),
+                    eviction: service.config["eviction"]
+                        .as_str()
+                        .unwrap_or("noeviction")
+                        .to_string(),
+                };
+                // Ready means AUTH and PING with the binding's own user.
+                redis.ensure_running(&spec).await?;
+                Ok(Some("running"))
+            }
+        }
     }
 
     async fn converge(&self, service: &DataServiceRow, binding: &BindingRow) {
         let store = &self.inner.store;
         let outcome = match service.kind.as_str() {
             "postgres" => self.converge_postgres(binding).await,
+            "redis" => self.converge_redis(service, binding).await,
             other => Err(ProvisionError::UnknownKind(other.to_string())),
         };
         let recorded = match outcome {
@@ -307,16 +425,37 @@ impl Reconciler {
         }
     }
 
-    /// Closes every session of a binding's role (a "restart" of a database
-    /// that shares its server).
-    pub async fn disconnect(&self, binding: &BindingRow) -> Result<(), ProvisionError> {
+    /// Restarts a binding: closes every session of a Postgres role (its
+    /// server is shared), or restarts a Redis instance (data kept).
+    pub async fn restart(
+        &self,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<(), ProvisionError> {
+        if service.kind == "redis" {
+            self.redis()?.stop(&binding.id).await;
+            self.converge_redis(service, binding).await?;
+            return Ok(());
+        }
         let admin = postgres::Admin::connect(&self.inner.engine.admin_config()).await?;
         admin.disconnect_role(&binding.resource_name).await?;
         Ok(())
     }
 
-    /// Drops a binding's database and role now (a purge), then its row.
-    pub async fn remove_now(&self, binding: &BindingRow) -> Result<(), ProvisionError> {
+    /// Drops a binding's data now (a purge), then its row.
+    pub async fn remove_now(
+        &self,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<(), ProvisionError> {
+        if service.kind == "redis" {
+            self.redis()?.remove(&binding.id).await?;
+            self.inner
+                .store
+                .remove_binding(&binding.id, &binding.service_id)
+                .await?;
+            return Ok(());
+        }
         let admin = postgres::Admin::connect(&self.inner.engine.admin_config()).await?;
         admin.remove(&binding.resource_name).await?;
         self.inner

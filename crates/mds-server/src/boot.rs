@@ -109,6 +109,9 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
         Err(_) => tracing::warn!("HTTP connections did not drain in 10 s"),
         _ => {}
     }
+    if let Ok(reconciler) = state.reconciler() {
+        reconciler.shutdown().await;
+    }
     if let Ok(store) = state.store() {
         store.close();
     }
@@ -242,12 +245,14 @@ async fn start_platform(
     .await;
     match result {
         Ok((store, version)) => {
+            let redis = managed_redis(config, data_dir);
             let reconciler = Reconciler::new(
                 store.clone(),
                 engine.clone(),
                 state.master_key.clone(),
                 config.tenant_connection_limit,
                 config.postgres_spares,
+                redis,
             );
             // Repairs whatever a crash left half-done, then follows changes.
             reconciler.spawn();
@@ -257,6 +262,30 @@ async fn start_platform(
         Err(e) => {
             engine.shutdown().await;
             Err(e)
+        }
+    }
+}
+
+/// Managed Redis, when redis-server is installed; without it, Redis
+/// bindings fail with a message saying how to install it.
+fn managed_redis(config: &ServerConfig, data_dir: &Path) -> Option<mds_engines::RedisEngine> {
+    let binary = match mds_engines::find_redis_server() {
+        Ok(binary) => binary,
+        Err(e) => {
+            tracing::info!("managed Redis is off: {e}");
+            return None;
+        }
+    };
+    // Redis runs as its own account (Debian's `redis`), apart from postgres.
+    let os_user = OsUser::for_engines(Some("redis"))
+        .or_else(|_| OsUser::for_engines(Some("nobody")))
+        .ok()?;
+    let _ = config;
+    match mds_engines::RedisEngine::new(binary, data_dir.join("engines/redis"), os_user) {
+        Ok(engine) => Some(engine),
+        Err(e) => {
+            tracing::error!(error = %e, "managed Redis is off");
+            None
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct BindingRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub ready_at: Option<DateTime<Utc>>,
+    /// The port of the binding's own engine process (managed Redis).
+    pub port: Option<i32>,
 }
 
 pub struct NewDataService {
@@ -71,7 +73,7 @@ const SERVICE_COLUMNS: &str =
      s.config, s.deleting, s.created_at, s.updated_at";
 const BINDING_COLUMNS: &str = "b.id, b.service_id, b.environment_id, e.name, b.desired, b.state, \
      b.last_error, b.attempts, b.resource_name, b.sealed_password, b.created_at, b.updated_at, \
-     b.ready_at";
+     b.ready_at, b.port";
 
 fn service_from_row(row: &Row) -> DataServiceRow {
     DataServiceRow {
@@ -103,6 +105,7 @@ fn binding_from_row(row: &Row, at: usize) -> BindingRow {
         created_at: row.get(at + 10),
         updated_at: row.get(at + 11),
         ready_at: row.get(at + 12),
+        port: row.get(at + 13),
     }
 }
 
@@ -452,6 +455,43 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Records the port a binding's engine process listens on.
+    pub async fn set_binding_port(&self, binding_id: &str, port: i32) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE bindings SET port = $2, updated_at = now() WHERE id = $1",
+                &[&binding_id, &port],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Every binding of services of `kind` that should be running: what a
+    /// starting server must bring back up.
+    pub async fn running_bindings_of_kind(
+        &self,
+        kind: &str,
+    ) -> Result<Vec<(DataServiceRow, BindingRow)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {SERVICE_COLUMNS}, {BINDING_COLUMNS}
+                     FROM bindings b
+                     JOIN data_services s ON s.id = b.service_id
+                     JOIN environments e ON e.id = b.environment_id
+                     WHERE s.kind = $1 AND b.desired = 'running' AND b.state = 'running'"
+                ),
+                &[&kind],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (service_from_row(r), binding_from_row(r, 10)))
             .collect())
     }
 

@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "service_variables",
         include_str!("../migrations/0004_service_variables.sql"),
     ),
+    (
+        5,
+        "binding_ports",
+        include_str!("../migrations/0005_binding_ports.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

@@ -28,6 +28,12 @@ pub struct Attach {
     /// Bind only in this environment (default: every environment)
     #[arg(short, long)]
     environment: Option<String>,
+    /// Redis: memory limit, e.g. 256mb
+    #[arg(long)]
+    maxmemory: Option<String>,
+    /// Redis: eviction policy, e.g. allkeys-lru (default noeviction)
+    #[arg(long)]
+    eviction: Option<String>,
 }
 
 impl Attach {
@@ -41,6 +47,8 @@ impl Attach {
                 kind: Some(self.kind),
                 name: self.name,
                 environment: self.environment,
+                maxmemory: self.maxmemory,
+                eviction: self.eviction,
             },
         )?;
         if ctx.printed_json(&answer) {
@@ -53,9 +61,13 @@ impl Attach {
         );
         print_bindings(&service);
         let prefix = &service.env_prefix;
+        let names = if service.kind == "redis" {
+            format!("{prefix}REDIS_URL")
+        } else {
+            format!("{prefix}DATABASE_URL, {prefix}PGHOST, ...")
+        };
         println!(
-            "Processes booting in these environments get {prefix}DATABASE_URL, {prefix}PGHOST, ... \
-             (see `mds env -p {} -e <env>`)",
+            "Processes booting in these environments get {names} (see `mds env -p {} -e <env>`)",
             self.project
         );
         Ok(())
@@ -491,6 +503,82 @@ fn spawn_forwarding(command: &[String], env: &[(String, String)]) -> anyhow::Res
     })
 }
 
+/// The prefix of a project's service `name` (None: the standard names).
+fn service_prefix(ctx: &Ctx, project: &str, name: Option<&str>) -> anyhow::Result<String> {
+    let Some(name) = name else {
+        return Ok(String::new());
+    };
+    let services: Vec<DataService> = data(
+        ctx.api
+            .get(&format!("/projects/{}/data-services", segment(project)))?,
+    )?;
+    Ok(services
+        .into_iter()
+        .find(|s| s.name == name || s.id == name)
+        .with_context(|| format!("no data service {name:?} in {project}"))?
+        .env_prefix)
+}
+
+/// Replaces this process with a client given the environment's URL.
+fn exec_client(
+    ctx: &Ctx,
+    project: &str,
+    environment: &str,
+    service: Option<&str>,
+    variable: &str,
+    client: (&str, &[&str], &str),
+    args: &[String],
+) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let (program, before_url, package) = client;
+    let resolved = fetch(ctx, project, environment, true)?;
+    let prefix = service_prefix(ctx, project, service)?;
+    let name = format!("{prefix}{variable}");
+    let Some(url) = resolved
+        .variables
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+    else {
+        bail!("{project}/{environment} has no {name}: attach one with `mds attach` first");
+    };
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(before_url).arg(url).args(args);
+    for withheld in WITHHELD {
+        cmd.env_remove(withheld);
+    }
+    let err = cmd.exec();
+    bail!("cannot run {program}: {err} (install it with apt-get install {package})")
+}
+
+#[derive(Args)]
+pub struct RedisCli {
+    #[arg(short, long)]
+    project: String,
+    #[arg(short, long, default_value = "production")]
+    environment: String,
+    /// Which Redis service, for a project with several
+    #[arg(long)]
+    service: Option<String>,
+    /// Arguments for redis-cli (a command to run, for example)
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+impl RedisCli {
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        exec_client(
+            ctx,
+            &self.project,
+            &self.environment,
+            self.service.as_deref(),
+            "REDIS_URL",
+            ("redis-cli", &["--no-auth-warning", "-u"], "redis-tools"),
+            &self.args,
+        )
+    }
+}
+
 #[derive(Args)]
 pub struct Psql {
     #[arg(short, long)]
@@ -507,43 +595,14 @@ pub struct Psql {
 
 impl Psql {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        use std::os::unix::process::CommandExt;
-        let resolved = fetch(ctx, &self.project, &self.environment, true)?;
-        let prefix = match &self.service {
-            Some(name) => {
-                let services: Vec<DataService> = data(ctx.api.get(&format!(
-                    "/projects/{}/data-services",
-                    segment(&self.project)
-                ))?)?;
-                services
-                    .into_iter()
-                    .find(|s| &s.name == name || &s.id == name)
-                    .with_context(|| format!("no data service {name:?} in {}", self.project))?
-                    .env_prefix
-            }
-            None => String::new(),
-        };
-        let get = |name: &str| {
-            resolved
-                .variables
-                .iter()
-                .find(|e| e.name == format!("{prefix}{name}"))
-                .and_then(|e| e.value.clone())
-        };
-        let Some(url) = get("DATABASE_URL") else {
-            bail!(
-                "{}/{} has no {prefix}DATABASE_URL: attach one with `mds attach postgres -p {}`",
-                self.project,
-                self.environment,
-                self.project
-            );
-        };
-        let mut cmd = std::process::Command::new("psql");
-        cmd.arg(url).args(&self.args);
-        for name in WITHHELD {
-            cmd.env_remove(name);
-        }
-        let err = cmd.exec();
-        bail!("cannot run psql: {err} (install it with apt-get install postgresql-client)")
+        exec_client(
+            ctx,
+            &self.project,
+            &self.environment,
+            self.service.as_deref(),
+            "DATABASE_URL",
+            ("psql", &[], "postgresql-client"),
+            &self.args,
+        )
     }
 }

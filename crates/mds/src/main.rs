@@ -71,6 +71,8 @@ enum Command {
     Run(boot::Run),
     /// Open psql on a project environment's database
     Psql(boot::Psql),
+    /// Open redis-cli on a project environment's Redis
+    RedisCli(boot::RedisCli),
 }
 
 #[derive(Args)]
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
         Command::Env(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Run(cmd) => commands::run_with_code(&cli.global, |c| cmd.run(c)),
         Command::Psql(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::RedisCli(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
     }
 }
 

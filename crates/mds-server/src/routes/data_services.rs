@@ -26,7 +26,7 @@ use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
 
 /// Kinds that can be attached today.
-const KINDS: &[&str] = &["postgres"];
+const KINDS: &[&str] = &["postgres", "redis"];
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 pub fn binding_view(row: &BindingRow) -> Binding {
@@ -73,10 +73,9 @@ pub fn service_view(
         environment_id: service.environment_id.clone(),
         state: state.to_string(),
         bindings: bindings.iter().map(binding_view).collect(),
-        engine: if service.kind == "postgres" {
-            "postgresql".to_string()
-        } else {
-            service.kind.clone()
+        engine: match service.kind.as_str() {
+            "postgres" => "postgresql".to_string(),
+            other => other.to_string(),
         },
         engine_version: service.config["engine_version"]
             .as_str()
@@ -106,7 +105,9 @@ pub async fn attach(
     kind: &str,
     name: Option<String>,
     environment: Option<&str>,
+    options: &KindOptions,
 ) -> ApiResult<DataServiceRow> {
+    let config = kind_config(state, kind, options)?;
     let store = state.store()?;
     let reconciler = state.reconciler()?;
     if let Some(name) = &name {
@@ -152,7 +153,7 @@ pub async fn attach(
         name: name.clone(),
         env_prefix,
         environment_id: scope.map(|e| e.id),
-        config: json!({ "engine_version": state.engine_version() }),
+        config,
     };
     let row = match store.create_data_service(&new, &bindings).await {
         Ok(row) => row,
@@ -218,18 +219,70 @@ async fn load_service(
         .ok_or_else(|| ApiError::not_found("data service", id))
 }
 
+/// Settings some kinds take at attach.
+#[derive(Default)]
+pub struct KindOptions {
+    pub maxmemory: Option<String>,
+    pub eviction: Option<String>,
+}
+
+/// A service's engine settings, validated (each bad one names its field).
+fn kind_config(
+    state: &AppState,
+    kind: &str,
+    options: &KindOptions,
+) -> ApiResult<serde_json::Value> {
+    match kind {
+        "redis" => {
+            let maxmemory = match &options.maxmemory {
+                None => mds_provision::DEFAULT_REDIS_MEMORY,
+                Some(text) => mds_engines::parse_memory(text).ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "maxmemory",
+                        format!("{text:?} is not a size of at least 1mb (like 256mb or 1gb)"),
+                    )
+                })?,
+            };
+            let eviction = options.eviction.as_deref().unwrap_or("noeviction");
+            if !mds_engines::EVICTION_POLICIES.contains(&eviction) {
+                return Err(ApiError::invalid_field(
+                    "eviction",
+                    format!(
+                        "{eviction:?} is not an eviction policy; use one of {}",
+                        mds_engines::EVICTION_POLICIES.join(", ")
+                    ),
+                ));
+            }
+            Ok(json!({ "maxmemory_bytes": maxmemory, "eviction": eviction, "engine_version": "7" }))
+        }
+        _ => {
+            for (field, given) in [
+                ("maxmemory", &options.maxmemory),
+                ("eviction", &options.eviction),
+            ] {
+                if given.is_some() {
+                    return Err(ApiError::invalid_field(
+                        field,
+                        format!("applies to redis, not {kind}"),
+                    ));
+                }
+            }
+            Ok(json!({ "engine_version": state.engine_version() }))
+        }
+    }
+}
+
 fn kind_of(raw: &str) -> ApiResult<&'static str> {
     match raw.to_ascii_lowercase().as_str() {
         "postgres" | "postgresql" | "pg" => Ok("postgres"),
-        "redis" | "storage" | "auth" | "volume" | "mysql" | "mongodb" => {
-            Err(ApiError::invalid_field(
-                "type",
-                format!(
-                    "{raw:?} cannot be attached yet; available: {}",
-                    KINDS.join(", ")
-                ),
-            ))
-        }
+        "redis" => Ok("redis"),
+        "storage" | "auth" | "volume" | "mysql" | "mongodb" => Err(ApiError::invalid_field(
+            "type",
+            format!(
+                "{raw:?} cannot be attached yet; available: {}",
+                KINDS.join(", ")
+            ),
+        )),
         _ => Err(ApiError::invalid_field(
             "type",
             format!(
@@ -262,12 +315,17 @@ pub async fn create(
     let kind = kind_of(&body.kind.ok_or_else(|| ApiError::missing_field("type"))?)?;
     let wait = parse_bool("wait", query.wait.as_deref())?;
     let project = load_project(state.store()?, &principal, &project).await?;
+    let options = KindOptions {
+        maxmemory: body.maxmemory,
+        eviction: body.eviction,
+    };
     let service = attach(
         &state,
         &project,
         kind,
         body.name,
         body.environment.as_deref(),
+        &options,
     )
     .await?;
     created(&state, &principal, &service, wait).await
@@ -395,7 +453,7 @@ pub async fn db_create(
     let kind = kind_of(&engine).map_err(|_| {
         ApiError::invalid_field(
             "engine",
-            format!("engine {engine:?} is not available here; use postgresql"),
+            format!("engine {engine:?} is not available here; use postgresql or redis"),
         )
     })?;
     let project_ref = body
@@ -403,12 +461,17 @@ pub async fn db_create(
         .or(query.project_id)
         .ok_or_else(|| ApiError::missing_field("project_id"))?;
     let project = load_project(state.store()?, &principal, &project_ref).await?;
+    let options = KindOptions {
+        maxmemory: body.maxmemory,
+        eviction: body.eviction,
+    };
     let service = attach(
         &state,
         &project,
         kind,
         body.name,
         body.environment.as_deref(),
+        &options,
     )
     .await?;
     let wait = parse_bool("wait", query.wait.as_deref())?;
@@ -514,9 +577,12 @@ pub async fn db_credentials(
     }
     let reconciler = state.reconciler()?;
     let password = reconciler.password(&binding).map_err(ApiError::internal)?;
-    let (host, port) = reconciler.endpoint();
+    let (host, port) = match binding.port {
+        Some(port) => ("127.0.0.1".to_string(), port as u16),
+        None => reconciler.endpoint(),
+    };
     let vars = reconciler
-        .postgres_variables(&service, &binding)
+        .binding_variables(&service, &binding)
         .map_err(ApiError::internal)?;
     let url = vars[0].1.clone();
     tracing::info!(key = %principal.key_id, service = service.id, environment = binding.environment_name, "credentials revealed");
@@ -593,7 +659,7 @@ pub async fn db_restart(
     let reconciler = state.reconciler()?;
     for binding in state.store()?.bindings(&service.id).await? {
         reconciler
-            .disconnect(&binding)
+            .restart(&service, &binding)
             .await
             .map_err(ApiError::internal)?;
         let _ = state

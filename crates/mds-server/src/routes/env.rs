@@ -79,7 +79,7 @@ pub async fn resolve(
             continue;
         }
         let variables = reconciler
-            .postgres_variables(&service, &binding)
+            .binding_variables(&service, &binding)
             .map_err(ApiError::internal)?;
         for (name, value, secret) in variables {
             candidates.push(Candidate::new(

@@ -208,9 +208,9 @@ pub async fn delete(
             ));
         }
         let reconciler = state.reconciler()?;
-        for (_, binding) in bound {
+        for (service, binding) in bound {
             reconciler
-                .remove_now(&binding)
+                .remove_now(&service, &binding)
                 .await
                 .map_err(|e| ApiError::internal(format!("purging {}: {e}", binding.id)))?;
         }

@@ -263,7 +263,7 @@ pub async fn delete(
             store.set_service_desired(&service.id, "deleted").await?;
             for binding in store.bindings(&service.id).await? {
                 reconciler
-                    .remove_now(&binding)
+                    .remove_now(service, &binding)
                     .await
                     .map_err(|e| ApiError::internal(format!("purging {}: {e}", binding.id)))?;
             }

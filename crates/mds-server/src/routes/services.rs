@@ -102,7 +102,15 @@ pub async fn create(
         .or(body.env)
         .or(body.environment);
     let project = load_project(state.store()?, &principal, &project).await?;
-    let service = attach(&state, &project, kind, Some(name), environment.as_deref()).await?;
+    let service = attach(
+        &state,
+        &project,
+        kind,
+        Some(name),
+        environment.as_deref(),
+        &super::data_services::KindOptions::default(),
+    )
+    .await?;
     Ok(data(
         StatusCode::CREATED,
         service_json(&state, &principal, &service).await?,
@@ -224,7 +232,7 @@ async fn exposed(
         };
         for (name, value, secret) in state
             .reconciler()?
-            .postgres_variables(&unprefixed, &binding)
+            .binding_variables(&unprefixed, &binding)
             .map_err(ApiError::internal)?
         {
             out.push(Exposed {

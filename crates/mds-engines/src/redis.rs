@@ -1,0 +1,430 @@
+//! Managed Redis: one supervised `redis-server` per binding, on its own
+//! loopback port, with its own ACL user (the default user is off), AOF with
+//! `appendfsync everysec`, and a memory limit.
+//!
+//! Layout: `DIR/engines/redis/<binding>/` holds `redis.conf` (the user's
+//! password only as a SHA-256 hash), the AOF and RDB files, `redis.pid` and
+//! `redis.log`. An instance that dies is restarted with backoff from the
+//! same files; an instance left by a killed mds is stopped and restarted.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use sha2::{Digest, Sha256};
+use tokio::process::{Child, Command};
+use tokio::sync::{watch, Mutex};
+
+use crate::process::{signal_group, stop_foreign, tail};
+use crate::resp::auth_ping;
+use crate::{EngineError, OsUser};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What one instance must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSpec {
+    pub binding_id: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub maxmemory_bytes: u64,
+    pub eviction: String,
+}
+
+/// The eviction policies Redis knows.
+pub const EVICTION_POLICIES: &[&str] = &[
+    "noeviction",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+];
+
+/// `redis-server` in PATH.
+pub fn find_redis_server() -> Result<PathBuf, EngineError> {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("redis-server"))
+                .find(|p| p.is_file())
+        })
+        .ok_or_else(|| {
+            EngineError::Other(
+                "redis-server was not found in PATH; install it with \
+                 `apt-get install -y redis-server` (scripts/install-deps does this)"
+                    .to_string(),
+            )
+        })
+}
+
+/// A free loopback port, for a new instance.
+pub fn free_port() -> Result<u16, EngineError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(EngineError::io("find a free loopback port"))
+}
+
+struct Instance {
+    spec: RedisSpec,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    up: watch::Receiver<bool>,
+}
+
+/// The supervisor of every managed Redis instance of this server.
+#[derive(Clone)]
+pub struct RedisEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    binary: PathBuf,
+    root: PathBuf,
+    os_user: Option<OsUser>,
+    instances: Mutex<HashMap<String, Instance>>,
+}
+
+impl RedisEngine {
+    pub fn new(
+        binary: PathBuf,
+        root: PathBuf,
+        os_user: Option<OsUser>,
+    ) -> Result<Self, EngineError> {
+        fs::create_dir_all(&root).map_err(EngineError::io(format!("create {}", root.display())))?;
+        if os_user.is_some() {
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o711))
+                .map_err(EngineError::io(format!("chmod {}", root.display())))?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                binary,
+                root,
+                os_user,
+                instances: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    fn dir(&self, binding_id: &str) -> PathBuf {
+        self.inner.root.join(binding_id)
+    }
+
+    /// Makes the instance run as `spec` says (starting or restarting it)
+    /// and returns once its user can log in and PING.
+    pub async fn ensure_running(&self, spec: &RedisSpec) -> Result<(), EngineError> {
+        let mut instances = self.inner.instances.lock().await;
+        if let Some(existing) = instances.get(&spec.binding_id) {
+            if existing.spec == *spec && *existing.up.borrow() {
+                return Ok(());
+            }
+        }
+        if let Some(old) = instances.remove(&spec.binding_id) {
+            stop_instance(old).await;
+        }
+        let dir = self.dir(&spec.binding_id);
+        self.write_config(&dir, spec)?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (up_tx, up_rx) = watch::channel(false);
+        let launch = Launch {
+            binary: self.inner.binary.clone(),
+            dir: dir.clone(),
+            os_user: self.inner.os_user.clone(),
+            spec: spec.clone(),
+        };
+        let task = tokio::spawn(supervise(launch, stop_rx, up_tx));
+        let mut up = up_rx.clone();
+        instances.insert(
+            spec.binding_id.clone(),
+            Instance {
+                spec: spec.clone(),
+                stop: stop_tx,
+                task,
+                up: up_rx,
+            },
+        );
+        drop(instances);
+        let ready = matches!(
+            tokio::time::timeout(READY_TIMEOUT, up.wait_for(|u| *u)).await,
+            Ok(Ok(_))
+        );
+        if ready {
+            Ok(())
+        } else {
+            Err(EngineError::NotReady {
+                seconds: READY_TIMEOUT.as_secs(),
+                log: dir.join("redis.log").display().to_string(),
+                tail: tail(&dir.join("redis.log"), 1500),
+            })
+        }
+    }
+
+    /// Stops an instance cleanly (its data stays on disk).
+    pub async fn stop(&self, binding_id: &str) {
+        let instance = self.inner.instances.lock().await.remove(binding_id);
+        if let Some(instance) = instance {
+            stop_instance(instance).await;
+        } else {
+            stop_leftover(&self.dir(binding_id)).await;
+        }
+    }
+
+    /// Stops an instance and deletes its data.
+    pub async fn remove(&self, binding_id: &str) -> Result<(), EngineError> {
+        self.stop(binding_id).await;
+        let dir = self.dir(binding_id);
+        if dir.exists() {
+            fs::remove_dir_all(&dir)
+                .map_err(EngineError::io(format!("remove {}", dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Stops every instance (server shutdown).
+    pub async fn shutdown(&self) {
+        let instances: Vec<Instance> = self
+            .inner
+            .instances
+            .lock()
+            .await
+            .drain()
+            .map(|(_, i)| i)
+            .collect();
+        for instance in instances {
+            stop_instance(instance).await;
+        }
+    }
+
+    fn write_config(&self, dir: &Path, spec: &RedisSpec) -> Result<(), EngineError> {
+        fs::create_dir_all(dir).map_err(EngineError::io(format!("create {}", dir.display())))?;
+        let hash = hex::encode(Sha256::digest(spec.password.as_bytes()));
+        // Tenants get every command but the administrative ones (CONFIG,
+        // ACL, SHUTDOWN, DEBUG, MODULE, replication...): the instance is
+        // theirs, its settings are not.
+        let config = format!(
+            "# Written by mds; changes are overwritten.\n\
+             bind 127.0.0.1\n\
+             port {port}\n\
+             protected-mode yes\n\
+             daemonize no\n\
+             dir {dir}\n\
+             pidfile {dir}/redis.pid\n\
+             logfile \"\"\n\
+             appendonly yes\n\
+             appendfsync everysec\n\
+             maxmemory {maxmemory}\n\
+             maxmemory-policy {eviction}\n\
+             enable-protected-configs no\n\
+             enable-debug-command no\n\
+             enable-module-command no\n\
+             user default off\n\
+             user {user} on #{hash} ~* &* +@all -@admin\n",
+            port = spec.port,
+            dir = dir.display(),
+            maxmemory = spec.maxmemory_bytes,
+            eviction = spec.eviction,
+            user = spec.user,
+        );
+        let path = dir.join("redis.conf");
+        fs::write(&path, config).map_err(EngineError::io(format!("write {}", path.display())))?;
+        if let Some(user) = &self.inner.os_user {
+            for entry in fs::read_dir(dir)
+                .map_err(EngineError::io("list an instance dir"))?
+                .flatten()
+            {
+                user.chown(&entry.path())?;
+            }
+            user.chown(dir)?;
+            user.check_can_enter(dir)?;
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(EngineError::io(format!("chmod {}", dir.display())))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .map_err(EngineError::io(format!("chmod {}", path.display())))?;
+        Ok(())
+    }
+}
+
+async fn stop_instance(instance: Instance) {
+    let _ = instance.stop.send(true);
+    let _ = instance.task.await;
+}
+
+/// A redis-server left running by an mds that was killed.
+async fn stop_leftover(dir: &Path) {
+    let Ok(text) = fs::read_to_string(dir.join("redis.pid")) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<u32>() else {
+        return;
+    };
+    let ours = fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("redis-server"))
+        .unwrap_or(false);
+    if ours {
+        tracing::warn!(pid, dir = %dir.display(), "stopping a redis-server left by an earlier mds");
+        stop_foreign(pid, Signal::SIGTERM, STOP_GRACE).await;
+    }
+}
+
+struct Launch {
+    binary: PathBuf,
+    dir: PathBuf,
+    os_user: Option<OsUser>,
+    spec: RedisSpec,
+}
+
+fn spawn(launch: &Launch) -> Result<Child, EngineError> {
+    let log_path = launch.dir.join("redis.log");
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(EngineError::io(format!("open {}", log_path.display())))?;
+    let log_err = log
+        .try_clone()
+        .map_err(EngineError::io("duplicate the log handle"))?;
+    let mut cmd = Command::new(&launch.binary);
+    cmd.arg(launch.dir.join("redis.conf"))
+        .current_dir(&launch.dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(user) = &launch.os_user {
+        cmd.uid(user.uid).gid(user.gid);
+    }
+    cmd.spawn().map_err(EngineError::io("start redis-server"))
+}
+
+async fn supervise(launch: Launch, mut stop: watch::Receiver<bool>, up: watch::Sender<bool>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        stop_leftover(&launch.dir).await;
+        let mut child = match spawn(&launch) {
+            Ok(child) => child,
+            Err(e) => {
+                tracing::error!(binding = launch.spec.binding_id, error = %e, "cannot start redis-server");
+                if sleep_or_stop(backoff, &mut stop).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        let pid = child.id().unwrap_or_default();
+        // Ready: the tenant's own user logs in and gets PONG.
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        let mut ready = false;
+        while tokio::time::Instant::now() < deadline && !*stop.borrow() {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if auth_ping(
+                "127.0.0.1",
+                launch.spec.port,
+                &launch.spec.user,
+                &launch.spec.password,
+            )
+            .await
+            .is_ok()
+            {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if ready {
+            let _ = up.send(true);
+        }
+        tokio::select! {
+            exit = child.wait() => {
+                let _ = up.send(false);
+                let code = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                tracing::error!(binding = launch.spec.binding_id, pid, %code, "redis-server exited; restarting it");
+                signal_group(pid, Signal::SIGKILL);
+                if sleep_or_stop(backoff, &mut stop).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            _ = stop.changed() => {
+                let _ = up.send(false);
+                // SIGTERM: redis-server flushes the AOF and exits.
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
+                if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+                    signal_group(pid, Signal::SIGKILL);
+                    let _ = child.wait().await;
+                }
+                break;
+            }
+        }
+        if ready {
+            backoff = BACKOFF_MIN;
+        }
+    }
+}
+
+async fn sleep_or_stop(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+/// `256mb`, `1gb`, `512kb`, `1048576` -> bytes; at least 1 MiB.
+pub fn parse_memory(text: &str) -> Option<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (digits, unit) = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| lower.split_at(i))
+        .unwrap_or((lower.as_str(), ""));
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit {
+        "" | "b" => 1,
+        "k" | "kb" => 1024,
+        "m" | "mb" => 1024 * 1024,
+        "g" | "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    let bytes = n.checked_mul(factor)?;
+    (bytes >= 1024 * 1024).then_some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        for (text, bytes) in [
+            ("256mb", Some(256 << 20)),
+            ("1GB", Some(1 << 30)),
+            ("2048kb", Some(2 << 20)),
+            ("1048576", Some(1 << 20)),
+            ("1kb", None),
+            ("12xb", None),
+            ("", None),
+            ("-5mb", None),
+            ("99999999999999999999gb", None),
+        ] {
+            assert_eq!(parse_memory(text), bytes, "{text}");
+        }
+    }
+}
