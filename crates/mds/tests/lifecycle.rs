@@ -167,8 +167,8 @@ fn an_existing_postgres_can_be_used_and_replicas_share_its_state() {
     .unwrap_or_else(|log| panic!("{log}"));
     assert!(!second.data_dir.join("admin-api-key").exists());
     assert!(
-        !second.data_dir.join("engines").exists(),
-        "no managed engine in external mode"
+        !second.data_dir.join("engines/postgres").exists(),
+        "no managed postgres in external mode"
     );
     second
         .call(
