@@ -430,3 +430,19 @@ pub fn with_database(url: &str, database: &str) -> String {
     let (base, _) = url.rsplit_once('/').unwrap();
     format!("{base}/{database}")
 }
+
+/// Runs the real `redis-cli` against `url`: (success, stdout, stderr).
+/// redis-cli exits 0 on server errors, so errors show in stdout.
+pub fn redis_cli(url: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new("redis-cli")
+        .args(["--no-auth-warning", "-u", url])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-cli (redis-tools) is installed");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,257 @@
+//! Managed Redis against real peers: `redis-cli`, real redis-server
+//! processes, and the real binary's supervisor.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{redis_cli, wait_until, Mds};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+
+fn attach_redis(mds: &Mds, project: &str, body: serde_json::Value) -> serde_json::Value {
+    let answer = mds
+        .post(
+            &format!("/api/v1/projects/{project}/data-services?wait=true"),
+            body,
+        )
+        .expect(201);
+    assert_eq!(answer.data()["state"], "running", "{}", answer.body);
+    answer.data().clone()
+}
+
+/// `redis://user:password@host:port/0` with another user or password.
+fn with_credentials(url: &str, user: &str, password: &str) -> String {
+    let (_, rest) = url.split_once('@').unwrap();
+    format!("redis://{user}:{password}@{rest}")
+}
+
+fn parts(url: &str) -> (String, String) {
+    let creds = url
+        .trim_start_matches("redis://")
+        .split('@')
+        .next()
+        .unwrap();
+    let (user, password) = creds.split_once(':').unwrap();
+    (user.to_string(), password.to_string())
+}
+
+#[test]
+fn each_environment_gets_its_own_redis_reachable_only_with_its_credentials() {
+    let mds = Mds::start();
+    mds.post("/api/v1/projects", json!({"name": "shop"}))
+        .expect(201);
+    mds.post("/api/v1/projects", json!({"name": "blog"}))
+        .expect(201);
+    attach_redis(&mds, "shop", json!({"type": "redis"}));
+    attach_redis(&mds, "blog", json!({"type": "redis"}));
+    let prod = mds.resolved_env("shop", "production")["REDIS_URL"].clone();
+    let staging = mds.resolved_env("shop", "staging")["REDIS_URL"].clone();
+    let blog = mds.resolved_env("blog", "production")["REDIS_URL"].clone();
+    assert!(prod.starts_with("redis://shop__production:"));
+    assert_ne!(prod, staging);
+
+    assert_eq!(redis_cli(&staging, &["SET", "greeting", "hi"]).1, "OK");
+    assert_eq!(redis_cli(&staging, &["GET", "greeting"]).1, "hi");
+    assert_eq!(redis_cli(&prod, &["GET", "greeting"]).1, "");
+    // Expiry works.
+    redis_cli(&staging, &["SET", "short", "x", "PX", "150"]);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(redis_cli(&staging, &["EXISTS", "short"]).1, "0");
+
+    // Another environment's or project's credentials: WRONGPASS.
+    let (prod_user, prod_pass) = parts(&prod);
+    let (blog_user, blog_pass) = parts(&blog);
+    for forged in [
+        with_credentials(&staging, &prod_user, &prod_pass),
+        with_credentials(&prod, &blog_user, &blog_pass),
+        with_credentials(&prod, "default", ""),
+        with_credentials(&prod, &prod_user, "not-the-password"),
+    ] {
+        let (_, out, err) = redis_cli(&forged, &["PING"]);
+        assert!(
+            out.contains("WRONGPASS")
+                || err.contains("WRONGPASS")
+                || out.contains("NOAUTH")
+                || err.contains("NOAUTH"),
+            "{forged}: {out} {err}"
+        );
+    }
+    // No login at all: the default user is off.
+    let port = prod.rsplit(':').next().unwrap().trim_end_matches("/0");
+    let (_, out, err) = redis_cli(&format!("redis://127.0.0.1:{port}/0"), &["GET", "x"]);
+    assert!(
+        out.contains("NOAUTH") || err.contains("NOAUTH"),
+        "{out} {err}"
+    );
+    // The instance is theirs, its settings are not.
+    for command in [
+        ["CONFIG", "GET", "dir"],
+        ["ACL", "LIST", ""],
+        ["SHUTDOWN", "NOSAVE", ""],
+    ] {
+        let args: Vec<&str> = command.iter().copied().filter(|a| !a.is_empty()).collect();
+        let (_, out, _) = redis_cli(&prod, &args);
+        assert!(out.contains("NOPERM"), "{args:?}: {out}");
+    }
+    assert_eq!(redis_cli(&prod, &["PING"]).1, "PONG");
+}
+
+#[test]
+fn redis_data_survives_a_killed_server_an_mds_restart_and_a_killed_mds() {
+    let mut mds = Mds::start();
+    mds.post("/api/v1/projects", json!({"name": "keep"}))
+        .expect(201);
+    let service = attach_redis(&mds, "keep", json!({"type": "redis"}));
+    let url = mds.resolved_env("keep", "production")["REDIS_URL"].clone();
+    assert_eq!(redis_cli(&url, &["SET", "order", "42"]).1, "OK");
+    // appendfsync everysec: give the AOF its second.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let binding = service["bindings"][0]["id"].as_str().unwrap().to_string();
+    let pid_file = mds
+        .data_dir
+        .join(format!("engines/redis/{binding}/redis.pid"));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let back = wait_until(Duration::from_secs(10), || {
+        redis_cli(&url, &["GET", "order"]).1 == "42"
+    });
+    assert!(back.is_some(), "{}", mds.log());
+
+    let root = mds.root.clone();
+    mds.stop();
+    let mut mds = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
+    assert_eq!(mds.resolved_env("keep", "production")["REDIS_URL"], url);
+    let back = wait_until(Duration::from_secs(10), || {
+        redis_cli(&url, &["GET", "order"]).1 == "42"
+    });
+    assert!(back.is_some(), "{}", mds.log());
+
+    mds.kill9();
+    let mds = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
+    let back = wait_until(Duration::from_secs(10), || {
+        redis_cli(&url, &["GET", "order"]).1 == "42"
+    });
+    assert!(back.is_some(), "{}", mds.log());
+    drop(mds);
+}
+
+/// Writes ~200 KB per call through a script until the server refuses.
+fn fill(url: &str, calls: usize) -> Option<String> {
+    for call in 0..calls {
+        let script = format!(
+            "for i=1,2000 do redis.call('SET','k{call}_'..i,string.rep('x',100)) end return 1"
+        );
+        let (_, out, _) = redis_cli(url, &["EVAL", &script, "0"]);
+        if out.contains("OOM") {
+            return Some(out);
+        }
+    }
+    None
+}
+
+#[test]
+fn maxmemory_refuses_with_noeviction_and_evicts_with_allkeys_lru() {
+    let mds = Mds::start();
+    mds.post("/api/v1/projects", json!({"name": "mem"}))
+        .expect(201);
+    attach_redis(
+        &mds,
+        "mem",
+        json!({"type": "redis", "maxmemory": "2mb", "environment": "production"}),
+    );
+    attach_redis(
+        &mds,
+        "mem",
+        json!({"type": "redis", "name": "cache", "maxmemory": "2mb", "eviction": "allkeys-lru", "environment": "production"}),
+    );
+    let env = mds.resolved_env("mem", "production");
+    let strict = &env["REDIS_URL"];
+    let cache = &env["CACHE_REDIS_URL"];
+    let refused = fill(strict, 60);
+    assert!(refused.is_some(), "noeviction never refused a write");
+    assert!(fill(cache, 60).is_none(), "allkeys-lru refused a write");
+    let keys: u64 = redis_cli(cache, &["DBSIZE"]).1.parse().unwrap();
+    assert!(keys < 60 * 2000, "nothing was evicted ({keys} keys)");
+    assert!(redis_cli(cache, &["CONFIG", "GET", "maxmemory"])
+        .1
+        .contains("NOPERM"));
+}
+
+#[test]
+fn redis_bad_input_names_its_field_and_a_second_one_needs_a_name() {
+    let mds = Mds::start();
+    mds.post("/api/v1/projects", json!({"name": "app"}))
+        .expect(201);
+    let base = "/api/v1/projects/app/data-services";
+    for (body, field) in [
+        (json!({"type": "redis", "maxmemory": "lots"}), "maxmemory"),
+        (json!({"type": "redis", "maxmemory": "10kb"}), "maxmemory"),
+        (
+            json!({"type": "redis", "eviction": "sometimes"}),
+            "eviction",
+        ),
+        (json!({"type": "postgres", "maxmemory": "1gb"}), "maxmemory"),
+    ] {
+        let r = mds.post(base, body).expect_error(422, "VALIDATION_ERROR");
+        assert_eq!(r.body["error"]["details"]["field"], field);
+    }
+    attach_redis(&mds, "app", json!({"type": "redis"}));
+    mds.post(base, json!({"type": "redis"}))
+        .expect_error(409, "DATA_SERVICE_NAME_REQUIRED");
+    attach_redis(&mds, "app", json!({"type": "redis", "name": "queue"}));
+    let env = mds.resolved_env("app", "staging");
+    assert!(env.contains_key("REDIS_URL") && env.contains_key("QUEUE_REDIS_URL"));
+    assert_ne!(env["REDIS_URL"], env["QUEUE_REDIS_URL"]);
+}
+
+#[test]
+fn redis_through_the_databases_routes() {
+    let mds = Mds::start();
+    mds.post("/api/v1/projects", json!({"name": "db"}))
+        .expect(201);
+    let created = mds
+        .post(
+            "/api/v1/databases?wait=true",
+            json!({"engine": "redis", "project_id": "db", "eviction": "allkeys-lru"}),
+        )
+        .expect(201);
+    assert_eq!(created.data()["engine"], "redis");
+    let id = created.data()["id"].as_str().unwrap().to_string();
+    let creds = mds
+        .get(&format!("/api/v1/databases/{id}/credentials"))
+        .expect(200);
+    let url = creds.data()["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("redis://"));
+    assert_eq!(redis_cli(&url, &["SET", "a", "1"]).1, "OK");
+    std::thread::sleep(Duration::from_millis(1200));
+    let stopped = mds
+        .post(&format!("/api/v1/databases/{id}/stop"), json!({}))
+        .expect(200);
+    assert_eq!(stopped.data()["state"], "stopped");
+    assert!(redis_cli(&url, &["PING"]).1 != "PONG");
+    let started = mds
+        .post(&format!("/api/v1/databases/{id}/start"), json!({}))
+        .expect(200);
+    assert_eq!(started.data()["state"], "running");
+    assert_eq!(redis_cli(&url, &["GET", "a"]).1, "1");
+    mds.post(&format!("/api/v1/databases/{id}/restart"), json!({}))
+        .expect(200);
+    assert_eq!(redis_cli(&url, &["GET", "a"]).1, "1");
+    mds.delete(&format!("/api/v1/databases/{id}")).expect(200);
+    let gone = wait_until(Duration::from_secs(20), || {
+        mds.get(&format!("/api/v1/databases/{id}")).status == 404
+    });
+    assert!(gone.is_some());
+    assert!(redis_cli(&url, &["PING"]).1 != "PONG");
+    let dirs = std::fs::read_dir(mds.data_dir.join("engines/redis"))
+        .unwrap()
+        .count();
+    assert_eq!(dirs, 0, "the data was not removed");
+}
