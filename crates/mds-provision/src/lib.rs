@@ -8,6 +8,7 @@
 //! point leaves rows that the next pass (on any replica) picks up again.
 
 mod postgres;
+mod redis_external;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use tokio::sync::Notify;
 use zeroize::Zeroizing;
 
 pub use postgres::harden_engine;
+pub use redis_external::ExternalRedis;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -75,6 +77,8 @@ struct Inner {
     spares: i64,
     /// Managed Redis, when redis-server is installed.
     redis: Option<RedisEngine>,
+    /// An existing Redis (`--redis-url`): bindings become ACL users there.
+    redis_external: Option<ExternalRedis>,
     spares_wake: Notify,
 }
 
@@ -93,6 +97,7 @@ impl Reconciler {
         connection_limit: i32,
         spares: usize,
         redis: Option<RedisEngine>,
+        redis_external: Option<ExternalRedis>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -104,6 +109,7 @@ impl Reconciler {
                 spares: spares as i64,
                 spares_wake: Notify::new(),
                 redis,
+                redis_external,
             }),
         }
     }
@@ -262,6 +268,23 @@ impl Reconciler {
         (host, port)
     }
 
+    /// Where a binding's clients connect: the shared Postgres server, an
+    /// external Redis, or the binding's own redis-server.
+    pub fn binding_endpoint(
+        &self,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> (String, u16) {
+        match (service.kind.as_str(), &self.inner.redis_external) {
+            ("redis", Some(external)) => (external.host.clone(), external.port),
+            ("redis", None) => (
+                "127.0.0.1".to_string(),
+                binding.port.unwrap_or_default() as u16,
+            ),
+            _ => self.endpoint(),
+        }
+    }
+
     /// The variables a running binding injects: (name, value, secret), the
     /// URL first.
     pub fn binding_variables(
@@ -283,17 +306,23 @@ impl Reconciler {
                 .variables(&service.env_prefix))
             }
             "redis" => {
-                let port = binding.port.unwrap_or_default();
+                let (host, port) = self.binding_endpoint(service, binding);
                 let url = format!(
-                    "redis://{}:{}@127.0.0.1:{port}/0",
+                    "redis://{}:{}@{host}:{port}/0",
                     mds_core::env::url_encode(&binding.resource_name),
                     mds_core::env::url_encode(&password)
                 );
-                Ok(vec![(
-                    format!("{}REDIS_URL", service.env_prefix),
-                    url,
-                    true,
-                )])
+                let prefix = &service.env_prefix;
+                let mut vars = vec![(format!("{prefix}REDIS_URL"), url, true)];
+                if self.inner.redis_external.is_some() {
+                    // On a shared server each binding owns a key prefix.
+                    vars.push((
+                        format!("{prefix}REDIS_KEY_PREFIX"),
+                        redis_external::key_prefix(&binding.resource_name),
+                        false,
+                    ));
+                }
+                Ok(vars)
             }
             other => Err(ProvisionError::UnknownKind(other.to_string())),
         }
@@ -309,12 +338,20 @@ impl Reconciler {
         })
     }
 
-    /// Runs (or stops, or removes) a binding's own redis-server.
+    /// Runs (or stops, or removes) a binding's own redis-server, or its ACL
+    /// user on an external Redis.
     async fn converge_redis(
         &self,
         service: &DataServiceRow,
         binding: &BindingRow,
     ) -> Result<Option<&'static str>, ProvisionError> {
+        if let Some(external) = &self.inner.redis_external {
+            let password = self.password(binding)?;
+            return external
+                .converge(&binding.resource_name, &password, &binding.desired)
+                .await
+                .map_err(ProvisionError::Redis);
+        }
         let redis = self.redis()?;
         match binding.desired.as_str() {
             "deleted" => {
@@ -433,6 +470,12 @@ impl Reconciler {
         binding: &BindingRow,
     ) -> Result<(), ProvisionError> {
         if service.kind == "redis" {
+            if let Some(external) = &self.inner.redis_external {
+                return external
+                    .disconnect(&binding.resource_name)
+                    .await
+                    .map_err(ProvisionError::Redis);
+            }
             self.redis()?.stop(&binding.id).await;
             self.converge_redis(service, binding).await?;
             return Ok(());
@@ -449,7 +492,14 @@ impl Reconciler {
         binding: &BindingRow,
     ) -> Result<(), ProvisionError> {
         if service.kind == "redis" {
-            self.redis()?.remove(&binding.id).await?;
+            match &self.inner.redis_external {
+                Some(external) => external
+                    .converge(&binding.resource_name, "", "deleted")
+                    .await
+                    .map(|_| ())
+                    .map_err(ProvisionError::Redis)?,
+                None => self.redis()?.remove(&binding.id).await?,
+            }
             self.inner
                 .store
                 .remove_binding(&binding.id, &binding.service_id)

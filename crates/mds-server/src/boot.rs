@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub tenant_connection_limit: i32,
     /// Empty databases kept ready so that an attach only renames one.
     pub postgres_spares: usize,
+    /// An existing Redis 6+ (admin login) to host Redis bindings as ACL
+    /// users, instead of managed redis-server processes.
+    pub redis_url: Option<String>,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -245,7 +248,12 @@ async fn start_platform(
     .await;
     match result {
         Ok((store, version)) => {
-            let redis = managed_redis(config, data_dir);
+            let redis_external = external_redis(config)?;
+            let redis = if redis_external.is_some() {
+                None
+            } else {
+                managed_redis(config, data_dir)
+            };
             let reconciler = Reconciler::new(
                 store.clone(),
                 engine.clone(),
@@ -253,6 +261,7 @@ async fn start_platform(
                 config.tenant_connection_limit,
                 config.postgres_spares,
                 redis,
+                redis_external,
             );
             // Repairs whatever a crash left half-done, then follows changes.
             reconciler.spawn();
@@ -264,6 +273,16 @@ async fn start_platform(
             Err(e)
         }
     }
+}
+
+/// `--redis-url`: Redis bindings become ACL users on that server. Checked
+/// at start-up, so a wrong URL fails loudly.
+fn external_redis(config: &ServerConfig) -> anyhow::Result<Option<mds_provision::ExternalRedis>> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    let external = mds_provision::ExternalRedis::parse(url).map_err(anyhow::Error::msg)?;
+    Ok(Some(external))
 }
 
 /// Managed Redis, when redis-server is installed; without it, Redis

@@ -101,6 +101,10 @@ struct ServeArgs {
     /// (0 turns this off)
     #[arg(long, env = "MDS_POSTGRES_SPARES", default_value_t = 4)]
     postgres_spares: usize,
+    /// Host Redis bindings as ACL users (with key prefixes) on this
+    /// existing Redis 6+ server, instead of one managed redis-server each
+    #[arg(long, env = "MDS_REDIS_URL")]
+    redis_url: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -141,6 +145,7 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         max_db_connections: args.db_connections.max(2),
         tenant_connection_limit: args.tenant_connection_limit.max(1),
         postgres_spares: args.postgres_spares,
+        redis_url: args.redis_url,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

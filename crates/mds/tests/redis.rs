@@ -255,3 +255,115 @@ fn redis_through_the_databases_routes() {
         .count();
     assert_eq!(dirs, 0, "the data was not removed");
 }
+
+#[test]
+fn external_redis_confines_each_binding_to_its_prefix() {
+    // A plain redis-server stands in for an operator's existing Redis.
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = KillOnDrop(
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--requirepass",
+                "admin-pass",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server"),
+    );
+    let admin = format!("redis://default:admin-pass@127.0.0.1:{port}/0");
+    assert!(
+        wait_until(Duration::from_secs(10), || redis_cli(&admin, &["PING"]).1
+            == "PONG")
+        .is_some()
+    );
+
+    let mds = Mds::start_with(&["--redis-url", &admin], &[]);
+    mds.post("/api/v1/projects", json!({"name": "ext"}))
+        .expect(201);
+    mds.post("/api/v1/projects", json!({"name": "other"}))
+        .expect(201);
+    attach_redis(&mds, "ext", json!({"type": "redis"}));
+    attach_redis(&mds, "other", json!({"type": "redis"}));
+    let env = mds.resolved_env("ext", "production");
+    assert!(
+        env.contains_key("REDIS_KEY_PREFIX"),
+        "{env:?}\n{}",
+        mds.log()
+    );
+    let url = &env["REDIS_URL"];
+    let prefix = &env["REDIS_KEY_PREFIX"];
+    assert_eq!(prefix, "ext__production:");
+    assert!(url.ends_with(&format!("@127.0.0.1:{port}/0")));
+    let (user, _) = parts(url);
+
+    let mine = format!("{prefix}cart");
+    assert_eq!(redis_cli(url, &["SET", &mine, "3"]).1, "OK");
+    assert_eq!(redis_cli(url, &["GET", &mine]).1, "3");
+    for args in [
+        vec!["SET", "unprefixed", "x"],
+        vec!["GET", "other__production:cart"],
+        vec!["PUBLISH", "global-channel", "x"],
+        vec!["FLUSHALL"],
+        vec!["CONFIG", "GET", "maxmemory"],
+    ] {
+        let (_, out, _) = redis_cli(url, &args);
+        assert!(out.contains("NOPERM"), "{args:?}: {out}");
+    }
+    assert_eq!(
+        redis_cli(url, &["PUBLISH", &format!("{prefix}events"), "x"]).1,
+        "0"
+    );
+    // As the server's own ACL DRYRUN sees it.
+    for command in [
+        vec!["FLUSHALL"],
+        vec!["CONFIG", "SET", "maxmemory", "1"],
+        vec!["GET", "unprefixed"],
+    ] {
+        let mut args = vec!["ACL", "DRYRUN", user.as_str()];
+        args.extend(command.iter().copied());
+        let (_, out, _) = redis_cli(&admin, &args);
+        assert!(out.contains("no permissions"), "{command:?}: {out}");
+    }
+    let other = mds.resolved_env("other", "production");
+    assert!(redis_cli(&other["REDIS_URL"], &["GET", &mine])
+        .1
+        .contains("NOPERM"));
+
+    // Deleting the service removes its user and its keys, and only those.
+    redis_cli(&other["REDIS_URL"], &["SET", "other__production:keep", "1"]);
+    let id = mds.get("/api/v1/projects/ext/data-services").data()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    mds.delete(&format!("/api/v1/databases/{id}")).expect(200);
+    let gone = wait_until(Duration::from_secs(20), || {
+        redis_cli(&admin, &["EXISTS", &mine]).1 == "0"
+    });
+    assert!(gone.is_some());
+    assert_eq!(
+        redis_cli(&admin, &["EXISTS", "other__production:keep"]).1,
+        "1"
+    );
+    assert!(!redis_cli(&admin, &["ACL", "USERS"]).1.contains(&user));
+}

@@ -577,10 +577,7 @@ pub async fn db_credentials(
     }
     let reconciler = state.reconciler()?;
     let password = reconciler.password(&binding).map_err(ApiError::internal)?;
-    let (host, port) = match binding.port {
-        Some(port) => ("127.0.0.1".to_string(), port as u16),
-        None => reconciler.endpoint(),
-    };
+    let (host, port) = reconciler.binding_endpoint(&service, &binding);
     let vars = reconciler
         .binding_variables(&service, &binding)
         .map_err(ApiError::internal)?;
