@@ -125,7 +125,7 @@ fn names_rules_and_a_second_service_of_a_kind() {
             .expect_error(422, "VALIDATION_ERROR");
         assert_eq!(r.body["error"]["details"]["field"], "name");
     }
-    for bad in ["mysqlx", "redis"] {
+    for bad in ["mysqlx", "mongodb"] {
         mds.post(base, json!({"type": bad}))
             .expect_error(422, "VALIDATION_ERROR");
     }
