@@ -194,3 +194,99 @@ fn mds_run_forwards_signals_to_the_command() {
     assert_eq!(status.code(), Some(3), "the command's own exit code");
     assert!(wait_until(Duration::from_secs(2), || marker.exists()).is_some());
 }
+
+#[test]
+fn attach_redis_and_redis_cli_from_the_cli() {
+    let mds = Mds::start();
+    run(&mds, &["projects", "create", "cache"]);
+    let (code, out, err) = run(
+        &mds,
+        &[
+            "attach",
+            "redis",
+            "-p",
+            "cache",
+            "--maxmemory",
+            "32mb",
+            "--eviction",
+            "allkeys-lru",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("REDIS_URL") && out.contains("running"),
+        "{out}"
+    );
+    let (code, _, err) = run(
+        &mds,
+        &[
+            "attach",
+            "redis",
+            "-p",
+            "cache",
+            "--name",
+            "x",
+            "--eviction",
+            "sometimes",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("eviction"), "{err}");
+    let (code, out, err) = run(
+        &mds,
+        &[
+            "redis-cli",
+            "-p",
+            "cache",
+            "-e",
+            "staging",
+            "--",
+            "SET",
+            "k",
+            "v",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "OK");
+    let (_, out, _) = run(
+        &mds,
+        &[
+            "redis-cli",
+            "-p",
+            "cache",
+            "-e",
+            "staging",
+            "--",
+            "GET",
+            "k",
+        ],
+    );
+    assert_eq!(out.trim(), "v");
+    let (_, out, _) = run(
+        &mds,
+        &[
+            "redis-cli",
+            "-p",
+            "cache",
+            "-e",
+            "production",
+            "--",
+            "GET",
+            "k",
+        ],
+    );
+    assert_eq!(out.trim(), "");
+    let (_, out, _) = run(
+        &mds,
+        &[
+            "redis-cli",
+            "-p",
+            "cache",
+            "--",
+            "CONFIG",
+            "GET",
+            "maxmemory-policy",
+        ],
+    );
+    assert!(out.contains("NOPERM"), "{out}");
+}
