@@ -79,6 +79,8 @@ struct Inner {
     redis: Option<RedisEngine>,
     /// An existing Redis (`--redis-url`): bindings become ACL users there.
     redis_external: Option<ExternalRedis>,
+    /// How often running bindings are checked with their own credentials.
+    drift_check: Duration,
     spares_wake: Notify,
 }
 
@@ -98,6 +100,7 @@ impl Reconciler {
         spares: usize,
         redis: Option<RedisEngine>,
         redis_external: Option<ExternalRedis>,
+        drift_check: Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -110,6 +113,7 @@ impl Reconciler {
                 spares_wake: Notify::new(),
                 redis,
                 redis_external,
+                drift_check,
             }),
         }
     }
@@ -136,6 +140,15 @@ impl Reconciler {
                 }
             }
         });
+        let checker = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(checker.inner.drift_check).await;
+                if let Err(e) = checker.check_drift().await {
+                    tracing::debug!(error = %e, "drift check incomplete");
+                }
+            }
+        });
         let this = self.clone();
         tokio::spawn(async move {
             this.adopt().await;
@@ -156,7 +169,7 @@ impl Reconciler {
     /// Brings back the engine processes of running bindings (managed Redis)
     /// after this server started; a failure marks the binding for retry.
     async fn adopt(&self) {
-        let Ok(bindings) = self.inner.store.running_bindings_of_kind("redis").await else {
+        let Ok(bindings) = self.inner.store.running_bindings(Some("redis")).await else {
             return;
         };
         for (service, binding) in bindings {
@@ -169,6 +182,35 @@ impl Reconciler {
                     .await;
             }
         }
+    }
+
+    /// Logs in to every running binding with its own credentials; one that
+    /// fails (a database dropped behind mds's back, an external Redis that
+    /// lost its ACL users, a dead instance) goes back to the reconciler.
+    async fn check_drift(&self) -> Result<(), ProvisionError> {
+        let store = &self.inner.store;
+        for (service, binding) in store.running_bindings(None).await? {
+            let password = self.password(&binding)?;
+            let (host, port) = self.binding_endpoint(&service, &binding);
+            let check = match service.kind.as_str() {
+                "postgres" => postgres::verify(&host, port, &binding.resource_name, &password)
+                    .await
+                    .map_err(|e| describe(&e)),
+                "redis" => {
+                    mds_engines::resp::auth_ping(&host, port, &binding.resource_name, &password)
+                        .await
+                }
+                _ => Ok(()),
+            };
+            if let Err(reason) = check {
+                tracing::warn!(binding = binding.id, %reason, "a running binding stopped answering; repairing it");
+                let reason = format!("repairing: {reason}");
+                store.binding_drifted(&binding.id, &reason).await?;
+                let _ = store.add_binding_event(&binding.id, "drift", &reason).await;
+                self.wake();
+            }
+        }
+        Ok(())
     }
 
     /// Stops the engine processes this server supervises.

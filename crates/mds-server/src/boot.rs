@@ -50,6 +50,8 @@ pub struct ServerConfig {
     /// An existing Redis 6+ (admin login) to host Redis bindings as ACL
     /// users, instead of managed redis-server processes.
     pub redis_url: Option<String>,
+    /// How often running bindings are checked with their own credentials.
+    pub drift_check: Duration,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -262,6 +264,7 @@ async fn start_platform(
                 config.postgres_spares,
                 redis,
                 redis_external,
+                config.drift_check,
             );
             // Repairs whatever a crash left half-done, then follows changes.
             reconciler.spawn();

@@ -458,6 +458,21 @@ impl Store {
             .collect())
     }
 
+    /// Sends a running binding whose resource no longer answers back to the
+    /// reconciler.
+    pub async fn binding_drifted(&self, id: &str, reason: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE bindings SET state = 'provisioning', last_error = $2,
+                     next_attempt_at = now(), updated_at = now()
+                 WHERE id = $1 AND state = 'running'",
+                &[&id, &reason],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Records the port a binding's engine process listens on.
     pub async fn set_binding_port(&self, binding_id: &str, port: i32) -> Result<()> {
         let client = self.client().await?;
@@ -470,11 +485,12 @@ impl Store {
         Ok(())
     }
 
-    /// Every binding of services of `kind` that should be running: what a
-    /// starting server must bring back up.
-    pub async fn running_bindings_of_kind(
+    /// Every binding (of services of `kind`, or of all) that should be and
+    /// was running: what a starting server brings back up, and what the
+    /// drift check verifies.
+    pub async fn running_bindings(
         &self,
-        kind: &str,
+        kind: Option<&str>,
     ) -> Result<Vec<(DataServiceRow, BindingRow)>> {
         let client = self.client().await?;
         let rows = client
@@ -484,7 +500,8 @@ impl Store {
                      FROM bindings b
                      JOIN data_services s ON s.id = b.service_id
                      JOIN environments e ON e.id = b.environment_id
-                     WHERE s.kind = $1 AND b.desired = 'running' AND b.state = 'running'"
+                     WHERE ($1::text IS NULL OR s.kind = $1)
+                       AND b.desired = 'running' AND b.state = 'running'"
                 ),
                 &[&kind],
             )

@@ -105,6 +105,10 @@ struct ServeArgs {
     /// existing Redis 6+ server, instead of one managed redis-server each
     #[arg(long, env = "MDS_REDIS_URL")]
     redis_url: Option<String>,
+    /// Seconds between checks that every running binding still answers its
+    /// own credentials (failures are repaired)
+    #[arg(long, env = "MDS_DRIFT_CHECK_SECS", default_value_t = 30)]
+    drift_check_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -146,6 +150,7 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         tenant_connection_limit: args.tenant_connection_limit.max(1),
         postgres_spares: args.postgres_spares,
         redis_url: args.redis_url,
+        drift_check: std::time::Duration::from_secs(args.drift_check_secs.max(1)),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -540,3 +540,32 @@ fn a_failed_binding_shows_its_reason_and_is_retried() {
     let env = mds.resolved_env("flaky", "production");
     assert!(psql(&env["DATABASE_URL"], "SELECT 1").0);
 }
+
+#[test]
+fn a_database_dropped_behind_mds_back_is_noticed_and_recreated() {
+    let mds = Mds::start_with(&["--drift-check-secs", "1"], &[]);
+    mds.post("/api/v1/projects", json!({"name": "drift"}))
+        .expect(201);
+    let service = mds.attach_postgres("drift", json!({"type": "postgres"}));
+    let env = mds.resolved_env("drift", "production");
+    common::query(
+        &mds.superuser_config(),
+        &format!("DROP DATABASE {} WITH (FORCE)", env["PGDATABASE"]),
+    );
+    assert!(!psql(&env["DATABASE_URL"], "SELECT 1").0);
+    let repaired = wait_until(Duration::from_secs(20), || {
+        psql(&env["DATABASE_URL"], "SELECT 1").0
+    });
+    assert!(repaired.is_some(), "{}", mds.log());
+    let id = service["id"].as_str().unwrap();
+    let logs = mds.get(&format!("/api/v1/databases/{id}/logs")).expect(200);
+    assert!(
+        logs.data()["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["stream"] == "drift"),
+        "{}",
+        logs.body
+    );
+}
