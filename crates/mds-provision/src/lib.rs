@@ -84,6 +84,26 @@ struct Inner {
     spares_wake: Notify,
 }
 
+/// Where Redis bindings live.
+pub enum RedisHosting {
+    /// One supervised redis-server each.
+    Managed(RedisEngine),
+    /// ACL users on an existing server (`--redis-url`).
+    External(ExternalRedis),
+    /// redis-server is not installed: Redis bindings fail saying so.
+    Unavailable,
+}
+
+/// Tunables of provisioning.
+pub struct Settings {
+    /// CONNECTION LIMIT of each tenant Postgres role.
+    pub connection_limit: i32,
+    /// Empty Postgres databases kept ready for new bindings.
+    pub spares: usize,
+    /// How often running bindings are checked with their own credentials.
+    pub drift_check: Duration,
+}
+
 /// Arbitrary, fixed: the advisory lock of the replica that tops up spares.
 const SPARES_LOCK: i64 = 0x006d_6473_7370_6172;
 
@@ -96,24 +116,26 @@ impl Reconciler {
         store: Store,
         engine: PostgresEngine,
         master_key: Arc<MasterKey>,
-        connection_limit: i32,
-        spares: usize,
-        redis: Option<RedisEngine>,
-        redis_external: Option<ExternalRedis>,
-        drift_check: Duration,
+        redis: RedisHosting,
+        settings: Settings,
     ) -> Self {
+        let (redis, redis_external) = match redis {
+            RedisHosting::Managed(engine) => (Some(engine), None),
+            RedisHosting::External(external) => (None, Some(external)),
+            RedisHosting::Unavailable => (None, None),
+        };
         Self {
             inner: Arc::new(Inner {
                 store,
                 engine,
                 master_key,
                 wake: Notify::new(),
-                connection_limit,
-                spares: spares as i64,
+                connection_limit: settings.connection_limit,
+                spares: settings.spares as i64,
                 spares_wake: Notify::new(),
                 redis,
                 redis_external,
-                drift_check,
+                drift_check: settings.drift_check,
             }),
         }
     }

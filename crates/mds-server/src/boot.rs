@@ -20,7 +20,7 @@ use mds_core::scopes::Scopes;
 use mds_core::tenancy::DEFAULT_TENANT_ID;
 use mds_crypto::MasterKey;
 use mds_engines::{ManagedPostgres, OsUser, PostgresEngine};
-use mds_provision::Reconciler;
+use mds_provision::{Reconciler, RedisHosting, Settings};
 use mds_store::{NewApiKeyRow, Store, CONTROL_DATABASE};
 use nix::fcntl::{Flock, FlockArg};
 
@@ -250,21 +250,22 @@ async fn start_platform(
     .await;
     match result {
         Ok((store, version)) => {
-            let redis_external = external_redis(config)?;
-            let redis = if redis_external.is_some() {
-                None
-            } else {
-                managed_redis(config, data_dir)
+            let redis = match external_redis(config)? {
+                Some(external) => RedisHosting::External(external),
+                None => managed_redis(data_dir)
+                    .map(RedisHosting::Managed)
+                    .unwrap_or(RedisHosting::Unavailable),
             };
             let reconciler = Reconciler::new(
                 store.clone(),
                 engine.clone(),
                 state.master_key.clone(),
-                config.tenant_connection_limit,
-                config.postgres_spares,
                 redis,
-                redis_external,
-                config.drift_check,
+                Settings {
+                    connection_limit: config.tenant_connection_limit,
+                    spares: config.postgres_spares,
+                    drift_check: config.drift_check,
+                },
             );
             // Repairs whatever a crash left half-done, then follows changes.
             reconciler.spawn();
@@ -290,7 +291,7 @@ fn external_redis(config: &ServerConfig) -> anyhow::Result<Option<mds_provision:
 
 /// Managed Redis, when redis-server is installed; without it, Redis
 /// bindings fail with a message saying how to install it.
-fn managed_redis(config: &ServerConfig, data_dir: &Path) -> Option<mds_engines::RedisEngine> {
+fn managed_redis(data_dir: &Path) -> Option<mds_engines::RedisEngine> {
     let binary = match mds_engines::find_redis_server() {
         Ok(binary) => binary,
         Err(e) => {
@@ -302,7 +303,6 @@ fn managed_redis(config: &ServerConfig, data_dir: &Path) -> Option<mds_engines::
     let os_user = OsUser::for_engines(Some("redis"))
         .or_else(|_| OsUser::for_engines(Some("nobody")))
         .ok()?;
-    let _ = config;
     match mds_engines::RedisEngine::new(binary, data_dir.join("engines/redis"), os_user) {
         Ok(engine) => Some(engine),
         Err(e) => {
