@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -24,7 +24,11 @@ fn acceptable(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-pub async fn middleware(request: Request, next: Next) -> Response {
+pub async fn middleware(
+    State(state): State<crate::state::AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let id = request
         .headers()
         .get(HEADER)
@@ -39,6 +43,7 @@ pub async fn middleware(request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
     }
+    state.requests.record(response.status().as_u16());
     tracing::debug!(
         request_id = %id,
         %method,

@@ -12,9 +12,21 @@ use crate::error::ApiError;
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
+/// Requests served, by status class (1xx..5xx), for `/metrics`.
+#[derive(Default)]
+pub struct RequestCounts(pub [std::sync::atomic::AtomicU64; 5]);
+
+impl RequestCounts {
+    pub fn record(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.0[class].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub struct Shared {
     pub master_key: Arc<MasterKey>,
     pub max_body_bytes: usize,
+    pub requests: RequestCounts,
     /// Set once the engine is up and migrations are applied.
     store: OnceLock<Store>,
     engine: OnceLock<PostgresEngine>,
@@ -34,6 +46,7 @@ impl AppState {
         Self(Arc::new(Shared {
             master_key: Arc::new(master_key),
             max_body_bytes,
+            requests: RequestCounts::default(),
             store: OnceLock::new(),
             engine: OnceLock::new(),
             reconciler: OnceLock::new(),

@@ -473,6 +473,23 @@ impl Store {
         Ok(())
     }
 
+    /// How many bindings there are, by (kind, state): for `/metrics`.
+    pub async fn binding_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT s.kind, b.state, count(*) FROM bindings b
+                 JOIN data_services s ON s.id = b.service_id
+                 GROUP BY s.kind, b.state ORDER BY 1, 2",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     /// Records the port a binding's engine process listens on.
     pub async fn set_binding_port(&self, binding_id: &str, port: i32) -> Result<()> {
         let client = self.client().await?;

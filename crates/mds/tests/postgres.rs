@@ -209,6 +209,31 @@ fn names_rules_and_a_second_service_of_a_kind() {
         .collect();
     assert_eq!(layers, ["shared", "binding"]);
 
+    // Prometheus metrics count bindings and requests, and hold no secret.
+    let metrics = mds
+        .raw()
+        .get(format!("{}/metrics", mds.url))
+        .send()
+        .unwrap();
+    assert!(metrics.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = metrics.text().unwrap();
+    assert!(
+        text.contains("mds_bindings{kind=\"postgres\",state=\"running\"} 5"),
+        "{text}"
+    );
+    assert!(text.contains("mds_postgres_up 1"), "{text}");
+    let client_errors: u64 = text
+        .lines()
+        .find(|l| l.starts_with("mds_http_requests_total{class=\"4xx\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(client_errors >= 9, "{text}");
+    assert!(!text.contains("postgresql://"));
+
     // Revealing the environment takes env:reveal.
     let plain = mds.key_with(&["env:read", "projects:read"]);
     mds.call(

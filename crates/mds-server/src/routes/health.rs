@@ -46,3 +46,57 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// Prometheus text: requests by status class, engine status, bindings by
+/// kind and state. Counts only; nothing secret.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP mds_http_requests_total HTTP requests served, by status class."
+    );
+    let _ = writeln!(out, "# TYPE mds_http_requests_total counter");
+    for (i, count) in state.requests.0.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "mds_http_requests_total{{class=\"{}xx\"}} {}",
+            i + 1,
+            count.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+    let up = state
+        .engine()
+        .is_some_and(|e| e.status() == mds_engines::EngineStatus::Running)
+        && state.is_connected();
+    let _ = writeln!(
+        out,
+        "# HELP mds_postgres_up Whether the control-plane database answers."
+    );
+    let _ = writeln!(out, "# TYPE mds_postgres_up gauge");
+    let _ = writeln!(out, "mds_postgres_up {}", u8::from(up));
+    if let Ok(store) = state.store() {
+        if let Ok(counts) = store.binding_counts().await {
+            let _ = writeln!(
+                out,
+                "# HELP mds_bindings Data-service bindings, by kind and state."
+            );
+            let _ = writeln!(out, "# TYPE mds_bindings gauge");
+            for (kind, binding_state, n) in counts {
+                let _ = writeln!(
+                    out,
+                    "mds_bindings{{kind=\"{kind}\",state=\"{binding_state}\"}} {n}"
+                );
+            }
+        }
+    }
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
+}

@@ -11,7 +11,7 @@ mod services;
 mod variables;
 
 use axum::http::StatusCode;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -119,6 +119,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
         .nest("/api/v1", api.clone())
         .nest("/v1", api)
         .fallback(not_found)
@@ -126,7 +127,7 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
         }))
-        .layer(from_fn(request_id::middleware))
+        .layer(from_fn_with_state(state.clone(), request_id::middleware))
         .with_state(state)
 }
 
