@@ -51,8 +51,9 @@ pub enum EngineError {
     },
     #[error("initdb failed ({status}); its output:\n{output}")]
     InitFailed { status: String, output: String },
-    #[error("postgres did not become ready within {seconds} s; the end of {log}:\n{tail}")]
+    #[error("{engine} did not become ready within {seconds} s; the end of {log}:\n{tail}")]
     NotReady {
+        engine: &'static str,
         seconds: u64,
         log: String,
         tail: String,

@@ -234,6 +234,7 @@ impl ManagedPostgres {
             _ => {
                 self.shutdown().await;
                 Err(EngineError::NotReady {
+                    engine: "postgres",
                     seconds: limit.as_secs(),
                     log: self.inner.log_path.display().to_string(),
                     tail: tail(&self.inner.log_path, 2000),

@@ -94,7 +94,9 @@ struct Inner {
     binary: PathBuf,
     root: PathBuf,
     os_user: Option<OsUser>,
-    instances: Mutex<HashMap<String, Instance>>,
+    /// Every instance, under one lock; `None` once the engine has shut
+    /// down, so that nothing starts an instance nobody would stop.
+    instances: Mutex<Option<HashMap<String, Instance>>>,
 }
 
 impl RedisEngine {
@@ -113,7 +115,7 @@ impl RedisEngine {
                 binary,
                 root,
                 os_user,
-                instances: Mutex::new(HashMap::new()),
+                instances: Mutex::new(Some(HashMap::new())),
             }),
         })
     }
@@ -125,7 +127,10 @@ impl RedisEngine {
     /// Makes the instance run as `spec` says (starting or restarting it)
     /// and returns once its user can log in and PING.
     pub async fn ensure_running(&self, spec: &RedisSpec) -> Result<(), EngineError> {
-        let mut instances = self.inner.instances.lock().await;
+        let mut guard = self.inner.instances.lock().await;
+        let Some(instances) = guard.as_mut() else {
+            return Err(EngineError::Other("mds is shutting down".to_string()));
+        };
         if let Some(existing) = instances.get(&spec.binding_id) {
             if existing.spec == *spec && *existing.up.borrow() {
                 return Ok(());
@@ -155,7 +160,7 @@ impl RedisEngine {
                 up: up_rx,
             },
         );
-        drop(instances);
+        drop(guard);
         let ready = matches!(
             tokio::time::timeout(READY_TIMEOUT, up.wait_for(|u| *u)).await,
             Ok(Ok(_))
@@ -164,6 +169,7 @@ impl RedisEngine {
             Ok(())
         } else {
             Err(EngineError::NotReady {
+                engine: "redis-server",
                 seconds: READY_TIMEOUT.as_secs(),
                 log: dir.join("redis.log").display().to_string(),
                 tail: tail(&dir.join("redis.log"), 1500),
@@ -173,7 +179,13 @@ impl RedisEngine {
 
     /// Stops an instance cleanly (its data stays on disk).
     pub async fn stop(&self, binding_id: &str) {
-        let instance = self.inner.instances.lock().await.remove(binding_id);
+        let instance = self
+            .inner
+            .instances
+            .lock()
+            .await
+            .as_mut()
+            .and_then(|instances| instances.remove(binding_id));
         if let Some(instance) = instance {
             stop_instance(instance).await;
         } else {
@@ -194,16 +206,18 @@ impl RedisEngine {
 
     /// Stops every instance (server shutdown).
     pub async fn shutdown(&self) {
-        let instances: Vec<Instance> = self
-            .inner
-            .instances
-            .lock()
-            .await
-            .drain()
-            .map(|(_, i)| i)
-            .collect();
-        for instance in instances {
+        let instances = self.inner.instances.lock().await.take().unwrap_or_default();
+        for (_, instance) in instances {
             stop_instance(instance).await;
+        }
+        // Also any instance of this data dir that no supervisor owns (left
+        // by a killed mds and not yet adopted): nothing must outlive us.
+        for entry in fs::read_dir(&self.inner.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            stop_leftover(&entry.path()).await;
         }
     }
 
@@ -262,20 +276,30 @@ async fn stop_instance(instance: Instance) {
     let _ = instance.task.await;
 }
 
-/// A redis-server left running by an mds that was killed.
+/// Stops any redis-server still running in `dir`: one left by an mds that
+/// was killed, even one killed before the server wrote its pid file. Every
+/// instance runs with its own directory as working directory, so /proc
+/// tells which ones are there.
 async fn stop_leftover(dir: &Path) {
-    let Ok(text) = fs::read_to_string(dir.join("redis.pid")) else {
+    let Ok(entries) = fs::read_dir("/proc") else {
         return;
     };
-    let Ok(pid) = text.trim().parse::<u32>() else {
-        return;
-    };
-    let ours = fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("redis-server"))
-        .unwrap_or(false);
-    if ours {
-        tracing::warn!(pid, dir = %dir.display(), "stopping a redis-server left by an earlier mds");
-        stop_foreign(pid, Signal::SIGTERM, STOP_GRACE).await;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let in_dir = fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir);
+        let is_redis = fs::read(entry.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains("redis-server"))
+            .unwrap_or(false);
+        if in_dir && is_redis {
+            tracing::warn!(pid, dir = %dir.display(), "stopping a redis-server left by an earlier mds");
+            stop_foreign(pid, Signal::SIGTERM, STOP_GRACE).await;
+        }
     }
 }
 

@@ -194,8 +194,8 @@ impl Reconciler {
         let Ok(bindings) = self.inner.store.running_bindings(Some("redis")).await else {
             return;
         };
-        for (service, binding) in bindings {
-            if let Err(e) = self.converge_redis(&service, &binding).await {
+        join_all(bindings.iter().map(|(service, binding)| async move {
+            if let Err(e) = self.converge_redis(service, binding).await {
                 tracing::warn!(binding = binding.id, error = %e, "could not restart a redis instance");
                 let _ = self
                     .inner
@@ -203,7 +203,8 @@ impl Reconciler {
                     .binding_failed(&binding.id, &e.to_string(), 0.5)
                     .await;
             }
-        }
+        }))
+        .await;
     }
 
     /// Logs in to every running binding with its own credentials; one that

@@ -139,7 +139,9 @@ fn redis_data_survives_a_killed_server_an_mds_restart_and_a_killed_mds() {
         redis_cli(&url, &["GET", "order"]).1 == "42"
     });
     assert!(back.is_some(), "{}", mds.log());
-    drop(mds);
+    let mut mds = mds;
+    mds.stop();
+    eprintln!("{}", mds.log());
 }
 
 /// Writes ~200 KB per call through a script until the server refuses.
