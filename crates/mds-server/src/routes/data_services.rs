@@ -425,7 +425,9 @@ pub async fn delete(
     Ok(deleted(&service.id))
 }
 
-async fn remove_service(state: &AppState, service: &DataServiceRow) -> ApiResult<()> {
+/// Asks for a service's data to be deleted in every environment (the one
+/// path behind every delete route).
+pub async fn remove_service(state: &AppState, service: &DataServiceRow) -> ApiResult<()> {
     state
         .store()?
         .set_service_desired(&service.id, "deleted")

@@ -14,7 +14,7 @@ use mds_store::{DataServiceRow, EnvironmentRow, ProjectRow, VariableScope};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::data_services::{attach, binding_view};
+use super::data_services::{attach, binding_view, remove_service};
 use super::environments::resolve_environment;
 use super::projects::load_project;
 use super::variables::{list_for, open_variable, parse_input, write_variables, EnvQuery};
@@ -191,11 +191,7 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
     let (service, _) = load(&state, &principal, &id).await?;
-    state
-        .store()?
-        .set_service_desired(&service.id, "deleted")
-        .await?;
-    state.reconciler()?.wake();
+    remove_service(&state, &service).await?;
     Ok(deleted(&service.id))
 }
 
