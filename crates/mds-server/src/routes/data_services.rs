@@ -319,15 +319,8 @@ pub async fn create(
         maxmemory: body.maxmemory,
         eviction: body.eviction,
     };
-    let service = attach(
-        &state,
-        &project,
-        kind,
-        body.name,
-        body.environment.as_deref(),
-        &options,
-    )
-    .await?;
+    let environment = body.environment.as_deref();
+    let service = attach(&state, &project, kind, body.name, environment, &options).await?;
     created(&state, &principal, &service, wait).await
 }
 
@@ -467,15 +460,8 @@ pub async fn db_create(
         maxmemory: body.maxmemory,
         eviction: body.eviction,
     };
-    let service = attach(
-        &state,
-        &project,
-        kind,
-        body.name,
-        body.environment.as_deref(),
-        &options,
-    )
-    .await?;
+    let environment = body.environment.as_deref();
+    let service = attach(&state, &project, kind, body.name, environment, &options).await?;
     let wait = parse_bool("wait", query.wait.as_deref())?;
     created(&state, &principal, &service, wait).await
 }
