@@ -268,6 +268,9 @@ pub async fn delete(
                     .map_err(|e| ApiError::internal(format!("purging {}: {e}", binding.id)))?;
             }
         }
+        // A service with no binding left is removed by the sweep, not by
+        // its last binding's removal.
+        store.sweep_deleted_services().await?;
         tracing::info!(
             project = project.id,
             services = services.len(),
