@@ -594,3 +594,22 @@ fn a_database_dropped_behind_mds_back_is_noticed_and_recreated() {
         logs.body
     );
 }
+
+#[test]
+fn a_purge_removes_services_whose_environment_went_first() {
+    let mds = Mds::start();
+    mds.post("/api/v1/projects", json!({"name": "gone"}))
+        .expect(201);
+    mds.post("/api/v1/projects/gone/environments", json!({"name": "qa"}))
+        .expect(201);
+    mds.attach_postgres("gone", json!({"type": "postgres", "environment": "qa"}));
+    // The only environment it was bound in is purged: a service with no
+    // binding is left.
+    mds.delete("/api/v1/projects/gone/environments/qa?purge=true")
+        .expect(200);
+    mds.delete("/api/v1/projects/gone")
+        .expect_error(409, "PROJECT_HAS_DATA_SERVICES");
+    mds.delete("/api/v1/projects/gone?purge=true").expect(200);
+    mds.get("/api/v1/projects/gone")
+        .expect_error(404, "NOT_FOUND");
+}
