@@ -245,6 +245,9 @@ pub struct Health {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ServerInfo {
     pub url: String,
+    /// The S3 endpoint.
+    #[serde(default)]
+    pub s3_url: Option<String>,
     pub pid: u32,
 }
 
@@ -373,4 +376,81 @@ pub struct EnvSource {
     /// platform | binding | shared | service | run
     pub layer: String,
     pub origin: String,
+}
+
+/// A storage bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bucket {
+    pub id: String,
+    pub name: String,
+    pub project_id: Option<String>,
+    /// The storage binding's environment, for a bucket made by attach.
+    pub environment: Option<String>,
+    pub visibility: String,
+    pub public: bool,
+    pub region: String,
+    pub object_count: i64,
+    pub size_bytes: i64,
+    pub created_at: Timestamp,
+}
+
+/// `POST /storage/buckets`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBucket {
+    pub name: Option<String>,
+    pub project_id: Option<String>,
+    pub visibility: Option<String>,
+    pub public: Option<bool>,
+    pub region: Option<String>,
+}
+
+/// `PATCH /storage/buckets/{id}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBucket {
+    pub visibility: Option<String>,
+    pub public: Option<bool>,
+}
+
+/// An object in a listing, or the result of a put.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StorageObject {
+    pub key: String,
+    pub size: i64,
+    pub content_type: String,
+    pub etag: String,
+    pub last_modified: Timestamp,
+}
+
+/// `GET /storage/buckets/{id}/objects`
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ObjectList {
+    pub data: Vec<StorageObject>,
+    pub prefix: String,
+    pub max_keys: i64,
+    pub is_truncated: bool,
+    /// Pass as `marker` for the next page.
+    pub next_marker: Option<String>,
+}
+
+/// `POST /storage/buckets/{id}/presign`
+#[derive(Debug, Deserialize)]
+pub struct PresignRequest {
+    pub key: Option<String>,
+    pub method: Option<String>,
+    pub operation: Option<String>,
+    pub expires_in: Option<i64>,
+    pub expires_in_sec: Option<i64>,
+    pub content_type: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Presigned {
+    pub url: String,
+    pub presigned_url: String,
+    pub method: String,
+    pub key: String,
+    pub expires_at: Timestamp,
+    pub expires_in: i64,
 }

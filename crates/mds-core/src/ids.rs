@@ -10,6 +10,8 @@ pub enum IdKind {
     Request,
     DataService,
     Binding,
+    Bucket,
+    Upload,
 }
 
 impl IdKind {
@@ -21,6 +23,8 @@ impl IdKind {
             IdKind::Request => "req",
             IdKind::DataService => "ds",
             IdKind::Binding => "bnd",
+            IdKind::Bucket => "bkt",
+            IdKind::Upload => "upl",
         }
     }
 
@@ -51,6 +55,8 @@ mod tests {
             IdKind::Request,
             IdKind::DataService,
             IdKind::Binding,
+            IdKind::Bucket,
+            IdKind::Upload,
         ] {
             let id = kind.mint();
             assert!(id.starts_with(&format!("{}_", kind.prefix())), "{id}");

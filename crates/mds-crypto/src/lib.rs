@@ -40,6 +40,9 @@ const NONCE_LEN: usize = 24;
 /// The key every secret at rest is sealed under.
 pub struct MasterKey {
     cipher: XChaCha20Poly1305,
+    /// Root of the keys derived for MACs (presigned URLs, S3 secrets), kept
+    /// apart from the sealing key itself.
+    derive_root: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -59,6 +62,7 @@ impl MasterKey {
         Ok(Self {
             cipher: XChaCha20Poly1305::new_from_slice(&bytes)
                 .map_err(|_| CryptoError::BadMasterKey)?,
+            derive_root: Zeroizing::new(blake3::derive_key("mds master key derivation v1", &bytes)),
         })
     }
 
@@ -92,6 +96,12 @@ impl MasterKey {
             }
             Err(e) => Err(io(e)),
         }
+    }
+
+    /// A 256-bit key for one purpose (`context`), stable for this master
+    /// key; different contexts give unrelated keys.
+    pub fn derive(&self, context: &str) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(*blake3::keyed_hash(&self.derive_root, context.as_bytes()).as_bytes())
     }
 
     /// Seals `plaintext`, bound to `context` (for example `"var:env_01..:NAME"`).

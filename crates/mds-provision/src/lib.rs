@@ -24,6 +24,43 @@ use tokio::sync::Notify;
 use zeroize::Zeroizing;
 
 pub use postgres::harden_engine;
+
+/// The prefix of a storage binding's S3 access key id; the rest is the
+/// binding's ULID, so the key names its binding without a lookup table.
+pub const STORAGE_KEY_PREFIX: &str = "MDS";
+
+pub fn storage_access_key_id(binding_id: &str) -> String {
+    let ulid = binding_id.strip_prefix("bnd_").unwrap_or(binding_id);
+    format!("{STORAGE_KEY_PREFIX}{ulid}")
+}
+
+/// The binding an S3 access key id names, if it has the shape of one.
+pub fn storage_key_binding(access_key_id: &str) -> Option<String> {
+    let ulid = access_key_id.strip_prefix(STORAGE_KEY_PREFIX)?;
+    let id = format!("bnd_{ulid}");
+    IdKind::Binding.matches(&id).then_some(id)
+}
+
+/// A storage binding's bucket: its resource name (unique on the server) in
+/// bucket characters, `project--environment`.
+pub fn binding_bucket(resource_name: &str) -> String {
+    let name: String = resource_name
+        .chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    let name = name.trim_matches('-').to_string();
+    if name.len() < 3 {
+        format!("{name}-bucket")
+    } else {
+        name
+    }
+}
 pub use redis_external::ExternalRedis;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +119,8 @@ struct Inner {
     /// How often running bindings are checked with their own credentials.
     drift_check: Duration,
     spares_wake: Notify,
+    /// The S3 endpoint storage bindings inject.
+    s3_endpoint: String,
 }
 
 /// Where Redis bindings live.
@@ -102,6 +141,8 @@ pub struct Settings {
     pub spares: usize,
     /// How often running bindings are checked with their own credentials.
     pub drift_check: Duration,
+    /// The S3 endpoint's URL, injected by storage bindings.
+    pub s3_endpoint: String,
 }
 
 /// Arbitrary, fixed: the advisory lock of the replica that tops up spares.
@@ -136,6 +177,7 @@ impl Reconciler {
                 redis,
                 redis_external,
                 drift_check: settings.drift_check,
+                s3_endpoint: settings.s3_endpoint,
             }),
         }
     }
@@ -389,7 +431,78 @@ impl Reconciler {
                 }
                 Ok(vars)
             }
+            "storage" => {
+                let bucket = binding_bucket(&binding.resource_name);
+                let prefix = &service.env_prefix;
+                let endpoint = &self.inner.s3_endpoint;
+                let key_id = storage_access_key_id(&binding.id);
+                let mut vars = vec![
+                    (format!("{prefix}STORAGE_BUCKET"), bucket, false),
+                    (format!("{prefix}STORAGE_ENDPOINT"), endpoint.clone(), false),
+                    (format!("{prefix}STORAGE_KEY_ID"), key_id.clone(), false),
+                    (
+                        format!("{prefix}STORAGE_KEY_SECRET"),
+                        password.to_string(),
+                        true,
+                    ),
+                ];
+                // Stock AWS SDKs read these names; only the first storage
+                // service of a project sets them.
+                if prefix.is_empty() {
+                    vars.extend([
+                        ("AWS_ENDPOINT_URL_S3".to_string(), endpoint.clone(), false),
+                        ("AWS_ACCESS_KEY_ID".to_string(), key_id, false),
+                        (
+                            "AWS_SECRET_ACCESS_KEY".to_string(),
+                            password.to_string(),
+                            true,
+                        ),
+                        ("AWS_REGION".to_string(), "us-east-1".to_string(), false),
+                    ]);
+                }
+                Ok(vars)
+            }
             other => Err(ProvisionError::UnknownKind(other.to_string())),
+        }
+    }
+
+    /// Creates (or removes) a storage binding's bucket. Its S3 keys are
+    /// the binding's id and password, so nothing else needs making.
+    async fn converge_storage(
+        &self,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<Option<&'static str>, ProvisionError> {
+        let store = &self.inner.store;
+        let existing = store.binding_bucket(&binding.id).await?;
+        match binding.desired.as_str() {
+            "deleted" => {
+                if let Some(bucket) = existing {
+                    // Its objects go too; their chunks are collected later.
+                    store.delete_bucket(&bucket.id, true, 0.0).await?;
+                }
+                Ok(None)
+            }
+            desired => {
+                if existing.is_none() {
+                    let id = IdKind::Bucket.mint();
+                    let name = binding_bucket(&binding.resource_name);
+                    store
+                        .create_bucket(&mds_store::NewBucket {
+                            id: &id,
+                            name: &name,
+                            project_id: Some(&service.project_id),
+                            binding_id: Some(&binding.id),
+                            visibility: "private",
+                        })
+                        .await?;
+                }
+                Ok(Some(if desired == "running" {
+                    "running"
+                } else {
+                    "stopped"
+                }))
+            }
         }
     }
 
@@ -464,6 +577,7 @@ impl Reconciler {
         let outcome = match service.kind.as_str() {
             "postgres" => self.converge_postgres(binding).await,
             "redis" => self.converge_redis(service, binding).await,
+            "storage" => self.converge_storage(service, binding).await,
             other => Err(ProvisionError::UnknownKind(other.to_string())),
         };
         let recorded = match outcome {
@@ -534,6 +648,10 @@ impl Reconciler {
         service: &DataServiceRow,
         binding: &BindingRow,
     ) -> Result<(), ProvisionError> {
+        if service.kind == "storage" {
+            // No sessions to close: S3 requests are independent.
+            return Ok(());
+        }
         if service.kind == "redis" {
             if let Some(external) = &self.inner.redis_external {
                 return external
@@ -556,6 +674,16 @@ impl Reconciler {
         service: &DataServiceRow,
         binding: &BindingRow,
     ) -> Result<(), ProvisionError> {
+        if service.kind == "storage" {
+            let mut deleting = binding.clone();
+            deleting.desired = "deleted".to_string();
+            self.converge_storage(service, &deleting).await?;
+            self.inner
+                .store
+                .remove_binding(&binding.id, &binding.service_id)
+                .await?;
+            return Ok(());
+        }
         if service.kind == "redis" {
             match &self.inner.redis_external {
                 Some(external) => external

@@ -58,7 +58,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
 }
 
 fn bearer(request: &Request) -> Result<&str, ApiError> {
-    let header = request.headers().get(AUTHORIZATION).ok_or_else(|| {
+    bearer_token(request.headers())
+}
+
+fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let header = headers.get(AUTHORIZATION).ok_or_else(|| {
         ApiError::invalid_token("missing API key: send Authorization: Bearer msk_...")
     })?;
     let value = header
@@ -91,6 +95,15 @@ pub async fn middleware(
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// The caller of a route outside the middleware (one that also opens by
+/// presigned URL).
+pub async fn principal_from_headers(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Arc<Principal>, ApiError> {
+    authenticate(state, bearer_token(headers)?).await
 }
 
 async fn authenticate(state: &AppState, token: &str) -> Result<Arc<Principal>, ApiError> {

@@ -52,6 +52,15 @@ pub struct ServerConfig {
     pub redis_url: Option<String>,
     /// How often running bindings are checked with their own credentials.
     pub drift_check: Duration,
+    /// The S3 endpoint's listener.
+    pub s3_listen: SocketAddr,
+    /// The largest object a single PUT (or a multipart upload) may store.
+    pub max_object_bytes: u64,
+    /// How often unreferenced chunks are collected.
+    pub storage_gc_every: Duration,
+    /// How long an unreferenced chunk is kept (reads in flight, writes
+    /// committing) before collection.
+    pub storage_grace: Duration,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -86,10 +95,14 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
             .await
     });
     let url = format!("http://{addr}");
-    write_server_info(&data_dir, &url)?;
-    tracing::info!(%url, "listening; starting engines");
+    let s3_listener = tokio::net::TcpListener::bind(config.s3_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--s3-listen)", config.s3_listen))?;
+    let s3_url = format!("http://{}", s3_listener.local_addr()?);
+    write_server_info(&data_dir, &url, &s3_url)?;
+    tracing::info!(%url, %s3_url, "listening; starting engines");
 
-    let started = start_platform(&config, &data_dir, &state).await;
+    let started = start_platform(&config, &data_dir, &state, &s3_url).await;
     let engine = match started {
         Ok(engine) => engine,
         Err(e) => {
@@ -105,6 +118,22 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
         admin_key: state_admin_key_note(&data_dir, &config),
     });
     spawn_housekeeping(state.clone());
+    let s3_server = {
+        let admin = crate::s3_keys::admin_credentials(&state.master_key);
+        write_admin_s3_credentials(&data_dir, &admin, &s3_url)?;
+        let keys = crate::s3_keys::ServerKeys {
+            state: state.clone(),
+            admin,
+        };
+        let storage = state.storage().map_err(|e| anyhow::anyhow!(e.message))?;
+        let collector = storage.spawn_collector(config.storage_gc_every);
+        let service = mds_storage::s3::gateway(storage.clone(), std::sync::Arc::new(keys));
+        let mut stop = stop_tx.subscribe();
+        let server = tokio::spawn(mds_storage::s3::serve(s3_listener, service, async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }));
+        (server, collector)
+    };
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -114,6 +143,8 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
         Err(_) => tracing::warn!("HTTP connections did not drain in 10 s"),
         _ => {}
     }
+    let _ = tokio::time::timeout(Duration::from_secs(10), s3_server.0).await;
+    s3_server.1.abort();
     if let Ok(reconciler) = state.reconciler() {
         reconciler.shutdown().await;
     }
@@ -185,8 +216,25 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<fs::File>> {
     }
 }
 
-fn write_server_info(dir: &Path, url: &str) -> anyhow::Result<()> {
+/// `DIR/s3-admin.env` (0600): the admin S3 key as the variables AWS tools
+/// read.
+fn write_admin_s3_credentials(
+    dir: &Path,
+    (id, secret): &(String, String),
+    s3_url: &str,
+) -> anyhow::Result<()> {
+    let path = dir.join(crate::s3_keys::ADMIN_CREDENTIALS_FILE);
+    let text = format!(
+        "AWS_ENDPOINT_URL_S3={s3_url}\nAWS_ACCESS_KEY_ID={id}\nAWS_SECRET_ACCESS_KEY={secret}\n\
+         AWS_REGION=us-east-1\n"
+    );
+    mds_crypto::write_secret_file(&path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_server_info(dir: &Path, url: &str, s3_url: &str) -> anyhow::Result<()> {
     let info = mds_api_types::ServerInfo {
+        s3_url: Some(s3_url.to_string()),
         url: url.to_string(),
         pid: std::process::id(),
     };
@@ -200,6 +248,7 @@ async fn start_platform(
     config: &ServerConfig,
     data_dir: &Path,
     state: &AppState,
+    s3_url: &str,
 ) -> anyhow::Result<PostgresEngine> {
     let engine = match &config.postgres_url {
         Some(url) => {
@@ -265,11 +314,27 @@ async fn start_platform(
                     connection_limit: config.tenant_connection_limit,
                     spares: config.postgres_spares,
                     drift_check: config.drift_check,
+                    s3_endpoint: s3_url.to_string(),
                 },
             );
+            let storage = match mds_storage::Storage::open(
+                store.clone(),
+                mds_storage::StorageConfig {
+                    dir: data_dir.join("storage"),
+                    max_object_bytes: config.max_object_bytes,
+                    grace: config.storage_grace,
+                },
+                &state.master_key,
+            ) {
+                Ok(storage) => storage,
+                Err(e) => {
+                    engine.shutdown().await;
+                    return Err(anyhow::Error::new(e).context("opening the blob store"));
+                }
+            };
             // Repairs whatever a crash left half-done, then follows changes.
             reconciler.spawn();
-            state.set_ready(engine.clone(), version, store, reconciler);
+            state.set_ready(engine.clone(), version, store, reconciler, storage);
             Ok(engine)
         }
         Err(e) => {

@@ -11,6 +11,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mds_api_types::{ErrorBody, ErrorEnvelope};
 use mds_core::FieldError;
+use mds_storage::StorageError;
 use mds_store::StoreError;
 use serde_json::{json, Value};
 
@@ -149,6 +150,37 @@ impl From<StoreError> for ApiError {
                 format!("conflicts with an existing object ({constraint})"),
             ),
             other => Self::internal(other),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(err: StorageError) -> Self {
+        let message = err.to_string();
+        match err {
+            StorageError::NoSuchBucket => Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message),
+            StorageError::NoSuchKey | StorageError::NoSuchUpload => {
+                Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+            }
+            StorageError::BucketNotEmpty => Self::conflict("BUCKET_NOT_EMPTY", message)
+                .with_details(json!({ "hint": "pass ?force=true to delete its objects too" })),
+            StorageError::BucketExists => Self::conflict("CONFLICT", message),
+            StorageError::InvalidBucketName(why) => Self::invalid_field("name", why),
+            StorageError::InvalidKey(why) => Self::invalid_field("key", why.to_string()),
+            StorageError::TooLarge { limit } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "TOO_LARGE", message)
+                    .with_details(json!({ "limit_bytes": limit }))
+            }
+            StorageError::BadDigest
+            | StorageError::InvalidPart(_)
+            | StorageError::InvalidPartOrder
+            | StorageError::EntityTooSmall(_) => Self::bad_request("INVALID_REQUEST", message),
+            StorageError::InvalidRange => {
+                Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "INVALID_RANGE", message)
+            }
+            StorageError::Body(_) => Self::bad_request("INVALID_BODY", message),
+            StorageError::Io(e) => Self::internal(e),
+            StorageError::Store(e) => e.into(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod extract;
 mod idempotency;
 mod request_id;
 mod routes;
+mod s3_keys;
 mod state;
 
 pub use boot::{run, Ready, ServerConfig, ADMIN_KEY_FILE, SERVER_INFO_FILE};

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use mds_crypto::MasterKey;
 use mds_engines::PostgresEngine;
 use mds_provision::Reconciler;
+use mds_storage::Storage;
 use mds_store::Store;
 
 use crate::error::ApiError;
@@ -31,6 +32,7 @@ pub struct Shared {
     store: OnceLock<Store>,
     engine: OnceLock<PostgresEngine>,
     reconciler: OnceLock<Reconciler>,
+    storage: OnceLock<Storage>,
     engine_version: OnceLock<String>,
 }
 
@@ -50,6 +52,7 @@ impl AppState {
             store: OnceLock::new(),
             engine: OnceLock::new(),
             reconciler: OnceLock::new(),
+            storage: OnceLock::new(),
             engine_version: OnceLock::new(),
         }))
     }
@@ -61,7 +64,9 @@ impl AppState {
         engine_version: String,
         store: Store,
         reconciler: Reconciler,
+        storage: Storage,
     ) {
+        let _ = self.storage.set(storage);
         let _ = self.engine.set(engine);
         let _ = self.engine_version.set(engine_version);
         let _ = self.reconciler.set(reconciler);
@@ -70,6 +75,12 @@ impl AppState {
 
     pub fn reconciler(&self) -> Result<&Reconciler, ApiError> {
         self.reconciler
+            .get()
+            .ok_or_else(|| ApiError::unavailable("mds is starting; retry shortly"))
+    }
+
+    pub fn storage(&self) -> Result<&Storage, ApiError> {
+        self.storage
             .get()
             .ok_or_else(|| ApiError::unavailable("mds is starting; retry shortly"))
     }

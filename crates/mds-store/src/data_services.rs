@@ -529,6 +529,27 @@ impl Store {
             .collect())
     }
 
+    /// One binding with its service.
+    pub async fn binding_with_service(
+        &self,
+        binding_id: &str,
+    ) -> Result<Option<(DataServiceRow, BindingRow)>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {SERVICE_COLUMNS}, {BINDING_COLUMNS}
+                     FROM bindings b
+                     JOIN data_services s ON s.id = b.service_id
+                     JOIN environments e ON e.id = b.environment_id
+                     WHERE b.id = $1"
+                ),
+                &[&binding_id],
+            )
+            .await?;
+        Ok(row.map(|r| (service_from_row(&r), binding_from_row(&r, 10))))
+    }
+
     /// Whether anything still binds data in this environment.
     pub async fn environment_has_bindings(&self, environment_id: &str) -> Result<bool> {
         let client = self.client().await?;

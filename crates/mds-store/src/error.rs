@@ -12,7 +12,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("{0}")]
     Config(String),
-    #[error("database error: {0}")]
+    /// A storage rule refused the change.
+    #[error("storage: {0:?}")]
+    Storage(crate::StorageRule),
+    #[error("database error: {}", db_message(.0))]
     Db(#[source] tokio_postgres::Error),
 }
 
@@ -49,5 +52,13 @@ impl From<deadpool_postgres::PoolError> for StoreError {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
             other => StoreError::Unavailable(other.to_string()),
         }
+    }
+}
+
+/// The server's own words ("db error" alone says nothing).
+fn db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }

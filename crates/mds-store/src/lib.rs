@@ -14,6 +14,7 @@ mod migrations;
 mod projects;
 pub mod quote;
 mod settings;
+mod storage;
 mod variables;
 
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,9 @@ pub use data_services::{BindingRow, DataServiceRow, MissingBinding, NewBinding, 
 pub use error::StoreError;
 pub use idempotency::{IdempotencyBegin, IdempotencyKey, StoredResponse};
 pub use projects::{EnvironmentRow, NewEnvironment, NewProject, ProjectPatch, ProjectRow};
+pub use storage::{
+    BucketRow, Manifest, NewBucket, NewObject, ObjectRow, PartRow, StorageRule, UploadRow,
+};
 pub use variables::{VariableRow, VariableScope};
 
 /// The control-plane database's name.

@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "binding_ports",
         include_str!("../migrations/0005_binding_ports.sql"),
     ),
+    (6, "storage", include_str!("../migrations/0006_storage.sql")),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

@@ -109,6 +109,20 @@ struct ServeArgs {
     /// own credentials (failures are repaired)
     #[arg(long, env = "MDS_DRIFT_CHECK_SECS", default_value_t = 30)]
     drift_check_secs: u64,
+    /// Address of the S3 endpoint [default: the API's address, port + 1;
+    /// any free port when the API's port is 0]
+    #[arg(long, env = "MDS_S3_LISTEN")]
+    s3_listen: Option<SocketAddr>,
+    /// Largest object one upload may store, in bytes (5 GiB, as S3's
+    /// single PUT)
+    #[arg(long, env = "MDS_MAX_OBJECT_BYTES", default_value_t = 5 << 30)]
+    max_object_bytes: u64,
+    /// Seconds between collections of unreferenced blob chunks
+    #[arg(long, env = "MDS_STORAGE_GC_SECS", default_value_t = 60)]
+    storage_gc_secs: u64,
+    /// Seconds an unreferenced chunk is kept before it may be collected
+    #[arg(long, env = "MDS_STORAGE_GRACE_SECS", default_value_t = 300)]
+    storage_grace_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -151,6 +165,16 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         postgres_spares: args.postgres_spares,
         redis_url: args.redis_url,
         drift_check: std::time::Duration::from_secs(args.drift_check_secs.max(1)),
+        s3_listen: args.s3_listen.unwrap_or_else(|| {
+            let mut s3 = args.listen;
+            if s3.port() != 0 {
+                s3.set_port(s3.port().wrapping_add(1));
+            }
+            s3
+        }),
+        max_object_bytes: args.max_object_bytes.max(1),
+        storage_gc_every: std::time::Duration::from_secs(args.storage_gc_secs.max(1)),
+        storage_grace: std::time::Duration::from_secs(args.storage_grace_secs),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -26,7 +26,7 @@ use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
 
 /// Kinds that can be attached today.
-const KINDS: &[&str] = &["postgres", "redis"];
+const KINDS: &[&str] = &["postgres", "redis", "storage"];
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 pub fn binding_view(row: &BindingRow) -> Binding {
@@ -75,6 +75,7 @@ pub fn service_view(
         bindings: bindings.iter().map(binding_view).collect(),
         engine: match service.kind.as_str() {
             "postgres" => "postgresql".to_string(),
+            "storage" => "s3".to_string(),
             other => other.to_string(),
         },
         engine_version: service.config["engine_version"]
@@ -267,7 +268,10 @@ fn kind_config(
                     ));
                 }
             }
-            Ok(json!({ "engine_version": state.engine_version() }))
+            Ok(match kind {
+                "storage" => json!({}),
+                _ => json!({ "engine_version": state.engine_version() }),
+            })
         }
     }
 }
@@ -276,7 +280,8 @@ fn kind_of(raw: &str) -> ApiResult<&'static str> {
     match raw.to_ascii_lowercase().as_str() {
         "postgres" | "postgresql" | "pg" => Ok("postgres"),
         "redis" => Ok("redis"),
-        "storage" | "auth" | "volume" | "mysql" | "mongodb" => Err(ApiError::invalid_field(
+        "storage" | "s3" | "bucket" => Ok("storage"),
+        "auth" | "volume" | "mysql" | "mongodb" => Err(ApiError::invalid_field(
             "type",
             format!(
                 "{raw:?} cannot be attached yet; available: {}",

@@ -8,6 +8,7 @@ mod environments;
 mod health;
 mod projects;
 mod services;
+mod storage;
 mod variables;
 
 use axum::http::StatusCode;
@@ -103,6 +104,22 @@ pub fn router(state: AppState) -> Router {
         .route("/databases/{id}/stop", post(data_services::db_stop))
         .route("/databases/{id}/restart", post(data_services::db_restart))
         .route("/databases/{id}/logs", get(data_services::db_logs))
+        .route(
+            "/storage/buckets",
+            get(storage::list_buckets).post(storage::create_bucket),
+        )
+        .route(
+            "/storage/buckets/{id}",
+            get(storage::get_bucket)
+                .patch(storage::update_bucket)
+                .delete(storage::delete_bucket),
+        )
+        .route("/storage/buckets/{id}/objects", get(storage::list_objects))
+        .route(
+            "/storage/buckets/{bucket}/objects/{*key}",
+            axum::routing::delete(storage::delete_object),
+        )
+        .route("/storage/buckets/{id}/presign", post(storage::presign))
         .route("/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/api-keys/presets", get(api_keys::presets))
         .route(
@@ -115,7 +132,12 @@ pub fn router(state: AppState) -> Router {
         // Inner layers run last: authenticate, then deduplicate.
         .route_layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .route_layer(from_fn_with_state(state.clone(), auth::middleware))
-        .route("/healthz", get(health::healthz));
+        .route("/healthz", get(health::healthz))
+        // Open by bearer key, presigned URL or public bucket: no middleware.
+        .route(
+            "/storage/buckets/{bucket}/objects/{*key}",
+            get(storage::get_object).put(storage::put_object),
+        );
 
     Router::new()
         .route("/healthz", get(health::healthz))

@@ -1,0 +1,615 @@
+//! The MIOSA storage API: buckets, objects, presigned URLs.
+//!
+//! Object reads and writes sit outside the bearer middleware, because a
+//! presigned URL (or, for GET, a public bucket) opens them without a key;
+//! each handler decides which of the three applies.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use mds_api_types::{
+    Bucket, CreateBucket, ObjectList, PresignRequest, Presigned, StorageObject, UpdateBucket,
+};
+use mds_core::ids::IdKind;
+use mds_storage::{presign, BucketRow, Storage, StorageError};
+use mds_store::ObjectRow;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::projects::load_project;
+use super::{data, deleted};
+use crate::auth::{self, Principal};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
+use crate::state::AppState;
+
+/// S3's most keys per list call.
+const MAX_KEYS: i64 = 1000;
+/// Longest presigned URL lifetime: 7 days, as S3.
+const MAX_PRESIGN_SECS: i64 = 7 * 24 * 3600;
+
+pub async fn bucket_json(storage: &Storage, row: &BucketRow) -> ApiResult<Bucket> {
+    let (object_count, size_bytes) = storage.store().bucket_usage(&row.id).await?;
+    Ok(Bucket {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        project_id: row.project_id.clone(),
+        environment: row.environment.clone(),
+        visibility: row.visibility.clone(),
+        public: row.is_public(),
+        region: row.region.clone(),
+        object_count,
+        size_bytes,
+        created_at: row.created_at,
+    })
+}
+
+fn object_json(row: &ObjectRow) -> StorageObject {
+    StorageObject {
+        key: row.key.clone(),
+        size: row.size,
+        content_type: row.content_type.clone(),
+        etag: row.etag.clone(),
+        last_modified: row.last_modified,
+    }
+}
+
+/// A bucket by id (`bkt_...`) or name.
+pub async fn load_bucket(storage: &Storage, reference: &str) -> ApiResult<BucketRow> {
+    let row = if IdKind::Bucket.matches(reference) {
+        storage.store().bucket(reference).await?
+    } else {
+        storage.store().bucket_by_name(reference).await?
+    };
+    row.ok_or_else(|| ApiError::not_found("bucket", reference))
+}
+
+fn visibility(visibility: Option<String>, public: Option<bool>) -> ApiResult<Option<String>> {
+    match (visibility.as_deref(), public) {
+        (Some(v @ ("public" | "private")), _) => Ok(Some(v.to_string())),
+        (Some(other), _) => Err(ApiError::invalid_field(
+            "visibility",
+            format!("must be \"public\" or \"private\", got {other:?}"),
+        )),
+        (None, Some(true)) => Ok(Some("public".to_string())),
+        (None, Some(false)) => Ok(Some("private".to_string())),
+        (None, None) => Ok(None),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct BucketQuery {
+    project_id: Option<String>,
+    project: Option<String>,
+    force: Option<String>,
+}
+
+pub async fn list_buckets(
+    State(state): State<AppState>,
+    principal: Principal,
+    QueryParams(query): QueryParams<BucketQuery>,
+) -> ApiResult<Response> {
+    principal.require("storage:read")?;
+    let storage = state.storage()?;
+    let project = match query.project_id.or(query.project) {
+        Some(reference) => Some(load_project(state.store()?, &principal, &reference).await?),
+        None => None,
+    };
+    let rows = storage
+        .store()
+        .buckets(project.as_ref().map(|p| p.id.as_str()))
+        .await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        items.push(bucket_json(storage, row).await?);
+    }
+    Ok(axum::Json(json!({ "data": items, "buckets": items })).into_response())
+}
+
+pub async fn create_bucket(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody(input): JsonBody<CreateBucket>,
+) -> ApiResult<Response> {
+    principal.require("storage:write")?;
+    let storage = state.storage()?;
+    let name = input.name.ok_or_else(|| ApiError::missing_field("name"))?;
+    mds_storage::check_bucket_name(&name).map_err(|e| ApiError::invalid_field("name", e))?;
+    let project_ref = input
+        .project_id
+        .ok_or_else(|| ApiError::missing_field("project_id"))?;
+    let project = load_project(state.store()?, &principal, &project_ref).await?;
+    if input.region.as_deref().is_some_and(|r| r != "us-east-1") {
+        return Err(ApiError::invalid_field(
+            "region",
+            "this server has one region, \"us-east-1\"",
+        ));
+    }
+    let visibility = visibility(input.visibility, input.public)?.unwrap_or("private".into());
+    let id = IdKind::Bucket.mint();
+    let row = storage
+        .store()
+        .create_bucket(&mds_store::NewBucket {
+            id: &id,
+            name: &name,
+            project_id: Some(&project.id),
+            binding_id: None,
+            visibility: &visibility,
+        })
+        .await
+        .map_err(StorageError::from)?;
+    Ok(data(StatusCode::CREATED, bucket_json(storage, &row).await?))
+}
+
+pub async fn get_bucket(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(reference): PathParams<String>,
+) -> ApiResult<Response> {
+    principal.require("storage:read")?;
+    let storage = state.storage()?;
+    let row = load_bucket(storage, &reference).await?;
+    Ok(data(StatusCode::OK, bucket_json(storage, &row).await?))
+}
+
+pub async fn update_bucket(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(reference): PathParams<String>,
+    JsonBody(input): JsonBody<UpdateBucket>,
+) -> ApiResult<Response> {
+    principal.require("storage:write")?;
+    let storage = state.storage()?;
+    let mut row = load_bucket(storage, &reference).await?;
+    if let Some(visibility) = visibility(input.visibility, input.public)? {
+        storage
+            .store()
+            .set_bucket_visibility(&row.id, &visibility)
+            .await?;
+        row.visibility = visibility;
+    }
+    Ok(data(StatusCode::OK, bucket_json(storage, &row).await?))
+}
+
+pub async fn delete_bucket(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(reference): PathParams<String>,
+    QueryParams(query): QueryParams<BucketQuery>,
+) -> ApiResult<Response> {
+    principal.require("storage:write")?;
+    let storage = state.storage()?;
+    let row = load_bucket(storage, &reference).await?;
+    if row.binding_id.is_some() {
+        return Err(ApiError::conflict(
+            "BUCKET_ATTACHED",
+            format!(
+                "bucket {:?} belongs to an attached storage service; delete that service to \
+                 delete its buckets",
+                row.name
+            ),
+        ));
+    }
+    let force = parse_bool("force", query.force.as_deref())?;
+    storage.delete_bucket(&row, force).await?;
+    Ok(deleted(&row.id))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    prefix: Option<String>,
+    max_keys: Option<String>,
+    limit: Option<String>,
+    marker: Option<String>,
+    cursor: Option<String>,
+}
+
+pub async fn list_objects(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(reference): PathParams<String>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> ApiResult<Response> {
+    principal.require("storage:read")?;
+    let storage = state.storage()?;
+    let bucket = load_bucket(storage, &reference).await?;
+    let max_keys = match query.max_keys.or(query.limit).as_deref() {
+        None | Some("") => MAX_KEYS,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if (0..=MAX_KEYS).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid_field(
+                    "max_keys",
+                    format!("must be a whole number from 0 to {MAX_KEYS}, got {raw:?}"),
+                ))
+            }
+        },
+    };
+    let prefix = query.prefix.unwrap_or_default();
+    let after = query.marker.or(query.cursor).unwrap_or_default();
+    let mut rows = storage
+        .store()
+        .list_objects(&bucket.id, &prefix, &after, max_keys + 1)
+        .await?;
+    let is_truncated = rows.len() as i64 > max_keys;
+    rows.truncate(max_keys as usize);
+    let next_marker = is_truncated
+        .then(|| rows.last().map(|r| r.key.clone()))
+        .flatten();
+    Ok(axum::Json(ObjectList {
+        data: rows.iter().map(object_json).collect(),
+        prefix,
+        max_keys,
+        is_truncated,
+        next_marker,
+    })
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ObjectPath {
+    bucket: String,
+    key: String,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ObjectQuery {
+    #[serde(rename = "X-Mds-Expires")]
+    expires: Option<String>,
+    #[serde(rename = "X-Mds-Signature")]
+    signature: Option<String>,
+}
+
+/// Who may touch this object: a bearer key with `scope`, a presigned URL
+/// for this method and key, or (reads only) anyone, on a public bucket.
+async fn authorize_object(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    bucket: &BucketRow,
+    key: &str,
+    query: &ObjectQuery,
+    scope: &str,
+) -> ApiResult<()> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        let principal = auth::principal_from_headers(state, headers).await?;
+        return principal.require(scope);
+    }
+    if let (Some(expires), Some(signature)) = (&query.expires, &query.signature) {
+        let expires: i64 = expires
+            .parse()
+            .map_err(|_| presign_denied("malformed expiry"))?;
+        // A URL presigned for GET also answers HEAD.
+        let signed_method = if method == Method::HEAD {
+            "GET"
+        } else {
+            method.as_str()
+        };
+        return state
+            .storage()?
+            .presigner()
+            .check(
+                signed_method,
+                &bucket.id,
+                key,
+                expires,
+                signature,
+                chrono::Utc::now().timestamp(),
+            )
+            .map_err(presign_denied);
+    }
+    if bucket.is_public() && (method == Method::GET || method == Method::HEAD) {
+        return Ok(());
+    }
+    Err(ApiError::invalid_token(
+        "missing API key: send Authorization: Bearer msk_... or use a presigned URL",
+    ))
+}
+
+fn presign_denied(why: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "SIGNATURE_INVALID", why)
+}
+
+fn object_headers(row: &ObjectRow) -> Vec<(header::HeaderName, String)> {
+    vec![
+        (header::CONTENT_TYPE, row.content_type.clone()),
+        (header::ETAG, format!("\"{}\"", row.etag)),
+        (
+            header::LAST_MODIFIED,
+            row.last_modified
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string(),
+        ),
+        (header::ACCEPT_RANGES, "bytes".to_string()),
+    ]
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` for an object of `size` bytes.
+pub fn parse_range(raw: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = raw.trim().strip_prefix("bytes=")?;
+    let (start, end) = spec.split_once('-')?;
+    let last = size.checked_sub(1)?;
+    match (start.trim(), end.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (n > 0).then(|| (size.saturating_sub(n), last))
+        }
+        (a, "") => Some((a.parse().ok()?, last)),
+        (a, b) => Some((a.parse().ok()?, b.parse::<u64>().ok()?.min(last))),
+    }
+}
+
+pub async fn get_object(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    PathParams(path): PathParams<ObjectPath>,
+    QueryParams(query): QueryParams<ObjectQuery>,
+) -> ApiResult<Response> {
+    let storage = state.storage()?;
+    let bucket = load_bucket(storage, &path.bucket).await?;
+    authorize_object(
+        &state,
+        &headers,
+        &method,
+        &bucket,
+        &path.key,
+        &query,
+        "storage:read",
+    )
+    .await?;
+    let object = storage
+        .object(&bucket, &path.key)
+        .await
+        .map_err(|e| match e {
+            StorageError::NoSuchKey => ApiError::not_found("object", &path.key),
+            other => other.into(),
+        })?;
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(raw) => Some(parse_range(raw, object.size as u64).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "INVALID_RANGE",
+                format!("range {raw:?} is not satisfiable for {} bytes", object.size),
+            )
+        })?),
+        None => None,
+    };
+    let (status, length) = match range {
+        Some((start, end)) if start <= end && end < object.size as u64 => {
+            (StatusCode::PARTIAL_CONTENT, end - start + 1)
+        }
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "INVALID_RANGE",
+                format!("the range is not satisfiable for {} bytes", object.size),
+            ))
+        }
+        None => (StatusCode::OK, object.size as u64),
+    };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from_stream(storage.read(&object, range).await?)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let out = response.headers_mut();
+    for (name, value) in object_headers(&object) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            out.insert(name, value);
+        }
+    }
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Some((start, end)) = range {
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{}", object.size)) {
+            out.insert(header::CONTENT_RANGE, value);
+        }
+    }
+    Ok(response)
+}
+
+/// The body as a byte stream for the blob layer.
+pub fn body_stream(body: Body) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin {
+    body.into_data_stream()
+        .map(|piece| piece.map_err(std::io::Error::other))
+}
+
+/// Reads and discards what is left of an oversized body (up to a bound),
+/// so that the client reads our 413 rather than a reset connection.
+pub async fn drain(mut body: impl Stream<Item = std::io::Result<Bytes>> + Unpin) {
+    let mut left: usize = 64 << 20;
+    while let Some(Ok(piece)) = body.next().await {
+        left = left.saturating_sub(piece.len());
+        if left == 0 {
+            break;
+        }
+    }
+}
+
+pub async fn put_object(
+    State(state): State<AppState>,
+    PathParams(path): PathParams<ObjectPath>,
+    QueryParams(query): QueryParams<ObjectQuery>,
+    request: Request,
+) -> ApiResult<Response> {
+    let storage = state.storage()?;
+    let bucket = load_bucket(storage, &path.bucket).await?;
+    let (parts, body) = request.into_parts();
+    authorize_object(
+        &state,
+        &parts.headers,
+        &parts.method,
+        &bucket,
+        &path.key,
+        &query,
+        "storage:write",
+    )
+    .await?;
+    mds_storage::check_key(&path.key).map_err(|e| ApiError::invalid_field("key", e.to_string()))?;
+    let limit = storage.config().max_object_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body_stream(body);
+    if declared.is_some_and(|n| n > limit) {
+        drain(stream).await;
+        return Err(StorageError::TooLarge { limit }.into());
+    }
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let result = storage
+        .put_object(&bucket, &path.key, &content_type, &mut stream, |_| {
+            Ok(json!({}))
+        })
+        .await;
+    let row = match result {
+        Err(e @ StorageError::TooLarge { .. }) => {
+            drain(stream).await;
+            return Err(e.into());
+        }
+        other => other?,
+    };
+    Ok(data(StatusCode::OK, object_json(&row)))
+}
+
+pub async fn delete_object(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(path): PathParams<ObjectPath>,
+) -> ApiResult<Response> {
+    principal.require("storage:write")?;
+    let storage = state.storage()?;
+    let bucket = load_bucket(storage, &path.bucket).await?;
+    if !storage.delete_object(&bucket, &path.key).await? {
+        return Err(ApiError::not_found("object", &path.key));
+    }
+    Ok(data(
+        StatusCode::OK,
+        json!({ "key": path.key, "deleted": true }),
+    ))
+}
+
+/// Percent-encodes a key for a URL path, keeping `/` between segments.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                out.push(byte as char)
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+/// Where clients reached us: the Host they used.
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| *p == "https")
+        .unwrap_or("http");
+    format!("{scheme}://{host}")
+}
+
+pub async fn presign(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    PathParams(reference): PathParams<String>,
+    JsonBody(input): JsonBody<PresignRequest>,
+) -> ApiResult<Response> {
+    let storage = state.storage()?;
+    let bucket = load_bucket(storage, &reference).await?;
+    let key = input.key.ok_or_else(|| ApiError::missing_field("key"))?;
+    mds_storage::check_key(&key).map_err(|e| ApiError::invalid_field("key", e.to_string()))?;
+    let method = match input
+        .method
+        .or(input.operation)
+        .unwrap_or_else(|| "GET".into())
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "GET" | "DOWNLOAD" | "READ" => "GET",
+        "PUT" | "UPLOAD" | "WRITE" => "PUT",
+        other => {
+            return Err(ApiError::invalid_field(
+                "method",
+                format!("must be GET or PUT, got {other:?}"),
+            ))
+        }
+    };
+    principal.require(if method == "GET" {
+        "storage:read"
+    } else {
+        "storage:write"
+    })?;
+    let expires_in = input.expires_in.or(input.expires_in_sec).unwrap_or(300);
+    if !(1..=MAX_PRESIGN_SECS).contains(&expires_in) {
+        return Err(ApiError::invalid_field(
+            "expires_in",
+            format!("must be from 1 to {MAX_PRESIGN_SECS} seconds"),
+        ));
+    }
+    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(expires_in);
+    let expires = expires_at.timestamp();
+    let signature = storage.presigner().sign(method, &bucket.id, &key, expires);
+    let url = format!(
+        "{}/api/v1/storage/buckets/{}/objects/{}?{}={expires}&{}={signature}",
+        base_url(&headers),
+        bucket.id,
+        encode_key(&key),
+        presign::EXPIRES,
+        presign::SIGNATURE,
+    );
+    Ok(data(
+        StatusCode::OK,
+        Presigned {
+            presigned_url: url.clone(),
+            url,
+            method: method.to_string(),
+            key,
+            expires_at,
+            expires_in,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=0-1000", 100), Some((0, 99)));
+        assert_eq!(parse_range("bytes=-0", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+        assert_eq!(parse_range("bytes=0-0", 0), None);
+    }
+
+    #[test]
+    fn keys_are_encoded_per_segment() {
+        assert_eq!(encode_key("users/1/a b.png"), "users/1/a%20b.png");
+        assert_eq!(encode_key("ü?#"), "%C3%BC%3F%23");
+    }
+}
