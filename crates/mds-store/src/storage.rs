@@ -171,7 +171,9 @@ async fn add_references(client: &impl GenericClient, chunks: &[Vec<u8>]) -> Resu
     let row = client
         .query_one(
             "WITH wanted AS (SELECT h, count(*) AS n FROM unnest($1::bytea[]) AS h GROUP BY h),
-                  counted AS (UPDATE storage_blobs SET refcount = refcount + wanted.n
+                  counted AS (UPDATE storage_blobs SET refcount = refcount + wanted.n,
+                                     -- referenced now: the write's pin is done
+                                     pinned_until = least(pinned_until, now())
                               FROM wanted WHERE hash = wanted.h RETURNING 1)
              SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM counted)",
             &[&chunks],

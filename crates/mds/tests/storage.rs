@@ -1,0 +1,303 @@
+//! Storage through the real binary: the blob layer's promises (dedup,
+//! verified reads, crash safety, collection) and the MIOSA object routes'
+//! edge cases. S3 clients (boto3, aws-cli) are driven from tests/sdk.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{wait_until, Mds};
+use serde_json::json;
+
+/// Chunk files in the blob store.
+fn blob_files(data_dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(data_dir.join("storage/blobs")) else {
+        return files;
+    };
+    for dir in dirs.flatten() {
+        for file in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            files.push(file.path());
+        }
+    }
+    files
+}
+
+fn temp_files(data_dir: &Path) -> usize {
+    std::fs::read_dir(data_dir.join("storage/tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn bucket(mds: &Mds, name: &str) -> String {
+    mds.post("/api/v1/projects", json!({ "name": name }))
+        .expect(201);
+    let created = mds
+        .post(
+            "/api/v1/storage/buckets",
+            json!({ "name": name, "project_id": name }),
+        )
+        .expect(201);
+    created.data()["id"].as_str().unwrap().to_string()
+}
+
+fn put(mds: &Mds, bucket: &str, key: &str, body: Vec<u8>) -> common::Answer {
+    common::answer(
+        mds.raw()
+            .put(format!(
+                "{}/api/v1/storage/buckets/{bucket}/objects/{key}",
+                mds.url
+            ))
+            .bearer_auth(&mds.admin_key)
+            .body(body)
+            .send()
+            .unwrap(),
+    )
+}
+
+fn get(mds: &Mds, bucket: &str, key: &str) -> (u16, Vec<u8>) {
+    let response = mds
+        .raw()
+        .get(format!(
+            "{}/api/v1/storage/buckets/{bucket}/objects/{key}",
+            mds.url
+        ))
+        .bearer_auth(&mds.admin_key)
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.bytes().map(|b| b.to_vec()).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn identical_content_is_stored_once_and_collected_when_unreferenced() {
+    let mds = Mds::start_with(
+        &["--storage-grace-secs", "0", "--storage-gc-secs", "1"],
+        &[],
+    );
+    let bucket = bucket(&mds, "dedup");
+    let data: Vec<u8> = (0..(20 << 20)).map(|i: u32| (i % 251) as u8).collect();
+    put(&mds, &bucket, "one", data.clone()).expect(200);
+    let after_one = blob_files(&mds.data_dir).len();
+    assert_eq!(after_one, 3, "20 MiB in 8 MiB chunks");
+    put(&mds, &bucket, "two", data.clone()).expect(200);
+    assert_eq!(
+        blob_files(&mds.data_dir).len(),
+        after_one,
+        "a duplicate adds no chunk"
+    );
+    assert_eq!(get(&mds, &bucket, "two"), (200, data.clone()));
+
+    mds.delete(&format!("/api/v1/storage/buckets/{bucket}/objects/one"))
+        .expect(200);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        blob_files(&mds.data_dir).len(),
+        after_one,
+        "still referenced by two"
+    );
+    mds.delete(&format!("/api/v1/storage/buckets/{bucket}/objects/two"))
+        .expect(200);
+    wait_until(Duration::from_secs(10), || {
+        blob_files(&mds.data_dir).is_empty()
+    })
+    .expect("unreferenced chunks are collected");
+}
+
+#[test]
+fn a_corrupted_chunk_is_an_error_never_wrong_bytes() {
+    let mds = Mds::start();
+    let bucket = bucket(&mds, "rot");
+    put(&mds, &bucket, "small", b"precious bytes".to_vec()).expect(200);
+    let big: Vec<u8> = (0..(9 << 20)).map(|i: u32| (i % 13) as u8).collect();
+    put(&mds, &bucket, "big", big).expect(200);
+    let files = blob_files(&mds.data_dir);
+    assert_eq!(files.len(), 3);
+    for file in &files {
+        let mut bytes = std::fs::read(file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        std::fs::write(file, bytes).unwrap();
+    }
+    // A small object fails before any header is sent: a clean 500.
+    let (status, body) = get(&mds, &bucket, "small");
+    assert_eq!(status, 500);
+    assert!(!body.windows(8).any(|w| w == b"precious"));
+    // A large one fails before its first chunk: no byte of it goes out.
+    let response = mds
+        .raw()
+        .get(format!(
+            "{}/api/v1/storage/buckets/{bucket}/objects/big",
+            mds.url
+        ))
+        .bearer_auth(&mds.admin_key)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 500);
+    assert!(mds.log().contains("corrupt"), "{}", mds.log());
+}
+
+#[test]
+fn an_object_over_the_limit_is_413_and_leaves_nothing() {
+    let mds = Mds::start_with(&["--max-object-bytes", "1048576"], &[]);
+    let bucket = bucket(&mds, "limits");
+    let answer = put(&mds, &bucket, "big", vec![7; (1 << 20) + 1]);
+    answer.expect_error(413, "TOO_LARGE");
+    put(&mds, &bucket, "fits", vec![7; 1 << 20]).expect(200);
+    let (status, _) = get(&mds, &bucket, "big");
+    assert_eq!(status, 404);
+    assert_eq!(temp_files(&mds.data_dir), 0);
+}
+
+#[test]
+fn hostile_keys_are_refused_clearly_or_kept_exactly() {
+    let mds = Mds::start();
+    let bucket = bucket(&mds, "hostile");
+    let long = "k".repeat(1024);
+    for (sent, stored) in [
+        ("..%2F..%2Fetc%2Fpasswd", "../../etc/passwd"),
+        ("%2Fleading", "/leading"),
+        ("caf%C3%A9/%E2%9C%93.txt", "café/✓.txt"),
+        ("a%20b%2Bc", "a b+c"),
+        (long.as_str(), long.as_str()),
+    ] {
+        put(&mds, &bucket, sent, sent.as_bytes().to_vec()).expect(200);
+        let listed = mds
+            .get(&format!(
+                "/api/v1/storage/buckets/{bucket}/objects?max_keys=1000"
+            ))
+            .expect(200);
+        let keys: Vec<&str> = listed
+            .data()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["key"].as_str().unwrap())
+            .collect();
+        assert!(keys.contains(&stored), "{stored:?} not in {keys:?}");
+        assert_eq!(get(&mds, &bucket, sent), (200, sent.as_bytes().to_vec()));
+    }
+    // Nothing escaped into the filesystem under its name.
+    assert!(!mds.data_dir.join("storage/etc").exists());
+    put(&mds, &bucket, &"k".repeat(1025), vec![]).expect_error(422, "VALIDATION_ERROR");
+    put(&mds, &bucket, "bell%07", vec![]).expect_error(422, "VALIDATION_ERROR");
+    put(&mds, &bucket, "nul%00", vec![]).expect_error(422, "VALIDATION_ERROR");
+    let empty = put(&mds, &bucket, "", vec![]);
+    assert!(empty.status == 404 || empty.status == 405, "{}", empty.body);
+}
+
+/// A body that yields `total` bytes in 1 MiB reads, counting what it sent.
+struct SlowBody {
+    left: u64,
+    sent: Arc<AtomicU64>,
+}
+
+impl Read for SlowBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let n = (buf.len() as u64).min(self.left).min(1 << 20) as usize;
+        buf[..n].fill(0xAB);
+        self.left -= n as u64;
+        self.sent.fetch_add(n as u64, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(n)
+    }
+}
+
+#[test]
+fn kill_9_during_a_200_mb_upload_leaves_no_object_and_no_blob() {
+    let args = ["--storage-grace-secs", "0", "--storage-gc-secs", "1"];
+    let mut mds = Mds::start_with(&args, &[]);
+    let bucket = bucket(&mds, "crash");
+    let root = mds.root.clone();
+    let sent = Arc::new(AtomicU64::new(0));
+    let upload = {
+        let url = format!(
+            "{}/api/v1/storage/buckets/{bucket}/objects/big.bin",
+            mds.url
+        );
+        let key = mds.admin_key.clone();
+        let body = SlowBody {
+            left: 200 << 20,
+            sent: sent.clone(),
+        };
+        std::thread::spawn(move || {
+            reqwest::blocking::Client::new()
+                .put(url)
+                .bearer_auth(key)
+                .body(reqwest::blocking::Body::sized(body, 200 << 20))
+                .send()
+        })
+    };
+    wait_until(Duration::from_secs(60), || {
+        sent.load(Ordering::SeqCst) > 100 << 20
+    })
+    .expect("the upload got going");
+    mds.kill9();
+    assert!(
+        upload.join().unwrap().is_err(),
+        "the upload cannot have succeeded"
+    );
+
+    let again = Mds::start_in(&root, &args, &[]).unwrap_or_else(|log| panic!("{log}"));
+    let (status, _) = get(&again, &bucket, "big.bin");
+    assert_eq!(status, 404, "no partial object");
+    assert_eq!(
+        temp_files(&again.data_dir),
+        0,
+        "partial chunks are swept at start"
+    );
+    wait_until(Duration::from_secs(10), || {
+        blob_files(&again.data_dir).is_empty()
+    })
+    .expect("no chunk of the cut upload survives");
+    // The store still works.
+    put(&again, &bucket, "after", b"ok".to_vec()).expect(200);
+    assert_eq!(get(&again, &bucket, "after"), (200, b"ok".to_vec()));
+    drop(mds);
+}
+
+#[test]
+fn deleting_a_storage_service_deletes_its_buckets_and_their_chunks() {
+    let mds = Mds::start_with(
+        &["--storage-grace-secs", "0", "--storage-gc-secs", "1"],
+        &[],
+    );
+    mds.post("/api/v1/projects", json!({ "name": "gone" }))
+        .expect(201);
+    let service = mds
+        .post(
+            "/api/v1/projects/gone/data-services?wait=true",
+            json!({ "type": "storage" }),
+        )
+        .expect(201);
+    assert_eq!(service.data()["state"], "running", "{}", service.body);
+    put(&mds, "gone--production", "file", b"data".to_vec()).expect(200);
+    assert_eq!(blob_files(&mds.data_dir).len(), 1);
+    // Buckets of an attached service are deleted with the service only.
+    mds.delete("/api/v1/storage/buckets/gone--production?force=true")
+        .expect_error(409, "BUCKET_ATTACHED");
+    mds.delete("/api/v1/projects/gone/data-services/storage?confirm=storage")
+        .expect(200);
+    wait_until(Duration::from_secs(15), || {
+        mds.get("/api/v1/storage/buckets/gone--production").status == 404
+    })
+    .expect("the bucket goes with its service");
+    wait_until(Duration::from_secs(10), || {
+        blob_files(&mds.data_dir).is_empty()
+    })
+    .expect("and its chunks are collected");
+}
