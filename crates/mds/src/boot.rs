@@ -17,7 +17,7 @@ use crate::output::table;
 
 #[derive(Args)]
 pub struct Attach {
-    /// What to attach: postgres
+    /// What to attach: postgres, redis or storage
     kind: String,
     #[arg(short, long)]
     project: String,
@@ -61,10 +61,12 @@ impl Attach {
         );
         print_bindings(&service);
         let prefix = &service.env_prefix;
-        let names = if service.kind == "redis" {
-            format!("{prefix}REDIS_URL")
-        } else {
-            format!("{prefix}DATABASE_URL, {prefix}PGHOST, ...")
+        let names = match service.kind.as_str() {
+            "redis" => format!("{prefix}REDIS_URL"),
+            "storage" => format!(
+                "{prefix}STORAGE_BUCKET, {prefix}STORAGE_ENDPOINT, ... and AWS_* for S3 SDKs"
+            ),
+            _ => format!("{prefix}DATABASE_URL, {prefix}PGHOST, ..."),
         };
         println!(
             "Processes booting in these environments get {names} (see `mds env -p {} -e <env>`)",

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context};
 use mds_api_types::ErrorEnvelope;
-use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -107,13 +107,15 @@ impl ApiClient {
         })
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.api_key)
     }
 
-    fn send(&self, builder: RequestBuilder) -> anyhow::Result<Value> {
+    /// Sends `builder`; a non-2xx answer becomes an error that names the
+    /// server's code, message and request id.
+    pub fn send_raw(&self, builder: RequestBuilder) -> anyhow::Result<Response> {
         let response = builder.send().map_err(|e| {
             if e.is_connect() {
                 anyhow!(
@@ -125,6 +127,9 @@ impl ApiClient {
             }
         })?;
         let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
         let request_id = response
             .headers()
             .get("x-request-id")
@@ -132,12 +137,6 @@ impl ApiClient {
             .unwrap_or_default()
             .to_string();
         let text = response.text().context("reading the response")?;
-        if status.is_success() {
-            if text.is_empty() {
-                return Ok(Value::Null);
-            }
-            return serde_json::from_str(&text).context("the server's answer is not JSON");
-        }
         let failure = match serde_json::from_str::<ErrorEnvelope>(&text) {
             Ok(envelope) => ApiFailure {
                 status: status.as_u16(),
@@ -157,6 +156,17 @@ impl ApiClient {
             },
         };
         Err(failure.into())
+    }
+
+    fn send(&self, builder: RequestBuilder) -> anyhow::Result<Value> {
+        let text = self
+            .send_raw(builder)?
+            .text()
+            .context("reading the response")?;
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).context("the server's answer is not JSON")
     }
 
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {

@@ -4,6 +4,7 @@ mod boot;
 mod client;
 mod commands;
 mod output;
+mod storage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,7 +61,7 @@ enum Command {
     /// Manage API keys
     #[command(subcommand)]
     Keys(commands::Keys),
-    /// Attach a data service (postgres) to a project
+    /// Attach a data service (postgres, redis, storage) to a project
     Attach(boot::Attach),
     /// List or delete a project's data services
     #[command(subcommand)]
@@ -73,6 +74,10 @@ enum Command {
     Psql(boot::Psql),
     /// Open redis-cli on a project environment's Redis
     RedisCli(boot::RedisCli),
+    /// List, copy, delete and presign objects in a project environment's
+    /// bucket
+    #[command(subcommand)]
+    Storage(storage::Storage),
 }
 
 #[derive(Args)]
@@ -140,6 +145,7 @@ fn main() -> ExitCode {
         Command::Run(cmd) => commands::run_with_code(&cli.global, |c| cmd.run(c)),
         Command::Psql(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::RedisCli(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Storage(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
     }
 }
 

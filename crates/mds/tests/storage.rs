@@ -301,3 +301,46 @@ fn deleting_a_storage_service_deletes_its_buckets_and_their_chunks() {
     })
     .expect("and its chunks are collected");
 }
+
+#[test]
+fn the_cli_copies_lists_presigns_and_removes() {
+    let mds = Mds::start();
+    mds.post("/api/v1/projects", json!({ "name": "cli" }))
+        .expect(201);
+    let (ok, out, err) = mds.cli(&["attach", "storage", "-p", "cli"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("STORAGE_BUCKET"), "{out}");
+    let file = mds.root.join("photo.png");
+    let data: Vec<u8> = (0..(3 << 20)).map(|i: u32| (i % 7) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let path = file.to_str().unwrap();
+    let (ok, out, err) = mds.cli(&["storage", "cp", "-p", "cli", path, ":img/photo.png"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = mds.cli(&["storage", "ls", "-p", "cli", "img/"]);
+    assert!(
+        ok && out.contains("img/photo.png") && out.contains("image/png"),
+        "{out}"
+    );
+    let back = mds.root.join("back.png");
+    let (ok, out, err) = mds.cli(&[
+        "storage",
+        "cp",
+        "-p",
+        "cli",
+        ":img/photo.png",
+        back.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    let (ok, url, _) = mds.cli(&["storage", "presign", "-p", "cli", "img/photo.png"]);
+    assert!(ok);
+    let fetched = reqwest::blocking::get(url.trim()).unwrap();
+    assert_eq!(fetched.bytes().unwrap().len(), data.len());
+    let (ok, _, _) = mds.cli(&["storage", "rm", "-p", "cli", ":img/photo.png"]);
+    assert!(ok);
+    let (ok, out, err) = mds.cli(&["storage", "ls", "-p", "cli", "-e", "nowhere"]);
+    assert!(
+        !ok && err.contains("no storage in environment"),
+        "{out}{err}"
+    );
+}
