@@ -61,6 +61,8 @@ pub struct ServerConfig {
     /// How long an unreferenced chunk is kept (reads in flight, writes
     /// committing) before collection.
     pub storage_grace: Duration,
+    /// Blob chunks on this S3-compatible service instead of the data dir.
+    pub s3_url: Option<String>,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -323,6 +325,7 @@ async fn start_platform(
                     dir: data_dir.join("storage"),
                     max_object_bytes: config.max_object_bytes,
                     grace: config.storage_grace,
+                    remote: config.s3_url.clone(),
                 },
                 &state.master_key,
             ) {

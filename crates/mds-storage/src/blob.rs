@@ -60,15 +60,16 @@ impl FsBlobs {
         self.path(hash).exists()
     }
 
-    /// Names a staged chunk durably; a no-op if the content is there.
-    pub fn store(&self, chunk: &StagedChunk) -> std::io::Result<()> {
-        let path = self.path(&chunk.hash);
+    /// Names a staged chunk (`temp`, content `hash`) durably; a no-op if
+    /// the content is there.
+    pub fn store(&self, hash: &Hash, temp: &Path) -> std::io::Result<()> {
+        let path = self.path(hash);
         if path.exists() {
             return Ok(());
         }
         let dir = path.parent().expect("blob paths have a parent");
         std::fs::create_dir_all(dir)?;
-        std::fs::rename(&chunk.temp, &path)?;
+        std::fs::rename(temp, &path)?;
         std::fs::File::open(dir)?.sync_all()
     }
 
@@ -83,6 +84,184 @@ impl FsBlobs {
         match std::fs::remove_file(self.path(hash)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Chunks on any S3-compatible service (`--s3-url`), through the
+/// object_store crate; uploads are still staged and hashed locally first.
+#[derive(Debug, Clone)]
+pub struct RemoteBlobs {
+    store: std::sync::Arc<object_store::aws::AmazonS3>,
+    prefix: String,
+    temp: PathBuf,
+    /// For logs: where the chunks live, without credentials.
+    pub location: String,
+}
+
+fn remote_error(e: object_store::Error) -> std::io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => {
+            std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string())
+        }
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+impl RemoteBlobs {
+    /// `http(s)://ACCESS_KEY:SECRET@host[:port]/bucket[/prefix]`, path-style;
+    /// local temporary files go to `dir/tmp`.
+    pub fn open(url: &str, dir: &Path) -> Result<Self, String> {
+        let parsed = url::Url::parse(url).map_err(|e| format!("--s3-url is not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err("--s3-url must be http(s)://KEY:SECRET@host:port/bucket[/prefix]".into());
+        }
+        let decode = |s: &str| {
+            percent_decode(s).ok_or_else(|| "--s3-url has bad percent-encoding".to_string())
+        };
+        let key = decode(parsed.username())?;
+        let secret = decode(parsed.password().unwrap_or_default())?;
+        if key.is_empty() || secret.is_empty() {
+            return Err("--s3-url needs credentials: http(s)://KEY:SECRET@host:port/bucket".into());
+        }
+        let mut segments = parsed.path().trim_matches('/').splitn(2, '/');
+        let bucket = segments
+            .next()
+            .filter(|b| !b.is_empty())
+            .ok_or("--s3-url names no bucket")?;
+        let prefix = segments.next().unwrap_or("").trim_matches('/').to_string();
+        let host = parsed.host_str().ok_or("--s3-url names no host")?;
+        let endpoint = match parsed.port() {
+            Some(port) => format!("{}://{host}:{port}", parsed.scheme()),
+            None => format!("{}://{host}", parsed.scheme()),
+        };
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&endpoint)
+            .with_bucket_name(bucket)
+            .with_access_key_id(key)
+            .with_secret_access_key(secret)
+            .with_region("us-east-1")
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .map_err(|e| format!("--s3-url: {e}"))?;
+        let temp = dir.join("tmp");
+        if temp.exists() {
+            std::fs::remove_dir_all(&temp).map_err(|e| e.to_string())?;
+        }
+        std::fs::create_dir_all(&temp).map_err(|e| e.to_string())?;
+        Ok(Self {
+            store: std::sync::Arc::new(store),
+            prefix,
+            temp,
+            location: format!("{endpoint}/{bucket}"),
+        })
+    }
+
+    fn path(&self, hash: &Hash) -> object_store::path::Path {
+        let hex = hex::encode(hash);
+        let name = format!("blobs/{}/{hex}", &hex[..2]);
+        if self.prefix.is_empty() {
+            object_store::path::Path::from(name)
+        } else {
+            object_store::path::Path::from(format!("{}/{name}", self.prefix))
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The blob backend in use.
+#[derive(Debug, Clone)]
+pub enum Blobs {
+    Fs(FsBlobs),
+    Remote(RemoteBlobs),
+}
+
+impl Blobs {
+    pub fn temp_dir(&self) -> &Path {
+        match self {
+            Blobs::Fs(fs) => fs.temp_dir(),
+            Blobs::Remote(remote) => &remote.temp,
+        }
+    }
+
+    /// Names a staged chunk durably (no-op if its content is there).
+    pub async fn store(&self, chunk: &StagedChunk) -> std::io::Result<()> {
+        match self {
+            Blobs::Fs(fs) => {
+                let fs = fs.clone();
+                let (hash, temp) = (chunk.hash, chunk.temp.clone());
+                tokio::task::spawn_blocking(move || fs.store(&hash, &temp))
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+            Blobs::Remote(remote) => {
+                let path = remote.path(&chunk.hash);
+                if object_store::ObjectStore::head(&*remote.store, &path)
+                    .await
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                let bytes = tokio::fs::read(&chunk.temp).await?;
+                object_store::ObjectStore::put(&*remote.store, &path, Bytes::from(bytes).into())
+                    .await
+                    .map_err(remote_error)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// A chunk's bytes, verified against its address.
+    pub async fn read(&self, hash: Hash) -> std::io::Result<Bytes> {
+        match self {
+            Blobs::Fs(fs) => {
+                let fs = fs.clone();
+                tokio::task::spawn_blocking(move || fs.read(&hash))
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+            Blobs::Remote(remote) => {
+                let got = object_store::ObjectStore::get(&*remote.store, &remote.path(&hash))
+                    .await
+                    .map_err(remote_error)?;
+                let bytes = got.bytes().await.map_err(remote_error)?;
+                verify(&hash, &bytes)?;
+                Ok(bytes)
+            }
+        }
+    }
+
+    pub async fn delete(&self, hash: Hash) -> std::io::Result<()> {
+        match self {
+            Blobs::Fs(fs) => {
+                let fs = fs.clone();
+                tokio::task::spawn_blocking(move || fs.delete(&hash))
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+            Blobs::Remote(remote) => {
+                match object_store::ObjectStore::delete(&*remote.store, &remote.path(&hash)).await {
+                    Err(object_store::Error::NotFound { .. }) | Ok(()) => Ok(()),
+                    Err(e) => Err(remote_error(e)),
+                }
+            }
         }
     }
 }
@@ -134,7 +313,7 @@ mod tests {
         let blobs = FsBlobs::open(dir.path()).unwrap();
         let chunk = stage(blobs.temp_dir(), b"hello").unwrap();
         let hash = chunk.hash;
-        blobs.store(&chunk).unwrap();
+        blobs.store(&hash, &chunk.temp).unwrap();
         drop(chunk);
         assert_eq!(&blobs.read(&hash).unwrap()[..], b"hello");
         std::fs::write(blobs.path(&hash), b"hellO").unwrap();

@@ -25,7 +25,7 @@ use md5::{Digest, Md5};
 use mds_store::{Manifest, NewObject, ObjectRow, PartRow, Store, StoreError, UploadRow};
 use serde_json::Value;
 
-pub use blob::{FsBlobs, Hash};
+pub use blob::{Blobs, FsBlobs, Hash, RemoteBlobs};
 pub use mds_store::{BucketRow, StorageRule};
 pub use names::{check_bucket_name, check_key, KeyProblem};
 
@@ -110,6 +110,9 @@ pub struct StorageConfig {
     /// How long a chunk stays after its last reference goes (reads in
     /// flight) and while a write commits.
     pub grace: Duration,
+    /// Chunks on an S3-compatible service instead of `dir/blobs`:
+    /// `http(s)://KEY:SECRET@host:port/bucket[/prefix]`.
+    pub remote: Option<String>,
 }
 
 /// What a write produced, before it is committed.
@@ -129,13 +132,9 @@ pub struct Storage {
 
 struct Inner {
     store: Store,
-    blobs: FsBlobs,
+    blobs: Blobs,
     config: StorageConfig,
     presigner: presign::Presigner,
-}
-
-fn join_error(e: tokio::task::JoinError) -> StorageError {
-    StorageError::Io(std::io::Error::other(e))
 }
 
 /// The ETag of a multipart object: MD5 of the parts' MD5s, then `-N`.
@@ -153,7 +152,12 @@ impl Storage {
         config: StorageConfig,
         master: &mds_crypto::MasterKey,
     ) -> std::io::Result<Self> {
-        let blobs = FsBlobs::open(&config.dir)?;
+        let blobs = match &config.remote {
+            Some(url) => {
+                Blobs::Remote(RemoteBlobs::open(url, &config.dir).map_err(std::io::Error::other)?)
+            }
+            None => Blobs::Fs(FsBlobs::open(&config.dir)?),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -209,19 +213,12 @@ impl Storage {
             .store
             .pin_blobs(&pins, self.grace_secs() + 60.0)
             .await?;
-        let blobs = self.inner.blobs.clone();
-        let chunks = ingested.chunks;
-        let manifest = tokio::task::spawn_blocking(move || -> std::io::Result<Manifest> {
-            let mut manifest = Manifest::default();
-            for chunk in &chunks {
-                blobs.store(chunk)?;
-                manifest.chunks.push(chunk.hash.to_vec());
-                manifest.chunk_sizes.push(chunk.size as i64);
-            }
-            Ok(manifest)
-        })
-        .await
-        .map_err(join_error)??;
+        let mut manifest = Manifest::default();
+        for chunk in &ingested.chunks {
+            self.inner.blobs.store(chunk).await?;
+            manifest.chunks.push(chunk.hash.to_vec());
+            manifest.chunk_sizes.push(chunk.size as i64);
+        }
         Ok((
             Written {
                 manifest,
@@ -346,9 +343,7 @@ impl Storage {
         let read_piece = move |(hash, from, to): (Hash, usize, usize)| {
             let blobs = blobs.clone();
             async move {
-                let bytes = tokio::task::spawn_blocking(move || blobs.read(&hash))
-                    .await
-                    .map_err(std::io::Error::other)??;
+                let bytes = blobs.read(hash).await?;
                 if to > bytes.len() {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
@@ -450,17 +445,17 @@ impl Storage {
                 .inner
                 .store
                 .collect_blobs(1000, |hashes| async move {
-                    tokio::task::spawn_blocking(move || {
-                        hashes
-                            .into_iter()
-                            .filter(|h| match blob::hash_from_slice(h) {
-                                Some(hash) => blobs.delete(&hash).is_ok(),
-                                None => true,
-                            })
-                            .collect()
-                    })
-                    .await
-                    .unwrap_or_default()
+                    let mut deleted = Vec::with_capacity(hashes.len());
+                    for h in hashes {
+                        let gone = match blob::hash_from_slice(&h) {
+                            Some(hash) => blobs.delete(hash).await.is_ok(),
+                            None => true,
+                        };
+                        if gone {
+                            deleted.push(h);
+                        }
+                    }
+                    deleted
                 })
                 .await?;
             total += n;

@@ -128,6 +128,10 @@ struct ServeArgs {
     /// Seconds an unreferenced chunk is kept before it may be collected
     #[arg(long, env = "MDS_STORAGE_GRACE_SECS", default_value_t = 300)]
     storage_grace_secs: u64,
+    /// Keep blob chunks on an S3-compatible service (MinIO, Garage, AWS...)
+    /// instead of the data dir: http(s)://KEY:SECRET@host:port/bucket[/prefix]
+    #[arg(long, env = "MDS_S3_URL")]
+    s3_url: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -181,6 +185,7 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         max_object_bytes: args.max_object_bytes.max(1),
         storage_gc_every: std::time::Duration::from_secs(args.storage_gc_secs.max(1)),
         storage_grace: std::time::Duration::from_secs(args.storage_grace_secs),
+        s3_url: args.s3_url,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -344,3 +344,69 @@ fn the_cli_copies_lists_presigns_and_removes() {
         "{out}{err}"
     );
 }
+
+/// `KEY`, `SECRET`, URL of a server's admin S3 key.
+fn admin_s3(mds: &Mds) -> (String, String, String) {
+    let text = std::fs::read_to_string(mds.data_dir.join("s3-admin.env")).unwrap();
+    let get = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_string()
+    };
+    (
+        get("AWS_ACCESS_KEY_ID"),
+        get("AWS_SECRET_ACCESS_KEY"),
+        get("AWS_ENDPOINT_URL_S3"),
+    )
+}
+
+#[test]
+fn chunks_can_live_on_another_s3_service() {
+    // The backend is a second mds's S3 endpoint, spoken to through the
+    // object_store crate's S3 client.
+    let backend = Mds::start();
+    let backend_bucket = bucket(&backend, "chunks");
+    let (key, secret, endpoint) = admin_s3(&backend);
+    let url = endpoint.replace("http://", &format!("http://{key}:{secret}@")) + "/chunks/a";
+    let mds = Mds::start_with(
+        &[
+            "--s3-url",
+            &url,
+            "--storage-grace-secs",
+            "0",
+            "--storage-gc-secs",
+            "1",
+        ],
+        &[],
+    );
+    assert!(blob_files(&mds.data_dir).is_empty());
+    let bucket = bucket(&mds, "front");
+    let data: Vec<u8> = (0..(9 << 20)).map(|i: u32| (i % 239) as u8).collect();
+    put(&mds, &bucket, "remote.bin", data.clone()).expect(200);
+    put(&mds, &bucket, "copy.bin", data.clone()).expect(200);
+    assert_eq!(get(&mds, &bucket, "remote.bin"), (200, data));
+    assert!(
+        blob_files(&mds.data_dir).is_empty(),
+        "nothing stored locally"
+    );
+    let stored = |mds: &Mds| {
+        let listed = mds
+            .get(&format!(
+                "/api/v1/storage/buckets/{backend_bucket}/objects?prefix=a/blobs/"
+            ))
+            .expect(200);
+        listed.data().as_array().unwrap().len()
+    };
+    assert_eq!(
+        stored(&backend),
+        2,
+        "two chunks, stored once for both objects"
+    );
+    for key in ["remote.bin", "copy.bin"] {
+        mds.delete(&format!("/api/v1/storage/buckets/{bucket}/objects/{key}"))
+            .expect(200);
+    }
+    wait_until(Duration::from_secs(10), || stored(&backend) == 0)
+        .expect("collected chunks are deleted from the backend");
+}
