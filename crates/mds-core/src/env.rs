@@ -94,9 +94,19 @@ pub fn resolve_env(candidates: impl IntoIterator<Item = Candidate>) -> Vec<Resol
 
 /// Percent-encodes a URL userinfo or path part.
 pub fn url_encode(part: &str) -> String {
+    encode(part, b"-._~")
+}
+
+/// Percent-encodes an object key for a URL path: like [`url_encode`], but
+/// `/` between segments stays.
+pub fn url_encode_path(path: &str) -> String {
+    encode(path, b"-._~/")
+}
+
+fn encode(part: &str, keep: &[u8]) -> String {
     let mut out = String::with_capacity(part.len());
     for b in part.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+        if b.is_ascii_alphanumeric() || keep.contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -149,6 +159,13 @@ impl PostgresAccess<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_keys_are_encoded_per_segment() {
+        assert_eq!(url_encode_path("users/1/a b.png"), "users/1/a%20b.png");
+        assert_eq!(url_encode_path("ü?#"), "%C3%BC%3F%23");
+        assert_eq!(url_encode("a/b"), "a%2Fb");
+    }
 
     fn c(layer: Layer, name: &str, value: &str) -> Candidate {
         Candidate::new(layer, layer.label(), name, value, false)

@@ -560,19 +560,6 @@ fn object_entry(row: &ObjectRow) -> Object {
     }
 }
 
-fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for byte in s.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                out.push(byte as char)
-            }
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
-}
-
 #[async_trait::async_trait]
 impl S3 for Gateway {
     async fn list_buckets(
@@ -1033,7 +1020,13 @@ impl S3 for Gateway {
             .encoding_type
             .as_ref()
             .is_some_and(|e| e.as_str() == EncodingType::URL);
-        let out = |s: String| if encode { url_encode(&s) } else { s };
+        let out = |s: String| {
+            if encode {
+                mds_core::env::url_encode_path(&s)
+            } else {
+                s
+            }
+        };
         let key_count = (objects.len() + prefixes.len()) as i32;
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(bucket.name.clone()),

@@ -205,15 +205,7 @@ pub fn data<T: DeserializeOwned>(value: Value) -> anyhow::Result<T> {
 
 /// A path segment, percent-encoded (environment names hold `/`).
 pub fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    mds_core::env::url_encode(s)
 }
 
 #[cfg(test)]

@@ -501,20 +501,6 @@ pub async fn delete_object(
     ))
 }
 
-/// Percent-encodes a key for a URL path, keeping `/` between segments.
-fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for byte in key.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                out.push(byte as char)
-            }
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
-}
-
 /// Where clients reached us: the Host they used.
 fn base_url(headers: &HeaderMap) -> String {
     let host = headers
@@ -575,7 +561,7 @@ pub async fn presign(
         "{}/api/v1/storage/buckets/{}/objects/{}?{}={expires}&{}={signature}",
         base_url(&headers),
         bucket.id,
-        encode_key(&key),
+        mds_core::env::url_encode_path(&key),
         presign::EXPIRES,
         presign::SIGNATURE,
     );
@@ -605,11 +591,5 @@ mod tests {
         assert_eq!(parse_range("bytes=-0", 100), None);
         assert_eq!(parse_range("items=0-1", 100), None);
         assert_eq!(parse_range("bytes=0-0", 0), None);
-    }
-
-    #[test]
-    fn keys_are_encoded_per_segment() {
-        assert_eq!(encode_key("users/1/a b.png"), "users/1/a%20b.png");
-        assert_eq!(encode_key("ü?#"), "%C3%BC%3F%23");
     }
 }
