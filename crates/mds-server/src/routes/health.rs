@@ -89,6 +89,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 );
             }
         }
+        if let Ok((chunks, bytes)) = store.blob_usage().await {
+            let _ = writeln!(
+                out,
+                "# HELP mds_storage_chunks Blob chunks stored (each once, however many objects share it)."
+            );
+            let _ = writeln!(out, "# TYPE mds_storage_chunks gauge");
+            let _ = writeln!(out, "mds_storage_chunks {chunks}");
+            let _ = writeln!(out, "# HELP mds_storage_bytes Bytes of blob chunks stored.");
+            let _ = writeln!(out, "# TYPE mds_storage_bytes gauge");
+            let _ = writeln!(out, "mds_storage_bytes {bytes}");
+        }
     }
     (
         StatusCode::OK,
