@@ -97,6 +97,14 @@ fn identical_content_is_stored_once_and_collected_when_unreferenced() {
         after_one,
         "a duplicate adds no chunk"
     );
+    let metrics = mds
+        .raw()
+        .get(format!("{}/metrics", mds.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("mds_storage_bytes 20971520"), "{metrics}");
     assert_eq!(get(&mds, &bucket, "two"), (200, data.clone()));
 
     mds.delete(&format!("/api/v1/storage/buckets/{bucket}/objects/one"))
