@@ -5,7 +5,6 @@
 //! ours: which buckets a key opens ([`Access`]), Content-MD5 and checksum
 //! checks before a commit, listing, multipart and conditional requests.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -385,9 +384,19 @@ fn md5_check(content_md5: Option<&str>) -> S3Result<Option<[u8; 16]>> {
 fn metadata_json(
     user: Option<&Metadata>,
     headers: [(&str, Option<&String>); 4],
+    expires: Option<&Timestamp>,
     checksums: Map<String, Value>,
 ) -> Value {
     let mut standard = Map::new();
+    if let Some(expires) = expires {
+        let mut buf = Vec::new();
+        if expires.format(TimestampFormat::HttpDate, &mut buf).is_ok() {
+            standard.insert(
+                "expires".to_string(),
+                Value::String(String::from_utf8_lossy(&buf).into_owned()),
+            );
+        }
+    }
     for (name, value) in headers {
         if let Some(value) = value {
             standard.insert(name.to_string(), Value::String(value.clone()));
@@ -411,6 +420,11 @@ fn user_metadata(row: &ObjectRow) -> Option<Metadata> {
 
 fn standard_header(row: &ObjectRow, name: &str) -> Option<String> {
     row.metadata["headers"][name].as_str().map(str::to_string)
+}
+
+fn expires(row: &ObjectRow) -> Option<Timestamp> {
+    let text = row.metadata["headers"]["expires"].as_str()?;
+    Timestamp::parse(TimestampFormat::HttpDate, text).ok()
 }
 
 fn checksum(row: &ObjectRow, name: &str) -> Option<String> {
@@ -488,8 +502,9 @@ impl Gateway {
         self.0.storage.object(bucket, key).await.map_err(s3_err)
     }
 
-    /// Objects and common prefixes after `after`, up to `max_keys` in all;
-    /// returns them and whether more remain.
+    /// Objects and common prefixes after `after`, up to `max_keys` in all,
+    /// in key order; also whether more remain and the last entry returned
+    /// (the next marker).
     async fn list(
         &self,
         bucket: &BucketRow,
@@ -497,53 +512,93 @@ impl Gateway {
         delimiter: Option<&str>,
         after: &str,
         max_keys: usize,
-    ) -> S3Result<(Vec<ObjectRow>, Vec<String>, bool, Option<String>)> {
+    ) -> S3Result<Listing> {
+        const BATCH: i64 = 1000;
         let store = self.0.storage.store();
-        let mut objects = Vec::new();
-        let mut prefixes: BTreeSet<String> = BTreeSet::new();
+        let mut listing = Listing::default();
         let mut cursor = after.to_string();
-        let mut last = None;
         loop {
             let batch = store
-                .list_objects(&bucket.id, prefix, &cursor, 1000)
+                .list_objects(&bucket.id, prefix, &cursor, BATCH)
                 .await
                 .map_err(|e| s3_err(e.into()))?;
-            let exhausted = batch.len() < 1000;
+            let full = batch.len() as i64 == BATCH;
+            let mut jumped = false;
             for row in batch {
-                if objects.len() + prefixes.len() >= max_keys {
-                    return Ok((objects, prefixes.into_iter().collect(), true, last));
-                }
-                let common = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
+                let common = delimiter.and_then(|d| {
                     row.key[prefix.len()..]
                         .find(d)
                         .map(|at| row.key[..prefix.len() + at + d.len()].to_string())
                 });
-                match common {
-                    Some(common) => {
-                        // Skip every key under this prefix in one step.
-                        cursor = format!("{common}\u{10FFFF}");
-                        last = Some(common.clone());
-                        prefixes.insert(common);
-                        break;
+                if let Some(common) = common {
+                    // Every key under this prefix is skipped in one step; a
+                    // prefix at or before the marker was listed already.
+                    cursor = format!("{common}\u{10FFFF}");
+                    jumped = true;
+                    if common.as_str() > after {
+                        if listing.len() >= max_keys {
+                            listing.truncated = true;
+                            return Ok(listing);
+                        }
+                        listing.last = Some(common.clone());
+                        listing.prefixes.push(common);
                     }
-                    None => {
-                        cursor = row.key.clone();
-                        last = Some(row.key.clone());
-                        objects.push(row);
-                    }
+                    break;
                 }
+                if listing.len() >= max_keys {
+                    listing.truncated = true;
+                    return Ok(listing);
+                }
+                cursor = row.key.clone();
+                listing.last = Some(row.key.clone());
+                listing.objects.push(row);
             }
-            if exhausted && cursor_done(&cursor, &last) {
-                return Ok((objects, prefixes.into_iter().collect(), false, None));
+            if !jumped && !full {
+                return Ok(listing);
             }
         }
     }
+
+    /// The bucket and object a copy reads from, if this key may read it.
+    async fn copy_source(
+        &self,
+        credentials: Option<&s3s::auth::Credentials>,
+        source: &CopySource,
+    ) -> S3Result<(BucketRow, ObjectRow)> {
+        let CopySource::Bucket { bucket, key, .. } = source else {
+            return Err(s3_error!(
+                NotImplemented,
+                "only bucket copy sources are supported"
+            ));
+        };
+        if let Some(credentials) = credentials {
+            let grant = self.0.grant(&credentials.access_key).await?;
+            if let Some(allowed) = grant.and_then(|g| g.bucket_id) {
+                let source = self.0.bucket(bucket).await?;
+                if source.is_none_or(|b| b.id != allowed) {
+                    return Err(s3_error!(AccessDenied, "Access Denied to the copy source"));
+                }
+            }
+        }
+        let bucket = self.bucket(bucket).await?;
+        let object = self.object(&bucket, key).await?;
+        Ok((bucket, object))
+    }
 }
 
-/// Whether the scan consumed its last batch without jumping past a common
-/// prefix (after such a jump another batch must be fetched).
-fn cursor_done(cursor: &str, last: &Option<String>) -> bool {
-    !cursor.ends_with('\u{10FFFF}') || last.is_none()
+/// One page of a listing.
+#[derive(Default)]
+struct Listing {
+    objects: Vec<ObjectRow>,
+    prefixes: Vec<String>,
+    truncated: bool,
+    last: Option<String>,
+}
+
+impl Listing {
+    fn len(&self) -> usize {
+        self.objects.len() + self.prefixes.len()
+    }
 }
 
 fn object_entry(row: &ObjectRow) -> Object {
@@ -605,7 +660,8 @@ impl S3 for Gateway {
             Some("public-read") | Some("public-read-write") => "public",
             _ => "private",
         };
-        self.0
+        let created = self
+            .0
             .storage
             .store()
             .create_bucket(&mds_store::NewBucket {
@@ -616,7 +672,12 @@ impl S3 for Gateway {
                 visibility,
             })
             .await
-            .map_err(|e| s3_err(e.into()))?;
+            .map_err(StorageError::from);
+        match created {
+            // As S3 in us-east-1: re-creating your own bucket is a no-op.
+            Ok(_) | Err(StorageError::BucketExists) => {}
+            Err(e) => return Err(s3_err(e)),
+        }
         self.0.buckets.forget(&name);
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{name}")),
@@ -701,6 +762,7 @@ impl S3 for Gateway {
                         ("content-encoding", input.content_encoding.as_ref()),
                         ("content-language", input.content_language.as_ref()),
                     ],
+                    input.expires.as_ref(),
                     computed.clone(),
                 ))
             })
@@ -772,6 +834,7 @@ impl S3 for Gateway {
             content_disposition: standard_header(&row, "content-disposition"),
             content_encoding: standard_header(&row, "content-encoding"),
             content_language: standard_header(&row, "content-language"),
+            expires: expires(&row),
             checksum_crc32: whole.then(|| checksum(&row, "crc32")).flatten(),
             checksum_crc32c: whole.then(|| checksum(&row, "crc32c")).flatten(),
             checksum_crc64nvme: whole.then(|| checksum(&row, "crc64nvme")).flatten(),
@@ -806,6 +869,7 @@ impl S3 for Gateway {
             content_disposition: standard_header(&row, "content-disposition"),
             content_encoding: standard_header(&row, "content-encoding"),
             content_language: standard_header(&row, "content-language"),
+            expires: expires(&row),
             checksum_crc32: checksum(&row, "crc32"),
             checksum_crc32c: checksum(&row, "crc32c"),
             checksum_crc64nvme: checksum(&row, "crc64nvme"),
@@ -832,6 +896,12 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        if req.input.delete.objects.len() > 1000 {
+            return Err(s3_error!(
+                MalformedXML,
+                "DeleteObjects takes at most 1000 keys per request"
+            ));
+        }
         let bucket = self.bucket(&req.input.bucket).await?;
         let quiet = req.input.delete.quiet.unwrap_or(false);
         let mut deleted = Vec::new();
@@ -869,29 +939,9 @@ impl S3 for Gateway {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
-        let CopySource::Bucket {
-            bucket: source_bucket,
-            key: source_key,
-            ..
-        } = &input.copy_source
-        else {
-            return Err(s3_error!(
-                NotImplemented,
-                "only bucket copy sources are supported"
-            ));
-        };
-        // The source must be open to the same key as the destination.
-        if let Some(credentials) = &req.credentials {
-            let grant = self.0.grant(&credentials.access_key).await?;
-            if let Some(allowed) = grant.and_then(|g| g.bucket_id) {
-                let source = self.0.bucket(source_bucket).await?;
-                if source.is_none_or(|b| b.id != allowed) {
-                    return Err(s3_error!(AccessDenied, "Access Denied to the copy source"));
-                }
-            }
-        }
-        let source_bucket = self.bucket(source_bucket).await?;
-        let source = self.object(&source_bucket, source_key).await?;
+        let (source_bucket, source) = self
+            .copy_source(req.credentials.as_ref(), &input.copy_source)
+            .await?;
         preconditions(
             &source,
             input.copy_source_if_match.as_ref(),
@@ -911,7 +961,7 @@ impl S3 for Gateway {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        if !replace && source_bucket.id == bucket.id && **source_key == *input.key {
+        if !replace && source_bucket.id == bucket.id && source.key == input.key {
             return Err(s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself \
@@ -936,6 +986,7 @@ impl S3 for Gateway {
                         ("content-encoding", input.content_encoding.as_ref()),
                         ("content-language", input.content_language.as_ref()),
                     ],
+                    input.expires.as_ref(),
                     checksums,
                 ),
             )
@@ -978,7 +1029,16 @@ impl S3 for Gateway {
                 is_truncated: v2.is_truncated,
                 marker: Some(marker.unwrap_or_default()),
                 next_marker,
-                contents: v2.contents,
+                // v1 always names owners.
+                contents: v2.contents.map(|objects| {
+                    objects
+                        .into_iter()
+                        .map(|mut o| {
+                            o.owner = Some(owner());
+                            o
+                        })
+                        .collect()
+                }),
                 common_prefixes: v2.common_prefixes,
                 encoding_type: v2.encoding_type,
                 ..Default::default()
@@ -1004,18 +1064,25 @@ impl S3 for Gateway {
             (None, Some(start)) => start.clone(),
             (None, None) => String::new(),
         };
-        let (objects, prefixes, truncated, last) = if max_keys == 0 {
-            (Vec::new(), Vec::new(), false, None)
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        let Listing {
+            objects,
+            prefixes,
+            truncated,
+            last,
+        } = if max_keys == 0 {
+            Listing::default()
         } else {
             self.list(
                 &bucket,
                 &prefix,
-                input.delimiter.as_deref(),
+                delimiter.as_deref(),
                 &after,
                 max_keys as usize,
             )
             .await?
         };
+        let with_owner = input.fetch_owner == Some(true);
         let encode = input
             .encoding_type
             .as_ref()
@@ -1031,7 +1098,7 @@ impl S3 for Gateway {
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(bucket.name.clone()),
             prefix: Some(out(prefix)),
-            delimiter: input.delimiter.clone().map(out),
+            delimiter: delimiter.map(out),
             max_keys: Some(max_keys),
             key_count: Some(key_count),
             is_truncated: Some(truncated),
@@ -1045,6 +1112,9 @@ impl S3 for Gateway {
                     .map(|row| {
                         let mut entry = object_entry(row);
                         entry.key = entry.key.map(out);
+                        if !with_owner {
+                            entry.owner = None;
+                        }
                         entry
                     })
                     .collect(),
@@ -1083,6 +1153,7 @@ impl S3 for Gateway {
                     ("content-encoding", input.content_encoding.as_ref()),
                     ("content-language", input.content_language.as_ref()),
                 ],
+                input.expires.as_ref(),
                 Map::new(),
             ),
             created_at: chrono::Utc::now(),
@@ -1263,6 +1334,141 @@ impl S3 for Gateway {
                         last_modified: Some(timestamp(p.last_modified)),
                         ..Default::default()
                     })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let input = req.input;
+        if !(1..=10_000).contains(&input.part_number) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            ));
+        }
+        let bucket = self.bucket(&input.bucket).await?;
+        let upload = self
+            .0
+            .storage
+            .upload(&bucket, &input.upload_id)
+            .await
+            .map_err(s3_err)?;
+        let (_, source) = self
+            .copy_source(req.credentials.as_ref(), &input.copy_source)
+            .await?;
+        preconditions(
+            &source,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        )
+        .map_err(|_| s3_error!(PreconditionFailed))?;
+        let size = source.size as u64;
+        let range = match input.copy_source_range.as_deref() {
+            None => None,
+            Some(raw) => {
+                let bad = || {
+                    s3_error!(
+                        InvalidArgument,
+                        "The x-amz-copy-source-range value must be bytes=first-last within the source object"
+                    )
+                };
+                let (first, last) = raw
+                    .trim()
+                    .strip_prefix("bytes=")
+                    .and_then(|r| r.split_once('-'))
+                    .ok_or_else(bad)?;
+                let first: u64 = first.parse().map_err(|_| bad())?;
+                let last: u64 = last.parse().map_err(|_| bad())?;
+                if first > last || last >= size {
+                    return Err(bad());
+                }
+                Some((first, last))
+            }
+        };
+        let body = self.0.storage.read(&source, range).await.map_err(s3_err)?;
+        let md5 = self
+            .0
+            .storage
+            .put_part(&upload, input.part_number, body, |_| Ok(()))
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(ETag::Strong(md5)),
+                last_modified: Some(Timestamp::from(SystemTime::now())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    /// Buckets are unversioned: every object is its only version, "null".
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let input = req.input;
+        let bucket = self.bucket(&input.bucket).await?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000);
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        let after = input.key_marker.clone().unwrap_or_default();
+        let listing = if max_keys == 0 {
+            Listing::default()
+        } else {
+            self.list(
+                &bucket,
+                &prefix,
+                delimiter.as_deref(),
+                &after,
+                max_keys as usize,
+            )
+            .await?
+        };
+        Ok(S3Response::new(ListObjectVersionsOutput {
+            name: Some(bucket.name),
+            prefix: input.prefix,
+            delimiter,
+            key_marker: input.key_marker,
+            max_keys: Some(max_keys),
+            is_truncated: Some(listing.truncated),
+            next_key_marker: if listing.truncated {
+                listing.last
+            } else {
+                None
+            },
+            next_version_id_marker: listing.truncated.then(|| "null".to_string()),
+            versions: Some(
+                listing
+                    .objects
+                    .iter()
+                    .map(|row| ObjectVersion {
+                        key: Some(row.key.clone()),
+                        version_id: Some("null".to_string()),
+                        is_latest: Some(true),
+                        e_tag: Some(ETag::Strong(row.etag.clone())),
+                        last_modified: Some(timestamp(row.last_modified)),
+                        size: Some(row.size),
+                        owner: Some(owner()),
+                        storage_class: Some(ObjectVersionStorageClass::from_static(
+                            ObjectVersionStorageClass::STANDARD,
+                        )),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                listing
+                    .prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix { prefix: Some(p) })
                     .collect(),
             ),
             ..Default::default()

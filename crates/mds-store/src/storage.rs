@@ -369,8 +369,9 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes a bucket; with `force`, its objects and uploads too (their
-    /// chunks are released for the collector). Returns false if it was
+    /// Deletes a bucket, with its unfinished multipart uploads (as S3
+    /// does); one that holds objects only with `force`. Released chunks
+    /// are left to the collector. Returns false if it was
     /// already gone.
     pub async fn delete_bucket(
         &self,
@@ -391,8 +392,7 @@ impl Store {
         }
         let busy = tx
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM storage_objects WHERE bucket_id = $1)
-                     OR EXISTS (SELECT 1 FROM storage_uploads WHERE bucket_id = $1)",
+                "SELECT EXISTS (SELECT 1 FROM storage_objects WHERE bucket_id = $1)",
                 &[&bucket_id],
             )
             .await?;
