@@ -29,6 +29,9 @@ pub use blob::{Blobs, FsBlobs, Hash, RemoteBlobs};
 pub use mds_store::{BucketRow, StorageRule};
 pub use names::{check_bucket_name, check_key, KeyProblem};
 
+/// Chunks read and verified ahead of the one being sent.
+const READ_AHEAD: usize = 3;
+
 /// S3's smallest part (all but the last of a multipart upload).
 pub const MIN_PART_SIZE: i64 = 5 << 20;
 
@@ -358,7 +361,7 @@ impl Storage {
             return Ok(stream::empty().boxed());
         };
         let first = read_piece(first).await?;
-        let rest = stream::iter(pieces).map(read_piece).buffered(2);
+        let rest = stream::iter(pieces).map(read_piece).buffered(READ_AHEAD);
         Ok(stream::once(async move { Ok(first) }).chain(rest).boxed())
     }
 

@@ -22,6 +22,12 @@ pub enum StoreError {
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         if let Some(db) = e.as_db_error() {
+            // Raised by the storage functions of migration 0007.
+            match db.code().code() {
+                "MDS01" => return StoreError::Storage(crate::StorageRule::NoSuchBucket),
+                "MDS02" => return StoreError::Storage(crate::StorageRule::BlobMissing),
+                _ => {}
+            }
             if *db.code() == SqlState::UNIQUE_VIOLATION {
                 return StoreError::Conflict {
                     constraint: db.constraint().unwrap_or_default().to_string(),

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0005_binding_ports.sql"),
     ),
     (6, "storage", include_str!("../migrations/0006_storage.sql")),
+    (
+        7,
+        "storage_functions",
+        include_str!("../migrations/0007_storage_functions.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

@@ -168,19 +168,11 @@ async fn add_references(client: &impl GenericClient, chunks: &[Vec<u8>]) -> Resu
     if chunks.is_empty() {
         return Ok(());
     }
-    let row = client
-        .query_one(
-            "WITH wanted AS (SELECT h, count(*) AS n FROM unnest($1::bytea[]) AS h GROUP BY h),
-                  counted AS (UPDATE storage_blobs SET refcount = refcount + wanted.n,
-                                     -- referenced now: the write's pin is done
-                                     pinned_until = least(pinned_until, now())
-                              FROM wanted WHERE hash = wanted.h RETURNING 1)
-             SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM counted)",
-            &[&chunks],
-        )
+    let statement = client
+        .prepare_cached("SELECT mds_storage_retain($1)")
         .await?;
-    let (wanted, counted): (i64, i64) = (row.get(0), row.get(1));
-    if wanted != counted {
+    let row = client.query_one(&statement, &[&chunks]).await?;
+    if !row.get::<_, bool>(0) {
         return Err(rule(StorageRule::BlobMissing));
     }
     Ok(())
@@ -196,15 +188,11 @@ async fn drop_references(
     if chunks.is_empty() {
         return Ok(());
     }
+    let statement = client
+        .prepare_cached("SELECT mds_storage_release($1, $2)")
+        .await?;
     client
-        .execute(
-            "WITH dropped AS (SELECT h, count(*) AS n FROM unnest($1::bytea[]) AS h GROUP BY h)
-             UPDATE storage_blobs
-                SET refcount = greatest(refcount - dropped.n, 0),
-                    pinned_until = greatest(pinned_until, now() + make_interval(secs => $2))
-               FROM dropped WHERE hash = dropped.h",
-            &[&chunks, &grace_secs],
-        )
+        .query_one(&statement, &[&chunks, &grace_secs])
         .await?;
     Ok(())
 }
@@ -221,59 +209,43 @@ async fn lock_key(client: &impl GenericClient, bucket_id: &str, key: &str) -> Re
     Ok(())
 }
 
-/// Writes an object version over whatever the key held (same transaction).
+/// Writes an object version over whatever the key held: one statement
+/// (migration 0007), atomic on its own or inside a transaction.
 async fn put_object_row(
     client: &impl GenericClient,
     object: &NewObject<'_>,
     grace_secs: f64,
 ) -> Result<ObjectRow> {
-    lock_key(client, object.bucket_id, object.key).await?;
-    let bucket = client
-        .query_opt(
-            "SELECT 1 FROM storage_buckets WHERE id = $1 FOR SHARE",
-            &[&object.bucket_id],
-        )
+    let statement = client
+        .prepare_cached("SELECT mds_storage_put_object($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .await?;
-    if bucket.is_none() {
-        return Err(rule(StorageRule::NoSuchBucket));
-    }
-    add_references(client, &object.manifest.chunks).await?;
-    let old = client
-        .query_opt(
-            "SELECT chunks FROM storage_objects WHERE bucket_id = $1 AND key = $2",
-            &[&object.bucket_id, &object.key],
-        )
-        .await?;
-    if let Some(old) = old {
-        let chunks: Vec<Vec<u8>> = old.get(0);
-        drop_references(client, &chunks, grace_secs).await?;
-    }
+    let size = object.manifest.size();
     let row = client
         .query_one(
-            &format!(
-                "INSERT INTO storage_objects
-                    (bucket_id, key, size, etag, content_type, metadata, chunks, chunk_sizes)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (bucket_id, key) DO UPDATE SET
-                    size = EXCLUDED.size, etag = EXCLUDED.etag,
-                    content_type = EXCLUDED.content_type, metadata = EXCLUDED.metadata,
-                    chunks = EXCLUDED.chunks, chunk_sizes = EXCLUDED.chunk_sizes,
-                    last_modified = clock_timestamp()
-                 RETURNING {OBJECT_COLUMNS}"
-            ),
+            &statement,
             &[
                 &object.bucket_id,
                 &object.key,
-                &object.manifest.size(),
+                &size,
                 &object.etag,
                 &object.content_type,
                 object.metadata,
                 &object.manifest.chunks,
                 &object.manifest.chunk_sizes,
+                &grace_secs,
             ],
         )
         .await?;
-    Ok(object_from_row(&row))
+    Ok(ObjectRow {
+        key: object.key.to_string(),
+        size,
+        etag: object.etag.to_string(),
+        content_type: object.content_type.to_string(),
+        metadata: object.metadata.clone(),
+        chunks: object.manifest.chunks.clone(),
+        chunk_sizes: object.manifest.chunk_sizes.clone(),
+        last_modified: row.get(0),
+    })
 }
 
 impl Store {
@@ -433,17 +405,17 @@ impl Store {
         let hashes: Vec<&[u8]> = unique.iter().map(|b| b.0.as_slice()).collect();
         let sizes: Vec<i64> = unique.iter().map(|b| b.1).collect();
         let client = self.client().await?;
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "INSERT INTO storage_blobs (hash, size, pinned_until)
                  SELECT h, s, now() + make_interval(secs => $3)
                  FROM unnest($1::bytea[], $2::bigint[]) AS t (h, s)
                  ON CONFLICT (hash) DO UPDATE
                     SET pinned_until = greatest(storage_blobs.pinned_until, EXCLUDED.pinned_until)
                  RETURNING hash, xmax <> 0",
-                &[&hashes, &sizes, &secs],
             )
             .await?;
+        let rows = client.query(&statement, &[&hashes, &sizes, &secs]).await?;
         Ok(rows
             .iter()
             .filter(|r| r.get::<_, bool>(1))
@@ -453,23 +425,18 @@ impl Store {
 
     /// Commits an object version whose chunks are pinned and stored.
     pub async fn put_object(&self, object: &NewObject<'_>, grace_secs: f64) -> Result<ObjectRow> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let row = put_object_row(&tx, object, grace_secs).await?;
-        tx.commit().await?;
-        Ok(row)
+        let client = self.client().await?;
+        put_object_row(&client, object, grace_secs).await
     }
 
     pub async fn object(&self, bucket_id: &str, key: &str) -> Result<Option<ObjectRow>> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT {OBJECT_COLUMNS} FROM storage_objects WHERE bucket_id = $1 AND key = $2"
-                ),
-                &[&bucket_id, &key],
-            )
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {OBJECT_COLUMNS} FROM storage_objects WHERE bucket_id = $1 AND key = $2"
+            ))
             .await?;
+        let row = client.query_opt(&statement, &[&bucket_id, &key]).await?;
         Ok(row.as_ref().map(object_from_row))
     }
 
