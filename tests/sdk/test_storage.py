@@ -412,3 +412,48 @@ def test_storage_scopes(client, mds):
     writer = with_scopes("storage:read", "storage:write")
     writer.storage.put_object(bucket["id"], "k", b"v")
     assert reader.storage.get_object(bucket["id"], "k") == b"v"
+
+
+def test_aws_chunked_trailer_checksums_are_checked(attached):
+    """What SDKs send over HTTPS by default: an aws-chunked body with the
+    CRC32 in a trailer. The trailer is checked before anything is stored."""
+    import zlib
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    _, env, _ = attached
+    bucket = env["STORAGE_BUCKET"]
+    data = b"abc" * 100_000
+
+    def put(key: str, crc: str) -> httpx.Response:
+        body = b""
+        for i in range(0, len(data), 65536):
+            piece = data[i : i + 65536]
+            body += b"%x\r\n" % len(piece) + piece + b"\r\n"
+        body += b"0\r\nx-amz-checksum-crc32:" + crc.encode() + b"\r\n\r\n"
+        url = f"{env['AWS_ENDPOINT_URL_S3']}/{bucket}/{key}"
+        headers = {
+            "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+            "content-encoding": "aws-chunked",
+            "x-amz-trailer": "x-amz-checksum-crc32",
+            "x-amz-decoded-content-length": str(len(data)),
+            "content-length": str(len(body)),
+            "x-amz-sdk-checksum-algorithm": "CRC32",
+        }
+        request = AWSRequest(method="PUT", url=url, data=body, headers=headers)
+        credentials = Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+        SigV4Auth(credentials, "s3", "us-east-1").add_auth(request)
+        return httpx.put(url, content=body, headers=dict(request.headers.items()))
+
+    good = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    assert put("trailer/good", good).status_code == 200
+    bad = put("trailer/bad", "AAAAAA==")
+    assert bad.status_code == 400 and b"BadDigest" in bad.content
+    s3 = s3_from_env(env)
+    got = s3.get_object(Bucket=bucket, Key="trailer/good", ChecksumMode="ENABLED")
+    assert got["Body"].read() == data
+    assert got["ChecksumCRC32"] == good
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="trailer/bad")
