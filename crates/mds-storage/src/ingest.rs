@@ -27,14 +27,23 @@ pub struct Ingested {
     pub chunks: Vec<StagedChunk>,
     pub md5: [u8; 16],
     pub size: u64,
+    /// A body of at most `inline_max` bytes, kept in memory instead of a
+    /// chunk file (then `chunks` is empty).
+    pub inline: Option<Bytes>,
 }
 
 fn join_error(e: tokio::task::JoinError) -> StorageError {
     StorageError::Io(std::io::Error::other(e))
 }
 
-/// Reads `body` to its end (failing past `limit` bytes) into staged chunks.
-pub async fn ingest<S>(mut body: S, temp_dir: &Path, limit: u64) -> Result<Ingested, StorageError>
+/// Reads `body` to its end (failing past `limit` bytes) into staged chunks,
+/// or, when it is `inline_max` bytes or less, into memory.
+pub async fn ingest<S>(
+    mut body: S,
+    temp_dir: &Path,
+    limit: u64,
+    inline_max: usize,
+) -> Result<Ingested, StorageError>
 where
     S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
 {
@@ -80,6 +89,16 @@ where
             }));
         }
     }
+    if md5.is_none() && inline_max > 0 && buffer.len() <= inline_max {
+        // Small: hashing it here costs less than a hop to a blocking task.
+        let inline = buffer.freeze();
+        return Ok(Ingested {
+            chunks,
+            md5: Md5::digest(&inline).into(),
+            size,
+            inline: Some(inline),
+        });
+    }
     for write in writes {
         chunks.push(write.await.map_err(join_error)??);
     }
@@ -108,6 +127,7 @@ where
         chunks,
         md5: digest.into(),
         size,
+        inline: None,
     })
 }
 
@@ -126,7 +146,9 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         let pieces = data.chunks(100_003).map(|c| c.to_vec()).collect();
-        let got = ingest(body(pieces), dir.path(), u64::MAX).await.unwrap();
+        let got = ingest(body(pieces), dir.path(), u64::MAX, 1024)
+            .await
+            .unwrap();
         assert_eq!(got.size, data.len() as u64);
         assert_eq!(got.chunks.len(), 3);
         let mut joined = Vec::new();
@@ -140,9 +162,15 @@ mod tests {
     #[tokio::test]
     async fn empty_bodies_have_one_empty_chunk_and_limits_hold() {
         let dir = tempfile::tempdir().unwrap();
-        let got = ingest(body(vec![]), dir.path(), 10).await.unwrap();
+        let got = ingest(body(vec![]), dir.path(), 10, 0).await.unwrap();
         assert_eq!((got.size, got.chunks.len()), (0, 1));
-        let err = ingest(body(vec![vec![0; 11]]), dir.path(), 10).await;
+        let small = ingest(body(vec![vec![1; 5]]), dir.path(), 10, 8)
+            .await
+            .unwrap();
+        assert_eq!(small.inline.as_deref(), Some(&[1u8; 5][..]));
+        assert!(small.chunks.is_empty());
+        assert_eq!(small.md5, <[u8; 16]>::from(Md5::digest([1u8; 5])));
+        let err = ingest(body(vec![vec![0; 11]]), dir.path(), 10, 0).await;
         assert!(matches!(err, Err(StorageError::TooLarge { limit: 10 })));
     }
 }

@@ -32,6 +32,10 @@ pub use names::{check_bucket_name, check_key, KeyProblem};
 /// Chunks read and verified ahead of the one being sent.
 const READ_AHEAD: usize = 3;
 
+/// Objects up to this size keep their one chunk in the index row: a small
+/// PUT is then one statement and no file.
+pub const INLINE_MAX: usize = 32 << 10;
+
 /// S3's smallest part (all but the last of a multipart upload).
 pub const MIN_PART_SIZE: i64 = 5 << 20;
 
@@ -122,6 +126,8 @@ pub struct StorageConfig {
 struct Written {
     manifest: Manifest,
     md5: [u8; 16],
+    /// A small body, not yet stored anywhere: its commit stores it.
+    inline: Option<(Hash, Bytes)>,
 }
 
 /// A body being sent: its first piece is already read and verified, so a
@@ -194,6 +200,7 @@ impl Storage {
     async fn write<S, T>(
         &self,
         body: S,
+        inline_max: usize,
         check: impl FnOnce([u8; 16]) -> Result<T>,
     ) -> Result<(Written, T)>
     where
@@ -203,9 +210,25 @@ impl Storage {
             body,
             self.inner.blobs.temp_dir(),
             self.inner.config.max_object_bytes,
+            inline_max,
         )
         .await?;
         let checked = check(ingested.md5)?;
+        if let Some(data) = ingested.inline {
+            let hash = *blake3::hash(&data).as_bytes();
+            let manifest = Manifest {
+                chunks: vec![hash.to_vec()],
+                chunk_sizes: vec![data.len() as i64],
+            };
+            return Ok((
+                Written {
+                    manifest,
+                    md5: ingested.md5,
+                    inline: Some((hash, data)),
+                },
+                checked,
+            ));
+        }
         let pins: Vec<(Vec<u8>, i64)> = ingested
             .chunks
             .iter()
@@ -226,6 +249,7 @@ impl Storage {
             Written {
                 manifest,
                 md5: ingested.md5,
+                inline: None,
             },
             checked,
         ))
@@ -246,23 +270,25 @@ impl Storage {
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
         check_key(key).map_err(StorageError::InvalidKey)?;
-        let (written, metadata) = self.write(body, finish).await?;
+        let (written, metadata) = self.write(body, INLINE_MAX, finish).await?;
         let etag = hex::encode(written.md5);
-        Ok(self
-            .inner
-            .store
-            .put_object(
-                &NewObject {
-                    bucket_id: &bucket.id,
-                    key,
-                    etag: &etag,
-                    content_type,
-                    metadata: &metadata,
-                    manifest: &written.manifest,
-                },
-                self.grace_secs(),
-            )
-            .await?)
+        let object = NewObject {
+            bucket_id: &bucket.id,
+            key,
+            etag: &etag,
+            content_type,
+            metadata: &metadata,
+            manifest: &written.manifest,
+        };
+        let store = &self.inner.store;
+        Ok(match &written.inline {
+            Some((hash, data)) => {
+                store
+                    .put_inline_object(&object, hash, data, self.grace_secs())
+                    .await?
+            }
+            None => store.put_object(&object, self.grace_secs()).await?,
+        })
     }
 
     /// Copies an object's manifest to another key: no bytes move.
@@ -325,6 +351,14 @@ impl Storage {
             Some(_) => return Err(StorageError::InvalidRange),
             None => (0, size),
         };
+        if let (Some(data), [hash]) = (&object.inline, object.chunks.as_slice()) {
+            let hash = blob::hash_from_slice(hash).ok_or_else(|| {
+                StorageError::Io(std::io::Error::other("malformed chunk address in manifest"))
+            })?;
+            blob::verify(&hash, data)?;
+            let piece = Bytes::copy_from_slice(&data[start as usize..end as usize]);
+            return Ok(stream::once(async move { Ok(piece) }).boxed());
+        }
         // (chunk, from, to) within each chunk that overlaps [start, end).
         let mut pieces = Vec::new();
         let mut offset = 0u64;
@@ -390,7 +424,8 @@ impl Storage {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
-        let (written, ()) = self.write(body, check).await?;
+        // Parts are always files: they are joined into objects later.
+        let (written, ()) = self.write(body, 0, check).await?;
         let md5 = hex::encode(written.md5);
         self.inner
             .store

@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "storage_functions",
         include_str!("../migrations/0007_storage_functions.sql"),
     ),
+    (
+        8,
+        "inline_chunks",
+        include_str!("../migrations/0008_inline_chunks.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

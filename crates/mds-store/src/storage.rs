@@ -69,6 +69,9 @@ pub struct ObjectRow {
     pub chunks: Vec<Vec<u8>>,
     pub chunk_sizes: Vec<i64>,
     pub last_modified: DateTime<Utc>,
+    /// The bytes of a small object's one chunk, kept in its row (read with
+    /// [`Store::object`] only).
+    pub inline: Option<Vec<u8>>,
 }
 
 /// What an object (or a part) is made of.
@@ -142,6 +145,7 @@ fn object_from_row(row: &Row) -> ObjectRow {
         chunks: row.get(5),
         chunk_sizes: row.get(6),
         last_modified: row.get(7),
+        inline: None,
     }
 }
 
@@ -245,6 +249,7 @@ async fn put_object_row(
         chunks: object.manifest.chunks.clone(),
         chunk_sizes: object.manifest.chunk_sizes.clone(),
         last_modified: row.get(0),
+        inline: None,
     })
 }
 
@@ -423,6 +428,47 @@ impl Store {
             .collect())
     }
 
+    /// Commits a small object whose one chunk (`hash`, `data`) is kept in
+    /// its row: one statement, no file.
+    pub async fn put_inline_object(
+        &self,
+        object: &NewObject<'_>,
+        hash: &[u8],
+        data: &[u8],
+        grace_secs: f64,
+    ) -> Result<ObjectRow> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT mds_storage_put_inline_object($1, $2, $3, $4, $5, $6, $7, $8)")
+            .await?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &object.bucket_id,
+                    &object.key,
+                    &object.etag,
+                    &object.content_type,
+                    object.metadata,
+                    &hash,
+                    &data,
+                    &grace_secs,
+                ],
+            )
+            .await?;
+        Ok(ObjectRow {
+            key: object.key.to_string(),
+            size: data.len() as i64,
+            etag: object.etag.to_string(),
+            content_type: object.content_type.to_string(),
+            metadata: object.metadata.clone(),
+            chunks: vec![hash.to_vec()],
+            chunk_sizes: vec![data.len() as i64],
+            last_modified: row.get(0),
+            inline: None,
+        })
+    }
+
     /// Commits an object version whose chunks are pinned and stored.
     pub async fn put_object(&self, object: &NewObject<'_>, grace_secs: f64) -> Result<ObjectRow> {
         let client = self.client().await?;
@@ -433,11 +479,18 @@ impl Store {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&format!(
-                "SELECT {OBJECT_COLUMNS} FROM storage_objects WHERE bucket_id = $1 AND key = $2"
+                "SELECT {OBJECT_COLUMNS},
+                        CASE WHEN cardinality(chunks) = 1 THEN
+                            (SELECT inline FROM storage_blobs WHERE hash = chunks[1])
+                        END
+                 FROM storage_objects WHERE bucket_id = $1 AND key = $2"
             ))
             .await?;
         let row = client.query_opt(&statement, &[&bucket_id, &key]).await?;
-        Ok(row.as_ref().map(object_from_row))
+        Ok(row.map(|row| ObjectRow {
+            inline: row.get(8),
+            ..object_from_row(&row)
+        }))
     }
 
     /// Deletes an object; returns whether it existed.

@@ -130,8 +130,17 @@ fn a_corrupted_chunk_is_an_error_never_wrong_bytes() {
     put(&mds, &bucket, "small", b"precious bytes".to_vec()).expect(200);
     let big: Vec<u8> = (0..(9 << 20)).map(|i: u32| (i % 13) as u8).collect();
     put(&mds, &bucket, "big", big).expect(200);
+    // The small object's chunk is kept in its index row; the large one's
+    // two chunks are files.
     let files = blob_files(&mds.data_dir);
-    assert_eq!(files.len(), 3);
+    assert_eq!(files.len(), 2);
+    let mut control = mds.superuser_config();
+    control.dbname("mds_control");
+    common::query(
+        &control,
+        "UPDATE storage_blobs SET inline = overlay(inline placing '\\x00'::bytea from 1)
+         WHERE inline IS NOT NULL",
+    );
     for file in &files {
         let mut bytes = std::fs::read(file).unwrap();
         let last = bytes.len() - 1;
@@ -293,7 +302,7 @@ fn deleting_a_storage_service_deletes_its_buckets_and_their_chunks() {
         )
         .expect(201);
     assert_eq!(service.data()["state"], "running", "{}", service.body);
-    put(&mds, "gone--production", "file", b"data".to_vec()).expect(200);
+    put(&mds, "gone--production", "file", vec![9; 100_000]).expect(200);
     assert_eq!(blob_files(&mds.data_dir).len(), 1);
     // Buckets of an attached service are deleted with the service only.
     mds.delete("/api/v1/storage/buckets/gone--production?force=true")
