@@ -62,7 +62,7 @@ pub struct ServerConfig {
     /// committing) before collection.
     pub storage_grace: Duration,
     /// Blob chunks on this S3-compatible service instead of the data dir.
-    pub s3_url: Option<String>,
+    pub blob_s3_url: Option<String>,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -100,11 +100,11 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
     let s3_listener = tokio::net::TcpListener::bind(config.s3_listen)
         .await
         .with_context(|| format!("cannot listen on {} (--s3-listen)", config.s3_listen))?;
-    let s3_url = format!("http://{}", s3_listener.local_addr()?);
-    write_server_info(&data_dir, &url, &s3_url)?;
-    tracing::info!(%url, %s3_url, "listening; starting engines");
+    let s3_endpoint = format!("http://{}", s3_listener.local_addr()?);
+    write_server_info(&data_dir, &url, &s3_endpoint)?;
+    tracing::info!(%url, %s3_endpoint, "listening; starting engines");
 
-    let started = start_platform(&config, &data_dir, &state, &s3_url).await;
+    let started = start_platform(&config, &data_dir, &state, &s3_endpoint).await;
     let engine = match started {
         Ok(engine) => engine,
         Err(e) => {
@@ -115,6 +115,7 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
     };
 
     on_ready(&Ready {
+        s3_url: s3_endpoint.clone(),
         url: url.clone(),
         data_dir: data_dir.clone(),
         admin_key: state_admin_key_note(&data_dir, &config),
@@ -122,7 +123,7 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
     spawn_housekeeping(state.clone());
     let s3_server = {
         let admin = crate::s3_keys::admin_credentials(&state.master_key);
-        write_admin_s3_credentials(&data_dir, &admin, &s3_url)?;
+        write_admin_s3_credentials(&data_dir, &admin, &s3_endpoint)?;
         let keys = crate::s3_keys::ServerKeys {
             state: state.clone(),
             admin,
@@ -162,6 +163,8 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
 /// What `mds up` tells the person who started it.
 pub struct Ready {
     pub url: String,
+    /// The S3 endpoint.
+    pub s3_url: String,
     pub data_dir: PathBuf,
     /// Where the admin key is, or how it was given.
     pub admin_key: String,
@@ -223,11 +226,11 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<fs::File>> {
 fn write_admin_s3_credentials(
     dir: &Path,
     (id, secret): &(String, String),
-    s3_url: &str,
+    s3_endpoint: &str,
 ) -> anyhow::Result<()> {
     let path = dir.join(crate::s3_keys::ADMIN_CREDENTIALS_FILE);
     let text = format!(
-        "AWS_ENDPOINT_URL_S3={s3_url}\nAWS_ACCESS_KEY_ID={id}\nAWS_SECRET_ACCESS_KEY={secret}\n\
+        "AWS_ENDPOINT_URL_S3={s3_endpoint}\nAWS_ACCESS_KEY_ID={id}\nAWS_SECRET_ACCESS_KEY={secret}\n\
          AWS_REGION=us-east-1\n"
     );
     mds_crypto::write_secret_file(&path, text.as_bytes())
@@ -250,7 +253,7 @@ async fn start_platform(
     config: &ServerConfig,
     data_dir: &Path,
     state: &AppState,
-    s3_url: &str,
+    s3_endpoint: &str,
 ) -> anyhow::Result<PostgresEngine> {
     let engine = match &config.postgres_url {
         Some(url) => {
@@ -316,7 +319,7 @@ async fn start_platform(
                     connection_limit: config.tenant_connection_limit,
                     spares: config.postgres_spares,
                     drift_check: config.drift_check,
-                    s3_endpoint: s3_url.to_string(),
+                    s3_endpoint: s3_endpoint.to_string(),
                 },
             );
             let storage = match mds_storage::Storage::open(
@@ -325,7 +328,7 @@ async fn start_platform(
                     dir: data_dir.join("storage"),
                     max_object_bytes: config.max_object_bytes,
                     grace: config.storage_grace,
-                    remote: config.s3_url.clone(),
+                    remote: config.blob_s3_url.clone(),
                 },
                 &state.master_key,
             ) {

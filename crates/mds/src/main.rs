@@ -185,7 +185,7 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         max_object_bytes: args.max_object_bytes.max(1),
         storage_gc_every: std::time::Duration::from_secs(args.storage_gc_secs.max(1)),
         storage_grace: std::time::Duration::from_secs(args.storage_grace_secs),
-        s3_url: args.s3_url,
+        blob_s3_url: args.s3_url,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -200,6 +200,11 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
             println!("mds is running at {}", ready.url);
             println!("  data dir:      {}", ready.data_dir.display());
             println!("  admin API key: {}", ready.admin_key);
+            println!(
+                "  S3 endpoint:   {} (admin S3 key in {})",
+                ready.s3_url,
+                ready.data_dir.join("s3-admin.env").display()
+            );
             println!();
             println!("Try it (in another terminal):");
             println!(
@@ -209,6 +214,7 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
             );
             println!("  mds projects create my-app");
             println!("  mds vars set -p my-app -e staging API_BASE=https://staging.example.com");
+            println!("  mds attach storage -p my-app && mds run -p my-app -e staging -- env");
             println!();
         } else {
             println!("mds listening on {}", ready.url);
