@@ -30,9 +30,10 @@ LANGUAGE sql AS $$
       FROM d WHERE hash = d.h;
 $$;
 
--- Writes an object version over whatever the key held. Raises MDS01 if
--- the bucket is gone and MDS02 if a chunk was collected meanwhile.
-CREATE FUNCTION mds_storage_put_object(
+-- Writes an object version, whose chunks are already counted, over
+-- whatever the key held. A bucket deleted meanwhile fails its foreign key
+-- (no lock of our own on the bucket row, which every writer would share).
+CREATE FUNCTION mds_storage_write_object(
     p_bucket text, p_key text, p_size bigint, p_etag text, p_content_type text,
     p_metadata jsonb, p_chunks bytea[], p_chunk_sizes bigint[], p_grace float8
 ) RETURNS timestamptz
@@ -43,13 +44,6 @@ DECLARE
 BEGIN
     -- Writers of one key in turn, so a replaced version is released once.
     PERFORM pg_advisory_xact_lock(hashtextextended(p_bucket || '/' || p_key, 6));
-    PERFORM 1 FROM storage_buckets WHERE id = p_bucket FOR SHARE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no such bucket %', p_bucket USING ERRCODE = 'MDS01';
-    END IF;
-    IF NOT mds_storage_retain(p_chunks) THEN
-        RAISE EXCEPTION 'a chunk of this write was collected' USING ERRCODE = 'MDS02';
-    END IF;
     SELECT chunks INTO old_chunks FROM storage_objects
      WHERE bucket_id = p_bucket AND key = p_key;
     IF FOUND THEN
@@ -65,4 +59,19 @@ BEGIN
         last_modified = clock_timestamp()
     RETURNING last_modified INTO written;
     RETURN written;
+END $$;
+
+-- Counts the chunks' references and writes the object. Raises MDS02 if a
+-- chunk was collected meanwhile.
+CREATE FUNCTION mds_storage_put_object(
+    p_bucket text, p_key text, p_size bigint, p_etag text, p_content_type text,
+    p_metadata jsonb, p_chunks bytea[], p_chunk_sizes bigint[], p_grace float8
+) RETURNS timestamptz
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT mds_storage_retain(p_chunks) THEN
+        RAISE EXCEPTION 'a chunk of this write was collected' USING ERRCODE = 'MDS02';
+    END IF;
+    RETURN mds_storage_write_object(p_bucket, p_key, p_size, p_etag, p_content_type,
+                                    p_metadata, p_chunks, p_chunk_sizes, p_grace);
 END $$;

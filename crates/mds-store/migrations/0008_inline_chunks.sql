@@ -11,13 +11,15 @@ CREATE FUNCTION mds_storage_put_inline_object(
 ) RETURNS timestamptz
 LANGUAGE plpgsql AS $$
 BEGIN
-    -- A row for this content may exist (as a file or inline); then only
-    -- its bytes are added if it had none.
-    INSERT INTO storage_blobs (hash, size, pinned_until, inline)
-    VALUES (p_hash, length(p_data), now(), p_data)
+    -- The chunk's row with this reference counted; a row for this content
+    -- (a file or inline) may exist, and then only gains the bytes.
+    INSERT INTO storage_blobs (hash, size, refcount, pinned_until, inline)
+    VALUES (p_hash, length(p_data), 1, now(), p_data)
     ON CONFLICT (hash) DO UPDATE
-        SET inline = coalesce(storage_blobs.inline, EXCLUDED.inline);
-    RETURN mds_storage_put_object(
+        SET refcount = storage_blobs.refcount + 1,
+            pinned_until = least(storage_blobs.pinned_until, now()),
+            inline = coalesce(storage_blobs.inline, EXCLUDED.inline);
+    RETURN mds_storage_write_object(
         p_bucket, p_key, length(p_data)::bigint, p_etag, p_content_type, p_metadata,
         ARRAY[p_hash], ARRAY[length(p_data)::bigint], p_grace);
 END $$;

@@ -24,8 +24,11 @@ impl From<tokio_postgres::Error> for StoreError {
         if let Some(db) = e.as_db_error() {
             // Raised by the storage functions of migration 0007.
             match db.code().code() {
-                "MDS01" => return StoreError::Storage(crate::StorageRule::NoSuchBucket),
                 "MDS02" => return StoreError::Storage(crate::StorageRule::BlobMissing),
+                // An object written into a bucket deleted meanwhile.
+                "23503" if db.constraint() == Some("storage_objects_bucket_id_fkey") => {
+                    return StoreError::Storage(crate::StorageRule::NoSuchBucket)
+                }
                 _ => {}
             }
             if *db.code() == SqlState::UNIQUE_VIOLATION {
