@@ -13,6 +13,7 @@ pub fn check_bucket_name(name: &str) -> Result<(), String> {
         || !edges(name.as_bytes().first())
         || !edges(name.as_bytes().last())
         || name.contains("..")
+        || name.contains("-.")
         || name.parse::<std::net::Ipv4Addr>().is_ok()
     {
         return Err(format!(

@@ -364,6 +364,12 @@ impl Checksums {
     }
 }
 
+/// The Content-MD5 a request sent; a header sent empty counts (and is
+/// then refused as invalid) even where the parsed input dropped it.
+fn content_md5<'a>(headers: &'a http::HeaderMap, parsed: Option<&'a str>) -> Option<&'a str> {
+    parsed.or_else(|| headers.get("content-md5").and_then(|v| v.to_str().ok()))
+}
+
 /// Checks a Content-MD5 header (base64 of the 16-byte digest).
 fn md5_check(content_md5: Option<&str>) -> S3Result<Option<[u8; 16]>> {
     use base64::Engine as _;
@@ -734,7 +740,7 @@ impl S3 for Gateway {
         if input.content_length.is_some_and(|n| n as u64 > limit) {
             return Err(s3_err(StorageError::TooLarge { limit }));
         }
-        let expect_md5 = md5_check(input.content_md5.as_deref())?;
+        let expect_md5 = md5_check(content_md5(&req.headers, input.content_md5.as_deref()))?;
         let body = input
             .body
             .unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
@@ -1189,7 +1195,7 @@ impl S3 for Gateway {
             .upload(&bucket, &input.upload_id)
             .await
             .map_err(s3_err)?;
-        let expect_md5 = md5_check(input.content_md5.as_deref())?;
+        let expect_md5 = md5_check(content_md5(&req.headers, input.content_md5.as_deref()))?;
         let body = input
             .body
             .unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
