@@ -457,3 +457,27 @@ def test_aws_chunked_trailer_checksums_are_checked(attached):
     assert got["ChecksumCRC32"] == good
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="trailer/bad")
+
+
+def test_browsers_can_use_presigned_urls_from_any_origin(client, mds):
+    project = client.projects.create(f"cors-{uuid.uuid4().hex[:6]}")
+    bucket = client.storage.create_bucket(f"browser-{uuid.uuid4().hex[:8]}", project_id=project["id"])
+    url = client.storage.presign(bucket["id"], key="avatar.png", method="PUT", expires_in=60)["url"]
+    origin = {"Origin": "https://app.example.com"}
+    preflight = httpx.options(
+        url,
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "PUT" in preflight.headers["access-control-allow-methods"]
+    assert preflight.headers["access-control-allow-headers"] == "content-type"
+    put = httpx.put(url, content=b"\x89PNG", headers={**origin, "Content-Type": "image/png"})
+    assert put.status_code == 200 and put.headers["access-control-allow-origin"] == "*"
+    get_url = client.storage.presign(bucket["id"], key="avatar.png", method="GET", expires_in=60)["url"]
+    got = httpx.get(get_url, headers=origin)
+    assert got.content == b"\x89PNG" and "etag" in got.headers["access-control-expose-headers"]

@@ -136,7 +136,9 @@ pub fn router(state: AppState) -> Router {
         // Open by bearer key, presigned URL or public bucket: no middleware.
         .route(
             "/storage/buckets/{bucket}/objects/{*key}",
-            get(storage::get_object).put(storage::put_object),
+            get(storage::get_object)
+                .put(storage::put_object)
+                .options(storage::preflight),
         );
 
     Router::new()

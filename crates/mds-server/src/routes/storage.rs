@@ -411,6 +411,7 @@ pub async fn get_object(
             out.insert(header::CONTENT_RANGE, value);
         }
     }
+    allow_any_origin(&mut response);
     Ok(response)
 }
 
@@ -481,7 +482,45 @@ pub async fn put_object(
         }
         other => other?,
     };
-    Ok(data(StatusCode::OK, object_json(&row)))
+    let mut response = data(StatusCode::OK, object_json(&row));
+    allow_any_origin(&mut response);
+    Ok(response)
+}
+
+/// Object reads and writes open to browsers on any origin: they carry
+/// their authority in the URL (presigned) or need none (public), never in
+/// cookies, so any page may use a URL it was handed.
+fn allow_any_origin(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("etag, content-length, content-range, x-request-id"),
+    );
+}
+
+/// The CORS preflight a browser sends before a presigned PUT.
+pub async fn preflight(headers: HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    allow_any_origin(&mut response);
+    let out = response.headers_mut();
+    out.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, PUT"),
+    );
+    let requested = headers
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("content-type"));
+    out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
+    out.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    response
 }
 
 pub async fn delete_object(
