@@ -364,6 +364,16 @@ impl Checksums {
     }
 }
 
+fn check_part_number(part_number: i32) -> S3Result<()> {
+    if !(1..=10_000).contains(&part_number) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Part number must be an integer between 1 and 10000, inclusive"
+        ));
+    }
+    Ok(())
+}
+
 /// The Content-MD5 a request sent; a header sent empty counts (and is
 /// then refused as invalid) even where the parsed input dropped it.
 fn content_md5<'a>(headers: &'a http::HeaderMap, parsed: Option<&'a str>) -> Option<&'a str> {
@@ -563,6 +573,18 @@ impl Gateway {
                 return Ok(listing);
             }
         }
+    }
+
+    /// A multipart upload in progress, with its bucket.
+    async fn upload(&self, bucket: &str, upload_id: &str) -> S3Result<(BucketRow, UploadRow)> {
+        let bucket = self.bucket(bucket).await?;
+        let upload = self
+            .0
+            .storage
+            .upload(&bucket, upload_id)
+            .await
+            .map_err(s3_err)?;
+        Ok((bucket, upload))
     }
 
     /// The bucket and object a copy reads from, if this key may read it.
@@ -1182,19 +1204,8 @@ impl S3 for Gateway {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let input = req.input;
-        if !(1..=10_000).contains(&input.part_number) {
-            return Err(s3_error!(
-                InvalidArgument,
-                "Part number must be an integer between 1 and 10000, inclusive"
-            ));
-        }
-        let bucket = self.bucket(&input.bucket).await?;
-        let upload = self
-            .0
-            .storage
-            .upload(&bucket, &input.upload_id)
-            .await
-            .map_err(s3_err)?;
+        check_part_number(input.part_number)?;
+        let (_, upload) = self.upload(&input.bucket, &input.upload_id).await?;
         let expect_md5 = md5_check(content_md5(&req.headers, input.content_md5.as_deref()))?;
         let body = input
             .body
@@ -1236,13 +1247,7 @@ impl S3 for Gateway {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
-        let bucket = self.bucket(&input.bucket).await?;
-        let upload = self
-            .0
-            .storage
-            .upload(&bucket, &input.upload_id)
-            .await
-            .map_err(s3_err)?;
+        let (bucket, upload) = self.upload(&input.bucket, &input.upload_id).await?;
         let listed: Vec<(i32, String)> = input
             .multipart_upload
             .and_then(|m| m.parts)
@@ -1282,13 +1287,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        let bucket = self.bucket(&req.input.bucket).await?;
-        let upload = self
-            .0
-            .storage
-            .upload(&bucket, &req.input.upload_id)
-            .await
-            .map_err(s3_err)?;
+        let (_, upload) = self.upload(&req.input.bucket, &req.input.upload_id).await?;
         self.0.storage.abort_upload(&upload).await.map_err(s3_err)?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
@@ -1298,13 +1297,7 @@ impl S3 for Gateway {
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
         let input = req.input;
-        let bucket = self.bucket(&input.bucket).await?;
-        let upload = self
-            .0
-            .storage
-            .upload(&bucket, &input.upload_id)
-            .await
-            .map_err(s3_err)?;
+        let (bucket, upload) = self.upload(&input.bucket, &input.upload_id).await?;
         let parts = self
             .0
             .storage
@@ -1351,19 +1344,8 @@ impl S3 for Gateway {
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let input = req.input;
-        if !(1..=10_000).contains(&input.part_number) {
-            return Err(s3_error!(
-                InvalidArgument,
-                "Part number must be an integer between 1 and 10000, inclusive"
-            ));
-        }
-        let bucket = self.bucket(&input.bucket).await?;
-        let upload = self
-            .0
-            .storage
-            .upload(&bucket, &input.upload_id)
-            .await
-            .map_err(s3_err)?;
+        check_part_number(input.part_number)?;
+        let (_, upload) = self.upload(&input.bucket, &input.upload_id).await?;
         let (_, source) = self
             .copy_source(req.credentials.as_ref(), &input.copy_source)
             .await?;

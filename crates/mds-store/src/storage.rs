@@ -275,35 +275,26 @@ impl Store {
     }
 
     pub async fn bucket(&self, id: &str) -> Result<Option<BucketRow>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {BUCKET_COLUMNS} FROM storage_buckets WHERE id = $1"),
-                &[&id],
-            )
-            .await?;
-        Ok(row.as_ref().map(bucket_from_row))
+        self.bucket_where("id", id).await
     }
 
     pub async fn bucket_by_name(&self, name: &str) -> Result<Option<BucketRow>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {BUCKET_COLUMNS} FROM storage_buckets WHERE name = $1"),
-                &[&name],
-            )
-            .await?;
-        Ok(row.as_ref().map(bucket_from_row))
+        self.bucket_where("name", name).await
     }
 
     pub async fn binding_bucket(&self, binding_id: &str) -> Result<Option<BucketRow>> {
+        self.bucket_where("binding_id", binding_id).await
+    }
+
+    /// The bucket whose unique `column` (a constant, never input) is `value`.
+    async fn bucket_where(&self, column: &'static str, value: &str) -> Result<Option<BucketRow>> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {BUCKET_COLUMNS} FROM storage_buckets WHERE binding_id = $1"),
-                &[&binding_id],
-            )
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {BUCKET_COLUMNS} FROM storage_buckets WHERE {column} = $1"
+            ))
             .await?;
+        let row = client.query_opt(&statement, &[&value]).await?;
         Ok(row.as_ref().map(bucket_from_row))
     }
 
