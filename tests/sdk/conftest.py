@@ -68,6 +68,16 @@ class Server:
             self.tmp.cleanup()
 
 
+def resolved(mds, project_id: str, environment: str) -> dict[str, str]:
+    """What a process of (project, environment) gets at boot, revealed."""
+    answer = httpx.get(
+        f"{mds.url}/api/v1/projects/{project_id}/env",
+        params={"env": environment, "reveal": "true"},
+        headers={"Authorization": f"Bearer {mds.admin_key}"},
+    ).json()
+    return {v["name"]: v["value"] for v in answer["data"]["variables"]}
+
+
 @pytest.fixture(scope="session")
 def mds():
     server = Server()

@@ -10,6 +10,7 @@ import httpx
 import psycopg
 import pytest
 from miosa import errors
+from conftest import resolved
 
 
 def wait_running(client, database_id: str, limit: float = 30.0) -> dict:
@@ -21,15 +22,6 @@ def wait_running(client, database_id: str, limit: float = 30.0) -> dict:
         assert db["state"] in ("provisioning", "running"), db
         time.sleep(0.05)
     raise AssertionError(f"database {database_id} never ran")
-
-
-def resolved(mds, project_id: str, environment: str) -> dict[str, str]:
-    answer = httpx.get(
-        f"{mds.url}/api/v1/projects/{project_id}/env",
-        params={"env": environment, "reveal": "true"},
-        headers={"Authorization": f"Bearer {mds.admin_key}"},
-    ).json()
-    return {v["name"]: v["value"] for v in answer["data"]["variables"]}
 
 
 def test_databases_create_get_list_credentials_delete(client, mds):

@@ -10,15 +10,7 @@ import httpx
 import pytest
 import redis
 from miosa import errors
-
-
-def resolved(mds, project_id: str, environment: str) -> dict[str, str]:
-    answer = httpx.get(
-        f"{mds.url}/api/v1/projects/{project_id}/env",
-        params={"env": environment, "reveal": "true"},
-        headers={"Authorization": f"Bearer {mds.admin_key}"},
-    ).json()
-    return {v["name"]: v["value"] for v in answer["data"]["variables"]}
+from conftest import resolved
 
 
 def test_redis_database_with_redis_py(client, mds):

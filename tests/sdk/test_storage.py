@@ -21,17 +21,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from miosa import errors
+from conftest import resolved
 
 AWS = str(Path(sys.executable).with_name("aws"))
-
-
-def resolved(mds, project_id: str, environment: str) -> dict[str, str]:
-    answer = httpx.get(
-        f"{mds.url}/api/v1/projects/{project_id}/env",
-        params={"env": environment, "reveal": "true"},
-        headers={"Authorization": f"Bearer {mds.admin_key}"},
-    ).json()
-    return {v["name"]: v["value"] for v in answer["data"]["variables"]}
 
 
 def attach_storage(client, mds, name: str) -> tuple[dict, dict[str, str], dict[str, str]]:

@@ -149,6 +149,17 @@ fn object_from_row(row: &Row) -> ObjectRow {
     }
 }
 
+fn upload_from_row(row: &Row) -> UploadRow {
+    UploadRow {
+        id: row.get(0),
+        bucket_id: row.get(1),
+        key: row.get(2),
+        content_type: row.get(3),
+        metadata: row.get(4),
+        created_at: row.get(5),
+    }
+}
+
 fn part_from_row(row: &Row) -> PartRow {
     PartRow {
         part_number: row.get(0),
@@ -558,14 +569,7 @@ impl Store {
                 &[&upload_id, &bucket_id],
             )
             .await?;
-        Ok(row.map(|r| UploadRow {
-            id: r.get(0),
-            bucket_id: r.get(1),
-            key: r.get(2),
-            content_type: r.get(3),
-            metadata: r.get(4),
-            created_at: r.get(5),
-        }))
+        Ok(row.as_ref().map(upload_from_row))
     }
 
     /// Uploads in progress in a bucket, by key.
@@ -579,17 +583,7 @@ impl Store {
                 &[&bucket_id, &prefix],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| UploadRow {
-                id: r.get(0),
-                bucket_id: r.get(1),
-                key: r.get(2),
-                content_type: r.get(3),
-                metadata: r.get(4),
-                created_at: r.get(5),
-            })
-            .collect())
+        Ok(rows.iter().map(upload_from_row).collect())
     }
 
     /// Records a part (replacing an earlier one with the same number).
