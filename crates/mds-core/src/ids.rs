@@ -12,6 +12,10 @@ pub enum IdKind {
     Binding,
     Bucket,
     Upload,
+    /// An app's end user (auth).
+    User,
+    /// An end user's session: a refresh-token family.
+    Session,
 }
 
 impl IdKind {
@@ -25,6 +29,8 @@ impl IdKind {
             IdKind::Binding => "bnd",
             IdKind::Bucket => "bkt",
             IdKind::Upload => "upl",
+            IdKind::User => "usr",
+            IdKind::Session => "sess",
         }
     }
 
@@ -57,6 +63,8 @@ mod tests {
             IdKind::Binding,
             IdKind::Bucket,
             IdKind::Upload,
+            IdKind::User,
+            IdKind::Session,
         ] {
             let id = kind.mint();
             assert!(id.starts_with(&format!("{}_", kind.prefix())), "{id}");

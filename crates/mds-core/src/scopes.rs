@@ -13,6 +13,8 @@ pub const ALL_SCOPES: &[&str] = &[
     "api-keys:write",
     "storage:read",
     "storage:write",
+    "auth:read",
+    "auth:write",
     "deployments:read",
     "deployments:write",
 ];

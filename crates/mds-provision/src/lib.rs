@@ -121,6 +121,8 @@ struct Inner {
     spares_wake: Notify,
     /// The S3 endpoint storage bindings inject.
     s3_endpoint: String,
+    /// The API's public URL, under which auth bindings serve.
+    api_url: String,
 }
 
 /// Where Redis bindings live.
@@ -143,6 +145,9 @@ pub struct Settings {
     pub drift_check: Duration,
     /// The S3 endpoint's URL, injected by storage bindings.
     pub s3_endpoint: String,
+    /// The API's public URL: auth bindings serve at
+    /// `API_URL/auth/v1/PROJECT/ENVIRONMENT`.
+    pub api_url: String,
 }
 
 /// Arbitrary, fixed: the advisory lock of the replica that tops up spares.
@@ -178,6 +183,7 @@ impl Reconciler {
                 redis_external,
                 drift_check: settings.drift_check,
                 s3_endpoint: settings.s3_endpoint,
+                api_url: settings.api_url.trim_end_matches('/').to_string(),
             }),
         }
     }
@@ -462,7 +468,80 @@ impl Reconciler {
                 }
                 Ok(vars)
             }
+            "auth" => {
+                if !mds_auth::AuthConfig::from_stored(&service.config).enabled {
+                    return Ok(Vec::new());
+                }
+                let url = self.auth_url(service, binding);
+                let prefix = &service.env_prefix;
+                Ok(vec![
+                    (format!("{prefix}AUTH_JWKS_URL"), format!("{url}/.well-known/jwks.json"), false),
+                    (format!("{prefix}AUTH_URL"), url, false),
+                    (
+                        format!("{prefix}AUTH_JWT_SECRET"),
+                        self.auth_jwt_secret(&binding.id).to_string(),
+                        true,
+                    ),
+                ])
+            }
             other => Err(ProvisionError::UnknownKind(other.to_string())),
+        }
+    }
+
+    /// Where an auth binding's end-user API is: `AUTH_URL`, also the
+    /// issuer of its tokens.
+    pub fn auth_url(&self, service: &DataServiceRow, binding: &BindingRow) -> String {
+        format!(
+            "{}/auth/v1/{}/{}",
+            self.inner.api_url, service.project_id, binding.environment_id
+        )
+    }
+
+    /// An auth binding's `AUTH_JWT_SECRET`: 64 hex characters derived from
+    /// the master key, whose UTF-8 bytes are the HS256 key.
+    pub fn auth_jwt_secret(&self, binding_id: &str) -> Zeroizing<String> {
+        let key = self
+            .inner
+            .master_key
+            .derive(&format!("auth:{binding_id}:jwt-secret"));
+        Zeroizing::new(hex::encode(*key))
+    }
+
+    /// The sealing context of an auth signing key.
+    pub fn signing_key_context(kid: &str) -> String {
+        format!("auth-signing-key:{kid}")
+    }
+
+    /// Gives an auth binding its ES256 keys (one active, one standby), so
+    /// switching a project to ES256 or rotating needs no other step. Its
+    /// users and sessions go with the binding row.
+    async fn converge_auth(
+        &self,
+        binding: &BindingRow,
+    ) -> Result<Option<&'static str>, ProvisionError> {
+        match binding.desired.as_str() {
+            "deleted" => Ok(None),
+            desired => {
+                let present = self.inner.store.signing_keys(&binding.id, 0.0).await?;
+                for state in ["active", "standby"] {
+                    if !present.iter().any(|k| k.state == state) {
+                        let (kid, private, jwk) = mds_auth::jwt::new_es256_key();
+                        let sealed = self
+                            .inner
+                            .master_key
+                            .seal(&Self::signing_key_context(&kid), &private);
+                        self.inner
+                            .store
+                            .add_signing_key(&binding.id, &kid, state, &sealed, &jwk)
+                            .await?;
+                    }
+                }
+                Ok(Some(if desired == "running" {
+                    "running"
+                } else {
+                    "stopped"
+                }))
+            }
         }
     }
 
@@ -578,6 +657,7 @@ impl Reconciler {
             "postgres" => self.converge_postgres(binding).await,
             "redis" => self.converge_redis(service, binding).await,
             "storage" => self.converge_storage(service, binding).await,
+            "auth" => self.converge_auth(binding).await,
             other => Err(ProvisionError::UnknownKind(other.to_string())),
         };
         let recorded = match outcome {
@@ -648,8 +728,8 @@ impl Reconciler {
         service: &DataServiceRow,
         binding: &BindingRow,
     ) -> Result<(), ProvisionError> {
-        if service.kind == "storage" {
-            // No sessions to close: S3 requests are independent.
+        if service.kind == "storage" || service.kind == "auth" {
+            // No sessions to close: requests are independent.
             return Ok(());
         }
         if service.kind == "redis" {
@@ -674,6 +754,14 @@ impl Reconciler {
         service: &DataServiceRow,
         binding: &BindingRow,
     ) -> Result<(), ProvisionError> {
+        if service.kind == "auth" {
+            // Users, sessions, keys and mail go with the row (cascade).
+            self.inner
+                .store
+                .remove_binding(&binding.id, &binding.service_id)
+                .await?;
+            return Ok(());
+        }
         if service.kind == "storage" {
             let mut deleting = binding.clone();
             deleting.desired = "deleted".to_string();

@@ -24,6 +24,8 @@ use mds_provision::{Reconciler, RedisHosting, Settings};
 use mds_store::{NewApiKeyRow, Store, CONTROL_DATABASE};
 use nix::fcntl::{Flock, FlockArg};
 
+use mds_auth::mail::Mailer;
+
 use crate::state::AppState;
 
 pub const ADMIN_KEY_FILE: &str = "admin-api-key";
@@ -63,6 +65,12 @@ pub struct ServerConfig {
     pub storage_grace: Duration,
     /// Blob chunks on this S3-compatible service instead of the data dir.
     pub blob_s3_url: Option<String>,
+    /// The API's URL as apps reach it (behind a proxy, say); by default
+    /// the listen address. `AUTH_URL` is under it.
+    pub public_url: Option<String>,
+    /// Auth mail over SMTP (`smtp://` or `smtps://`), sent as `smtp_from`.
+    pub smtp_url: Option<String>,
+    pub smtp_from: String,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -86,8 +94,13 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(master_key, config.max_body_bytes);
-    let app = crate::routes::router(state.clone());
+    let mailer = match &config.smtp_url {
+        Some(url) => Mailer::smtp(url, &config.smtp_from).map_err(|e| anyhow::anyhow!(e))?,
+        None => Mailer::sink(),
+    };
+    let state = AppState::new(master_key, config.max_body_bytes, mailer);
+    let app = crate::routes::router(state.clone())
+        .into_make_service_with_connect_info::<SocketAddr>();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -97,6 +110,12 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
             .await
     });
     let url = format!("http://{addr}");
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| url.clone())
+        .trim_end_matches('/')
+        .to_string();
     let s3_listener = tokio::net::TcpListener::bind(config.s3_listen)
         .await
         .with_context(|| format!("cannot listen on {} (--s3-listen)", config.s3_listen))?;
@@ -104,7 +123,7 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
     write_server_info(&data_dir, &url, &s3_endpoint)?;
     tracing::info!(%url, %s3_endpoint, "listening; starting engines");
 
-    let started = start_platform(&config, &data_dir, &state, &s3_endpoint).await;
+    let started = start_platform(&config, &data_dir, &state, &s3_endpoint, &public_url).await;
     let engine = match started {
         Ok(engine) => engine,
         Err(e) => {
@@ -254,6 +273,7 @@ async fn start_platform(
     data_dir: &Path,
     state: &AppState,
     s3_endpoint: &str,
+    public_url: &str,
 ) -> anyhow::Result<PostgresEngine> {
     let engine = match &config.postgres_url {
         Some(url) => {
@@ -320,6 +340,7 @@ async fn start_platform(
                     spares: config.postgres_spares,
                     drift_check: config.drift_check,
                     s3_endpoint: s3_endpoint.to_string(),
+                    api_url: public_url.to_string(),
                 },
             );
             let storage = match mds_storage::Storage::open(
@@ -453,6 +474,9 @@ fn spawn_housekeeping(state: AppState) {
                     Ok(n) if n > 0 => tracing::info!(n, "purged expired idempotency records"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "purging idempotency records"),
+                }
+                if let Err(e) = store.sweep_auth().await {
+                    tracing::warn!(error = %e, "sweeping auth rate windows and tokens");
                 }
             }
         }

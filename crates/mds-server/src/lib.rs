@@ -6,6 +6,7 @@ mod boot;
 mod error;
 mod extract;
 mod idempotency;
+mod realm;
 mod request_id;
 mod routes;
 mod s3_keys;

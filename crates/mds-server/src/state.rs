@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use mds_auth::mail::Mailer;
 use mds_crypto::MasterKey;
 use mds_engines::PostgresEngine;
 use mds_provision::Reconciler;
@@ -26,6 +27,8 @@ impl RequestCounts {
 
 pub struct Shared {
     pub master_key: Arc<MasterKey>,
+    /// The end-user auth API's hasher, mailer and realm cache.
+    pub auth: crate::realm::AuthRuntime,
     pub max_body_bytes: usize,
     pub requests: RequestCounts,
     /// Set once the engine is up and migrations are applied.
@@ -44,9 +47,10 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(master_key: MasterKey, max_body_bytes: usize) -> Self {
+    pub fn new(master_key: MasterKey, max_body_bytes: usize, mailer: Mailer) -> Self {
         Self(Arc::new(Shared {
             master_key: Arc::new(master_key),
+            auth: crate::realm::AuthRuntime::new(mailer),
             max_body_bytes,
             requests: RequestCounts::default(),
             store: OnceLock::new(),

@@ -68,14 +68,14 @@ pub struct MissingBinding {
     pub environment_slug: String,
 }
 
-const SERVICE_COLUMNS: &str =
+pub(crate) const SERVICE_COLUMNS: &str =
     "s.id, s.project_id, s.kind, s.name, s.env_prefix, s.environment_id, \
      s.config, s.deleting, s.created_at, s.updated_at";
-const BINDING_COLUMNS: &str = "b.id, b.service_id, b.environment_id, e.name, b.desired, b.state, \
+pub(crate) const BINDING_COLUMNS: &str = "b.id, b.service_id, b.environment_id, e.name, b.desired, b.state, \
      b.last_error, b.attempts, b.resource_name, b.sealed_password, b.created_at, b.updated_at, \
      b.ready_at, b.port";
 
-fn service_from_row(row: &Row) -> DataServiceRow {
+pub(crate) fn service_from_row(row: &Row) -> DataServiceRow {
     DataServiceRow {
         id: row.get(0),
         project_id: row.get(1),
@@ -90,7 +90,7 @@ fn service_from_row(row: &Row) -> DataServiceRow {
     }
 }
 
-fn binding_from_row(row: &Row, at: usize) -> BindingRow {
+pub(crate) fn binding_from_row(row: &Row, at: usize) -> BindingRow {
     BindingRow {
         id: row.get(at),
         service_id: row.get(at + 1),

@@ -6,6 +6,7 @@
 //! a plaintext credential.
 
 mod api_keys;
+mod auth;
 mod cache;
 mod data_services;
 mod error;
@@ -24,6 +25,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use tokio_postgres::NoTls;
 
 pub use api_keys::{ApiKeyRow, NewApiKeyRow};
+pub use auth::{
+    LogoutScope, MailRow, NewUser, Refresh, SigningKeyRow, UserKey, UserPatch, UserRow,
+};
 pub use data_services::{BindingRow, DataServiceRow, MissingBinding, NewBinding, NewDataService};
 pub use error::StoreError;
 pub use idempotency::{IdempotencyBegin, IdempotencyKey, StoredResponse};

@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "inline_chunks",
         include_str!("../migrations/0008_inline_chunks.sql"),
     ),
+    (9, "auth", include_str!("../migrations/0009_auth.sql")),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

@@ -132,6 +132,19 @@ struct ServeArgs {
     /// instead of the data dir: http(s)://KEY:SECRET@host:port/bucket[/prefix]
     #[arg(long, env = "MDS_S3_URL")]
     s3_url: Option<String>,
+    /// The API's URL as apps reach it, when that is not the listen
+    /// address (a proxy, a container port); AUTH_URL is under it
+    #[arg(long, env = "MDS_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Send auth mail (email confirmation, password recovery) over SMTP:
+    /// smtp://user:pass@host:587?tls=required or smtps://user:pass@host.
+    /// Without it, non-production environments keep mail in a sink
+    /// (`mds auth mail`)
+    #[arg(long, env = "MDS_SMTP_URL")]
+    smtp_url: Option<String>,
+    /// The sender of auth mail
+    #[arg(long, env = "MDS_SMTP_FROM", default_value = "mds <no-reply@localhost>")]
+    smtp_from: String,
 }
 
 fn main() -> ExitCode {
@@ -186,6 +199,9 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         storage_gc_every: std::time::Duration::from_secs(args.storage_gc_secs.max(1)),
         storage_grace: std::time::Duration::from_secs(args.storage_grace_secs),
         blob_s3_url: args.s3_url,
+        public_url: args.public_url,
+        smtp_url: args.smtp_url,
+        smtp_from: args.smtp_from,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

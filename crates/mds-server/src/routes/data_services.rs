@@ -26,7 +26,7 @@ use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
 
 /// Kinds that can be attached today.
-const KINDS: &[&str] = &["postgres", "redis", "storage"];
+const KINDS: &[&str] = &["postgres", "redis", "storage", "auth"];
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 pub fn binding_view(row: &BindingRow) -> Binding {
@@ -120,6 +120,13 @@ pub async fn attach(
     };
     let existing = store.data_services(&project.id).await?;
     let first_of_kind = !existing.iter().any(|s| s.kind == kind);
+    if kind == "auth" && !first_of_kind {
+        return Err(ApiError::conflict(
+            "AUTH_ALREADY_ENABLED",
+            "this project already has auth (one per project, with users per environment); \
+             change its settings with PATCH /projects/{id}/auth",
+        ));
+    }
     let (name, env_prefix) = match (name, first_of_kind) {
         (name, true) => (name.unwrap_or_else(|| kind.to_string()), String::new()),
         (Some(name), false) => {
@@ -189,7 +196,7 @@ pub async fn attach(
 
 /// Waits until every binding settles: reaches its desired state, or keeps
 /// failing (a first error is often a race that the retry clears).
-async fn wait_settled(state: &AppState, service_id: &str) -> ApiResult<()> {
+pub(super) async fn wait_settled(state: &AppState, service_id: &str) -> ApiResult<()> {
     let store = state.store()?;
     let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
     loop {
@@ -225,6 +232,8 @@ async fn load_service(
 pub struct KindOptions {
     pub maxmemory: Option<String>,
     pub eviction: Option<String>,
+    /// Auth settings (`allow_signups`, `token_expiry_sec`, ...).
+    pub auth: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A service's engine settings, validated (each bad one names its field).
@@ -270,6 +279,15 @@ fn kind_config(
             }
             Ok(match kind {
                 "storage" => json!({}),
+                "auth" => {
+                    let mut config = mds_auth::AuthConfig::default();
+                    if let Some(patch) = &options.auth {
+                        config
+                            .apply(patch)
+                            .map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
+                    }
+                    config.to_stored()
+                }
                 _ => json!({ "engine_version": state.engine_version() }),
             })
         }
@@ -281,7 +299,8 @@ fn kind_of(raw: &str) -> ApiResult<&'static str> {
         "postgres" | "postgresql" | "pg" => Ok("postgres"),
         "redis" => Ok("redis"),
         "storage" | "s3" | "bucket" => Ok("storage"),
-        "auth" | "volume" | "mysql" | "mongodb" => Err(ApiError::invalid_field(
+        "auth" => Ok("auth"),
+        "volume" | "mysql" | "mongodb" => Err(ApiError::invalid_field(
             "type",
             format!(
                 "{raw:?} cannot be attached yet; available: {}",
@@ -323,6 +342,7 @@ pub async fn create(
     let options = KindOptions {
         maxmemory: body.maxmemory,
         eviction: body.eviction,
+        ..KindOptions::default()
     };
     let environment = body.environment.as_deref();
     let service = attach(&state, &project, kind, body.name, environment, &options).await?;
@@ -464,6 +484,7 @@ pub async fn db_create(
     let options = KindOptions {
         maxmemory: body.maxmemory,
         eviction: body.eviction,
+        ..KindOptions::default()
     };
     let environment = body.environment.as_deref();
     let service = attach(&state, &project, kind, body.name, environment, &options).await?;

@@ -2,10 +2,12 @@
 //! `/v1`).
 
 mod api_keys;
+mod app_auth;
 mod data_services;
 mod env;
 mod environments;
 mod health;
+mod project_auth;
 mod projects;
 mod services;
 mod storage;
@@ -120,6 +122,33 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(storage::delete_object),
         )
         .route("/storage/buckets/{id}/presign", post(storage::presign))
+        .route(
+            "/projects/{project}/auth",
+            get(project_auth::native_status)
+                .post(project_auth::native_enable)
+                .patch(project_auth::native_update),
+        )
+        .route(
+            "/projects/{project}/auth/disable",
+            post(project_auth::native_disable),
+        )
+        .route("/projects/{project}/auth/users", get(project_auth::users))
+        .route(
+            "/projects/{project}/auth/users/{user}",
+            axum::routing::delete(project_auth::delete_user),
+        )
+        .route("/projects/{project}/auth/mail", get(project_auth::mail))
+        .route(
+            "/projects/{project}/auth/keys/rotate",
+            post(project_auth::rotate_keys),
+        )
+        .route("/project-auth/status", get(project_auth::miosa_status))
+        .route("/project-auth/enable", post(project_auth::miosa_enable))
+        .route("/project-auth/disable", post(project_auth::miosa_disable))
+        .route(
+            "/project-auth/config",
+            axum::routing::patch(project_auth::miosa_update),
+        )
         .route("/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/api-keys/presets", get(api_keys::presets))
         .route(
@@ -141,9 +170,37 @@ pub fn router(state: AppState) -> Router {
                 .options(storage::preflight),
         );
 
+    // End users of apps, at AUTH_URL: no API key, any origin.
+    let end_users = Router::new()
+        .route("/signup", post(app_auth::gotrue_signup))
+        .route("/token", post(app_auth::gotrue_token))
+        .route("/refresh", post(app_auth::gotrue_refresh))
+        .route(
+            "/user",
+            get(app_auth::gotrue_user)
+                .put(app_auth::gotrue_update_user)
+                .patch(app_auth::gotrue_update_user),
+        )
+        .route("/logout", post(app_auth::gotrue_logout))
+        .route("/recover", post(app_auth::gotrue_recover))
+        .route("/reset", post(app_auth::gotrue_recover))
+        .route(
+            "/verify",
+            get(app_auth::gotrue_verify_link).post(app_auth::gotrue_verify),
+        )
+        .route("/settings", get(app_auth::gotrue_settings))
+        .route("/health", get(app_auth::gotrue_health))
+        .route("/.well-known/jwks.json", get(app_auth::jwks))
+        .route(
+            "/app-auth/{resource_type}/{resource_id}/{action}",
+            get(app_auth::app_auth).post(app_auth::app_auth),
+        )
+        .route_layer(axum::middleware::from_fn(app_auth::cors));
+
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
+        .nest("/auth/v1/{project}/{environment}", end_users)
         .nest("/api/v1", api.clone())
         .nest("/v1", api)
         .fallback(not_found)

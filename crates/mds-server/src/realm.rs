@@ -1,0 +1,163 @@
+//! A realm is one auth binding as the end-user API sees it: a project
+//! environment's users, settings, secret and keys, served at
+//! `AUTH_URL = API_URL/auth/v1/PROJECT/ENVIRONMENT`.
+//!
+//! Realms are cached for two seconds, like S3 keys: a setting changed or a
+//! key rotated elsewhere reaches every replica within that, and at once on
+//! the replica that made the change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use mds_auth::jwt::{self, Signer, VerifyKeys};
+use mds_auth::mail::Mailer;
+use mds_auth::password::Hasher;
+use mds_auth::AuthConfig;
+use mds_provision::Reconciler;
+use p256::ecdsa::{SigningKey, VerifyingKey};
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+const REALM_TTL: Duration = Duration::from_secs(2);
+
+pub struct Realm {
+    pub project_id: String,
+    pub project_slug: String,
+    pub environment: String,
+    pub binding_id: String,
+    pub config: AuthConfig,
+    /// `AUTH_URL`, also the issuer of its tokens.
+    pub url: String,
+    hs256: Zeroizing<String>,
+    /// Published: standby, active and recently retired ES256 keys.
+    es256: Vec<(String, VerifyingKey)>,
+    active: Option<(String, SigningKey)>,
+    pub jwks: Value,
+}
+
+impl Realm {
+    /// Non-production environments keep their mail in the sink.
+    pub fn is_production(&self) -> bool {
+        mds_core::names::environment_kind(&self.environment) == "production"
+    }
+
+    pub fn sign(&self, claims: &Value) -> String {
+        match (&self.active, self.config.signing_algorithm.as_str()) {
+            (Some((kid, key)), "ES256") => jwt::sign(claims, &Signer::Es256 { kid, key }),
+            _ => jwt::sign(claims, &Signer::Hs256(self.hs256.as_bytes())),
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Value, jwt::JwtError> {
+        let keys = VerifyKeys {
+            hs256: self.hs256.as_bytes(),
+            es256: &self.es256,
+        };
+        jwt::verify(token, &keys, &self.url, chrono::Utc::now().timestamp())
+    }
+}
+
+/// What the end-user API shares: the password hasher, mail delivery and
+/// the realm cache.
+pub struct AuthRuntime {
+    pub hasher: Hasher,
+    pub mailer: Mailer,
+    realms: Mutex<HashMap<(String, String), (Instant, Arc<Realm>)>>,
+}
+
+impl AuthRuntime {
+    pub fn new(mailer: Mailer) -> Self {
+        Self {
+            hasher: Hasher::new(0),
+            mailer,
+            realms: Mutex::default(),
+        }
+    }
+
+    /// Forgets the cached realms of a project after a change made here.
+    pub fn forget(&self, project_id: &str) {
+        self.realms
+            .lock()
+            .expect("never poisoned")
+            .retain(|(p, _), _| p != project_id);
+    }
+}
+
+fn not_enabled() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "auth_not_enabled",
+        "auth is not enabled for this project environment",
+    )
+}
+
+/// The realm at `project`/`environment` (environment id or slug).
+pub async fn load(state: &AppState, project: &str, environment: &str) -> ApiResult<Arc<Realm>> {
+    let key = (project.to_string(), environment.to_string());
+    if let Some((at, realm)) = state.auth.realms.lock().expect("never poisoned").get(&key) {
+        if at.elapsed() < REALM_TTL {
+            return Ok(realm.clone());
+        }
+    }
+    let store = state.store()?;
+    let reconciler = state.reconciler()?;
+    let (service, binding, project_slug) = store
+        .auth_binding(project, environment)
+        .await?
+        .ok_or_else(not_enabled)?;
+    let config = AuthConfig::from_stored(&service.config);
+    if !config.enabled {
+        return Err(not_enabled());
+    }
+    if binding.state != "running" {
+        return Err(ApiError::unavailable(
+            "auth for this environment is being set up; retry shortly",
+        ));
+    }
+    let keys = store
+        .signing_keys(&binding.id, f64::from(config.token_expiry_sec))
+        .await?;
+    let mut es256 = Vec::new();
+    let mut active = None;
+    let mut published = Vec::new();
+    for key in keys {
+        let private = state
+            .master_key
+            .open(
+                &Reconciler::signing_key_context(&key.kid),
+                &key.sealed_private,
+            )
+            .map_err(ApiError::internal)?;
+        let signing = jwt::signing_key(&private)
+            .ok_or_else(|| ApiError::internal(format!("signing key {} is malformed", key.kid)))?;
+        es256.push((key.kid.clone(), *signing.verifying_key()));
+        published.push(key.public_jwk.clone());
+        if key.state == "active" {
+            active = Some((key.kid.clone(), signing));
+        }
+    }
+    let realm = Arc::new(Realm {
+        url: reconciler.auth_url(&service, &binding),
+        hs256: reconciler.auth_jwt_secret(&binding.id),
+        project_id: service.project_id.clone(),
+        project_slug,
+        environment: binding.environment_name.clone(),
+        binding_id: binding.id.clone(),
+        config,
+        es256,
+        active,
+        jwks: json!({ "keys": published }),
+    });
+    state
+        .auth
+        .realms
+        .lock()
+        .expect("never poisoned")
+        .insert(key, (Instant::now(), realm.clone()));
+    Ok(realm)
+}
