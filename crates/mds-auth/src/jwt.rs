@@ -83,9 +83,7 @@ pub fn verify(
         return Err(JwtError::Malformed);
     };
     let header: Value = decode_json(header_b64)?;
-    let signature = B64
-        .decode(signature_b64)
-        .map_err(|_| JwtError::Malformed)?;
+    let signature = B64.decode(signature_b64).map_err(|_| JwtError::Malformed)?;
     let input = &token.trim()[..header_b64.len() + 1 + payload_b64.len()];
     match header["alg"].as_str() {
         Some("HS256") => {
@@ -193,7 +191,10 @@ mod tests {
             es256: &[],
         };
         assert_eq!(verify(&hs, &other, ISS, 50), Err(JwtError::Signature));
-        assert_eq!(verify(&es_token, &other, ISS, 50), Err(JwtError::UnknownKey));
+        assert_eq!(
+            verify(&es_token, &other, ISS, 50),
+            Err(JwtError::UnknownKey)
+        );
 
         // A changed payload, alg none, and garbage.
         let parts: Vec<&str> = hs.split('.').collect();

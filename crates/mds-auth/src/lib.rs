@@ -105,7 +105,8 @@ impl AuthConfig {
                 "disable_signup" => self.allow_signups = !bool_of(value)?,
                 "email_confirm_required" | "mailer_autoconfirm" => {
                     let on = bool_of(value)?;
-                    self.email_confirm_required = if key == "mailer_autoconfirm" { !on } else { on };
+                    self.email_confirm_required =
+                        if key == "mailer_autoconfirm" { !on } else { on };
                 }
                 "token_expiry_sec" | "jwt_exp" => {
                     self.token_expiry_sec = uint_of(value, 60, 7 * 24 * 3600)?
@@ -133,7 +134,10 @@ impl AuthConfig {
                 "password_requirements" => {
                     let v = value.as_str().unwrap_or_default();
                     if !REQUIREMENTS.contains(&v) {
-                        return Err(refuse(key, format!("must be one of {}", REQUIREMENTS.join(", "))));
+                        return Err(refuse(
+                            key,
+                            format!("must be one of {}", REQUIREMENTS.join(", ")),
+                        ));
                     }
                     self.password_requirements = v.to_string();
                 }
@@ -263,12 +267,28 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_junk_is_refused() {
-        assert_eq!(normalize_email("  Ada@Example.COM ").unwrap(), "ada@example.com");
-        assert_eq!(normalize_email("a.b+tag@mail.example.co").unwrap(), "a.b+tag@mail.example.co");
+        assert_eq!(
+            normalize_email("  Ada@Example.COM ").unwrap(),
+            "ada@example.com"
+        );
+        assert_eq!(
+            normalize_email("a.b+tag@mail.example.co").unwrap(),
+            "a.b+tag@mail.example.co"
+        );
         for bad in [
-            "", "ada", "ada@", "@example.com", "ada@example", "a@b@c.com", "a b@c.com",
-            "ada@exa_mple.com", "ada@-example.com", "ada@example..com", ".ada@example.com",
-            "ad\u{0}a@example.com", "<a>@example.com",
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a@b@c.com",
+            "a b@c.com",
+            "ada@exa_mple.com",
+            "ada@-example.com",
+            "ada@example..com",
+            ".ada@example.com",
+            "ad\u{0}a@example.com",
+            "<a>@example.com",
         ] {
             assert!(normalize_email(bad).is_err(), "{bad:?}");
         }

@@ -37,7 +37,11 @@ pub fn hash_blocking(password: &str) -> String {
 
 fn verify_blocking(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            argon2()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -84,10 +88,21 @@ mod tests {
     async fn hashes_verify_and_unknown_users_never_match() {
         let hasher = Hasher::new(1);
         let hash = hasher.hash("correct horse".into()).await;
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
-        assert!(hasher.verify("correct horse".into(), Some(hash.clone())).await);
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(
+            hasher
+                .verify("correct horse".into(), Some(hash.clone()))
+                .await
+        );
         assert!(!hasher.verify("wrong".into(), Some(hash)).await);
-        assert!(!hasher.verify("decoy password, never anyone's".into(), None).await);
+        assert!(
+            !hasher
+                .verify("decoy password, never anyone's".into(), None)
+                .await
+        );
         assert!(!hasher.verify("x".into(), Some("not a hash".into())).await);
     }
 }

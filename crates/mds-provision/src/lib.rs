@@ -475,7 +475,11 @@ impl Reconciler {
                 let url = self.auth_url(service, binding);
                 let prefix = &service.env_prefix;
                 Ok(vec![
-                    (format!("{prefix}AUTH_JWKS_URL"), format!("{url}/.well-known/jwks.json"), false),
+                    (
+                        format!("{prefix}AUTH_JWKS_URL"),
+                        format!("{url}/.well-known/jwks.json"),
+                        false,
+                    ),
                     (format!("{prefix}AUTH_URL"), url, false),
                     (
                         format!("{prefix}AUTH_JWT_SECRET"),

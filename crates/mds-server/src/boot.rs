@@ -99,8 +99,8 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
         None => Mailer::sink(),
     };
     let state = AppState::new(master_key, config.max_body_bytes, mailer);
-    let app = crate::routes::router(state.clone())
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let app =
+        crate::routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

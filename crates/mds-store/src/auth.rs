@@ -26,7 +26,8 @@ pub struct UserRow {
     pub updated_at: DateTime<Utc>,
 }
 
-const USER_COLUMNS: &str = "u.id, u.binding_id, u.email, u.password_hash, u.role, u.user_metadata, \
+const USER_COLUMNS: &str =
+    "u.id, u.binding_id, u.email, u.password_hash, u.role, u.user_metadata, \
      u.email_confirmed_at, u.confirmation_sent_at, u.recovery_sent_at, u.last_sign_in_at, \
      u.created_at, u.updated_at";
 

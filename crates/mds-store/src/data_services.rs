@@ -71,7 +71,8 @@ pub struct MissingBinding {
 pub(crate) const SERVICE_COLUMNS: &str =
     "s.id, s.project_id, s.kind, s.name, s.env_prefix, s.environment_id, \
      s.config, s.deleting, s.created_at, s.updated_at";
-pub(crate) const BINDING_COLUMNS: &str = "b.id, b.service_id, b.environment_id, e.name, b.desired, b.state, \
+pub(crate) const BINDING_COLUMNS: &str =
+    "b.id, b.service_id, b.environment_id, e.name, b.desired, b.state, \
      b.last_error, b.attempts, b.resource_name, b.sealed_password, b.created_at, b.updated_at, \
      b.ready_at, b.port";
 

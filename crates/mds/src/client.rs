@@ -181,6 +181,17 @@ impl ApiClient {
         self.send(self.request(Method::POST, path).json(body))
     }
 
+    /// `method` with a query and a JSON body.
+    pub fn send_json<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: &B,
+    ) -> anyhow::Result<Value> {
+        self.send(self.request(method, path).query(query).json(body))
+    }
+
     pub fn put<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<Value> {
         self.send(self.request(Method::PUT, path).json(body))
     }

@@ -16,6 +16,15 @@ use crate::client::{data, segment, ApiClient};
 use crate::output::{json, table};
 use crate::Global;
 
+/// A project environment, as `-p P -e E`.
+#[derive(clap::Args)]
+pub struct Target {
+    #[arg(short, long)]
+    pub project: String,
+    #[arg(short, long, default_value = "production")]
+    pub environment: String,
+}
+
 pub struct Ctx {
     pub api: ApiClient,
     pub json: bool,

@@ -1,5 +1,6 @@
 //! `mds`: the server (`mds up`, `mds server`) and a CLI for its API.
 
+mod auth;
 mod boot;
 mod client;
 mod commands;
@@ -61,7 +62,7 @@ enum Command {
     /// Manage API keys
     #[command(subcommand)]
     Keys(commands::Keys),
-    /// Attach a data service (postgres, redis, storage) to a project
+    /// Attach a data service (postgres, redis, storage, auth) to a project
     Attach(boot::Attach),
     /// List or delete a project's data services
     #[command(subcommand)]
@@ -78,6 +79,9 @@ enum Command {
     /// bucket
     #[command(subcommand)]
     Storage(storage::Storage),
+    /// Enable and configure end-user auth; list users, captured mail
+    #[command(subcommand)]
+    Auth(auth::Auth),
 }
 
 #[derive(Args)]
@@ -143,7 +147,11 @@ struct ServeArgs {
     #[arg(long, env = "MDS_SMTP_URL")]
     smtp_url: Option<String>,
     /// The sender of auth mail
-    #[arg(long, env = "MDS_SMTP_FROM", default_value = "mds <no-reply@localhost>")]
+    #[arg(
+        long,
+        env = "MDS_SMTP_FROM",
+        default_value = "mds <no-reply@localhost>"
+    )]
     smtp_from: String,
 }
 
@@ -163,6 +171,7 @@ fn main() -> ExitCode {
         Command::Psql(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::RedisCli(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Storage(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Auth(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
     }
 }
 

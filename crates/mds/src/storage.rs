@@ -8,28 +8,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use mds_api_types::{Bucket, ObjectList, Presigned};
 use reqwest::Method;
 use serde_json::json;
 
 use crate::client::{data, segment};
-use crate::commands::Ctx;
+use crate::commands::{Ctx, Target};
 use crate::output::table;
 
 /// Transfers smaller than this show no progress bar.
 const PROGRESS_FROM: u64 = 1 << 20;
 /// A transfer may take long; the API's default timeout may not.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
-
-#[derive(Args)]
-pub struct Target {
-    #[arg(short, long)]
-    project: String,
-    #[arg(short, long, default_value = "production")]
-    environment: String,
-}
 
 #[derive(Subcommand)]
 pub enum Storage {

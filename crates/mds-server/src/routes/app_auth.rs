@@ -62,9 +62,13 @@ fn fail(status: StatusCode, code: &'static str, message: impl Into<String>) -> A
 
 fn invalid_field(field: &str, code: &'static str, message: impl Into<String>) -> AuthError {
     let message = message.into();
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, format!("{field}: {message}"))
-        .with_details(json!({ "field": field, "reason": message }))
-        .into()
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        code,
+        format!("{field}: {message}"),
+    )
+    .with_details(json!({ "field": field, "reason": message }))
+    .into()
 }
 
 fn bad_token(message: impl Into<String>) -> AuthError {
@@ -305,7 +309,12 @@ async fn open_session(state: &AppState, realm: &Realm, user: UserRow) -> AuthRes
     let refresh_token = mds_auth::random_token();
     state
         .store()?
-        .create_session(&session_id, &realm.binding_id, &user.id, &token_hash(&refresh_token))
+        .create_session(
+            &session_id,
+            &realm.binding_id,
+            &user.id,
+            &token_hash(&refresh_token),
+        )
         .await?;
     let (access_token, expires_at) = access_token(realm, &user, &session_id);
     Ok(Issued {
@@ -340,7 +349,10 @@ async fn rate_limit(
                 return Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "over_request_rate_limit",
-                    format!("too many attempts for {what}; retry in {} s", left.ceil() as u64),
+                    format!(
+                        "too many attempts for {what}; retry in {} s",
+                        left.ceil() as u64
+                    ),
                 )
                 .retry_after(Duration::from_secs_f64(left.max(1.0)))
                 .into());
@@ -395,7 +407,13 @@ async fn signup(state: &AppState, realm: &Realm, addr: &str, body: &Body) -> Aut
     let metadata = match &body.data {
         None | Some(Value::Null) => json!({}),
         Some(Value::Object(map)) => Value::Object(map.clone()),
-        Some(_) => return Err(invalid_field("data", "validation_failed", "must be an object")),
+        Some(_) => {
+            return Err(invalid_field(
+                "data",
+                "validation_failed",
+                "must be an object",
+            ))
+        }
     };
     rate_limit(
         state,
@@ -427,7 +445,11 @@ async fn signup(state: &AppState, realm: &Realm, addr: &str, body: &Body) -> Aut
         }
         Err(e) => return Err(e.into()),
     };
-    tracing::info!(user = user.id, realm = realm.binding_id, "end user signed up");
+    tracing::info!(
+        user = user.id,
+        realm = realm.binding_id,
+        "end user signed up"
+    );
     if confirm {
         let user = send_token_mail(state, realm, user, "signup").await?;
         return Ok(SignedUp::Unconfirmed(user));
@@ -481,7 +503,11 @@ async fn refresh(state: &AppState, realm: &Realm, body: &Body) -> AuthResult<Iss
     let next = mds_auth::random_token();
     match state
         .store()?
-        .refresh_session(&realm.binding_id, &token_hash(presented), &token_hash(&next))
+        .refresh_session(
+            &realm.binding_id,
+            &token_hash(presented),
+            &token_hash(&next),
+        )
         .await?
     {
         Refresh::Rotated { session_id, user } => {
@@ -495,7 +521,10 @@ async fn refresh(state: &AppState, realm: &Realm, body: &Body) -> AuthResult<Iss
             })
         }
         Refresh::Reused => {
-            tracing::warn!(realm = realm.binding_id, "a spent refresh token was presented; its session is revoked");
+            tracing::warn!(
+                realm = realm.binding_id,
+                "a spent refresh token was presented; its session is revoked"
+            );
             Err(fail(
                 StatusCode::BAD_REQUEST,
                 "refresh_token_already_used",
@@ -521,7 +550,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The user and claims of a valid access token whose session is live.
 async fn token_user(state: &AppState, realm: &Realm, token: &str) -> AuthResult<(UserRow, Value)> {
-    let claims = realm.verify(token).map_err(|e| bad_token(format!("invalid JWT: {e}")))?;
+    let claims = realm
+        .verify(token)
+        .map_err(|e| bad_token(format!("invalid JWT: {e}")))?;
     let (Some(sub), Some(session)) = (claims["sub"].as_str(), claims["session_id"].as_str()) else {
         return Err(bad_token("invalid JWT: it names no user or session"));
     };
@@ -602,11 +633,15 @@ async fn send_token_mail(
         .unwrap_or_else(|| format!("{}/verify", realm.url));
     let link = format!("{base}?token={token}&type={purpose}");
     let (subject, intro) = if purpose == "signup" {
-        ("Confirm your email address", "Confirm your email address with this link:")
+        (
+            "Confirm your email address",
+            "Confirm your email address with this link:",
+        )
     } else {
         ("Reset your password", "Someone (we hope you) asked to reset your password. Log in with this link, then choose a new password:")
     };
-    let body = format!("{intro}\n\n{link}\n\nOr use this token: {token}\n\nIt expires in 24 hours.\n");
+    let body =
+        format!("{intro}\n\n{link}\n\nOr use this token: {token}\n\nIt expires in 24 hours.\n");
     let delivery = if state.auth.mailer.delivers() {
         match state.auth.mailer.send(&user.email, subject, &body).await {
             Ok(()) => "sent".to_string(),
@@ -616,7 +651,10 @@ async fn send_token_mail(
             }
         }
     } else if realm.is_production() {
-        tracing::warn!(realm = realm.binding_id, "auth mail in production with no --smtp-url; not delivered");
+        tracing::warn!(
+            realm = realm.binding_id,
+            "auth mail in production with no --smtp-url; not delivered"
+        );
         "undeliverable: production has no SMTP (--smtp-url)".to_string()
     } else {
         "captured".to_string()
@@ -702,7 +740,13 @@ async fn update_user(
     let metadata = match &body.data {
         None | Some(Value::Null) => None,
         Some(v @ Value::Object(_)) => Some(v.clone()),
-        Some(_) => return Err(invalid_field("data", "validation_failed", "must be an object")),
+        Some(_) => {
+            return Err(invalid_field(
+                "data",
+                "validation_failed",
+                "must be an object",
+            ))
+        }
     };
     let patch = UserPatch {
         email: email.as_deref(),
@@ -769,11 +813,14 @@ pub async fn gotrue_token(
     let realm = load(&state, &path).await?;
     let addr = client_addr(request.extensions());
     let body = body(&read(request).await?)?;
-    let grant = query.grant_type.as_deref().unwrap_or(if body.refresh_token.is_some() {
-        "refresh_token"
-    } else {
-        "password"
-    });
+    let grant = query
+        .grant_type
+        .as_deref()
+        .unwrap_or(if body.refresh_token.is_some() {
+            "refresh_token"
+        } else {
+            "password"
+        });
     let issued = match grant {
         "password" => password_login(&state, &realm, &addr, &body).await?,
         "refresh_token" => refresh(&state, &realm, &body).await?,
@@ -886,9 +933,10 @@ pub async fn gotrue_verify_link(
                 issued.expires_at,
                 mds_core::env::url_encode(query.kind.as_deref().unwrap_or("signup")),
             );
-            let location = HeaderValue::from_str(&format!("{target}#{fragment}")).map_err(|_| {
-                invalid_field("redirect_to", "validation_failed", "is not a valid URL")
-            })?;
+            let location =
+                HeaderValue::from_str(&format!("{target}#{fragment}")).map_err(|_| {
+                    invalid_field("redirect_to", "validation_failed", "is not a valid URL")
+                })?;
             Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
         }
         None => Ok(ok_json(gotrue_session(&issued))),

@@ -137,7 +137,10 @@ async fn binding(state: &AppState, target: &Target) -> ApiResult<(DataServiceRow
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "AUTH_NOT_ENABLED",
-                format!("auth is not bound in environment {:?}", target.environment.name),
+                format!(
+                    "auth is not bound in environment {:?}",
+                    target.environment.name
+                ),
             )
         })?;
     Ok((service, binding))
@@ -187,11 +190,7 @@ async fn status_view(state: &AppState, target: &Target) -> ApiResult<Value> {
 }
 
 /// Enables auth (attaching it on first use) with `patch` applied.
-async fn enable(
-    state: &AppState,
-    target: &Target,
-    patch: &Map<String, Value>,
-) -> ApiResult<Value> {
+async fn enable(state: &AppState, target: &Target, patch: &Map<String, Value>) -> ApiResult<Value> {
     match auth_service(state, &target.project).await? {
         None => {
             let options = KindOptions {
@@ -426,16 +425,21 @@ pub async fn rotate_keys(
     let target = target(&state, &principal, &project, query.environment()).await?;
     let (_, binding) = binding(&state, &target).await?;
     let (kid, private, jwk) = mds_auth::jwt::new_es256_key();
-    let sealed = state
-        .master_key
-        .seal(&mds_provision::Reconciler::signing_key_context(&kid), &private);
+    let sealed = state.master_key.seal(
+        &mds_provision::Reconciler::signing_key_context(&kid),
+        &private,
+    );
     let store = state.store()?;
     store
         .rotate_signing_keys(&binding.id, &kid, &sealed, &jwk)
         .await?;
     state.auth.forget(&target.project.id);
     let keys = store.signing_keys(&binding.id, 1e9).await?;
-    tracing::info!(binding = binding.id, standby = kid, "auth signing keys rotated");
+    tracing::info!(
+        binding = binding.id,
+        standby = kid,
+        "auth signing keys rotated"
+    );
     Ok(data(
         StatusCode::OK,
         json!({
