@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Server:
-    def __init__(self) -> None:
+    def __init__(self, *extra_args: str) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="mds-sdk-")
         self.root = Path(self.tmp.name)
         # As root, the managed postgres runs as an unprivileged user that
@@ -30,7 +30,15 @@ class Server:
         env["MDS_LOG"] = "warn"
         self.log = open(self.root / "mds.log", "wb")
         self.proc = subprocess.Popen(
-            [binary, "server", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0"],
+            [
+                binary,
+                "server",
+                "--data-dir",
+                str(self.data_dir),
+                "--listen",
+                "127.0.0.1:0",
+                *extra_args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -58,16 +58,20 @@ impl Realm {
             hs256: self.hs256.as_bytes(),
             es256: &self.es256,
         };
-        jwt::verify(token, &keys, &self.url, chrono::Utc::now().timestamp())
+        let path = self.url.find("/auth/v1/").map_or("", |at| &self.url[at..]);
+        jwt::verify(token, &keys, path, chrono::Utc::now().timestamp())
     }
 }
+
+/// (project id, environment id or slug), as the URL names them.
+type RealmKey = (String, String);
 
 /// What the end-user API shares: the password hasher, mail delivery and
 /// the realm cache.
 pub struct AuthRuntime {
     pub hasher: Hasher,
     pub mailer: Mailer,
-    realms: Mutex<HashMap<(String, String), (Instant, Arc<Realm>)>>,
+    realms: Mutex<HashMap<RealmKey, (Instant, Arc<Realm>)>>,
 }
 
 impl AuthRuntime {

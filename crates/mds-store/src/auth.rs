@@ -70,7 +70,10 @@ pub struct UserPatch<'a> {
 #[derive(Debug)]
 pub enum Refresh {
     /// Spent; a new token of the same family was stored.
-    Rotated { session_id: String, user: UserRow },
+    Rotated {
+        session_id: String,
+        user: Box<UserRow>,
+    },
     /// Already spent: its whole family (session) is now revoked.
     Reused,
     /// Unknown, of another binding, or of a revoked session.
@@ -372,7 +375,7 @@ impl Store {
         tx.commit().await?;
         Ok(Refresh::Rotated {
             session_id,
-            user: user_from_row(&user),
+            user: Box::new(user_from_row(&user)),
         })
     }
 

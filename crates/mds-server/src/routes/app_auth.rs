@@ -113,8 +113,15 @@ impl IntoResponse for AuthError {
     }
 }
 
-/// Answers CORS preflights and lets any origin read the answers.
+/// Where the end-user API is mounted.
+pub const PREFIX: &str = "/auth/v1/";
+
+/// Under [`PREFIX`]: answers CORS preflights and lets any origin read the
+/// answers.
 pub async fn cors(request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with(PREFIX) {
+        return next.run(request).await;
+    }
     let preflight = request.method() == Method::OPTIONS;
     let requested = request
         .headers()
@@ -513,7 +520,7 @@ async fn refresh(state: &AppState, realm: &Realm, body: &Body) -> AuthResult<Iss
         Refresh::Rotated { session_id, user } => {
             let (access_token, expires_at) = access_token(realm, &user, &session_id);
             Ok(Issued {
-                user,
+                user: *user,
                 access_token,
                 refresh_token: next,
                 expires_in: realm.config.token_expiry_sec,

@@ -194,8 +194,7 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/app-auth/{resource_type}/{resource_id}/{action}",
             get(app_auth::app_auth).post(app_auth::app_auth),
-        )
-        .route_layer(axum::middleware::from_fn(app_auth::cors));
+        );
 
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -205,6 +204,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Outside the routes, so that it also answers preflights, which
+        // no route has a method for.
+        .layer(axum::middleware::from_fn(app_auth::cors))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
         }))
