@@ -423,6 +423,19 @@ def test_email_confirmation_and_password_reset_through_the_sink(client, mds):
     assert hop.status_code == 303
     assert hop.headers["location"].startswith("https://app.example.com/reset#access_token=")
 
+    # A new address must be confirmed again before it can log in.
+    session = supabase.sign_in_with_password({"email": address, "password": "brand new password"}).session
+    supabase.set_session(session.access_token, session.refresh_token)
+    moved = email()
+    assert supabase.update_user({"email": moved}).user.email_confirmed_at is None
+    with pytest.raises(AuthApiError) as again:
+        supabase.sign_in_with_password({"email": moved, "password": "brand new password"})
+    assert again.value.code == "email_not_confirmed"
+    latest = mail(mds, pid, "staging")[0]
+    assert latest["to"] == moved
+    supabase.verify_otp({"email": moved, "token": token_in(latest), "type": "signup"})
+    assert supabase.sign_in_with_password({"email": moved, "password": "brand new password"}).user
+
     # Production has no sink: without SMTP nothing is kept that could be used.
     production = resolved(mds, pid, "production")
     gotrue(production["AUTH_URL"]).sign_up({"email": address, "password": PASSWORD})

@@ -64,6 +64,8 @@ pub struct UserPatch<'a> {
     pub password_hash: Option<&'a str>,
     /// Merged into the stored metadata (top-level keys replaced).
     pub user_metadata: Option<&'a Value>,
+    /// A changed email must be confirmed again.
+    pub reconfirm_email: bool,
 }
 
 /// What presenting a refresh token did.
@@ -244,6 +246,8 @@ impl Store {
                          email = coalesce($3, u.email),
                          password_hash = coalesce($4, u.password_hash),
                          user_metadata = u.user_metadata || coalesce($5, '{{}}'::jsonb),
+                         email_confirmed_at = CASE WHEN $6 AND $3 IS DISTINCT FROM u.email
+                             AND $3 IS NOT NULL THEN NULL ELSE u.email_confirmed_at END,
                          updated_at = now()
                      WHERE u.binding_id = $1 AND u.id = $2
                      RETURNING {USER_COLUMNS}"
@@ -254,6 +258,7 @@ impl Store {
                     &patch.email,
                     &patch.password_hash,
                     &patch.user_metadata,
+                    &patch.reconfirm_email,
                 ],
             )
             .await?;

@@ -593,13 +593,18 @@ async fn bearer_user(
     Ok((user, claims, token.to_string()))
 }
 
+/// Ends sessions of the token's user. Idempotent: a token whose session
+/// has already ended still gets its answer (only forgeries are refused).
 async fn logout(
     state: &AppState,
     realm: &Realm,
-    user: &UserRow,
-    claims: &Value,
+    token: &str,
     scope: Option<&str>,
 ) -> AuthResult<()> {
+    let claims = realm
+        .verify(token)
+        .map_err(|e| bad_token(format!("invalid JWT: {e}")))?;
+    let user_id = claims["sub"].as_str().unwrap_or_default();
     let session = claims["session_id"].as_str().unwrap_or_default();
     let scope = match scope.unwrap_or("global") {
         "global" => LogoutScope::Global,
@@ -615,7 +620,7 @@ async fn logout(
     };
     state
         .store()?
-        .revoke_sessions(&realm.binding_id, &user.id, scope, "logout")
+        .revoke_sessions(&realm.binding_id, user_id, scope, "logout")
         .await?;
     Ok(())
 }
@@ -759,13 +764,20 @@ async fn update_user(
         email: email.as_deref(),
         password_hash: hash.as_deref(),
         user_metadata: metadata.as_ref(),
+        reconfirm_email: realm.config.email_confirm_required,
     };
     match state
         .store()?
         .update_auth_user(&realm.binding_id, &user.id, &patch)
         .await
     {
-        Ok(Some(user)) => Ok(user),
+        // A new address that must be confirmed gets its confirmation mail.
+        Ok(Some(updated))
+            if updated.email_confirmed_at.is_none() && updated.email != user.email =>
+        {
+            send_token_mail(state, realm, updated, "signup").await
+        }
+        Ok(Some(updated)) => Ok(updated),
         Ok(None) => Err(bad_token("this user no longer exists")),
         Err(StoreError::Conflict { .. }) => Err(fail(
             StatusCode::CONFLICT,
@@ -889,8 +901,7 @@ pub async fn gotrue_logout(
         .map(str::to_string)
         .or(body.access_token.or(body.token))
         .ok_or_else(|| bad_token("send the access token as Authorization: Bearer <token>"))?;
-    let (user, claims) = token_user(&state, &realm, &token).await?;
-    logout(&state, &realm, &user, &claims, query.scope.as_deref()).await?;
+    logout(&state, &realm, &token, query.scope.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -1046,8 +1057,7 @@ pub async fn app_auth(
                 .or(body.access_token)
                 .or_else(|| bearer(&headers).map(str::to_string))
                 .ok_or_else(|| invalid_field("token", "validation_failed", "is required"))?;
-            let (user, claims) = token_user(&state, &realm, &token).await?;
-            logout(&state, &realm, &user, &claims, Some("local")).await?;
+            logout(&state, &realm, &token, Some("local")).await?;
             Ok(ok_json(json!({ "data": { "ok": true } })))
         }
         (Method::GET, "me") => {
