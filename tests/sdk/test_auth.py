@@ -361,6 +361,14 @@ def test_login_is_rate_limited_and_unknown_emails_cost_a_hash(client, mds):
         for _ in range(12)
     ]
     assert codes[0] == 400 and codes[-1] == 429, codes
+    # Behind a local proxy (or an app's backend), the forwarded address is
+    # the client: another client is not limited by this one's attempts.
+    forwarded = httpx.post(
+        url + "/token",
+        json={"email": email(), "password": "x" * 10},
+        headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.1"},
+    )
+    assert forwarded.status_code == 400, forwarded.text
 
     # An unknown email takes as long as a wrong password (a decoy hash).
     configure(mds, pid, login_rate_per_ip=100_000, login_rate_per_account=100_000)

@@ -8,7 +8,7 @@
 //! Responses are open to any origin: tokens travel in headers, never in
 //! cookies.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -200,12 +200,34 @@ pub struct AuthQuery {
     redirect_to: Option<String>,
 }
 
-/// The client's address, for per-address rate limits.
-fn client_addr(request_headers: &axum::http::Extensions) -> String {
-    request_headers
+/// The client's address, for per-address rate limits. A peer on loopback
+/// or a private network is a proxy or an app's backend calling for its
+/// users (the usual `AppAuth` setup), so its `X-Forwarded-For` names the
+/// client; a public peer cannot choose its own address that way.
+fn client_addr(request: &Request) -> String {
+    let Some(peer) = request
+        .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".to_string())
+        .map(|c| c.0.ip())
+    else {
+        return "unknown".to_string();
+    };
+    let trusted = match peer {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    };
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|first| first.trim().parse::<IpAddr>().ok());
+    match forwarded {
+        Some(client) if trusted => client.to_string(),
+        _ => peer.to_string(),
+    }
 }
 
 /// A session just opened or refreshed.
@@ -804,7 +826,7 @@ pub async fn gotrue_signup(
     request: Request,
 ) -> AuthResult<Response> {
     let realm = load(&state, &path).await?;
-    let addr = client_addr(request.extensions());
+    let addr = client_addr(&request);
     let bytes = read(request).await?;
     match signup(&state, &realm, &addr, &body(&bytes)?).await? {
         SignedUp::Session(issued) => Ok(ok_json(gotrue_session(&issued))),
@@ -830,7 +852,7 @@ pub async fn gotrue_token(
     request: Request,
 ) -> AuthResult<Response> {
     let realm = load(&state, &path).await?;
-    let addr = client_addr(request.extensions());
+    let addr = client_addr(&request);
     let body = body(&read(request).await?)?;
     let grant = query
         .grant_type
@@ -912,7 +934,7 @@ pub async fn gotrue_recover(
     request: Request,
 ) -> AuthResult<Response> {
     let realm = load(&state, &path).await?;
-    let addr = client_addr(request.extensions());
+    let addr = client_addr(&request);
     recover(&state, &realm, &addr, &body(&read(request).await?)?).await?;
     Ok(ok_json(json!({})))
 }
@@ -1017,7 +1039,7 @@ pub async fn app_auth(
 ) -> AuthResult<Response> {
     let realm = realm::load(&state, &path.project, &path.environment).await?;
     check_resource(&realm, &path.resource_type, &path.resource_id)?;
-    let addr = client_addr(request.extensions());
+    let addr = client_addr(&request);
     let headers = request.headers().clone();
     let body = body(&read(request).await?)?;
     match (method, path.action.as_str()) {
