@@ -80,6 +80,13 @@ fn users_outlive_restarts_and_go_only_with_a_confirmed_delete() {
 
     let (ok, out, _) = mds.cli(&["auth", "users", "-p", "shop"]);
     assert!(ok && out.contains("ada@example.com"), "{out}");
+    let (ok, out, _) = mds.cli(&["auth", "mail", "-p", "shop", "-e", "staging"]);
+    assert!(ok && out.contains("no mail"), "{out}");
+    let (ok, out, err) = mds.cli(&["auth", "rotate-keys", "-p", "shop"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("retired").count(), 1, "{out}");
+    // Rotation logs nobody out.
+    assert_eq!(get_user(&auth_url, &token), 200);
 
     // A restart and a kill -9 keep users, sessions and the secret.
     let root = mds.root.clone();
