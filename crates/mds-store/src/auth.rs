@@ -266,7 +266,7 @@ impl Store {
     }
 
     /// Opens a session for `user_id` with its first refresh token, and
-    /// records the sign-in.
+    /// records the sign-in: one statement, one round trip.
     pub async fn create_session(
         &self,
         session_id: &str,
@@ -274,24 +274,26 @@ impl Store {
         user_id: &str,
         refresh_hash: &[u8],
     ) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            "INSERT INTO auth_sessions (id, binding_id, user_id) VALUES ($1, $2, $3)",
-            &[&session_id, &binding_id, &user_id],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO auth_refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
-            &[&refresh_hash, &session_id],
-        )
-        .await?;
-        tx.execute(
-            "UPDATE auth_users SET last_sign_in_at = now() WHERE id = $1",
-            &[&user_id],
-        )
-        .await?;
-        tx.commit().await?;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "WITH session AS (
+                     INSERT INTO auth_sessions (id, binding_id, user_id) VALUES ($1, $2, $3)
+                     RETURNING id),
+                 token AS (
+                     INSERT INTO auth_refresh_tokens (token_hash, session_id)
+                     SELECT $4, id FROM session),
+                 signed_in AS (
+                     UPDATE auth_users SET last_sign_in_at = now() WHERE id = $3)
+                 SELECT 1",
+            )
+            .await?;
+        client
+            .execute(
+                &statement,
+                &[&session_id, &binding_id, &user_id, &refresh_hash],
+            )
+            .await?;
         Ok(())
     }
 

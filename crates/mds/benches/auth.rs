@@ -3,11 +3,13 @@
 //! One run, against the real release binary, on one project with auth
 //! enabled (rate limits raised to 1,000,000 a minute so they never bite):
 //!
-//! 1. Hash cost: `mds_auth::password::hash_blocking` (argon2id, the
-//!    server's parameters) on this process's thread, `BENCH_HASHES`
-//!    (default 8) per round; the hash-bound login ceiling is
-//!    cores / median hash time. Also the rate of `cores` threads hashing
-//!    at once in this process, what the hardware gives.
+//! 1. Hash cost: `mds_auth::password::hash_with` (argon2id, the server's
+//!    parameters, in memory reused from hash to hash as the server's
+//!    hashing threads do) on this process's thread, `BENCH_HASHES`
+//!    (default 8) per round, half before and half after the logins at
+//!    saturation; the hash-bound login ceiling is cores / median hash
+//!    time. Also the rate of `cores` threads hashing at once in this
+//!    process for 3 s, what the machine gives when every core hashes.
 //! 2. Login (`POST /token?grant_type=password`): p50 latency unloaded
 //!    (`BENCH_LOGINS`, default 20, one after another), then throughput at
 //!    saturation with `BENCH_CLIENTS` (default 16) concurrent clients, each
@@ -19,8 +21,8 @@
 //!
 //! `BENCH_ROUNDS` (default 5) rounds, each all of the above in turn.
 //! Next to each load: the cores used by mds, its PostgreSQL (the server's
-//! descendants) and the load generator (this process, or wrk), from
-//! /proc (utime + stime).
+//! descendants), the load generator (this process, or wrk) and the whole
+//! machine (busy, and steal), from /proc (utime + stime).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -32,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Mds;
+use mds_auth::password::{hash_with, Memory};
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -115,7 +118,8 @@ fn processes() -> HashMap<u32, (u32, u64)> {
 }
 
 /// CPU seconds so far: the server, its descendants (PostgreSQL), this
-/// process, and this process's waited-for children (wrk).
+/// process, this process's waited-for children (wrk), the whole machine
+/// (busy, not idle or iowait) and what the hypervisor took (steal).
 #[derive(Clone, Copy)]
 struct Snap {
     at: Instant,
@@ -123,6 +127,24 @@ struct Snap {
     postgres: f64,
     client: f64,
     waited: f64,
+    machine: f64,
+    steal: f64,
+}
+
+/// (busy, steal) ticks of all CPUs, from /proc/stat.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let num = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    (num(0) + num(1) + num(2) + num(5) + num(6), num(7))
 }
 
 fn snap(server_pid: u32, tck: f64) -> Snap {
@@ -140,21 +162,26 @@ fn snap(server_pid: u32, tck: f64) -> Snap {
     }
     let own = stat_fields(std::process::id()).unwrap_or_default();
     let num = |i: usize| own.get(i).copied().unwrap_or(0);
+    let (machine, steal) = machine_ticks();
     Snap {
         at: Instant::now(),
         server: server as f64 / tck,
         postgres: postgres as f64 / tck,
         client: (num(11) + num(12)) as f64 / tck,
         waited: (num(13) + num(14)) as f64 / tck,
+        machine: machine as f64 / tck,
+        steal: steal as f64 / tck,
     }
 }
 
-/// Cores used between two snaps: (mds, postgres, load generator).
+/// Cores used between two snaps.
 #[derive(Clone, Copy, Default)]
 struct Cores {
     mds: f64,
     postgres: f64,
     load: f64,
+    machine: f64,
+    steal: f64,
 }
 
 impl Cores {
@@ -169,37 +196,51 @@ impl Cores {
             mds: (b.server - a.server) / wall,
             postgres: (b.postgres - a.postgres) / wall,
             load: load / wall,
+            machine: (b.machine - a.machine) / wall,
+            steal: (b.steal - a.steal) / wall,
         }
     }
 }
 
 // ---------------------------------------------------------------- hashing
 
-/// Median seconds of `n` hashes, one after another on this thread.
-fn hash_cost(n: usize) -> f64 {
-    let times = (0..n)
+/// Seconds each of `n` hashes took, one after another on this thread.
+fn hash_times(n: usize) -> Vec<f64> {
+    let mut memory = Memory::new();
+    (0..n)
         .map(|_| {
             let began = Instant::now();
-            std::hint::black_box(mds_auth::password::hash_blocking(PASSWORD));
+            std::hint::black_box(hash_with(&mut memory, PASSWORD));
             began.elapsed().as_secs_f64()
         })
-        .collect();
-    median(times)
+        .collect()
 }
 
-/// Hashes per second with `threads` threads hashing at once, `each` each.
-fn parallel_hash_rate(threads: usize, each: usize) -> f64 {
-    let began = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                for _ in 0..each {
-                    std::hint::black_box(mds_auth::password::hash_blocking(PASSWORD));
-                }
-            });
-        }
+/// `threads` threads hashing at once for `secs`: (hashes per second, this
+/// process's CPU seconds per hash meanwhile).
+fn parallel_hashing(threads: usize, secs: f64, tck: f64) -> (f64, f64) {
+    let own_cpu = || {
+        let f = stat_fields(std::process::id()).unwrap_or_default();
+        (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / tck
+    };
+    let (cpu, began) = (own_cpu(), Instant::now());
+    let count: usize = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let (mut n, mut memory) = (0, Memory::new());
+                    while began.elapsed().as_secs_f64() < secs {
+                        std::hint::black_box(hash_with(&mut memory, PASSWORD));
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
     });
-    (threads * each) as f64 / began.elapsed().as_secs_f64()
+    let (wall, cpu) = (began.elapsed().as_secs_f64(), own_cpu() - cpu);
+    (count as f64 / wall, cpu / count as f64)
 }
 
 // ---------------------------------------------------------------- logins
@@ -367,6 +408,8 @@ fn main() {
     let warmup = Duration::from_secs(env_or("BENCH_WARMUP_SECS", 2));
     let secs: u64 = env_or("BENCH_SECS", 10);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Warm-up: the heap grows to hold a hash's memory once.
+    hash_times(3);
     let tck = clk_tck();
 
     let mds = Mds::start();
@@ -423,7 +466,11 @@ fn main() {
 
     let mut hash_ms = Vec::new();
     let mut parallel_rate = Vec::new();
+    let mut parallel_cpu_ms = Vec::new();
+    let mut practical_ratio = Vec::new();
+    let mut mds_cpu_ms = Vec::new();
     let mut ceiling = Vec::new();
+    let mut all_times = Vec::new();
     let mut seq_p50 = Vec::new();
     let mut sat_rate = Vec::new();
     let mut sat_p50 = Vec::new();
@@ -438,11 +485,15 @@ fn main() {
     let (mut login_cores, mut health_cores, mut user_cores) = (vec![], vec![], vec![]);
 
     for round in 0..rounds {
-        // Hash cost, with the server idle.
-        let cost = hash_cost(hashes);
-        hash_ms.push(cost * 1e3);
-        ceiling.push(cores as f64 / cost);
-        parallel_rate.push(parallel_hash_rate(cores, 3));
+        // Hash cost with the server idle, half before the logins at
+        // saturation and half after, so a noisy moment skews it less.
+        let faults = || stat_fields(std::process::id()).unwrap_or_default()[7];
+        let before = faults();
+        let mut times = hash_times(hashes.div_ceil(2));
+        let hash_faults = (faults() - before) / hashes.div_ceil(2) as u64;
+        let (rate, cpu) = parallel_hashing(cores, 3.0, tck);
+        parallel_rate.push(rate);
+        parallel_cpu_ms.push(cpu * 1e3);
 
         // Unloaded login latency: one after another.
         let latencies: Vec<f64> = rt.block_on(async {
@@ -468,9 +519,16 @@ fn main() {
             pid,
             tck,
         );
+        times.extend(hash_times(hashes / 2));
+        all_times.extend(&times);
+        let cost = median(times);
+        hash_ms.push(cost * 1e3);
+        ceiling.push(cores as f64 / cost);
         sat_rate.push(s.rate);
         sat_p50.push(s.p50_ms);
         sat_ratio.push(s.rate / (cores as f64 / cost));
+        practical_ratio.push(s.rate / rate);
+        mds_cpu_ms.push(s.cores.mds / s.rate * 1e3);
         sat_errors += s.errors;
         if first_error.is_none() {
             first_error = s.first_error;
@@ -488,8 +546,9 @@ fn main() {
         health_cores.push(h.cores);
         user_cores.push(u.cores);
         eprintln!(
-            "  round {}: hash {:.1} ms, login {:.1} ms unloaded, {:.1}/s saturated \
-             ({:.2} of ceiling {:.1}/s), healthz {:.0}/s, user {:.0}/s",
+            "  round {}: hash {:.1} ms ({hash_faults} page faults each), login {:.1} ms unloaded, {:.1}/s saturated \
+             ({:.2} of ceiling {:.1}/s; {cores} threads hash {rate:.1}/s), \
+             healthz {:.0}/s, user {:.0}/s",
             round + 1,
             cost * 1e3,
             seq_p50[round],
@@ -521,8 +580,12 @@ fn main() {
         spread(&ceiling, per_s)
     );
     println!(
-        "| hashes/s with {cores} threads at once (this process) | {} |",
+        "| hashes/s with {cores} threads hashing at once (this process, 3 s) | {} |",
         spread(&parallel_rate, per_s)
+    );
+    println!(
+        "| CPU per hash with {cores} threads at once | {} |",
+        spread(&parallel_cpu_ms, ms)
     );
     println!(
         "| login p50, unloaded (one after another) | {} |",
@@ -536,6 +599,14 @@ fn main() {
     println!(
         "| ratio logins/s / ceiling | {} |",
         spread(&sat_ratio, ratio)
+    );
+    println!(
+        "| ratio logins/s / hashes/s with {cores} threads | {} |",
+        spread(&practical_ratio, ratio)
+    );
+    println!(
+        "| mds CPU per login at saturation | {} |",
+        spread(&mds_cpu_ms, ms)
     );
     println!(
         "| GET /healthz (baseline), req/s | {} |",
@@ -557,11 +628,21 @@ fn main() {
         "| ratio /user / /healthz | {} |",
         spread(&user_ratio, ratio)
     );
+    let pooled = cores as f64 / median(all_times.clone());
+    println!();
+    println!(
+        "Over the run: median logins/s {:.1} / ceiling from the median of all {} hashes \
+         {:.1}/s = {:.2}.",
+        median(sat_rate.clone()),
+        all_times.len(),
+        pooled,
+        median(sat_rate.clone()) / pooled
+    );
     println!();
     println!("Cores used during each load (median over rounds):");
     println!();
-    println!("| load | mds | PostgreSQL | load generator |");
-    println!("|---|---|---|---|");
+    println!("| load | mds | PostgreSQL | load generator | whole machine busy | steal |");
+    println!("|---|---|---|---|---|---|");
     for (name, samples, generator) in [
         ("logins at saturation", &login_cores, "bench client"),
         ("GET /healthz", &health_cores, "wrk"),
@@ -569,10 +650,12 @@ fn main() {
     ] {
         let m = |f: fn(&Cores) -> f64| median(samples.iter().map(f).collect());
         println!(
-            "| {name} | {:.2} | {:.2} | {:.2} ({generator}) |",
+            "| {name} | {:.2} | {:.2} | {:.2} ({generator}) | {:.2} | {:.2} |",
             m(|c| c.mds),
             m(|c| c.postgres),
-            m(|c| c.load)
+            m(|c| c.load),
+            m(|c| c.machine),
+            m(|c| c.steal)
         );
     }
     if sat_errors > 0 {
