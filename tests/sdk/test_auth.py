@@ -140,7 +140,8 @@ def test_sdk_project_auth_and_app_auth(client, mds):
 
 def test_supabase_auth_client_and_refresh_token_reuse(client, mds):
     project = new_project(client, "gotrue")
-    status = enable(mds, project["id"])
+    # Reuse counts at once here; the grace for concurrent refreshes is below.
+    status = enable(mds, project["id"], refresh_reuse_interval_sec=0)
     supabase = gotrue(status["auth_url"])
     address = email()
 
@@ -173,11 +174,17 @@ def test_supabase_auth_client_and_refresh_token_reuse(client, mds):
     with pytest.raises(AuthApiError):
         supabase.get_user(second.access_token)
 
-    # Update the user, then sign out everywhere.
+    # A new password ends the user's other sessions; then sign out everywhere.
+    elsewhere = supabase.sign_in_with_password({"email": address, "password": PASSWORD}).session
     session = supabase.sign_in_with_password({"email": address, "password": PASSWORD}).session
     supabase.set_session(session.access_token, session.refresh_token)
     updated = supabase.update_user({"password": "a new password", "data": {"plan": "team"}})
     assert updated.user.user_metadata == {"plan": "team"}
+    with pytest.raises(AuthApiError):
+        supabase.get_user(elsewhere.access_token)
+    with pytest.raises(AuthApiError):
+        supabase.refresh_session(elsewhere.refresh_token)
+    assert supabase.get_user(session.access_token).user.email == address
     supabase.sign_out()
     with pytest.raises(AuthApiError):
         supabase.get_user(session.access_token)
@@ -191,6 +198,9 @@ def test_supabase_auth_client_and_refresh_token_reuse(client, mds):
         ({"email": "not-an-email", "password": PASSWORD}, "email", "validation_failed"),
         ({"email": email(), "password": "short"}, "password", "weak_password"),
         ({"email": email()}, "password", "validation_failed"),
+        ({"email": email(), "password": PASSWORD, "data": {"x": "nul\u0000"}}, "data", "validation_failed"),
+        ({"email": email(), "password": PASSWORD, "data": {"x": "y" * 20_000}}, "data", "validation_failed"),
+        ({"email": email(), "password": PASSWORD, "data": ["not", "an", "object"]}, "data", "validation_failed"),
     ]:
         answer = httpx.post(status["auth_url"] + "/signup", json=body)
         assert answer.status_code == 422, answer.text
@@ -201,6 +211,14 @@ def test_supabase_auth_client_and_refresh_token_reuse(client, mds):
     assert "usr_" not in duplicate.text
     answer = httpx.post(status["auth_url"] + "/signup", content=b"{not json")
     assert answer.status_code == 400
+
+    # Two tabs refreshing at once (or a retry) within the grace are not theft.
+    configure(mds, project["id"], refresh_reuse_interval_sec=10)
+    tab = supabase.sign_in_with_password({"email": address, "password": "a new password"}).session
+    one = supabase.refresh_session(tab.refresh_token).session
+    two = supabase.refresh_session(tab.refresh_token).session
+    assert one.refresh_token != two.refresh_token
+    assert supabase.get_user(two.access_token).user.email == address
 
 
 def test_pyjwt_verifies_hs256_and_es256_through_the_jwks_across_rotation(client, mds):
@@ -249,8 +267,17 @@ def test_pyjwt_verifies_hs256_and_es256_through_the_jwks_across_rotation(client,
         key = jwt.PyJWKClient(env["AUTH_JWKS_URL"], cache_keys=False).get_signing_key_from_jwt(token)
         jwt.decode(token, key, algorithms=["ES256"], audience="authenticated", issuer=url)
         assert supabase.get_user(token).user.email == address
-    # HS256 tokens issued before the switch stay valid too.
-    assert supabase.get_user(hs.access_token).user.email == address
+    # Under ES256 the shared secret no longer opens anything (apps cannot
+    # mint tokens); an HS256 session refreshes into ES256 tokens.
+    with pytest.raises(AuthApiError):
+        supabase.get_user(hs.access_token)
+    forged = jwt.encode(
+        {**claims, "exp": int(time.time()) + 600}, env["AUTH_JWT_SECRET"], algorithm="HS256"
+    )
+    with pytest.raises(AuthApiError):
+        supabase.get_user(forged)
+    renewed = supabase.refresh_session(hs.refresh_token).session
+    assert jwt.get_unverified_header(renewed.access_token)["alg"] == "ES256"
 
 
 def b64(data: dict | bytes) -> str:
@@ -331,6 +358,14 @@ def test_forged_and_foreign_tokens_are_refused_without_a_500(client, mds):
         headers={"Authorization": f"Bearer {token}"},
     )
     assert users.status_code == 403 and users.json()["error"]["code"] == "insufficient_scope"
+    # Settings decide who logs in and where mail links lead: auth:write.
+    writer = client.api_keys.create(name="writer", scopes=["projects:read", "projects:write"])
+    redirect = httpx.patch(
+        f"{mds.url}/api/v1/projects/{pid}/auth",
+        json={"site_url": "https://attacker.example"},
+        headers={"Authorization": f"Bearer {writer.get('token') or writer.get('key')}"},
+    )
+    assert redirect.status_code == 403, redirect.text
     # Unknown realms are 404s.
     assert httpx.get(f"{mds.url}/auth/v1/proj_nope/production/settings").status_code == 404
 
@@ -389,29 +424,36 @@ def test_login_is_rate_limited_and_unknown_emails_cost_a_hash(client, mds):
 def test_email_confirmation_and_password_reset_through_the_sink(client, mds):
     project = new_project(client, "mail")
     pid = project["id"]
-    enable(mds, pid, email_confirm_required=True)
+    enable(mds, pid, email_confirm_required=True, mail_min_interval_sec=0)
     staging = resolved(mds, pid, "staging")
     supabase = gotrue(staging["AUTH_URL"])
     address = email()
 
+    # Someone signs up first with the victim's address; they never confirm
+    # it, so the owner's signup takes it over, and their password is void.
+    supabase.sign_up({"email": address, "password": "the squatter's password"})
     signed_up = supabase.sign_up({"email": address, "password": PASSWORD})
     assert signed_up.session is None and signed_up.user.email_confirmed_at is None
     with pytest.raises(AuthApiError) as unconfirmed:
         supabase.sign_in_with_password({"email": address, "password": PASSWORD})
     assert unconfirmed.value.code == "email_not_confirmed"
-    [message] = mail(mds, pid, "staging")
+    message, squatters = mail(mds, pid, "staging")
     assert message["to"] == address and message["delivery"] == "captured"
+    with pytest.raises(AuthApiError):  # the first mail's token died with the takeover
+        supabase.verify_otp({"email": address, "token": token_in(squatters), "type": "signup"})
     confirmed = supabase.verify_otp({"email": address, "token": token_in(message), "type": "signup"})
     assert confirmed.session and confirmed.user.email_confirmed_at is not None
     with pytest.raises(AuthApiError):  # single use
         supabase.verify_otp({"email": address, "token": token_in(message), "type": "signup"})
     supabase.sign_in_with_password({"email": address, "password": PASSWORD})
+    with pytest.raises(AuthApiError):
+        supabase.sign_in_with_password({"email": address, "password": "the squatter's password"})
 
     # Recovery: a mail for a known address, the same answer for an unknown one.
     supabase.reset_password_for_email(address)
     supabase.reset_password_for_email(email())
     messages = mail(mds, pid, "staging")
-    assert len(messages) == 2 and messages[0]["subject"] == "Reset your password"
+    assert len(messages) == 3 and messages[0]["subject"] == "Reset your password"
     recovered = AppAuth("project", pid, auth_url=staging["AUTH_URL"]).verify(token_in(messages[0]))
     supabase.set_session(recovered["token"], "")
     supabase.update_user({"password": "brand new password"})
@@ -430,6 +472,27 @@ def test_email_confirmation_and_password_reset_through_the_sink(client, mds):
     )
     assert hop.status_code == 303
     assert hop.headers["location"].startswith("https://app.example.com/reset#access_token=")
+    # Another origin is not followed: the link goes to the site instead.
+    supabase.reset_password_for_email(address)
+    token = token_in(mail(mds, pid, "staging")[0])
+    hop = httpx.get(
+        staging["AUTH_URL"] + "/verify",
+        params={"token": token, "type": "recovery", "redirect_to": "https://evil.example/x"},
+    )
+    assert hop.status_code == 303
+    assert hop.headers["location"].startswith("https://app.example.com/welcome#access_token=")
+
+    # A recovery token mailed to an old address does not confirm a new one.
+    supabase.reset_password_for_email(address)
+    stale = token_in(mail(mds, pid, "staging")[0])
+    session = supabase.sign_in_with_password({"email": address, "password": "brand new password"}).session
+    supabase.set_session(session.access_token, session.refresh_token)
+    supabase.update_user({"email": f"ceo-{uuid.uuid4().hex[:6]}@victim.example"})
+    with pytest.raises(AuthApiError):
+        supabase.verify_otp({"email": address, "token": stale, "type": "recovery"})
+    supabase.update_user({"email": address})  # back, to confirm it again below
+    token = token_in(mail(mds, pid, "staging")[0])
+    supabase.verify_otp({"email": address, "token": token, "type": "signup"})
 
     # A new address must be confirmed again before it can log in.
     session = supabase.sign_in_with_password({"email": address, "password": "brand new password"}).session
@@ -487,6 +550,9 @@ def test_confirmation_mail_goes_out_over_smtp():
         assert envelope.mail_from == "shop@example.com" and envelope.rcpt_tos == [address]
         body = envelope.content.decode()
         token = re.search(r"token: (\S+)", body).group(1)
+        deadline = time.monotonic() + 10
+        while not mail(server, project["id"], "production") and time.monotonic() < deadline:
+            time.sleep(0.05)
         [record] = mail(server, project["id"], "production")
         assert record["delivery"] == "sent" and token not in record["body"]
         session = gotrue(status["auth_url"]).verify_otp({"email": address, "token": token, "type": "signup"})

@@ -39,7 +39,8 @@ pub enum Signer<'a> {
 
 /// What a token may be verified with.
 pub struct VerifyKeys<'a> {
-    pub hs256: &'a [u8],
+    /// None: HS256 tokens are refused.
+    pub hs256: Option<&'a [u8]>,
     pub es256: &'a [(String, VerifyingKey)],
 }
 
@@ -89,7 +90,8 @@ pub fn verify(
     let input = &token.trim()[..header_b64.len() + 1 + payload_b64.len()];
     match header["alg"].as_str() {
         Some("HS256") => {
-            let mut mac = Hmac::<Sha256>::new_from_slice(keys.hs256).expect("any key length");
+            let secret = keys.hs256.ok_or(JwtError::Algorithm)?;
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
             mac.update(input.as_bytes());
             mac.verify_slice(&signature)
                 .map_err(|_| JwtError::Signature)?;
@@ -175,7 +177,7 @@ mod tests {
         let key = signing_key(&private).unwrap();
         let es = vec![(kid.clone(), *key.verifying_key())];
         let keys = VerifyKeys {
-            hs256: secret,
+            hs256: Some(secret),
             es256: &es,
         };
         let hs = sign(&claims(100), &Signer::Hs256(secret));
@@ -195,7 +197,7 @@ mod tests {
             Err(JwtError::Issuer)
         );
         let other = VerifyKeys {
-            hs256: b"another secret",
+            hs256: Some(b"another secret"),
             es256: &[],
         };
         assert_eq!(verify(&hs, &other, ISS, 50), Err(JwtError::Signature));
@@ -203,6 +205,12 @@ mod tests {
             verify(&es_token, &other, ISS, 50),
             Err(JwtError::UnknownKey)
         );
+        let es_only = VerifyKeys {
+            hs256: None,
+            es256: &es,
+        };
+        assert_eq!(verify(&hs, &es_only, ISS, 50), Err(JwtError::Algorithm));
+        assert!(verify(&es_token, &es_only, ISS, 50).is_ok());
 
         // A changed payload, alg none, and garbage.
         let parts: Vec<&str> = hs.split('.').collect();

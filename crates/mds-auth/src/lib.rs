@@ -31,8 +31,13 @@ pub struct AuthConfig {
     pub login_rate_per_ip: u32,
     pub login_rate_per_account: u32,
     /// Where links in confirmation and recovery mail lead, if not to
-    /// `AUTH_URL/verify`.
+    /// `AUTH_URL/verify`; also the only origin `redirect_to` may name.
     pub site_url: Option<String>,
+    /// Seconds between two recovery mails to one address.
+    pub mail_min_interval_sec: u32,
+    /// Seconds a spent refresh token may be spent again (concurrent tabs,
+    /// retries) before reuse counts as theft.
+    pub refresh_reuse_interval_sec: u32,
 }
 
 impl Default for AuthConfig {
@@ -49,6 +54,8 @@ impl Default for AuthConfig {
             login_rate_per_ip: 60,
             login_rate_per_account: 10,
             site_url: None,
+            mail_min_interval_sec: 60,
+            refresh_reuse_interval_sec: 10,
         }
     }
 }
@@ -151,6 +158,12 @@ impl AuthConfig {
                 "login_rate_per_ip" => self.login_rate_per_ip = uint_of(value, 1, 1_000_000)?,
                 "login_rate_per_account" => {
                     self.login_rate_per_account = uint_of(value, 1, 1_000_000)?
+                }
+                "refresh_reuse_interval_sec" => {
+                    self.refresh_reuse_interval_sec = uint_of(value, 0, 60)?
+                }
+                "mail_min_interval_sec" => {
+                    self.mail_min_interval_sec = uint_of(value, 0, 24 * 3600)?
                 }
                 "site_url" => {
                     let v = value.as_str().unwrap_or_default();

@@ -5,7 +5,7 @@
 //! starving the async runtime or the machine's memory, and no hash pays
 //! for allocating and zeroing its memory (9% of a login's CPU otherwise).
 
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::rand_core::OsRng;
@@ -102,9 +102,18 @@ pub fn verify_with(memory: &mut Memory, password: &str, hash: &str) -> bool {
 
 type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 
+/// Hashes waiting per hashing thread before new ones are refused: about a
+/// second of work each, so nobody can queue minutes of it for everyone.
+const QUEUE_PER_THREAD: usize = 64;
+
+/// Every hashing thread is busy and the queue is full: retry shortly.
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing is saturated; retry shortly")]
+pub struct Busy;
+
 #[derive(Clone)]
 pub struct Hasher {
-    jobs: Sender<Job>,
+    jobs: SyncSender<Job>,
     /// Verified against when the email is unknown, so that costs the same
     /// time as a wrong password.
     decoy: Arc<String>,
@@ -118,7 +127,7 @@ impl Hasher {
         } else {
             threads
         };
-        let (jobs, queue) = channel::<Job>();
+        let (jobs, queue) = sync_channel::<Job>(threads * QUEUE_PER_THREAD);
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..threads {
             let queue = queue.clone();
@@ -136,30 +145,37 @@ impl Hasher {
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,
-    ) -> T {
+    ) -> Result<T, Busy> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |memory| {
-            let _ = tx.send(work(memory));
+            // The client went away while this waited: nobody needs it.
+            if !tx.is_closed() {
+                let _ = tx.send(work(memory));
+            }
         });
-        self.jobs
-            .send(job)
-            .expect("hashing threads live as long as the process");
-        rx.await.expect("a hashing job always answers")
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(Busy),
+            Err(TrySendError::Disconnected(_)) => {
+                panic!("hashing threads live as long as the process")
+            }
+        }
+        Ok(rx.await.expect("a hashing job always answers"))
     }
 
-    pub async fn hash(&self, password: String) -> String {
+    pub async fn hash(&self, password: String) -> Result<String, Busy> {
         self.run(move |memory| hash_with(memory, &password)).await
     }
 
     /// Whether `password` matches `hash`; with no hash (unknown user) the
     /// decoy is checked, so the answer takes as long and is false.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> bool {
+    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, Busy> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.decoy.as_str().to_string());
         let matched = self
             .run(move |memory| verify_with(memory, &password, &hash))
-            .await;
-        known && matched
+            .await?;
+        Ok(known && matched)
     }
 }
 
@@ -184,23 +200,18 @@ mod tests {
     #[tokio::test]
     async fn hashes_verify_and_unknown_users_never_match() {
         let hasher = Hasher::new(1);
-        let hash = hasher.hash("correct horse".into()).await;
+        let hash = hasher.hash("correct horse".into()).await.unwrap();
         assert!(
             hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "{hash}"
         );
-        assert!(
-            hasher
-                .verify("correct horse".into(), Some(hash.clone()))
-                .await
-        );
-        assert!(!hasher.verify("wrong".into(), Some(hash.clone())).await);
-        assert!(
-            !hasher
-                .verify("decoy password, never anyone's".into(), None)
-                .await
-        );
-        assert!(!hasher.verify("x".into(), Some("not a hash".into())).await);
+        let verify = |p: &str, h: Option<&str>| hasher.verify(p.into(), h.map(str::to_string));
+        assert!(verify("correct horse", Some(&hash)).await.unwrap());
+        assert!(!verify("wrong", Some(&hash)).await.unwrap());
+        assert!(!verify("decoy password, never anyone's", None)
+            .await
+            .unwrap());
+        assert!(!verify("x", Some("not a hash")).await.unwrap());
         // The reference implementation agrees, both ways.
         let parsed = PasswordHash::new(&hash).unwrap();
         assert!(argon2().verify_password(b"correct horse", &parsed).is_ok());
@@ -215,6 +226,23 @@ mod tests {
         )
         .unwrap()
         .to_string();
-        assert!(hasher.verify("older parameters".into(), Some(theirs)).await);
+        assert!(verify("older parameters", Some(&theirs)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_not_grown() {
+        let hasher = Hasher::new(1);
+        let waiting: Vec<_> = (0..QUEUE_PER_THREAD + 8)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.hash("x".repeat(12)).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in waiting {
+            answers.push(task.await.unwrap());
+        }
+        assert!(answers.iter().any(|a| a.is_err()));
+        assert!(answers.iter().any(|a| a.is_ok()));
     }
 }

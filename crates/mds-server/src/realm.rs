@@ -53,9 +53,16 @@ impl Realm {
         }
     }
 
+    /// The claims of a valid token of this realm. In ES256 mode HS256
+    /// tokens are refused: `AUTH_JWT_SECRET` is in every app's environment,
+    /// and the point of ES256 is that apps cannot mint tokens.
     pub fn verify(&self, token: &str) -> Result<Value, jwt::JwtError> {
+        let hs256 = match self.config.signing_algorithm.as_str() {
+            "ES256" => None,
+            _ => Some(self.hs256.as_bytes()),
+        };
         let keys = VerifyKeys {
-            hs256: self.hs256.as_bytes(),
+            hs256,
             es256: &self.es256,
         };
         let path = self.url.find("/auth/v1/").map_or("", |at| &self.url[at..]);

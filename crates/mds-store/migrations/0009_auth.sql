@@ -45,10 +45,12 @@ CREATE TABLE auth_refresh_tokens (
 );
 CREATE INDEX auth_refresh_tokens_session ON auth_refresh_tokens (session_id);
 
--- Email confirmation and password recovery tokens (SHA-256 only).
+-- Email confirmation and password recovery tokens (SHA-256 only), each
+-- good only while the user still has the address it was mailed to.
 CREATE TABLE auth_one_time_tokens (
     token_hash  bytea PRIMARY KEY,
     user_id     text NOT NULL REFERENCES auth_users (id) ON DELETE CASCADE,
+    email       text NOT NULL,
     purpose     text NOT NULL CHECK (purpose IN ('signup', 'recovery')),
     expires_at  timestamptz NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()

@@ -193,6 +193,41 @@ impl Store {
         Ok(row.as_ref().map(user_from_row))
     }
 
+    /// Signup over an address nobody has confirmed: whoever signed up
+    /// with it before never proved they own it, so the new password and
+    /// metadata replace theirs, and any session of theirs ends.
+    pub async fn replace_unconfirmed_user(
+        &self,
+        binding_id: &str,
+        email: &str,
+        password_hash: &str,
+        user_metadata: &Value,
+    ) -> Result<Option<UserRow>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "WITH target AS (
+                         SELECT id FROM auth_users
+                         WHERE binding_id = $1 AND email = $2 AND email_confirmed_at IS NULL),
+                     ended AS (
+                         UPDATE auth_sessions SET revoked_at = now(),
+                             revoked_reason = 'signup over an unconfirmed address'
+                         WHERE user_id IN (SELECT id FROM target) AND revoked_at IS NULL),
+                     spent AS (
+                         DELETE FROM auth_one_time_tokens
+                         WHERE user_id IN (SELECT id FROM target))
+                     UPDATE auth_users u SET password_hash = $3, user_metadata = $4,
+                         updated_at = now()
+                     WHERE u.id IN (SELECT id FROM target)
+                     RETURNING {USER_COLUMNS}"
+                ),
+                &[&binding_id, &email, &password_hash, user_metadata],
+            )
+            .await?;
+        Ok(row.as_ref().map(user_from_row))
+    }
+
     /// Users of a binding, newest first, and how many there are.
     pub async fn auth_users(
         &self,
@@ -242,7 +277,11 @@ impl Store {
         let row = client
             .query_opt(
                 &format!(
-                    "UPDATE auth_users u SET
+                    "WITH changed AS (
+                         DELETE FROM auth_one_time_tokens
+                         WHERE user_id = $2 AND $3::text IS NOT NULL
+                           AND $3 IS DISTINCT FROM (SELECT email FROM auth_users WHERE id = $2))
+                     UPDATE auth_users u SET
                          email = coalesce($3, u.email),
                          password_hash = coalesce($4, u.password_hash),
                          user_metadata = u.user_metadata || coalesce($5, '{{}}'::jsonb),
@@ -320,22 +359,29 @@ impl Store {
     }
 
     /// Spends a refresh token and stores its successor, or revokes the
-    /// family if it was spent already.
+    /// family if it was spent already. Within `reuse_grace_secs` of its
+    /// first use a token may be spent again (another successor, as GoTrue
+    /// allows): two tabs refreshing at once, or a retry after a lost
+    /// answer, are not theft.
     pub async fn refresh_session(
         &self,
         binding_id: &str,
         token_hash: &[u8],
         next_hash: &[u8],
+        reuse_grace_secs: f64,
     ) -> Result<Refresh> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let Some(row) = tx
             .query_opt(
-                "SELECT t.session_id, t.used_at IS NOT NULL, s.revoked_at IS NOT NULL, s.user_id
+                "SELECT t.session_id,
+                        t.used_at IS NOT NULL
+                            AND t.used_at < now() - make_interval(secs => $3),
+                        s.revoked_at IS NOT NULL, s.user_id
                  FROM auth_refresh_tokens t JOIN auth_sessions s ON s.id = t.session_id
                  WHERE t.token_hash = $1 AND s.binding_id = $2
                  FOR UPDATE OF t, s",
-                &[&token_hash, &binding_id],
+                &[&token_hash, &binding_id, &reuse_grace_secs],
             )
             .await?
         else {
@@ -359,7 +405,8 @@ impl Store {
             return Ok(Refresh::Reused);
         }
         tx.execute(
-            "UPDATE auth_refresh_tokens SET used_at = now() WHERE token_hash = $1",
+            "UPDATE auth_refresh_tokens SET used_at = coalesce(used_at, now())
+             WHERE token_hash = $1",
             &[&token_hash],
         )
         .await?;
@@ -428,8 +475,9 @@ impl Store {
         )
         .await?;
         tx.execute(
-            "INSERT INTO auth_one_time_tokens (token_hash, user_id, purpose, expires_at)
-             VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+            "INSERT INTO auth_one_time_tokens (token_hash, user_id, email, purpose, expires_at)
+             SELECT $1, id, email, $3, now() + make_interval(secs => $4)
+             FROM auth_users WHERE id = $2",
             &[&token_hash, &user_id, &purpose, &ttl_secs],
         )
         .await?;
@@ -449,7 +497,8 @@ impl Store {
 
     /// Spends a one-time token of `binding_id`: returns its user (with the
     /// email confirmed, which either purpose proves) and purpose, or
-    /// `None` if it is unknown or expired.
+    /// `None` if it is unknown, expired, or was mailed to an address the
+    /// user no longer has.
     pub async fn consume_one_time_token(
         &self,
         binding_id: &str,
@@ -461,7 +510,7 @@ impl Store {
             .query_opt(
                 "DELETE FROM auth_one_time_tokens t USING auth_users u
                  WHERE t.token_hash = $1 AND u.id = t.user_id AND u.binding_id = $2
-                 RETURNING t.user_id, t.purpose, t.expires_at > now()",
+                 RETURNING t.user_id, t.purpose, t.expires_at > now() AND t.email = u.email",
                 &[&token_hash, &binding_id],
             )
             .await?
@@ -645,7 +694,8 @@ impl Store {
             .collect())
     }
 
-    /// Removes rate windows and one-time tokens that no longer matter.
+    /// Removes rate windows, tokens, ended sessions and mail that no longer
+    /// matter.
     pub async fn sweep_auth(&self) -> Result<u64> {
         let client = self.client().await?;
         let windows = client
@@ -660,7 +710,27 @@ impl Store {
                 &[],
             )
             .await?;
-        Ok(windows + tokens)
+        // Spent refresh tokens are kept a week to catch reuse; sessions
+        // ended a month ago go with their tokens; mail after a month.
+        let spent = client
+            .execute(
+                "DELETE FROM auth_refresh_tokens WHERE used_at < now() - interval '7 days'",
+                &[],
+            )
+            .await?;
+        let ended = client
+            .execute(
+                "DELETE FROM auth_sessions WHERE revoked_at < now() - interval '30 days'",
+                &[],
+            )
+            .await?;
+        let mail = client
+            .execute(
+                "DELETE FROM auth_mail WHERE created_at < now() - interval '30 days'",
+                &[],
+            )
+            .await?;
+        Ok(windows + tokens + spent + ended + mail)
     }
 }
 

@@ -200,10 +200,12 @@ pub struct AuthQuery {
     redirect_to: Option<String>,
 }
 
-/// The client's address, for per-address rate limits. A peer on loopback
-/// or a private network is a proxy or an app's backend calling for its
-/// users (the usual `AppAuth` setup), so its `X-Forwarded-For` names the
-/// client; a public peer cannot choose its own address that way.
+/// The client's address, for per-address rate limits. Proxies append to
+/// `X-Forwarded-For`, so it is read from the right: past the peer and any
+/// hop on loopback or a private network (proxies, an app's backend calling
+/// for its users), the first public address is the client. A public peer
+/// is the client itself, whatever it sends. IPv6 clients count per /64,
+/// the block one subscriber gets.
 fn client_addr(request: &Request) -> String {
     let Some(peer) = request
         .extensions()
@@ -212,21 +214,45 @@ fn client_addr(request: &Request) -> String {
     else {
         return "unknown".to_string();
     };
-    let trusted = match peer {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+    let mut client = peer;
+    if is_internal(peer) {
+        let forwarded = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+            .collect::<Vec<_>>();
+        for hop in forwarded.into_iter().rev() {
+            client = hop;
+            if !is_internal(hop) {
+                break;
+            }
         }
-    };
-    let forwarded = request
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|first| first.trim().parse::<IpAddr>().ok());
-    match forwarded {
-        Some(client) if trusted => client.to_string(),
-        _ => peer.to_string(),
+    }
+    match client {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Loopback, private or link-local: a hop inside the operator's network.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_internal(IpAddr::V4(v4)),
+            // fc00::/7 (unique local) and fe80::/10 (link-local).
+            None => {
+                v6.is_loopback()
+                    || (v6.segments()[0] & 0xfe00) == 0xfc00
+                    || (v6.segments()[0] & 0xffc0) == 0xfe80
+            }
+        },
     }
 }
 
@@ -416,6 +442,45 @@ fn check_password(realm: &Realm, password: &str) -> AuthResult<()> {
     Err(err)
 }
 
+/// Largest `user_metadata`: it travels in every access token.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// `data` from a body: an object, small, with no NUL (which Postgres's
+/// jsonb cannot store).
+fn metadata_of(body: &Body) -> AuthResult<Option<Value>> {
+    match &body.data {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => {
+            let text = v.to_string();
+            if text.len() > MAX_METADATA_BYTES {
+                return Err(invalid_field(
+                    "data",
+                    "validation_failed",
+                    format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
+                ));
+            }
+            if text.contains("\\u0000") {
+                return Err(invalid_field(
+                    "data",
+                    "validation_failed",
+                    "must not contain NUL characters",
+                ));
+            }
+            Ok(Some(v.clone()))
+        }
+        Some(_) => Err(invalid_field(
+            "data",
+            "validation_failed",
+            "must be an object",
+        )),
+    }
+}
+
+/// The hashing pool's queue is full: a 503 to retry, not a wait for all.
+fn hashed<T>(result: Result<T, mds_auth::password::Busy>) -> AuthResult<T> {
+    result.map_err(|busy| ApiError::unavailable(busy.to_string()).into())
+}
+
 enum SignedUp {
     Session(Issued),
     /// Email confirmation is required: no session until then.
@@ -433,24 +498,14 @@ async fn signup(state: &AppState, realm: &Realm, addr: &str, body: &Body) -> Aut
     let email = email_of(body)?;
     let password = password_of(body)?;
     check_password(realm, &password)?;
-    let metadata = match &body.data {
-        None | Some(Value::Null) => json!({}),
-        Some(Value::Object(map)) => Value::Object(map.clone()),
-        Some(_) => {
-            return Err(invalid_field(
-                "data",
-                "validation_failed",
-                "must be an object",
-            ))
-        }
-    };
+    let metadata = metadata_of(body)?.unwrap_or_else(|| json!({}));
     rate_limit(
         state,
         realm,
         &[("signup-address", addr, realm.config.login_rate_per_ip)],
     )
     .await?;
-    let hash = state.auth.hasher.hash(password).await;
+    let hash = hashed(state.auth.hasher.hash(password).await)?;
     let confirm = realm.config.email_confirm_required;
     let store = state.store()?;
     let user = match store
@@ -466,11 +521,29 @@ async fn signup(state: &AppState, realm: &Realm, addr: &str, body: &Body) -> Aut
     {
         Ok(user) => user,
         Err(StoreError::Conflict { .. }) => {
-            return Err(fail(
-                StatusCode::CONFLICT,
-                "user_already_exists",
-                "a user with this email address already exists; log in instead",
-            ))
+            // Nobody proved they own an unconfirmed address: whoever signs
+            // up with it now takes it over (and must confirm it).
+            let replaced = match confirm {
+                true => {
+                    store
+                        .replace_unconfirmed_user(&realm.binding_id, &email, &hash, &metadata)
+                        .await?
+                }
+                false => None,
+            };
+            match replaced {
+                Some(user) => {
+                    let user = send_token_mail(state, realm, user, "signup").await?;
+                    return Ok(SignedUp::Unconfirmed(user));
+                }
+                None => {
+                    return Err(fail(
+                        StatusCode::CONFLICT,
+                        "user_already_exists",
+                        "a user with this email address already exists; log in instead",
+                    ))
+                }
+            }
         }
         Err(e) => return Err(e.into()),
     };
@@ -509,7 +582,7 @@ async fn password_login(
         .await?;
     // An unknown email is checked against a decoy hash: same time, no.
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    if !state.auth.hasher.verify(password, hash).await {
+    if !hashed(state.auth.hasher.verify(password, hash).await)? {
         return Err(invalid_credentials());
     }
     let user = user.expect("verified against a real hash");
@@ -536,6 +609,7 @@ async fn refresh(state: &AppState, realm: &Realm, body: &Body) -> AuthResult<Iss
             &realm.binding_id,
             &token_hash(presented),
             &token_hash(&next),
+            f64::from(realm.config.refresh_reuse_interval_sec),
         )
         .await?
     {
@@ -676,15 +750,31 @@ async fn send_token_mail(
     };
     let body =
         format!("{intro}\n\n{link}\n\nOr use this token: {token}\n\nIt expires in 24 hours.\n");
-    let delivery = if state.auth.mailer.delivers() {
-        match state.auth.mailer.send(&user.email, subject, &body).await {
-            Ok(()) => "sent".to_string(),
-            Err(e) => {
-                tracing::warn!(realm = realm.binding_id, error = %e, "could not send auth mail");
-                format!("failed: {e}")
+    if state.auth.mailer.delivers() {
+        // In the background: an SMTP server's pace must not tell a caller
+        // whether the address has an account.
+        let (state, binding, to) = (state.clone(), realm.binding_id.clone(), user.email.clone());
+        let withheld = format!("{intro}\n\n(token withheld)\n");
+        tokio::spawn(async move {
+            let delivery = match state.auth.mailer.send(&to, subject, &body).await {
+                Ok(()) => "sent".to_string(),
+                Err(e) => {
+                    tracing::warn!(realm = binding, error = %e, "could not send auth mail");
+                    format!("failed: {e}")
+                }
+            };
+            if let Ok(store) = state.store() {
+                let _ = store
+                    .add_mail(&binding, &to, subject, &withheld, &delivery)
+                    .await;
             }
-        }
-    } else if realm.is_production() {
+        });
+        return Ok(store
+            .auth_user(&realm.binding_id, UserKey::Id(&user.id))
+            .await?
+            .unwrap_or(user));
+    }
+    let delivery = if realm.is_production() {
         tracing::warn!(
             realm = realm.binding_id,
             "auth mail in production with no --smtp-url; not delivered"
@@ -721,11 +811,16 @@ async fn recover(state: &AppState, realm: &Realm, addr: &str, body: &Body) -> Au
         ],
     )
     .await?;
-    if let Some(user) = state
+    let user = state
         .store()?
         .auth_user(&realm.binding_id, UserKey::Email(&email))
-        .await?
-    {
+        .await?;
+    // At most one recovery mail per interval to an address: no mail bombs.
+    let interval = chrono::Duration::seconds(i64::from(realm.config.mail_min_interval_sec));
+    if let Some(user) = user.filter(|u| {
+        u.recovery_sent_at
+            .is_none_or(|sent| chrono::Utc::now() - sent >= interval)
+    }) {
         send_token_mail(state, realm, user, "recovery").await?;
     }
     Ok(())
@@ -751,10 +846,13 @@ async fn verify(state: &AppState, realm: &Realm, token: Option<&str>) -> AuthRes
     open_session(state, realm, user).await
 }
 
+/// Changes the token's user; a new password ends the user's other
+/// sessions (whoever else held one is out).
 async fn update_user(
     state: &AppState,
     realm: &Realm,
     user: &UserRow,
+    session_id: &str,
     body: &Body,
 ) -> AuthResult<UserRow> {
     let email = match &body.email {
@@ -764,23 +862,34 @@ async fn update_user(
         ),
         None => None,
     };
-    let hash = match &body.password {
-        Some(password) => {
-            check_password(realm, password)?;
-            Some(state.auth.hasher.hash(password.clone()).await)
-        }
-        None => None,
-    };
-    let metadata = match &body.data {
-        None | Some(Value::Null) => None,
-        Some(v @ Value::Object(_)) => Some(v.clone()),
-        Some(_) => {
+    let metadata = metadata_of(body)?;
+    if let Some(Value::Object(patch)) = &metadata {
+        let mut merged = user.user_metadata.as_object().cloned().unwrap_or_default();
+        merged.extend(patch.clone());
+        if Value::Object(merged).to_string().len() > MAX_METADATA_BYTES {
             return Err(invalid_field(
                 "data",
                 "validation_failed",
-                "must be an object",
-            ))
+                format!("the user's metadata would exceed {MAX_METADATA_BYTES} bytes"),
+            ));
         }
+    }
+    let hash = match &body.password {
+        Some(password) => {
+            check_password(realm, password)?;
+            rate_limit(
+                state,
+                realm,
+                &[(
+                    "password-change",
+                    &user.id,
+                    realm.config.login_rate_per_account,
+                )],
+            )
+            .await?;
+            Some(hashed(state.auth.hasher.hash(password.clone()).await)?)
+        }
+        None => None,
     };
     let patch = UserPatch {
         email: email.as_deref(),
@@ -793,13 +902,24 @@ async fn update_user(
         .update_auth_user(&realm.binding_id, &user.id, &patch)
         .await
     {
-        // A new address that must be confirmed gets its confirmation mail.
-        Ok(Some(updated))
-            if updated.email_confirmed_at.is_none() && updated.email != user.email =>
-        {
-            send_token_mail(state, realm, updated, "signup").await
+        Ok(Some(updated)) => {
+            if hash.is_some() {
+                state
+                    .store()?
+                    .revoke_sessions(
+                        &realm.binding_id,
+                        &user.id,
+                        LogoutScope::Others(session_id),
+                        "password changed",
+                    )
+                    .await?;
+            }
+            // A new address that must be confirmed gets its confirmation mail.
+            if updated.email_confirmed_at.is_none() && updated.email != user.email {
+                return send_token_mail(state, realm, updated, "signup").await;
+            }
+            Ok(updated)
         }
-        Ok(Some(updated)) => Ok(updated),
         Ok(None) => Err(bad_token("this user no longer exists")),
         Err(StoreError::Conflict { .. }) => Err(fail(
             StatusCode::CONFLICT,
@@ -903,8 +1023,9 @@ pub async fn gotrue_update_user(
     bytes: Bytes,
 ) -> AuthResult<Response> {
     let realm = load(&state, &path).await?;
-    let (user, _, _) = bearer_user(&state, &realm, &headers).await?;
-    let user = update_user(&state, &realm, &user, &body(&bytes)?).await?;
+    let (user, claims, _) = bearer_user(&state, &realm, &headers).await?;
+    let session = claims["session_id"].as_str().unwrap_or_default();
+    let user = update_user(&state, &realm, &user, session, &body(&bytes)?).await?;
     Ok(ok_json(user_json(&user)))
 }
 
@@ -952,17 +1073,46 @@ pub async fn gotrue_verify(
     Ok(ok_json(gotrue_session(&issued)))
 }
 
+/// `scheme://host[:port]` of an http(s) URL.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') || authority.contains('\\') {
+        return None;
+    }
+    Some(format!(
+        "{}://{}",
+        scheme.to_ascii_lowercase(),
+        authority.to_ascii_lowercase()
+    ))
+}
+
 /// `GET /verify?token=&type=&redirect_to=`: the link in the mail. Goes on
-/// to `redirect_to` (or the site URL) with the session in the fragment, as
-/// GoTrue does; without either, answers the session as JSON.
+/// to `redirect_to` if it is on the site URL's origin, else to the site
+/// URL, with the session in the fragment, as GoTrue does; with no site
+/// URL, answers the session as JSON.
 pub async fn gotrue_verify_link(
     State(state): State<AppState>,
     PathParams(path): PathParams<RealmPath>,
     QueryParams(query): QueryParams<AuthQuery>,
 ) -> AuthResult<Response> {
     let realm = load(&state, &path).await?;
+    // Only the app's own origin: anything else would make this link an
+    // open redirect (and a way to log a victim into someone's account).
+    let site = realm.config.site_url.clone();
+    let target = match (query.redirect_to, &site) {
+        (Some(wanted), Some(site))
+            if origin(&wanted).is_some() && origin(&wanted) == origin(site) =>
+        {
+            Some(wanted)
+        }
+        _ => site,
+    }
+    .filter(|t| !t.chars().any(char::is_control));
     let issued = verify(&state, &realm, query.token.as_deref()).await?;
-    let target = query.redirect_to.or_else(|| realm.config.site_url.clone());
     match target {
         Some(target) => {
             let fragment = format!(

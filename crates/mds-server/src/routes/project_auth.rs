@@ -4,6 +4,9 @@
 //! resource (`project`, or a sandbox or deployment) names the project and
 //! environment.
 //!
+//! Settings need `auth:write` (they decide who can log in and where mail
+//! links lead); reading status `projects:read`; users and mail `auth:read`.
+//!
 //! Auth is a data service of kind `auth` with a binding per environment:
 //! each environment has its own users, secret and keys. Disabling keeps
 //! them; only deleting the service (confirmed) removes them.
@@ -282,7 +285,7 @@ pub async fn native_enable(
     QueryParams(query): QueryParams<TargetQuery>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    principal.require("projects:write")?;
+    principal.require("auth:write")?;
     let target = target(&state, &principal, &project, query.environment()).await?;
     let patch = settings_of(body)?;
     Ok(data(StatusCode::OK, enable(&state, &target, &patch).await?))
@@ -295,7 +298,7 @@ pub async fn native_update(
     QueryParams(query): QueryParams<TargetQuery>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    principal.require("projects:write")?;
+    principal.require("auth:write")?;
     let target = target(&state, &principal, &project, query.environment()).await?;
     let patch = settings_of(body)?;
     Ok(data(StatusCode::OK, update(&state, &target, &patch).await?))
@@ -307,7 +310,7 @@ pub async fn native_disable(
     PathParams(project): PathParams<String>,
     QueryParams(query): QueryParams<TargetQuery>,
 ) -> ApiResult<Response> {
-    principal.require("projects:write")?;
+    principal.require("auth:write")?;
     let target = target(&state, &principal, &project, query.environment()).await?;
     Ok(data(StatusCode::OK, disable(&state, &target).await?))
 }
@@ -338,7 +341,7 @@ pub async fn users(
     let target = target(&state, &principal, &project, query.environment()).await?;
     let (_, binding) = binding(&state, &target).await?;
     let per_page = query.per_page.or(query.limit).unwrap_or(50).clamp(1, 1000);
-    let page = query.page.unwrap_or(1).max(1);
+    let page = query.page.unwrap_or(1).clamp(1, 1_000_000);
     let (rows, total) = state
         .store()?
         .auth_users(&binding.id, per_page, (page - 1) * per_page)
@@ -497,7 +500,7 @@ pub async fn miosa_enable(
     principal: Principal,
     JsonBody(body): JsonBody<ResourceBody>,
 ) -> ApiResult<Response> {
-    principal.require("projects:write")?;
+    principal.require("auth:write")?;
     let target = miosa_target(&state, &principal, &body).await?;
     let patch = body.config.clone().unwrap_or_default();
     Ok(data(StatusCode::OK, enable(&state, &target, &patch).await?))
@@ -508,7 +511,7 @@ pub async fn miosa_update(
     principal: Principal,
     JsonBody(body): JsonBody<ResourceBody>,
 ) -> ApiResult<Response> {
-    principal.require("projects:write")?;
+    principal.require("auth:write")?;
     let target = miosa_target(&state, &principal, &body).await?;
     let patch = body.config.clone().unwrap_or_default();
     Ok(data(StatusCode::OK, update(&state, &target, &patch).await?))
@@ -519,7 +522,7 @@ pub async fn miosa_disable(
     principal: Principal,
     JsonBody(body): JsonBody<ResourceBody>,
 ) -> ApiResult<Response> {
-    principal.require("projects:write")?;
+    principal.require("auth:write")?;
     let target = miosa_target(&state, &principal, &body).await?;
     Ok(data(StatusCode::OK, disable(&state, &target).await?))
 }
