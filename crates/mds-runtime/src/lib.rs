@@ -1,0 +1,6 @@
+//! Ephemeral compute: sandboxes (and, later, runtime instances), each a
+//! jailed process tree over a workspace of its own. Data never lives here:
+//! it lives in the data services the processes reach with the variables
+//! they were booted with.
+
+pub mod jail;

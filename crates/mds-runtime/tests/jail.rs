@@ -1,0 +1,188 @@
+//! The jail against the real bubblewrap: what a jailed process can see,
+//! write and reach, and that killing its group ends everything in it.
+
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mds_runtime::jail::{Jail, Mount, Spec};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// As root, jailed processes run as nobody; as anyone else, as themselves.
+fn jail() -> Jail {
+    let user = nix::unistd::Uid::effective()
+        .is_root()
+        .then_some((65534, 65534));
+    Jail::find(user).expect("bubblewrap is installed by scripts/install-deps")
+}
+
+/// A workspace the jail's user owns, under a directory it may traverse.
+fn workspace(root: &Path, name: &str, jail: &Jail) -> PathBuf {
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = root.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    if let Some((uid, gid)) = jail.user() {
+        chown(&dir, Some(uid), Some(gid)).unwrap();
+    }
+    dir
+}
+
+fn spec(workspace: &Path, script: &str, env: &[(&str, &str)]) -> Spec {
+    Spec {
+        workspace: workspace.to_path_buf(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        cwd: "/workspace".to_string(),
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        mounts: Vec::new(),
+    }
+}
+
+/// (exit code, stdout, stderr)
+async fn run(jail: &Jail, spec: &Spec) -> (i32, String, String) {
+    let out = jail.command(spec).output().await.expect("bwrap runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_jailed_process_sees_only_its_workspace_and_exactly_its_env() {
+    let jail = jail();
+    let root = tempfile::tempdir().unwrap();
+    let mine = workspace(root.path(), "a", &jail);
+    let theirs = workspace(root.path(), "b", &jail);
+    std::fs::write(theirs.join("secret.txt"), "not yours").unwrap();
+    std::env::set_var("MDS_HOST_ONLY", "leak");
+
+    let (code, out, err) = run(
+        &jail,
+        &spec(
+            &mine,
+            "echo hello > note.txt && cat note.txt && echo \"$DATABASE_URL|$MDS_HOST_ONLY|$HOME\"",
+            &[("DATABASE_URL", "postgresql://u:p@127.0.0.1:5432/db")],
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello\npostgresql://u:p@127.0.0.1:5432/db||/workspace");
+    assert_eq!(
+        std::fs::read_to_string(mine.join("note.txt")).unwrap(),
+        "hello\n"
+    );
+
+    // The host's other places do not exist inside; system ones are read-only.
+    let (_, out, _) = run(&jail, &spec(&mine, "ls /", &[])).await;
+    let mut top: Vec<&str> = out.lines().collect();
+    top.sort();
+    for name in &top {
+        assert!(
+            [
+                "bin",
+                "dev",
+                "etc",
+                "lib",
+                "lib32",
+                "lib64",
+                "libx32",
+                "proc",
+                "sbin",
+                "tmp",
+                "usr",
+                "workspace"
+            ]
+            .contains(name),
+            "unexpected /{name} in {top:?}"
+        );
+    }
+    let probe = format!(
+        "cat {} 2>&1; touch /usr/x 2>&1; touch /etc/x 2>&1; ls /root 2>&1; cat /etc/shadow 2>&1 | head -1",
+        theirs.join("secret.txt").display()
+    );
+    let (_, out, _) = run(&jail, &spec(&mine, &probe, &[])).await;
+    assert!(!out.contains("not yours"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(!out.contains("root:"), "{out}");
+
+    // Its own pid namespace: it sees its own processes only.
+    let (_, out, _) = run(&jail, &spec(&mine, "ls /proc | grep -c '^[0-9]'", &[])).await;
+    let visible: u32 = out.parse().unwrap();
+    assert!(visible <= 4, "{visible} processes visible");
+}
+
+#[tokio::test]
+async fn it_reaches_loopback_services_and_mounted_volumes() {
+    let jail = jail();
+    let root = tempfile::tempdir().unwrap();
+    let ws = workspace(root.path(), "ws", &jail);
+    let volume = workspace(root.path(), "vol", &jail);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let (mut socket, _) = listener.accept().await.unwrap();
+        socket.write_all(b"pong\n").await.unwrap();
+    });
+    let mut s = spec(
+        &ws,
+        &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && head -1 <&3 && echo kept > /data/file"),
+        &[],
+    );
+    s.argv[0] = "/bin/bash".into();
+    s.mounts.push(Mount {
+        host: volume.clone(),
+        inside: "/data".into(),
+        writable: true,
+    });
+    let (code, out, err) = run(&jail, &s).await;
+    assert_eq!((code, out.as_str()), (0, "pong"), "{err}");
+    server.await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(volume.join("file")).unwrap(),
+        "kept\n"
+    );
+}
+
+#[tokio::test]
+async fn killing_the_group_ends_every_process_inside() {
+    let jail = jail();
+    let root = tempfile::tempdir().unwrap();
+    let ws = workspace(root.path(), "ws", &jail);
+    let mut child = jail
+        .command(&spec(
+            &ws,
+            "sleep 300 & sleep 300 & echo started > started; wait",
+            &[],
+        ))
+        .spawn()
+        .unwrap();
+    let pgid = child.id().unwrap() as i32;
+    for _ in 0..200 {
+        if ws.join("started").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ws.join("started").exists());
+    killpg(Pid::from_raw(pgid), Signal::SIGKILL).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("bwrap ends when killed")
+        .unwrap();
+    assert!(!status.success());
+    // No sleep of that jail survives (its pid namespace died with it).
+    let leftover = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 300"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&leftover.stdout).trim().is_empty(),
+        "left behind: {}",
+        String::from_utf8_lossy(&leftover.stdout)
+    );
+}
