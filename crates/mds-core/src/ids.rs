@@ -16,6 +16,7 @@ pub enum IdKind {
     User,
     /// An end user's session: a refresh-token family.
     Session,
+    Sandbox,
 }
 
 impl IdKind {
@@ -31,6 +32,7 @@ impl IdKind {
             IdKind::Upload => "upl",
             IdKind::User => "usr",
             IdKind::Session => "sess",
+            IdKind::Sandbox => "sbx",
         }
     }
 
@@ -65,6 +67,7 @@ mod tests {
             IdKind::Upload,
             IdKind::User,
             IdKind::Session,
+            IdKind::Sandbox,
         ] {
             let id = kind.mint();
             assert!(id.starts_with(&format!("{}_", kind.prefix())), "{id}");

@@ -4,3 +4,4 @@
 //! they were booted with.
 
 pub mod jail;
+pub mod sandbox;

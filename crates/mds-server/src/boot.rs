@@ -133,6 +133,13 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
         }
     };
 
+    if let Err(e) = open_sandboxes(&data_dir, &state).await {
+        let _ = stop_tx.send(true);
+        engine.shutdown().await;
+        let _ = fs::remove_file(data_dir.join(SERVER_INFO_FILE));
+        return Err(e);
+    }
+
     on_ready(&Ready {
         s3_url: s3_endpoint.clone(),
         url: url.clone(),
@@ -461,6 +468,48 @@ async fn bootstrap_admin_key(
     // Printed once, on the start that created it.
     println!("Admin API key (shown once; also in {}):", path.display());
     println!("  {}", *minted.token);
+    Ok(())
+}
+
+/// Sandboxes keep their workspaces in `DIR/sandboxes`; as root, their
+/// commands run as `nobody`, who may pass through `DIR` (not list it).
+/// Workspaces of sandboxes that are gone (a crash mid-destroy) are removed;
+/// the processes of the others died with the last server, and their next
+/// command boots them again.
+async fn open_sandboxes(data_dir: &Path, state: &AppState) -> anyhow::Result<()> {
+    let user = if nix::unistd::Uid::effective().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody")?
+            .context("there is no `nobody` account for sandbox processes")?;
+        let mode = fs::metadata(data_dir)?.permissions().mode();
+        fs::set_permissions(
+            data_dir,
+            fs::Permissions::from_mode((mode & 0o7777) | 0o001),
+        )?;
+        Some((nobody.uid.as_raw(), nobody.gid.as_raw()))
+    } else {
+        None
+    };
+    let root = data_dir.join("sandboxes");
+    let sandboxes = mds_runtime::sandbox::Sandboxes::new(&root, user)?;
+    if let Err(e) = sandboxes.available() {
+        tracing::warn!(error = %e, "sandboxes are unavailable");
+    }
+    let kept = state
+        .store()
+        .map_err(|e| anyhow::anyhow!(e.message))?
+        .kept_sandbox_ids()
+        .await?;
+    for entry in fs::read_dir(&root)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !kept.contains(&name) {
+            tracing::info!(
+                sandbox = name,
+                "removing the workspace of a sandbox that is gone"
+            );
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    state.set_sandboxes(sandboxes);
     Ok(())
 }
 

@@ -1,15 +1,20 @@
 //! What every handler shares.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use mds_auth::mail::Mailer;
 use mds_crypto::MasterKey;
 use mds_engines::PostgresEngine;
 use mds_provision::Reconciler;
+use mds_runtime::sandbox::Sandboxes;
 use mds_storage::Storage;
 use mds_store::Store;
 
 use crate::error::ApiError;
+
+/// The variables a sandbox booted with: (name, value), sorted by name.
+pub type BootEnv = Arc<Vec<(String, String)>>;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
@@ -37,6 +42,10 @@ pub struct Shared {
     reconciler: OnceLock<Reconciler>,
     storage: OnceLock<Storage>,
     engine_version: OnceLock<String>,
+    sandboxes: OnceLock<Sandboxes>,
+    /// The environment each running sandbox booted with, by id: what its
+    /// commands get until its next boot.
+    pub boots: Mutex<HashMap<String, BootEnv>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -58,6 +67,8 @@ impl AppState {
             reconciler: OnceLock::new(),
             storage: OnceLock::new(),
             engine_version: OnceLock::new(),
+            sandboxes: OnceLock::new(),
+            boots: Mutex::default(),
         }))
     }
 
@@ -85,6 +96,16 @@ impl AppState {
 
     pub fn storage(&self) -> Result<&Storage, ApiError> {
         self.storage
+            .get()
+            .ok_or_else(|| ApiError::unavailable("mds is starting; retry shortly"))
+    }
+
+    pub fn set_sandboxes(&self, sandboxes: Sandboxes) {
+        let _ = self.sandboxes.set(sandboxes);
+    }
+
+    pub fn sandboxes(&self) -> Result<&Sandboxes, ApiError> {
+        self.sandboxes
             .get()
             .ok_or_else(|| ApiError::unavailable("mds is starting; retry shortly"))
     }

@@ -14,6 +14,7 @@ mod idempotency;
 mod migrations;
 mod projects;
 pub mod quote;
+mod sandboxes;
 mod settings;
 mod storage;
 mod variables;
@@ -32,6 +33,7 @@ pub use data_services::{BindingRow, DataServiceRow, MissingBinding, NewBinding, 
 pub use error::StoreError;
 pub use idempotency::{IdempotencyBegin, IdempotencyKey, StoredResponse};
 pub use projects::{EnvironmentRow, NewEnvironment, NewProject, ProjectPatch, ProjectRow};
+pub use sandboxes::{NewSandbox, SandboxRow};
 pub use storage::{
     BucketRow, Manifest, NewBucket, NewObject, ObjectRow, PartRow, StorageRule, UploadRow,
 };

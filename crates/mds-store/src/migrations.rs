@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0008_inline_chunks.sql"),
     ),
     (9, "auth", include_str!("../migrations/0009_auth.sql")),
+    (
+        10,
+        "sandboxes",
+        include_str!("../migrations/0010_sandboxes.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

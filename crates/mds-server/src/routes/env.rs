@@ -4,10 +4,10 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use mds_api_types::{EnvEntry, EnvSource, ResolvedEnv};
+use mds_api_types::{Binding, EnvEntry, EnvSource, ResolvedEnv};
 use mds_core::env::{resolve_env, Candidate, Layer};
 use mds_core::vars;
-use mds_store::VariableScope;
+use mds_store::{EnvironmentRow, ProjectRow, VariableScope};
 use serde::Deserialize;
 
 use super::data;
@@ -55,55 +55,7 @@ pub async fn resolve(
     )
     .await?;
 
-    let mut candidates = vec![
-        Candidate::new(
-            Layer::Platform,
-            "mds",
-            "MIOSA_PROJECT_ID",
-            &project.id,
-            false,
-        ),
-        Candidate::new(
-            Layer::Platform,
-            "mds",
-            "MIOSA_ENVIRONMENT",
-            &env.name,
-            false,
-        ),
-    ];
-    let mut pending = Vec::new();
-    let reconciler = state.reconciler()?;
-    for (service, binding) in store.environment_bindings(&env.id).await? {
-        if binding.state != "running" {
-            pending.push(super::data_services::binding_view(&binding));
-            continue;
-        }
-        let variables = reconciler
-            .binding_variables(&service, &binding)
-            .map_err(ApiError::internal)?;
-        for (name, value, secret) in variables {
-            candidates.push(Candidate::new(
-                Layer::Binding,
-                &service.name,
-                &name,
-                &value,
-                secret,
-            ));
-        }
-    }
-    let shared = VariableScope::Shared {
-        environment_id: &env.id,
-    };
-    for row in store.variables(shared).await? {
-        let value = open_variable(&state, shared, &row)?;
-        candidates.push(Candidate::new(
-            Layer::Shared,
-            "shared",
-            &row.name,
-            &value,
-            row.is_secret,
-        ));
-    }
+    let (mut candidates, pending) = boot_candidates(&state, &project, &env).await?;
     if let Some(reference) = &query.service {
         let service = store
             .data_services(&project.id)
@@ -147,4 +99,65 @@ pub async fn resolve(
             pending,
         },
     ))
+}
+
+/// What every process of (project, environment) gets before its own
+/// layers: the platform names, the environment's running bindings and its
+/// shared variables. Also the bindings not running yet (left out).
+pub async fn boot_candidates(
+    state: &AppState,
+    project: &ProjectRow,
+    env: &EnvironmentRow,
+) -> ApiResult<(Vec<Candidate>, Vec<Binding>)> {
+    let store = state.store()?;
+    let mut candidates = vec![
+        Candidate::new(
+            Layer::Platform,
+            "mds",
+            "MIOSA_PROJECT_ID",
+            &project.id,
+            false,
+        ),
+        Candidate::new(
+            Layer::Platform,
+            "mds",
+            "MIOSA_ENVIRONMENT",
+            &env.name,
+            false,
+        ),
+    ];
+    let mut pending = Vec::new();
+    let reconciler = state.reconciler()?;
+    for (service, binding) in store.environment_bindings(&env.id).await? {
+        if binding.state != "running" {
+            pending.push(super::data_services::binding_view(&binding));
+            continue;
+        }
+        let variables = reconciler
+            .binding_variables(&service, &binding)
+            .map_err(ApiError::internal)?;
+        for (name, value, secret) in variables {
+            candidates.push(Candidate::new(
+                Layer::Binding,
+                &service.name,
+                &name,
+                &value,
+                secret,
+            ));
+        }
+    }
+    let shared = VariableScope::Shared {
+        environment_id: &env.id,
+    };
+    for row in store.variables(shared).await? {
+        let value = open_variable(state, shared, &row)?;
+        candidates.push(Candidate::new(
+            Layer::Shared,
+            "shared",
+            &row.name,
+            &value,
+            row.is_secret,
+        ));
+    }
+    Ok((candidates, pending))
 }

@@ -9,6 +9,7 @@ mod environments;
 mod health;
 mod project_auth;
 mod projects;
+mod sandboxes;
 mod services;
 mod storage;
 mod variables;
@@ -148,6 +149,30 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/project-auth/config",
             axum::routing::patch(project_auth::miosa_update),
+        )
+        .route("/sandboxes", get(sandboxes::list).post(sandboxes::create))
+        .route("/sandboxes/by-name/{name}", get(sandboxes::by_name))
+        .route(
+            "/sandboxes/{id}",
+            get(sandboxes::get).delete(sandboxes::destroy),
+        )
+        .route("/sandboxes/{id}/readiness", get(sandboxes::readiness))
+        .route(
+            "/sandboxes/{id}/readiness/stream",
+            get(sandboxes::readiness_stream),
+        )
+        .route("/sandboxes/{id}/exec", post(sandboxes::exec))
+        .route("/sandboxes/{id}/exec/stream", post(sandboxes::exec_stream))
+        .route("/sandboxes/{id}/stop", post(sandboxes::stop))
+        .route("/sandboxes/{id}/pause", post(sandboxes::pause))
+        .route("/sandboxes/{id}/resume", post(sandboxes::resume))
+        .route(
+            "/sandboxes/{id}/env",
+            get(sandboxes::env_get).put(sandboxes::env_set),
+        )
+        .route(
+            "/sandboxes/{id}/env/{key}",
+            axum::routing::delete(sandboxes::env_delete),
         )
         .route("/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/api-keys/presets", get(api_keys::presets))

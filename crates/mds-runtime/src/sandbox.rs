@@ -1,0 +1,297 @@
+//! Sandboxes on this host: a workspace directory each, and the jailed
+//! commands running in it. A command runs in a process group of its own,
+//! remembered until it ends, so that stopping or destroying a sandbox ends
+//! every process in it. bubblewrap dies with mds (`--die-with-parent`), and
+//! its pid namespace with it, so a crash of mds leaves no process behind.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::{chown, DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc;
+
+use crate::jail::{Jail, JailError, Mount, Spec, WORKSPACE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(transparent)]
+    Jail(#[from] JailError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Output kept per stream of a command (beyond it, the rest is dropped
+/// and the result says so).
+pub const MAX_CAPTURE: usize = 8 << 20;
+
+/// A piece of a running command's output, for streaming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout(String),
+    Stderr(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub timed_out: bool,
+    pub truncated: bool,
+}
+
+/// One command to run in a sandbox.
+pub struct Command<'a> {
+    pub env: Vec<(String, String)>,
+    /// Relative paths are under `/workspace`.
+    pub cwd: Option<&'a str>,
+    pub command: &'a str,
+    pub timeout: Duration,
+    pub mounts: Vec<Mount>,
+}
+
+pub struct Sandboxes {
+    jail: Result<Jail, JailError>,
+    root: PathBuf,
+    /// Process groups of running commands, by sandbox.
+    running: Arc<Mutex<HashMap<String, HashSet<i32>>>>,
+}
+
+impl Sandboxes {
+    /// Sandboxes under `root` (created `0701`: jailed users pass through,
+    /// nobody lists it). `user` is the account commands run as when mds
+    /// runs as root.
+    pub fn new(root: &Path, user: Option<(u32, u32)>) -> Result<Self, SandboxError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o701)
+            .create(root)
+            .map_err(|e| SandboxError::Io(format!("creating {}: {e}", root.display())))?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o701))
+            .map_err(|e| SandboxError::Io(format!("chmod {}: {e}", root.display())))?;
+        Ok(Self {
+            jail: Jail::find(user),
+            root: root.to_path_buf(),
+            running: Arc::default(),
+        })
+    }
+
+    /// Whether sandboxes can run here (bubblewrap is installed).
+    pub fn available(&self) -> Result<&Jail, &JailError> {
+        self.jail.as_ref()
+    }
+
+    pub fn workspace(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Makes the sandbox's workspace, owned by the account it runs as.
+    pub fn prepare(&self, id: &str) -> Result<(), SandboxError> {
+        let jail = self
+            .jail
+            .as_ref()
+            .map_err(|e| SandboxError::Io(e.to_string()))?;
+        let dir = self.workspace(id);
+        let io = |what: &str, e: std::io::Error| {
+            SandboxError::Io(format!("{what} {}: {e}", dir.display()))
+        };
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(|e| io("creating", e))?;
+        if let Some((uid, gid)) = jail.user() {
+            chown(&dir, Some(uid), Some(gid)).map_err(|e| io("chown", e))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `command` under `/bin/sh -c` in the sandbox; output goes to
+    /// `events` as it comes when given, and is collected otherwise.
+    pub async fn run(
+        &self,
+        id: &str,
+        command: Command<'_>,
+        events: Option<mpsc::Sender<Output>>,
+    ) -> Result<Finished, SandboxError> {
+        let jail = self
+            .jail
+            .as_ref()
+            .map_err(|e| SandboxError::Io(e.to_string()))?;
+        let cwd = match command.cwd {
+            None | Some("") => WORKSPACE.to_string(),
+            Some(path) if path.starts_with('/') => path.to_string(),
+            Some(path) => format!("{WORKSPACE}/{path}"),
+        };
+        let spec = Spec {
+            workspace: self.workspace(id),
+            env: command.env,
+            cwd,
+            argv: vec!["/bin/sh".into(), "-c".into(), command.command.into()],
+            mounts: command.mounts,
+        };
+        let mut cmd = jail.command(&spec);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let began = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| SandboxError::Io(format!("starting bubblewrap: {e}")))?;
+        let pgid = child.id().map(|p| p as i32);
+        let _guard = pgid.map(|pgid| self.track(id, pgid));
+
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let out_task = tokio::spawn(pump(stdout, events.clone(), Output::Stdout));
+        let err_task = tokio::spawn(pump(stderr, events, Output::Stderr));
+        let (status, timed_out) = match tokio::time::timeout(command.timeout, child.wait()).await {
+            Ok(status) => (status.ok(), false),
+            Err(_) => {
+                if let Some(pgid) = pgid {
+                    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+                }
+                (child.wait().await.ok(), true)
+            }
+        };
+        // The group may hold processes that outlive the shell; they end
+        // with the command.
+        if let Some(pgid) = pgid {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+        let (stdout, out_cut) = out_task.await.unwrap_or_default();
+        let (stderr, err_cut) = err_task.await.unwrap_or_default();
+        let exit_code = if timed_out {
+            124
+        } else {
+            status
+                .and_then(|s| {
+                    s.code().or_else(|| {
+                        std::os::unix::process::ExitStatusExt::signal(&s).map(|n| 128 + n)
+                    })
+                })
+                .unwrap_or(-1)
+        };
+        Ok(Finished {
+            stdout,
+            stderr,
+            exit_code,
+            duration_ms: began.elapsed().as_millis() as u64,
+            timed_out,
+            truncated: out_cut || err_cut,
+        })
+    }
+
+    fn track(&self, id: &str, pgid: i32) -> Tracked {
+        self.running
+            .lock()
+            .expect("never poisoned")
+            .entry(id.to_string())
+            .or_default()
+            .insert(pgid);
+        Tracked {
+            running: self.running.clone(),
+            id: id.to_string(),
+            pgid,
+        }
+    }
+
+    /// How many commands run in a sandbox now.
+    pub fn running(&self, id: &str) -> usize {
+        self.running
+            .lock()
+            .expect("never poisoned")
+            .get(id)
+            .map_or(0, HashSet::len)
+    }
+
+    /// Ends every process of a sandbox.
+    pub fn kill_all(&self, id: &str) {
+        let groups: Vec<i32> = self
+            .running
+            .lock()
+            .expect("never poisoned")
+            .get(id)
+            .map(|g| g.iter().copied().collect())
+            .unwrap_or_default();
+        for pgid in groups {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+
+    /// Ends a sandbox's processes and removes its workspace.
+    pub async fn remove(&self, id: &str) -> Result<(), SandboxError> {
+        self.kill_all(id);
+        let dir = self.workspace(id);
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(SandboxError::Io(format!("removing {}: {e}", dir.display())))
+            }
+            _ => Ok(()),
+        })
+        .await
+        .map_err(|e| SandboxError::Io(e.to_string()))?
+    }
+}
+
+/// Forgets a command's process group when it ends.
+struct Tracked {
+    running: Arc<Mutex<HashMap<String, HashSet<i32>>>>,
+    id: String,
+    pgid: i32,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().expect("never poisoned");
+        if let Some(groups) = running.get_mut(&self.id) {
+            groups.remove(&self.pgid);
+            if groups.is_empty() {
+                running.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// Reads a stream by lines: sends each to `events` if given, else keeps
+/// up to [`MAX_CAPTURE`] bytes. Returns (kept text, whether some was cut).
+async fn pump(
+    stream: impl AsyncRead + Unpin,
+    events: Option<mpsc::Sender<Output>>,
+    wrap: fn(String) -> Output,
+) -> (String, bool) {
+    let mut reader = BufReader::new(stream);
+    let mut kept = Vec::new();
+    let mut cut = false;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        match &events {
+            Some(events) => {
+                let text = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\n')
+                    .to_string();
+                // A client that went away stops nothing: the command runs on.
+                let _ = events.send(wrap(text)).await;
+            }
+            None if kept.len() + line.len() <= MAX_CAPTURE => kept.extend_from_slice(&line),
+            None => cut = true,
+        }
+    }
+    (String::from_utf8_lossy(&kept).into_owned(), cut)
+}
