@@ -95,6 +95,11 @@ impl Jail {
             "sandbox",
             "--die-with-parent",
             "--new-session",
+            // The command is the namespace's pid 1: without a reaper of
+            // bubblewrap's own, nothing is orphaned to the host's init
+            // (which may not reap), and when the command ends, everything
+            // it started ends with it.
+            "--as-pid-1",
         ]);
         for dir in READ_ONLY {
             cmd.args(["--ro-bind", dir, dir]);
