@@ -1,0 +1,70 @@
+//! Sandboxes across a crash of mds: nothing they ran survives it, and the
+//! next command after a restart boots them again.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{wait_until, Mds};
+use serde_json::json;
+
+fn processes_matching(pattern: &str) -> String {
+    let out = Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_crash_of_mds_leaves_no_sandbox_process_and_a_restart_boots_them_again() {
+    let mut mds = Mds::start();
+    let created = mds.post("/api/v1/sandboxes", json!({ "env": { "MARK": "one" } }));
+    let created = created.expect(201);
+    let id = created.data()["id"].as_str().unwrap().to_string();
+    assert_eq!(created.data()["state"], "running");
+
+    // A long command, then kill -9 of mds while it runs.
+    let url = format!("{}/api/v1/sandboxes/{id}/exec", mds.url);
+    let key = mds.admin_key.clone();
+    let marker = format!("sleep 4{}", std::process::id());
+    let command = format!("echo kept > note; {marker}");
+    let runner = std::thread::spawn(move || {
+        let _ = reqwest::blocking::Client::new()
+            .post(url)
+            .bearer_auth(key)
+            .json(&json!({ "command": command, "timeout": 600 }))
+            .timeout(Duration::from_secs(30))
+            .send();
+    });
+    wait_until(Duration::from_secs(10), || {
+        !processes_matching(&marker).is_empty()
+    })
+    .expect("the command started");
+    let root = mds.root.clone();
+    mds.kill9();
+    runner.join().unwrap();
+    wait_until(Duration::from_secs(5), || {
+        processes_matching(&marker).is_empty()
+    })
+    .unwrap_or_else(|| panic!("left running: {}", processes_matching(&marker)));
+
+    // A workspace whose sandbox is gone is removed at start.
+    let stray = root.join("data/sandboxes/sbx_01STRAY00000000000000000000");
+    std::fs::create_dir_all(&stray).unwrap();
+
+    let mds = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
+    assert!(!stray.exists());
+    let again = mds.get(&format!("/api/v1/sandboxes/{id}")).expect(200);
+    assert_eq!(again.data()["state"], "running");
+    let ran = mds
+        .post(
+            &format!("/api/v1/sandboxes/{id}/exec"),
+            json!({ "command": "cat note; echo $MARK" }),
+        )
+        .expect(200);
+    assert_eq!(ran.data()["stdout"], "kept\none\n", "{}", ran.body);
+    mds.delete(&format!("/api/v1/sandboxes/{id}")).expect(200);
+    assert!(!root.join(format!("data/sandboxes/{id}")).exists());
+}
