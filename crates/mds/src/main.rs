@@ -5,6 +5,7 @@ mod boot;
 mod client;
 mod commands;
 mod output;
+mod sandbox;
 mod storage;
 
 use std::net::SocketAddr;
@@ -82,6 +83,10 @@ enum Command {
     /// Enable and configure end-user auth; list users, captured mail
     #[command(subcommand)]
     Auth(auth::Auth),
+    /// Create sandboxes that boot with a project environment's variables,
+    /// run commands in them, destroy them
+    #[command(subcommand)]
+    Sandbox(sandbox::Sandbox),
 }
 
 #[derive(Args)]
@@ -172,6 +177,7 @@ fn main() -> ExitCode {
         Command::RedisCli(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Storage(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Auth(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Sandbox(cmd) => commands::run_with_code(&cli.global, |c| cmd.run(c)),
     }
 }
 

@@ -68,3 +68,45 @@ fn a_crash_of_mds_leaves_no_sandbox_process_and_a_restart_boots_them_again() {
     mds.delete(&format!("/api/v1/sandboxes/{id}")).expect(200);
     assert!(!root.join(format!("data/sandboxes/{id}")).exists());
 }
+
+#[test]
+fn the_cli_creates_runs_and_destroys_sandboxes() {
+    let mds = Mds::start();
+    mds.post("/api/v1/projects", json!({"name": "shop"}))
+        .expect(201);
+    let (ok, out, err) = mds.cli(&[
+        "sandbox",
+        "create",
+        "-p",
+        "shop",
+        "--name",
+        "dev",
+        "-E",
+        "GREETING=hi",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("dev") && out.contains("staging"), "{out}");
+    let (ok, out, _) = mds.cli(&[
+        "sandbox",
+        "exec",
+        "dev",
+        "--",
+        "echo $GREETING $MIOSA_ENVIRONMENT",
+    ]);
+    assert!(ok);
+    assert_eq!(out.trim(), "hi staging");
+    // The command's exit code is the CLI's.
+    let status = Command::new(common::BIN)
+        .args(["sandbox", "exec", "dev", "--", "exit 7"])
+        .env("MIOSA_BASE_URL", &mds.url)
+        .env("MIOSA_API_KEY", &mds.admin_key)
+        .env_remove("MDS_DATA_DIR")
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(7));
+    let (ok, out, _) = mds.cli(&["sandbox", "list", "-p", "shop"]);
+    assert!(ok && out.contains("running"), "{out}");
+    let (ok, out, err) = mds.cli(&["sandbox", "destroy", "dev"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("destroyed"));
+}
