@@ -17,6 +17,10 @@ pub enum IdKind {
     /// An end user's session: a refresh-token family.
     Session,
     Sandbox,
+    Volume,
+    /// A volume's attachment to a holder (its lease).
+    Attachment,
+    Snapshot,
 }
 
 impl IdKind {
@@ -33,6 +37,9 @@ impl IdKind {
             IdKind::User => "usr",
             IdKind::Session => "sess",
             IdKind::Sandbox => "sbx",
+            IdKind::Volume => "vol",
+            IdKind::Attachment => "vat",
+            IdKind::Snapshot => "snap",
         }
     }
 
@@ -68,6 +75,9 @@ mod tests {
             IdKind::User,
             IdKind::Session,
             IdKind::Sandbox,
+            IdKind::Volume,
+            IdKind::Attachment,
+            IdKind::Snapshot,
         ] {
             let id = kind.mint();
             assert!(id.starts_with(&format!("{}_", kind.prefix())), "{id}");

@@ -5,3 +5,4 @@
 
 pub mod jail;
 pub mod sandbox;
+pub mod volume;

@@ -471,7 +471,8 @@ async fn bootstrap_admin_key(
     Ok(())
 }
 
-/// Sandboxes keep their workspaces in `DIR/sandboxes`; as root, their
+/// Sandboxes keep their workspaces in `DIR/sandboxes` and volumes their
+/// data in `DIR/volumes`; as root, sandbox
 /// commands run as `nobody`, who may pass through `DIR` (not list it).
 /// Workspaces of sandboxes that are gone (a crash mid-destroy) are removed;
 /// the processes of the others died with the last server, and their next
@@ -510,6 +511,19 @@ async fn open_sandboxes(data_dir: &Path, state: &AppState) -> anyhow::Result<()>
         }
     }
     state.set_sandboxes(sandboxes);
+
+    // Volumes: ext4 images are mounted again (a reboot unmounts them).
+    let volumes = mds_runtime::volume::Volumes::new(&data_dir.join("volumes"), user)?;
+    let store = state.store().map_err(|e| anyhow::anyhow!(e.message))?;
+    for volume in store.volumes(None, None).await? {
+        if let Err(e) = volumes
+            .materialize(&volume.id, &volume.backend, volume.size_bytes as u64)
+            .await
+        {
+            tracing::warn!(volume = volume.id, error = %e, "could not mount a volume");
+        }
+    }
+    state.set_volumes(volumes);
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use mds_crypto::MasterKey;
 use mds_engines::PostgresEngine;
 use mds_provision::Reconciler;
 use mds_runtime::sandbox::Sandboxes;
+use mds_runtime::volume::Volumes;
 use mds_storage::Storage;
 use mds_store::Store;
 
@@ -43,6 +44,7 @@ pub struct Shared {
     storage: OnceLock<Storage>,
     engine_version: OnceLock<String>,
     sandboxes: OnceLock<Sandboxes>,
+    volumes: OnceLock<Volumes>,
     /// The environment each running sandbox booted with, by id: what its
     /// commands get until its next boot.
     pub boots: Mutex<HashMap<String, BootEnv>>,
@@ -68,6 +70,7 @@ impl AppState {
             storage: OnceLock::new(),
             engine_version: OnceLock::new(),
             sandboxes: OnceLock::new(),
+            volumes: OnceLock::new(),
             boots: Mutex::default(),
         }))
     }
@@ -102,6 +105,16 @@ impl AppState {
 
     pub fn set_sandboxes(&self, sandboxes: Sandboxes) {
         let _ = self.sandboxes.set(sandboxes);
+    }
+
+    pub fn set_volumes(&self, volumes: Volumes) {
+        let _ = self.volumes.set(volumes);
+    }
+
+    pub fn volumes(&self) -> Result<&Volumes, ApiError> {
+        self.volumes
+            .get()
+            .ok_or_else(|| ApiError::unavailable("mds is starting; retry shortly"))
     }
 
     pub fn sandboxes(&self) -> Result<&Sandboxes, ApiError> {

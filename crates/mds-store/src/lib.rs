@@ -18,6 +18,7 @@ mod sandboxes;
 mod settings;
 mod storage;
 mod variables;
+mod volumes;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +39,7 @@ pub use storage::{
     BucketRow, Manifest, NewBucket, NewObject, ObjectRow, PartRow, StorageRule, UploadRow,
 };
 pub use variables::{VariableRow, VariableScope};
+pub use volumes::{AttachError, AttachmentRow, NewVolume, SnapshotRow, VolumeRow};
 
 /// The control-plane database's name.
 pub const CONTROL_DATABASE: &str = "mds_control";

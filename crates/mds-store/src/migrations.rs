@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "sandboxes",
         include_str!("../migrations/0010_sandboxes.sql"),
     ),
+    (
+        11,
+        "volumes",
+        include_str!("../migrations/0011_volumes.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

@@ -13,6 +13,7 @@ mod sandboxes;
 mod services;
 mod storage;
 mod variables;
+mod volumes;
 
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
@@ -173,6 +174,29 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/sandboxes/{id}/env/{key}",
             axum::routing::delete(sandboxes::env_delete),
+        )
+        .route("/volumes", get(volumes::list).post(volumes::create))
+        .route("/volumes/{id}", get(volumes::get).delete(volumes::delete))
+        .route(
+            "/volumes/{id}/snapshots",
+            get(volumes::snapshots).post(volumes::snapshot),
+        )
+        .route("/volumes/{id}/restore", post(volumes::restore))
+        .route(
+            "/computers/{id}/volumes",
+            get(volumes::attachments).post(volumes::attach),
+        )
+        .route(
+            "/computers/{id}/volumes/{attachment}",
+            axum::routing::delete(volumes::detach),
+        )
+        .route(
+            "/sandboxes/{id}/volumes",
+            get(volumes::attachments).post(volumes::attach),
+        )
+        .route(
+            "/sandboxes/{id}/volumes/{attachment}",
+            axum::routing::delete(volumes::detach),
         )
         .route("/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/api-keys/presets", get(api_keys::presets))

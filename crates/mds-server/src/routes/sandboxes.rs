@@ -491,6 +491,8 @@ pub struct ExecBody {
 /// A command ready to run: the sandbox, its variables, the command.
 struct Prepared {
     row: SandboxRow,
+    /// Its volumes, per their live leases.
+    mounts: Vec<mds_runtime::jail::Mount>,
     env: Vec<(String, String)>,
     command: String,
     cwd: Option<String>,
@@ -574,8 +576,10 @@ async fn prepare_exec(
         .cloned()
         .collect();
     env.extend(extra);
+    let mounts = super::volumes::mounts(state, id).await?;
     Ok(Prepared {
         row,
+        mounts,
         env,
         command,
         cwd,
@@ -599,7 +603,7 @@ pub async fn exec(
                 cwd: p.cwd.as_deref(),
                 command: &p.command,
                 timeout: p.timeout,
-                mounts: Vec::new(),
+                mounts: p.mounts,
             },
             None,
         )
@@ -641,7 +645,7 @@ pub async fn exec_stream(
                         cwd: p.cwd.as_deref(),
                         command: &p.command,
                         timeout: p.timeout,
-                        mounts: Vec::new(),
+                        mounts: p.mounts,
                     },
                     Some(tx),
                 )
@@ -683,6 +687,7 @@ async fn halt(state: &AppState, principal: &Principal, id: &str, to: &str) -> Ap
     }
     state.sandboxes()?.kill_all(id);
     state.boots.lock().expect("never poisoned").remove(id);
+    state.store()?.release_holder(id).await?;
     let row = state
         .store()?
         .set_sandbox_state(&principal.tenant_id, id, to, None, None)
@@ -770,6 +775,8 @@ pub async fn destroy(
             .remove(&id)
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        // Its volumes are free for the next holder; their data stays.
+        state.store()?.release_holder(&id).await?;
     }
     let row = state
         .store()?
