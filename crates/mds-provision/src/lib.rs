@@ -41,6 +41,17 @@ pub fn storage_key_binding(access_key_id: &str) -> Option<String> {
     IdKind::Binding.matches(&id).then_some(id)
 }
 
+/// The volume of a `volume` binding: `vol_` and the binding's ULID.
+pub fn binding_volume(binding_id: &str) -> String {
+    format!(
+        "vol_{}",
+        binding_id.strip_prefix("bnd_").unwrap_or(binding_id)
+    )
+}
+
+/// A volume data service's volumes, unless its config says otherwise.
+pub const DEFAULT_VOLUME_BYTES: i64 = 1 << 30;
+
 /// A storage binding's bucket: its resource name (unique on the server) in
 /// bucket characters, `project--environment`.
 pub fn binding_bucket(resource_name: &str) -> String {
@@ -123,6 +134,8 @@ struct Inner {
     s3_endpoint: String,
     /// The API's public URL, under which auth bindings serve.
     api_url: String,
+    /// What new volumes are made of: `ext4` or `dir`.
+    volume_backend: String,
 }
 
 /// Where Redis bindings live.
@@ -148,6 +161,9 @@ pub struct Settings {
     /// The API's public URL: auth bindings serve at
     /// `API_URL/auth/v1/PROJECT/ENVIRONMENT`.
     pub api_url: String,
+    /// What new volumes are made of: `ext4` (root with loop devices) or
+    /// `dir`.
+    pub volume_backend: String,
 }
 
 /// Arbitrary, fixed: the advisory lock of the replica that tops up spares.
@@ -184,6 +200,7 @@ impl Reconciler {
                 drift_check: settings.drift_check,
                 s3_endpoint: settings.s3_endpoint,
                 api_url: settings.api_url.trim_end_matches('/').to_string(),
+                volume_backend: settings.volume_backend,
             }),
         }
     }
@@ -488,7 +505,68 @@ impl Reconciler {
                     ),
                 ])
             }
+            "volume" => {
+                let prefix = &service.env_prefix;
+                Ok(vec![
+                    (
+                        format!("{prefix}VOLUME_ID"),
+                        binding_volume(&binding.id),
+                        false,
+                    ),
+                    (
+                        format!("{prefix}VOLUME_NAME"),
+                        binding.resource_name.clone(),
+                        false,
+                    ),
+                ])
+            }
             other => Err(ProvisionError::UnknownKind(other.to_string())),
+        }
+    }
+
+    /// Gives a `volume` binding its volume (a row: the filesystem is made
+    /// where it is first attached), or removes the row. Its data is
+    /// removed by the server that holds it.
+    async fn converge_volume(
+        &self,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<Option<&'static str>, ProvisionError> {
+        let store = &self.inner.store;
+        let id = binding_volume(&binding.id);
+        match binding.desired.as_str() {
+            "deleted" => {
+                store.delete_binding_volume(&binding.id).await?;
+                Ok(None)
+            }
+            desired => {
+                if store.binding_volume(&binding.id).await?.is_none() {
+                    let size = service.config["size_bytes"]
+                        .as_i64()
+                        .unwrap_or(DEFAULT_VOLUME_BYTES);
+                    let tenant = store.project_tenant(&service.project_id).await?;
+                    let created = store
+                        .create_volume(&mds_store::NewVolume {
+                            id: &id,
+                            tenant_id: &tenant,
+                            project_id: Some(&service.project_id),
+                            binding_id: Some(&binding.id),
+                            name: &binding.resource_name,
+                            size_bytes: size,
+                            backend: &self.inner.volume_backend,
+                        })
+                        .await;
+                    match created {
+                        Ok(()) | Err(mds_store::StoreError::Conflict { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(Some(if desired == "running" {
+                    "running"
+                } else {
+                    "stopped"
+                }))
+            }
         }
     }
 
@@ -662,6 +740,7 @@ impl Reconciler {
             "redis" => self.converge_redis(service, binding).await,
             "storage" => self.converge_storage(service, binding).await,
             "auth" => self.converge_auth(binding).await,
+            "volume" => self.converge_volume(service, binding).await,
             other => Err(ProvisionError::UnknownKind(other.to_string())),
         };
         let recorded = match outcome {
@@ -732,7 +811,7 @@ impl Reconciler {
         service: &DataServiceRow,
         binding: &BindingRow,
     ) -> Result<(), ProvisionError> {
-        if service.kind == "storage" || service.kind == "auth" {
+        if matches!(service.kind.as_str(), "storage" | "auth" | "volume") {
             // No sessions to close: requests are independent.
             return Ok(());
         }
@@ -758,6 +837,14 @@ impl Reconciler {
         service: &DataServiceRow,
         binding: &BindingRow,
     ) -> Result<(), ProvisionError> {
+        if service.kind == "volume" {
+            self.inner.store.delete_binding_volume(&binding.id).await?;
+            self.inner
+                .store
+                .remove_binding(&binding.id, &binding.service_id)
+                .await?;
+            return Ok(());
+        }
         if service.kind == "auth" {
             // Users, sessions, keys and mail go with the row (cascade).
             self.inner

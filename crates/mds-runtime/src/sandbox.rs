@@ -230,6 +230,21 @@ impl Sandboxes {
         }
     }
 
+    /// Ends every process of every sandbox (mds is stopping).
+    pub fn kill_every(&self) {
+        let groups: Vec<i32> = self
+            .running
+            .lock()
+            .expect("never poisoned")
+            .values()
+            .flatten()
+            .copied()
+            .collect();
+        for pgid in groups {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+
     /// Ends a sandbox's processes and removes its workspace.
     pub async fn remove(&self, id: &str) -> Result<(), SandboxError> {
         self.kill_all(id);

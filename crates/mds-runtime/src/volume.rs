@@ -90,24 +90,37 @@ fn usage_of(dir: &Path) -> u64 {
     total
 }
 
+/// Whether this host can make ext4 volumes: root, loop devices, the tools.
+fn can_loop() -> bool {
+    let tool = |name: &str| {
+        ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .any(|dir| Path::new(dir).join(name).is_file())
+    };
+    nix::unistd::Uid::effective().is_root()
+        && Path::new("/dev/loop-control").exists()
+        && tool("mkfs.ext4")
+        && tool("mount")
+}
+
+/// `ext4` where size can be enforced (root, loop devices), else `dir`.
+pub fn default_backend() -> &'static str {
+    if can_loop() {
+        EXT4
+    } else {
+        DIR
+    }
+}
+
 impl Volumes {
     /// Volumes under `root`; `user` owns their contents (the account
     /// sandbox commands run as, when mds runs as root).
     pub fn new(root: &Path, user: Option<(u32, u32)>) -> Result<Self, VolumeError> {
         mkdir(root, 0o701)?;
-        let tool = |name: &str| {
-            ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
-                .iter()
-                .any(|dir| Path::new(dir).join(name).is_file())
-        };
-        let can_loop = nix::unistd::Uid::effective().is_root()
-            && Path::new("/dev/loop-control").exists()
-            && tool("mkfs.ext4")
-            && tool("mount");
         Ok(Self {
             root: root.to_path_buf(),
             user,
-            can_loop,
+            can_loop: can_loop(),
         })
     }
 
@@ -326,6 +339,30 @@ impl Volumes {
             std::fs::rename(&staged, &mnt).map_err(io("placing the restored data"))?;
             let _ = std::fs::remove_dir_all(&old);
             Ok(())
+        }
+    }
+
+    /// Unmounts every ext4 volume (a clean stop): the next start mounts
+    /// them again.
+    pub async fn unmount_all(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let mnt = entry.path().join("mnt");
+            // Processes that held files there may take a moment to go.
+            for attempt in 0..20 {
+                if !is_mounted(&mnt) {
+                    break;
+                }
+                match run("umount", &[&mnt.to_string_lossy()]).await {
+                    Ok(()) => break,
+                    Err(e) if attempt == 19 => {
+                        tracing::warn!(error = %e, "could not unmount a volume")
+                    }
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                }
+            }
         }
     }
 

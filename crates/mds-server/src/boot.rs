@@ -174,6 +174,13 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), s3_server.0).await;
     s3_server.1.abort();
+    // Sandbox commands end with mds; then volumes are unmounted cleanly.
+    if let Ok(sandboxes) = state.sandboxes() {
+        sandboxes.kill_every();
+    }
+    if let Ok(volumes) = state.volumes() {
+        volumes.unmount_all().await;
+    }
     if let Ok(reconciler) = state.reconciler() {
         reconciler.shutdown().await;
     }
@@ -348,6 +355,7 @@ async fn start_platform(
                     drift_check: config.drift_check,
                     s3_endpoint: s3_endpoint.to_string(),
                     api_url: public_url.to_string(),
+                    volume_backend: mds_runtime::volume::default_backend().to_string(),
                 },
             );
             let storage = match mds_storage::Storage::open(
@@ -515,7 +523,17 @@ async fn open_sandboxes(data_dir: &Path, state: &AppState) -> anyhow::Result<()>
     // Volumes: ext4 images are mounted again (a reboot unmounts them).
     let volumes = mds_runtime::volume::Volumes::new(&data_dir.join("volumes"), user)?;
     let store = state.store().map_err(|e| anyhow::anyhow!(e.message))?;
-    for volume in store.volumes(None, None).await? {
+    let known = store.volumes(None, None).await?;
+    for entry in fs::read_dir(data_dir.join("volumes"))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !known.iter().any(|v| v.id == name) {
+            tracing::info!(volume = name, "removing the data of a volume that is gone");
+            if let Err(e) = volumes.remove(&name).await {
+                tracing::warn!(volume = name, error = %e, "could not remove a volume's data");
+            }
+        }
+    }
+    for volume in known {
         if let Err(e) = volumes
             .materialize(&volume.id, &volume.backend, volume.size_bytes as u64)
             .await

@@ -278,6 +278,28 @@ impl Store {
             .await?)
     }
 
+    /// Removes a `volume` binding's volume row (its leases and snapshots
+    /// with it); the server that holds the data removes that.
+    pub async fn delete_binding_volume(&self, binding_id: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM volumes WHERE binding_id = $1", &[&binding_id])
+            .await?;
+        Ok(())
+    }
+
+    /// The tenant a project belongs to.
+    pub async fn project_tenant(&self, project_id: &str) -> Result<String> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one(
+                "SELECT tenant_id FROM projects WHERE id = $1",
+                &[&project_id],
+            )
+            .await?
+            .get(0))
+    }
+
     pub async fn add_snapshot(&self, id: &str, volume_id: &str, size_bytes: i64) -> Result<()> {
         let client = self.client().await?;
         client

@@ -26,7 +26,7 @@ use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
 
 /// Kinds that can be attached today.
-const KINDS: &[&str] = &["postgres", "redis", "storage", "auth"];
+const KINDS: &[&str] = &["postgres", "redis", "storage", "auth", "volume"];
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 pub fn binding_view(row: &BindingRow) -> Binding {
@@ -278,7 +278,7 @@ fn kind_config(
                 }
             }
             Ok(match kind {
-                "storage" => json!({}),
+                "storage" | "volume" => json!({}),
                 "auth" => {
                     let mut config = mds_auth::AuthConfig::default();
                     if let Some(patch) = &options.auth {
@@ -300,7 +300,8 @@ fn kind_of(raw: &str) -> ApiResult<&'static str> {
         "redis" => Ok("redis"),
         "storage" | "s3" | "bucket" => Ok("storage"),
         "auth" => Ok("auth"),
-        "volume" | "mysql" | "mongodb" => Err(ApiError::invalid_field(
+        "volume" | "volumes" => Ok("volume"),
+        "mysql" | "mongodb" => Err(ApiError::invalid_field(
             "type",
             format!(
                 "{raw:?} cannot be attached yet; available: {}",
