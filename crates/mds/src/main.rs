@@ -7,6 +7,7 @@ mod commands;
 mod output;
 mod sandbox;
 mod storage;
+mod volumes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,6 +88,9 @@ enum Command {
     /// run commands in them, destroy them
     #[command(subcommand)]
     Sandbox(sandbox::Sandbox),
+    /// Create volumes and attach them to sandboxes; snapshot and restore
+    #[command(subcommand)]
+    Volumes(volumes::Volumes),
 }
 
 #[derive(Args)]
@@ -178,6 +182,7 @@ fn main() -> ExitCode {
         Command::Storage(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Auth(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Sandbox(cmd) => commands::run_with_code(&cli.global, |c| cmd.run(c)),
+        Command::Volumes(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
     }
 }
 

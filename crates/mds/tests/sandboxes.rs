@@ -110,3 +110,41 @@ fn the_cli_creates_runs_and_destroys_sandboxes() {
     assert!(ok, "{err}");
     assert!(out.contains("destroyed"));
 }
+
+#[test]
+fn a_volume_keeps_its_data_across_a_restart_and_the_cli_drives_it() {
+    let mut mds = Mds::start();
+    let cli = |mds: &Mds, args: &[&str]| {
+        let (ok, out, err) = mds.cli(args);
+        assert!(ok, "{args:?}: {out}{err}");
+        out
+    };
+    let out = cli(&mds, &["volumes", "create", "data", "--size-gb", "0.05"]);
+    assert!(out.contains("data") && out.contains("available"), "{out}");
+    cli(&mds, &["sandbox", "create", "--name", "s1"]);
+    let out = cli(
+        &mds,
+        &["volumes", "attach", "data", "s1", "--mount-path", "/data"],
+    );
+    assert!(out.contains("fencing token"), "{out}");
+    cli(
+        &mds,
+        &["sandbox", "exec", "s1", "--", "echo kept > /data/f"],
+    );
+
+    let root = mds.root.clone();
+    mds.stop();
+    let mds = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
+    // The lease and the data outlive the restart.
+    let out = cli(&mds, &["sandbox", "exec", "s1", "--", "cat /data/f"]);
+    assert_eq!(out, "kept\n");
+    let out = cli(&mds, &["volumes", "snapshot", "data"]);
+    assert!(out.starts_with("snapshot snap_"), "{out}");
+    let (ok, _, err) = mds.cli(&["volumes", "delete", "data"]);
+    assert!(!ok && err.contains("VOLUME_IN_USE"), "{err}");
+    cli(&mds, &["volumes", "detach", "data"]);
+    let out = cli(&mds, &["volumes", "list"]);
+    assert!(out.contains("available"), "{out}");
+    cli(&mds, &["volumes", "delete", "data"]);
+    cli(&mds, &["sandbox", "destroy", "s1"]);
+}
