@@ -133,13 +133,6 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
         }
     };
 
-    if let Err(e) = open_sandboxes(&data_dir, &state).await {
-        let _ = stop_tx.send(true);
-        engine.shutdown().await;
-        let _ = fs::remove_file(data_dir.join(SERVER_INFO_FILE));
-        return Err(e);
-    }
-
     on_ready(&Ready {
         s3_url: s3_endpoint.clone(),
         url: url.clone(),
@@ -374,6 +367,12 @@ async fn start_platform(
                     return Err(anyhow::Error::new(e).context("opening the blob store"));
                 }
             };
+            // Before the API serves: sandboxes and volumes of the last run
+            // are cleaned up and mounted.
+            if let Err(e) = open_sandboxes(data_dir, state, &store).await {
+                engine.shutdown().await;
+                return Err(e.context("opening sandboxes and volumes"));
+            }
             // Repairs whatever a crash left half-done, then follows changes.
             reconciler.spawn();
             state.set_ready(engine.clone(), version, store, reconciler, storage);
@@ -485,7 +484,7 @@ async fn bootstrap_admin_key(
 /// Workspaces of sandboxes that are gone (a crash mid-destroy) are removed;
 /// the processes of the others died with the last server, and their next
 /// command boots them again.
-async fn open_sandboxes(data_dir: &Path, state: &AppState) -> anyhow::Result<()> {
+async fn open_sandboxes(data_dir: &Path, state: &AppState, store: &Store) -> anyhow::Result<()> {
     let user = if nix::unistd::Uid::effective().is_root() {
         let nobody = nix::unistd::User::from_name("nobody")?
             .context("there is no `nobody` account for sandbox processes")?;
@@ -503,11 +502,7 @@ async fn open_sandboxes(data_dir: &Path, state: &AppState) -> anyhow::Result<()>
     if let Err(e) = sandboxes.available() {
         tracing::warn!(error = %e, "sandboxes are unavailable");
     }
-    let kept = state
-        .store()
-        .map_err(|e| anyhow::anyhow!(e.message))?
-        .kept_sandbox_ids()
-        .await?;
+    let kept = store.kept_sandbox_ids().await?;
     for entry in fs::read_dir(&root)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !kept.contains(&name) {
@@ -522,7 +517,6 @@ async fn open_sandboxes(data_dir: &Path, state: &AppState) -> anyhow::Result<()>
 
     // Volumes: ext4 images are mounted again (a reboot unmounts them).
     let volumes = mds_runtime::volume::Volumes::new(&data_dir.join("volumes"), user)?;
-    let store = state.store().map_err(|e| anyhow::anyhow!(e.message))?;
     let known = store.volumes(None, None).await?;
     for entry in fs::read_dir(data_dir.join("volumes"))?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
