@@ -154,7 +154,32 @@ def test_bad_input_gets_clear_errors(client, mds):
     assert "sleep 30" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     failing = sandbox.exec.run("echo out; echo err >&2; exit 7")
     assert (failing.exit_code, failing.stdout, failing.stderr) == (7, "out\n", "err\n")
+    # Endless output without a newline is cut, not held in memory.
+    flood = exec_raw(mds, sandbox.id, {"command": "head -c 30000000 /dev/zero"}).json()["data"]
+    assert flood["truncated"] is True and len(flood["stdout"]) == 8 << 20
+    too_long = exec_raw(mds, sandbox.id, {"command": "echo " + "x" * 70_000})
+    assert too_long.status_code == 422
     sandbox.destroy()
+
+    # A sandbox of a project boots with its secrets: a key that may not
+    # reveal them may not create, run or resume one either.
+    project = project_with_postgres(client, mds, "sbx-scope")
+    writer = client.api_keys.create(name="writer", scopes=["projects:read", "projects:write"])
+    token = writer.get("token") or writer.get("key")
+    refused = httpx.post(
+        f"{mds.url}/api/v1/sandboxes",
+        json={"project_id": project["id"], "environment": "production"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "insufficient_scope"
+    theirs = client.sandboxes.create(project_id=project["id"])
+    peek = httpx.post(
+        f"{mds.url}/api/v1/sandboxes/{theirs.id}/exec",
+        json={"command": "env"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert peek.status_code == 403
+    theirs.destroy()
 
 
 def test_fifty_sandboxes_at_once_leave_nothing_behind(client, mds):

@@ -543,7 +543,8 @@ impl Reconciler {
                 if store.binding_volume(&binding.id).await?.is_none() {
                     let size = service.config["size_bytes"]
                         .as_i64()
-                        .unwrap_or(DEFAULT_VOLUME_BYTES);
+                        .unwrap_or(DEFAULT_VOLUME_BYTES)
+                        .clamp(1 << 20, 500 << 30);
                     let tenant = store.project_tenant(&service.project_id).await?;
                     let created = store
                         .create_volume(&mds_store::NewVolume {
@@ -557,7 +558,10 @@ impl Reconciler {
                         })
                         .await;
                     match created {
-                        Ok(()) | Err(mds_store::StoreError::Conflict { .. }) => {}
+                        Ok(()) => {}
+                        // Made by a pass that raced this one.
+                        Err(mds_store::StoreError::Conflict { .. })
+                            if store.binding_volume(&binding.id).await?.is_some() => {}
                         Err(e) => return Err(e.into()),
                     }
                 }

@@ -25,6 +25,9 @@ pub enum JailError {
 /// Where jailed processes find their workspace.
 pub const WORKSPACE: &str = "/workspace";
 
+/// The size of a jail's `/tmp` (memory).
+const TMP_BYTES: &str = "268435456";
+
 /// Host directories the jail sees read-only: programs and their
 /// configuration, nothing with data in it.
 const READ_ONLY: &[&str] = &["/usr", "/etc"];
@@ -100,6 +103,9 @@ impl Jail {
             // (which may not reap), and when the command ends, everything
             // it started ends with it.
             "--as-pid-1",
+            // No namespaces of its own inside: nested user namespaces hand
+            // out capabilities that kernel exploits start from.
+            "--disable-userns",
         ]);
         for dir in READ_ONLY {
             cmd.args(["--ro-bind", dir, dir]);
@@ -116,7 +122,10 @@ impl Jail {
                 Err(_) => {}
             }
         }
-        cmd.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        // /tmp is memory: bounded, so one command cannot take the host's.
+        cmd.args([
+            "--proc", "/proc", "--dev", "/dev", "--size", TMP_BYTES, "--tmpfs", "/tmp",
+        ]);
         cmd.arg("--bind").arg(&spec.workspace).arg(WORKSPACE);
         for mount in &spec.mounts {
             let how = if mount.writable {

@@ -279,8 +279,13 @@ impl Drop for Tracked {
     }
 }
 
-/// Reads a stream by lines: sends each to `events` if given, else keeps
-/// up to [`MAX_CAPTURE`] bytes. Returns (kept text, whether some was cut).
+/// The longest line sent as one streaming event; longer ones are split.
+const MAX_LINE: usize = 64 << 10;
+
+/// Reads a stream in bounded pieces: sends lines (split past
+/// [`MAX_LINE`]) to `events` if given, else keeps up to [`MAX_CAPTURE`]
+/// bytes and drops the rest as it arrives. Memory stays bounded whatever
+/// the command writes. Returns (kept text, whether some was cut).
 async fn pump(
     stream: impl AsyncRead + Unpin,
     events: Option<mpsc::Sender<Output>>,
@@ -291,22 +296,37 @@ async fn pump(
     let mut cut = false;
     let mut line = Vec::new();
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+        let buffer = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buffer) => buffer,
+        };
+        let n = buffer.len();
         match &events {
-            Some(events) => {
-                let text = String::from_utf8_lossy(&line)
-                    .trim_end_matches('\n')
-                    .to_string();
-                // A client that went away stops nothing: the command runs on.
-                let _ = events.send(wrap(text)).await;
+            None => {
+                let room = MAX_CAPTURE.saturating_sub(kept.len());
+                kept.extend_from_slice(&buffer[..n.min(room)]);
+                cut |= n > room;
             }
-            None if kept.len() + line.len() <= MAX_CAPTURE => kept.extend_from_slice(&line),
-            None => cut = true,
+            Some(events) => {
+                for &byte in buffer {
+                    if byte != b'\n' {
+                        line.push(byte);
+                    }
+                    if byte == b'\n' || line.len() >= MAX_LINE {
+                        let text = String::from_utf8_lossy(&line).into_owned();
+                        line.clear();
+                        // A client that went away stops nothing: the command runs on.
+                        let _ = events.send(wrap(text)).await;
+                    }
+                }
+            }
         }
+        reader.consume(n);
+    }
+    if let (Some(events), false) = (&events, line.is_empty()) {
+        let _ = events
+            .send(wrap(String::from_utf8_lossy(&line).into_owned()))
+            .await;
     }
     (String::from_utf8_lossy(&kept).into_owned(), cut)
 }

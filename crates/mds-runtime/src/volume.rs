@@ -13,7 +13,12 @@
 use std::os::unix::fs::{chown, DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use tokio::process::Command;
+
+use crate::jail::{Jail, Mount, Spec, WORKSPACE};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -30,6 +35,12 @@ pub struct Volumes {
     root: PathBuf,
     user: Option<(u32, u32)>,
     can_loop: bool,
+    /// Copies and walks of `dir` volumes run jailed, so that symlinks a
+    /// sandbox planted resolve inside the jail, never on the host.
+    jail: Option<Jail>,
+    /// One operation at a time per volume (attach, snapshot, restore,
+    /// delete).
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 async fn run(program: &str, args: &[&str]) -> Result<(), VolumeError> {
@@ -68,26 +79,28 @@ fn is_mounted(path: &Path) -> bool {
     table
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .any(|mount_point| mount_point == wanted)
+        .any(|mount_point| unescape_mount_point(mount_point) == wanted)
 }
 
-/// Bytes used by the files under `dir` (not following links).
-fn usage_of(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+/// mountinfo writes space, tab, newline and backslash as `\NNN` (octal).
+fn unescape_mount_point(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = (bytes[i] == b'\\' && i + 4 <= bytes.len())
+            .then(|| std::str::from_utf8(&bytes[i + 1..i + 4]).ok())
+            .flatten()
+            .and_then(|digits| u8::from_str_radix(digits, 8).ok());
+        if let Some(n) = octal {
+            out.push(n);
+            i += 4;
             continue;
-        };
-        for entry in entries.flatten() {
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => stack.push(entry.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
         }
+        out.push(bytes[i]);
+        i += 1;
     }
-    total
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether this host can make ext4 volumes: root, loop devices, the tools.
@@ -115,13 +128,73 @@ pub fn default_backend() -> &'static str {
 impl Volumes {
     /// Volumes under `root`; `user` owns their contents (the account
     /// sandbox commands run as, when mds runs as root).
-    pub fn new(root: &Path, user: Option<(u32, u32)>) -> Result<Self, VolumeError> {
+    pub fn new(
+        root: &Path,
+        user: Option<(u32, u32)>,
+        jail: Option<Jail>,
+    ) -> Result<Self, VolumeError> {
         mkdir(root, 0o701)?;
         Ok(Self {
             root: root.to_path_buf(),
             user,
             can_loop: can_loop(),
+            jail,
+            locks: Mutex::default(),
         })
+    }
+
+    /// Holds the volume's lock until the guard drops.
+    pub async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .locks
+            .lock()
+            .expect("never poisoned")
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    /// Runs `argv` jailed, with `workspace` as `/workspace` and `source`
+    /// (read-only) as `/src`: for copies and walks of volume contents.
+    async fn jailed(
+        &self,
+        workspace: &Path,
+        source: Option<&Path>,
+        argv: &[&str],
+    ) -> Result<String, VolumeError> {
+        let jail = self
+            .jail
+            .as_ref()
+            .ok_or_else(|| VolumeError("bubblewrap is needed for directory volumes".into()))?;
+        let spec = Spec {
+            workspace: workspace.to_path_buf(),
+            env: Vec::new(),
+            cwd: WORKSPACE.to_string(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            mounts: source
+                .map(|host| Mount {
+                    host: host.to_path_buf(),
+                    inside: "/src".into(),
+                    writable: false,
+                })
+                .into_iter()
+                .collect(),
+        };
+        let out = jail
+            .command(&spec)
+            .output()
+            .await
+            .map_err(io("running bubblewrap"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(VolumeError(format!(
+                "{}: {}",
+                argv.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
     }
 
     /// `ext4` where size can be enforced, else `dir`.
@@ -194,6 +267,8 @@ impl Volumes {
         if !image.exists() {
             let partial = dir.join("image.ext4.partial");
             let file = std::fs::File::create(&partial).map_err(io("creating the image"))?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io("chmod the image"))?;
             file.set_len(size_bytes).map_err(io("sizing the image"))?;
             drop(file);
             let owner = self
@@ -229,6 +304,9 @@ impl Volumes {
                 ],
             )
             .await?;
+            // The filesystem's root: its owner's only.
+            std::fs::set_permissions(&mnt, std::fs::Permissions::from_mode(0o700))
+                .map_err(io("chmod the volume's root"))?;
         }
         Ok(())
     }
@@ -242,9 +320,16 @@ impl Volumes {
                 return used * stat.fragment_size();
             }
         }
-        tokio::task::spawn_blocking(move || usage_of(&mnt))
-            .await
-            .unwrap_or(0)
+        // Walked jailed: a symlink planted in the volume cannot lead the
+        // walk anywhere on the host.
+        self.jailed(
+            &mnt,
+            None,
+            &["find", WORKSPACE, "-xdev", "-type", "f", "-printf", "%s\n"],
+        )
+        .await
+        .map(|out| out.lines().filter_map(|l| l.parse::<u64>().ok()).sum())
+        .unwrap_or(0)
     }
 
     /// A point-in-time copy. An ext4 volume is frozen for the copy, so it
@@ -256,32 +341,40 @@ impl Volumes {
         snapshot: &str,
     ) -> Result<(), VolumeError> {
         let target = self.snapshot_path(id, snapshot, backend);
-        mkdir(target.parent().expect("under snapshots/"), 0o700)?;
+        mkdir(target.parent().expect("under snapshots/"), 0o701)?;
         let mnt = self.data_path(id);
         if backend == EXT4 {
-            let mounted = is_mounted(&mnt);
-            if mounted {
-                run("fsfreeze", &["-f", &mnt.to_string_lossy()]).await?;
-            }
-            let copied = run(
-                "cp",
-                &[
-                    "--sparse=always",
-                    &self.image(id).to_string_lossy(),
-                    &target.to_string_lossy(),
-                ],
-            )
-            .await;
-            if mounted {
-                run("fsfreeze", &["-u", &mnt.to_string_lossy()]).await?;
-            }
-            copied
+            // In a task of its own: if the caller goes away mid-copy, the
+            // volume is still thawed.
+            let image = self.image(id);
+            let task = tokio::spawn(async move {
+                let mounted = is_mounted(&mnt);
+                if mounted {
+                    run("fsfreeze", &["-f", &mnt.to_string_lossy()]).await?;
+                }
+                let copied = run(
+                    "cp",
+                    &[
+                        "--sparse=always",
+                        &image.to_string_lossy(),
+                        &target.to_string_lossy(),
+                    ],
+                )
+                .await;
+                if mounted {
+                    run("fsfreeze", &["-u", &mnt.to_string_lossy()]).await?;
+                }
+                copied
+            });
+            task.await.map_err(|e| VolumeError(e.to_string()))?
         } else {
-            run(
-                "cp",
-                &["-a", &mnt.to_string_lossy(), &target.to_string_lossy()],
-            )
-            .await
+            // Jailed, as the volume's owner: the copy follows no symlink
+            // out of the volume.
+            mkdir(&target, 0o700)?;
+            self.give_to_user(&target)?;
+            self.jailed(&target, Some(&mnt), &["cp", "-a", "/src/.", "/workspace/"])
+                .await
+                .map(|_| ())
         }
     }
 
@@ -328,9 +421,12 @@ impl Volumes {
         } else {
             let staged = self.dir(id).join("mnt.restoring");
             let _ = std::fs::remove_dir_all(&staged);
-            run(
-                "cp",
-                &["-a", &source.to_string_lossy(), &staged.to_string_lossy()],
+            mkdir(&staged, 0o700)?;
+            self.give_to_user(&staged)?;
+            self.jailed(
+                &staged,
+                Some(&source),
+                &["cp", "-a", "/src/.", "/workspace/"],
             )
             .await?;
             let old = self.dir(id).join("mnt.old");
@@ -369,7 +465,11 @@ impl Volumes {
     /// Removes the volume, its data and snapshots.
     pub async fn remove(&self, id: &str) -> Result<(), VolumeError> {
         let mnt = self.data_path(id);
-        if is_mounted(&mnt) {
+        // Stacked mounts (a crash mid-restore) come off one by one.
+        for _ in 0..8 {
+            if !is_mounted(&mnt) {
+                break;
+            }
             run("umount", &[&mnt.to_string_lossy()]).await?;
         }
         let dir = self.dir(id);

@@ -100,6 +100,13 @@ async fn a_jailed_process_sees_only_its_workspace_and_exactly_its_env() {
             "unexpected /{name} in {top:?}"
         );
     }
+    // No nested user namespaces (the start of many kernel exploits), and
+    // a bounded /tmp.
+    let (code, _, _) = run(&jail, &spec(&mine, "unshare -Ur true", &[])).await;
+    assert_ne!(code, 0, "unshare -Ur worked inside the jail");
+    let (_, out, _) = run(&jail, &spec(&mine, "df -k /tmp | tail -1", &[])).await;
+    let tmp_kib: u64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(tmp_kib <= 256 * 1024, "{out}");
     let probe = format!(
         "cat {} 2>&1; touch /usr/x 2>&1; touch /etc/x 2>&1; ls /root 2>&1; cat /etc/shadow 2>&1 | head -1",
         theirs.join("secret.txt").display()

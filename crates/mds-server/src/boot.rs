@@ -516,7 +516,11 @@ async fn open_sandboxes(data_dir: &Path, state: &AppState, store: &Store) -> any
     state.set_sandboxes(sandboxes);
 
     // Volumes: ext4 images are mounted again (a reboot unmounts them).
-    let volumes = mds_runtime::volume::Volumes::new(&data_dir.join("volumes"), user)?;
+    let jail = state
+        .sandboxes()
+        .ok()
+        .and_then(|s| s.available().ok().cloned());
+    let volumes = mds_runtime::volume::Volumes::new(&data_dir.join("volumes"), user, jail)?;
     let known = store.volumes(None, None).await?;
     for entry in fs::read_dir(data_dir.join("volumes"))?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

@@ -127,7 +127,8 @@ impl Store {
             .query_opt(
                 &format!(
                     "SELECT {VOLUME_COLUMNS} FROM {VOLUME_FROM}
-                     WHERE v.tenant_id = $1 AND (v.id = $2 OR v.name = $2)"
+                     WHERE v.tenant_id = $1 AND (v.id = $2 OR v.name = $2)
+                     ORDER BY v.id = $2 DESC LIMIT 1"
                 ),
                 &[&tenant_id, &id_or_name],
             )

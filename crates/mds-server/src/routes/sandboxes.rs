@@ -35,6 +35,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
 
+/// The longest command line (the kernel refuses much longer arguments).
+const MAX_COMMAND_BYTES: usize = 64 << 10;
+/// The most a sandbox's own variables (names and values) may hold.
+const MAX_ENV_BYTES: usize = 64 << 10;
+
 /// The longest a command may run.
 const MAX_TIMEOUT_SECS: f64 = 600.0;
 const DEFAULT_TIMEOUT_SECS: f64 = 60.0;
@@ -133,7 +138,23 @@ fn parse_env(field: &'static str, raw: Option<&Value>) -> ApiResult<BTreeMap<Str
         }
         env.insert(name.clone(), value);
     }
+    if env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_ENV_BYTES {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("at most {MAX_ENV_BYTES} bytes of names and values"),
+        ));
+    }
     Ok(env)
+}
+
+/// A sandbox of a project boots with its secrets (binding credentials,
+/// secret variables) and its commands can print them: creating, resuming
+/// or running one needs `env:reveal`, as reading those values does.
+fn require_reveal(principal: &Principal, project: Option<&str>) -> ApiResult<()> {
+    if project.is_some() {
+        principal.require("env:reveal")?;
+    }
+    Ok(())
 }
 
 async fn load(state: &AppState, principal: &Principal, id: &str) -> ApiResult<SandboxRow> {
@@ -269,6 +290,7 @@ pub async fn create(
         .or(body.environment_id.as_deref())
         .or(body.env_id.as_deref())
         .or_else(|| metadata["environment"].as_str());
+    require_reveal(&principal, project.as_ref().map(|p| p.id.as_str()))?;
     let environment = match &project {
         Some(project) => {
             let reference = match wanted {
@@ -513,6 +535,12 @@ async fn prepare_exec(
     if command.contains('\0') {
         return Err(ApiError::invalid_field("command", "cannot contain NUL"));
     }
+    if command.len() > MAX_COMMAND_BYTES {
+        return Err(ApiError::invalid_field(
+            "command",
+            format!("must be at most {MAX_COMMAND_BYTES} bytes; put longer scripts in a file"),
+        ));
+    }
     let timeout = body
         .timeout
         .or(body.timeout_sec)
@@ -537,6 +565,7 @@ async fn prepare_exec(
     }
     let extra = parse_env("env", body.env.as_ref())?;
     let row = load(state, principal, id).await?;
+    require_reveal(principal, row.project_id.as_deref())?;
     match row.state.as_str() {
         "running" => {}
         "destroyed" => {
@@ -732,6 +761,7 @@ pub async fn resume(
     principal.require("projects:write")?;
     let store = state.store()?;
     let row = load(&state, &principal, &id).await?;
+    require_reveal(&principal, row.project_id.as_deref())?;
     if row.state == "destroyed" {
         return Err(ApiError::conflict(
             "SANDBOX_DESTROYED",

@@ -238,6 +238,8 @@ pub async fn delete(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
+    let first = load(&state, &principal, &id).await?;
+    let _lock = state.volumes()?.lock(&first.id).await;
     let row = load(&state, &principal, &id).await?;
     if let Some(holder) = &row.attachment {
         return Err(in_use(holder));
@@ -272,6 +274,7 @@ pub async fn snapshot(
     let row = load(&state, &principal, &id).await?;
     let snapshot = IdKind::Snapshot.mint();
     let volumes = state.volumes()?;
+    let _lock = volumes.lock(&row.id).await;
     volumes
         .snapshot(&row.id, &row.backend, &snapshot)
         .await
@@ -326,10 +329,12 @@ pub async fn restore(
     JsonBody(body): JsonBody<RestoreBody>,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
-    let row = load(&state, &principal, &id).await?;
     let snapshot = body
         .snapshot_id
         .ok_or_else(|| ApiError::missing_field("snapshot_id"))?;
+    let first = load(&state, &principal, &id).await?;
+    let _lock = state.volumes()?.lock(&first.id).await;
+    let row = load(&state, &principal, &id).await?;
     if let Some(holder) = &row.attachment {
         return Err(in_use(holder));
     }
@@ -408,6 +413,9 @@ pub async fn attach(
         .volume_id
         .ok_or_else(|| ApiError::missing_field("volume_id"))?;
     let volume = load(&state, &principal, &volume_ref).await?;
+    let _lock = state.volumes()?.lock(&volume.id).await;
+    // Deleted while this waited?
+    let volume = load(&state, &principal, &volume.id).await?;
     let mount_path = body
         .mount_path
         .unwrap_or_else(|| format!("/mnt/{}", volume.name));
@@ -459,7 +467,8 @@ pub struct AttachmentPath {
     attachment: String,
 }
 
-/// Detaches by attachment id (or volume id).
+/// Detaches by attachment id (or volume id), ending the sandbox's running
+/// commands (which had the volume mounted).
 pub async fn detach(
     State(state): State<AppState>,
     principal: Principal,
@@ -478,6 +487,9 @@ pub async fn detach(
     {
         return Err(ApiError::not_found("attachment", &path.attachment));
     }
+    // Commands running now mounted the volume: they end with the lease,
+    // so the next holder is the only writer.
+    state.sandboxes()?.kill_all(&sandbox.id);
     Ok(super::deleted(&path.attachment))
 }
 
