@@ -68,6 +68,14 @@ def test_sdk_create_wait_exec_destroy_and_the_data_stays(client, mds):
     again = client.sandboxes.create(project_id=project["id"])
     read = again.exec.run('psql "$DATABASE_URL" -Atc "SELECT body FROM notes"')
     assert read.stdout.strip() == "kept", read.stderr
+
+    # The SDK's project_auth, keyed by a sandbox: its project, in the
+    # environment it boots in; the next boot gets AUTH_URL.
+    status = client.project_auth.enable("sandbox", again.id)
+    assert status["enabled"] is True and status["environment"] == "staging"
+    assert status["auth_url"] == resolved(mds, project["id"], "staging")["AUTH_URL"]
+    again.resume()
+    assert again.exec.run("echo $AUTH_URL").stdout.strip() == status["auth_url"]
     again.destroy()
 
 

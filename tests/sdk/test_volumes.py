@@ -138,15 +138,21 @@ def test_bad_input_is_refused(client, mds):
 
 def test_a_volume_data_service_gives_each_environment_its_own(client, mds):
     project = client.projects.create(f"vols-{uuid.uuid4().hex[:6]}")
-    answer = httpx.post(
-        f"{mds.url}/api/v1/projects/{project['id']}/data-services?wait=true",
-        json={"type": "volume"},
-        headers=admin(mds),
-    )
-    assert answer.status_code == 201 and answer.json()["data"]["state"] == "running", answer.text
+    # Every kind side by side on one project: their engine-side names
+    # (all `project__environment`) are unique per kind only.
+    for kind in ["postgres", "redis", "storage", "auth", "volume"]:
+        answer = httpx.post(
+            f"{mds.url}/api/v1/projects/{project['id']}/data-services?wait=true",
+            json={"type": kind},
+            headers=admin(mds),
+        )
+        assert answer.status_code == 201, (kind, answer.text)
+        assert answer.json()["data"]["state"] == "running", (kind, answer.text)
     staging = resolved(mds, project["id"], "staging")
     production = resolved(mds, project["id"], "production")
     assert staging["VOLUME_ID"] != production["VOLUME_ID"]
+    for name in ["DATABASE_URL", "REDIS_URL", "STORAGE_BUCKET", "AUTH_URL", "VOLUME_ID"]:
+        assert name in staging, name
     sandbox = client.sandboxes.create(project_id=project["id"])
     volume_id = sandbox.exec.run("echo $VOLUME_ID").stdout.strip()
     assert volume_id == staging["VOLUME_ID"]

@@ -117,8 +117,9 @@ async fn insert_binding(
 ) -> Result<bool> {
     let n = client
         .execute(
-            "INSERT INTO bindings (id, service_id, environment_id, resource_name, sealed_password)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO bindings (id, service_id, environment_id, resource_name, sealed_password,
+                 kind)
+             SELECT $1, $2, $3, $4, $5, s.kind FROM data_services s WHERE s.id = $2
              ON CONFLICT (service_id, environment_id) DO NOTHING",
             &[
                 &b.id,

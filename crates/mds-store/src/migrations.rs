@@ -55,6 +55,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "volumes",
         include_str!("../migrations/0011_volumes.sql"),
     ),
+    (
+        12,
+        "binding_names_per_kind",
+        include_str!("../migrations/0012_binding_names_per_kind.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

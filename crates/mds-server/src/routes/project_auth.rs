@@ -80,8 +80,8 @@ async fn target(
 }
 
 /// A MIOSA resource: a `project` (id or slug, in `environment` or the
-/// default one). Sandboxes and deployments resolve to theirs once they
-/// exist on this server.
+/// default one), or a sandbox (its project, in the environment it boots
+/// in). Deployments resolve to theirs once they exist on this server.
 async fn resource_target(
     state: &AppState,
     principal: &Principal,
@@ -97,7 +97,23 @@ async fn resource_target(
         .ok_or_else(|| ApiError::missing_field("resource_id"))?;
     match resource_type {
         "project" => target(state, principal, resource_id, environment).await,
-        "sandbox" | "deployment" => Err(ApiError::not_found(resource_type, resource_id)),
+        // A sandbox names its project and the environment it boots in.
+        "sandbox" => {
+            let sandbox = state
+                .store()?
+                .sandbox(&principal.tenant_id, resource_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("sandbox", resource_id))?;
+            let project = sandbox.project_id.as_deref().ok_or_else(|| {
+                ApiError::invalid_field(
+                    "resource_id",
+                    "this sandbox belongs to no project; auth is per project",
+                )
+            })?;
+            let environment = environment.or(sandbox.environment_id.as_deref());
+            target(state, principal, project, environment).await
+        }
+        "deployment" => Err(ApiError::not_found(resource_type, resource_id)),
         other => Err(ApiError::invalid_field(
             "resource_type",
             format!("{other:?} is not sandbox, deployment or project"),
