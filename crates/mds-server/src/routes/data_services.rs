@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::environments::resolve_environment;
 use super::projects::load_project;
-use super::{data, deleted, list as list_response};
+use super::{data, deleted};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
@@ -376,8 +376,7 @@ async fn views(
     for service in &services {
         views.push(view(state, principal, service).await?);
     }
-    let total = views.len() as u64;
-    Ok(list_response(views, 1, total.max(1) as u32, total))
+    Ok(super::list_all(views))
 }
 
 pub async fn list(

@@ -293,6 +293,12 @@ pub fn list<T: Serialize>(items: Vec<T>, page: u32, page_size: u32, total: u64) 
     .into_response()
 }
 
+/// A whole list, unpaged: page 1 holding every item.
+pub fn list_all<T: Serialize>(items: Vec<T>) -> Response {
+    let total = items.len() as u64;
+    list(items, 1, total.max(1) as u32, total)
+}
+
 /// `{"data": {"id": .., "deleted": true}}`
 pub fn deleted(id: &str) -> Response {
     data(

@@ -18,7 +18,7 @@ use super::data_services::{attach, binding_view, remove_service};
 use super::environments::resolve_environment;
 use super::projects::load_project;
 use super::variables::{list_for, open_variable, parse_input, write_variables, EnvQuery};
-use super::{data, deleted, list as list_response};
+use super::{data, deleted};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
@@ -140,8 +140,7 @@ pub async fn list(
             rows.push(service_json(&state, &principal, &service).await?);
         }
     }
-    let total = rows.len() as u64;
-    Ok(list_response(rows, 1, total.max(1) as u32, total))
+    Ok(super::list_all(rows))
 }
 
 /// The caller's service `id` with its project.

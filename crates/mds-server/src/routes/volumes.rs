@@ -217,8 +217,7 @@ pub async fn list(
     for row in &rows {
         items.push(view(&state, row).await?);
     }
-    let total = items.len() as u64;
-    Ok(super::list(items, 1, total.max(1) as u32, total))
+    Ok(super::list_all(items))
 }
 
 pub async fn get(
@@ -311,8 +310,7 @@ pub async fn snapshots(
             })
         })
         .collect();
-    let total = items.len() as u64;
-    Ok(super::list(items, 1, total.max(1) as u32, total))
+    Ok(super::list_all(items))
 }
 
 #[derive(Deserialize, Default)]
@@ -384,8 +382,7 @@ pub async fn attachments(
         .iter()
         .map(attachment_view)
         .collect();
-    let total = items.len() as u64;
-    Ok(super::list(items, 1, total.max(1) as u32, total))
+    Ok(super::list_all(items))
 }
 
 #[derive(Deserialize, Default)]
