@@ -481,6 +481,30 @@ fn hashed<T>(result: Result<T, mds_auth::password::Busy>) -> AuthResult<T> {
     result.map_err(|busy| ApiError::unavailable(busy.to_string()).into())
 }
 
+/// Counts an attempt against the client's address (under `kind`) and the
+/// account, then looks the account up (None when the email is unknown).
+async fn limited_user(
+    state: &AppState,
+    realm: &Realm,
+    kind: &str,
+    addr: &str,
+    email: &str,
+) -> AuthResult<Option<UserRow>> {
+    rate_limit(
+        state,
+        realm,
+        &[
+            (kind, addr, realm.config.login_rate_per_ip),
+            ("login-account", email, realm.config.login_rate_per_account),
+        ],
+    )
+    .await?;
+    Ok(state
+        .store()?
+        .auth_user(&realm.binding_id, UserKey::Email(email))
+        .await?)
+}
+
 enum SignedUp {
     Session(Issued),
     /// Email confirmation is required: no session until then.
@@ -567,19 +591,7 @@ async fn password_login(
 ) -> AuthResult<Issued> {
     let email = email_of(body)?;
     let password = password_of(body)?;
-    rate_limit(
-        state,
-        realm,
-        &[
-            ("login-address", addr, realm.config.login_rate_per_ip),
-            ("login-account", &email, realm.config.login_rate_per_account),
-        ],
-    )
-    .await?;
-    let user = state
-        .store()?
-        .auth_user(&realm.binding_id, UserKey::Email(&email))
-        .await?;
+    let user = limited_user(state, realm, "login-address", addr, &email).await?;
     // An unknown email is checked against a decoy hash: same time, no.
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     if !hashed(state.auth.hasher.verify(password, hash).await)? {
@@ -802,19 +814,7 @@ async fn send_token_mail(
 /// either way, so the answer reveals nothing.
 async fn recover(state: &AppState, realm: &Realm, addr: &str, body: &Body) -> AuthResult<()> {
     let email = email_of(body)?;
-    rate_limit(
-        state,
-        realm,
-        &[
-            ("recover-address", addr, realm.config.login_rate_per_ip),
-            ("login-account", &email, realm.config.login_rate_per_account),
-        ],
-    )
-    .await?;
-    let user = state
-        .store()?
-        .auth_user(&realm.binding_id, UserKey::Email(&email))
-        .await?;
+    let user = limited_user(state, realm, "recover-address", addr, &email).await?;
     // At most one recovery mail per interval to an address: no mail bombs.
     let interval = chrono::Duration::seconds(i64::from(realm.config.mail_min_interval_sec));
     if let Some(user) = user.filter(|u| {

@@ -63,6 +63,18 @@ async fn view(state: &AppState, v: &VolumeRow) -> ApiResult<Value> {
     }))
 }
 
+/// The volume, read again under its lock (it may have changed or gone
+/// while this waited); the guard holds the lock.
+async fn load_locked(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> ApiResult<(VolumeRow, tokio::sync::OwnedMutexGuard<()>)> {
+    let first = load(state, principal, id).await?;
+    let guard = state.volumes()?.lock(&first.id).await;
+    Ok((load(state, principal, &first.id).await?, guard))
+}
+
 async fn load(state: &AppState, principal: &Principal, id: &str) -> ApiResult<VolumeRow> {
     state
         .store()?
@@ -237,9 +249,7 @@ pub async fn delete(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
-    let first = load(&state, &principal, &id).await?;
-    let _lock = state.volumes()?.lock(&first.id).await;
-    let row = load(&state, &principal, &id).await?;
+    let (row, _lock) = load_locked(&state, &principal, &id).await?;
     if let Some(holder) = &row.attachment {
         return Err(in_use(holder));
     }
@@ -270,10 +280,9 @@ pub async fn snapshot(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
-    let row = load(&state, &principal, &id).await?;
+    let (row, _lock) = load_locked(&state, &principal, &id).await?;
     let snapshot = IdKind::Snapshot.mint();
     let volumes = state.volumes()?;
-    let _lock = volumes.lock(&row.id).await;
     volumes
         .snapshot(&row.id, &row.backend, &snapshot)
         .await
@@ -330,9 +339,7 @@ pub async fn restore(
     let snapshot = body
         .snapshot_id
         .ok_or_else(|| ApiError::missing_field("snapshot_id"))?;
-    let first = load(&state, &principal, &id).await?;
-    let _lock = state.volumes()?.lock(&first.id).await;
-    let row = load(&state, &principal, &id).await?;
+    let (row, _lock) = load_locked(&state, &principal, &id).await?;
     if let Some(holder) = &row.attachment {
         return Err(in_use(holder));
     }
@@ -409,10 +416,7 @@ pub async fn attach(
     let volume_ref = body
         .volume_id
         .ok_or_else(|| ApiError::missing_field("volume_id"))?;
-    let volume = load(&state, &principal, &volume_ref).await?;
-    let _lock = state.volumes()?.lock(&volume.id).await;
-    // Deleted while this waited?
-    let volume = load(&state, &principal, &volume.id).await?;
+    let (volume, _lock) = load_locked(&state, &principal, &volume_ref).await?;
     let mount_path = body
         .mount_path
         .unwrap_or_else(|| format!("/mnt/{}", volume.name));
