@@ -21,6 +21,11 @@ pub enum IdKind {
     /// A volume's attachment to a holder (its lease).
     Attachment,
     Snapshot,
+    Deployment,
+    /// One published version of a deployment.
+    Version,
+    /// A process running a version in an environment.
+    Instance,
 }
 
 impl IdKind {
@@ -40,6 +45,9 @@ impl IdKind {
             IdKind::Volume => "vol",
             IdKind::Attachment => "vat",
             IdKind::Snapshot => "snap",
+            IdKind::Deployment => "dep",
+            IdKind::Version => "ver",
+            IdKind::Instance => "ri",
         }
     }
 
@@ -78,6 +86,9 @@ mod tests {
             IdKind::Volume,
             IdKind::Attachment,
             IdKind::Snapshot,
+            IdKind::Deployment,
+            IdKind::Version,
+            IdKind::Instance,
         ] {
             let id = kind.mint();
             assert!(id.starts_with(&format!("{}_", kind.prefix())), "{id}");

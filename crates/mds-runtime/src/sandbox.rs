@@ -16,6 +16,8 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
+pub use nix::sys::signal::Signal as ProcessSignal;
+
 use crate::jail::{Jail, JailError, Mount, Spec, WORKSPACE};
 
 #[derive(Debug, thiserror::Error)]
@@ -128,19 +130,13 @@ impl Sandboxes {
             .jail
             .as_ref()
             .map_err(|e| SandboxError::Io(e.to_string()))?;
-        let cwd = match command.cwd {
-            None | Some("") => WORKSPACE.to_string(),
-            Some(path) if path.starts_with('/') => path.to_string(),
-            Some(path) => format!("{WORKSPACE}/{path}"),
-        };
-        let spec = Spec {
-            workspace: self.workspace(id),
-            env: command.env,
-            cwd,
-            argv: vec!["/bin/sh".into(), "-c".into(), command.command.into()],
-            mounts: command.mounts,
-        };
-        let mut cmd = jail.command(&spec);
+        let mut cmd = jail.command(&self.spec(
+            id,
+            command.env,
+            command.cwd,
+            vec!["/bin/sh".into(), "-c".into(), command.command.into()],
+            command.mounts,
+        ));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -190,6 +186,55 @@ impl Sandboxes {
             duration_ms: began.elapsed().as_millis() as u64,
             timed_out,
             truncated: out_cut || err_cut,
+        })
+    }
+
+    fn spec(
+        &self,
+        id: &str,
+        env: Vec<(String, String)>,
+        cwd: Option<&str>,
+        argv: Vec<String>,
+        mounts: Vec<Mount>,
+    ) -> Spec {
+        let cwd = match cwd {
+            None | Some("") => WORKSPACE.to_string(),
+            Some(path) if path.starts_with('/') => path.to_string(),
+            Some(path) => format!("{WORKSPACE}/{path}"),
+        };
+        Spec {
+            workspace: self.workspace(id),
+            env,
+            cwd,
+            argv,
+            mounts,
+        }
+    }
+
+    /// Starts `argv` jailed over the workspace `id` and returns at once: a
+    /// long-running process (a runtime instance) or one whose output or
+    /// input the caller streams (packing and unpacking releases). It is
+    /// tracked like a command, so [`Sandboxes::kill_all`] ends it.
+    pub fn spawn(&self, id: &str, spawn: Spawn) -> Result<Process, SandboxError> {
+        let jail = self
+            .jail
+            .as_ref()
+            .map_err(|e| SandboxError::Io(e.to_string()))?;
+        let mut cmd = jail.command(&self.spec(id, spawn.env, None, spawn.argv, spawn.mounts));
+        let piped = |yes: bool| if yes { Stdio::piped() } else { Stdio::null() };
+        cmd.stdin(piped(spawn.stdin))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .map_err(|e| SandboxError::Io(format!("starting bubblewrap: {e}")))?;
+        let pgid = child.id().map(|p| p as i32);
+        let tracked = pgid.map(|pgid| self.track(id, pgid));
+        Ok(Process {
+            child,
+            pgid,
+            _tracked: tracked,
         })
     }
 
@@ -258,6 +303,40 @@ impl Sandboxes {
         .await
         .map_err(|e| SandboxError::Io(e.to_string()))?
     }
+}
+
+/// What [`Sandboxes::spawn`] starts.
+pub struct Spawn {
+    pub env: Vec<(String, String)>,
+    pub argv: Vec<String>,
+    pub mounts: Vec<Mount>,
+    /// Whether the caller writes to its stdin (else it reads nothing).
+    pub stdin: bool,
+}
+
+/// A started jailed process: stdout and stderr are piped.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub pgid: Option<i32>,
+    _tracked: Option<Tracked>,
+}
+
+impl Process {
+    /// Sends `signal` to every process of its group.
+    pub fn signal(&self, signal: Signal) {
+        if let Some(pgid) = self.pgid {
+            let _ = killpg(Pid::from_raw(pgid), signal);
+        }
+    }
+}
+
+/// Sends a process's output, line by line, to `events` until it ends.
+pub async fn forward_lines(
+    stream: impl AsyncRead + Unpin,
+    events: mpsc::Sender<Output>,
+    wrap: fn(String) -> Output,
+) {
+    pump(stream, Some(events), wrap).await;
 }
 
 /// Forgets a command's process group when it ends.

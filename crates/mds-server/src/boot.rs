@@ -71,6 +71,8 @@ pub struct ServerConfig {
     /// Auth mail over SMTP (`smtp://` or `smtps://`), sent as `smtp_from`.
     pub smtp_url: Option<String>,
     pub smtp_from: String,
+    /// The largest release (tar stream of a workspace) a publish packs.
+    pub max_release_bytes: u64,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -170,6 +172,9 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
     // Sandbox commands end with mds; then volumes are unmounted cleanly.
     if let Ok(sandboxes) = state.sandboxes() {
         sandboxes.kill_every();
+    }
+    if let Ok(deployer) = state.deployer() {
+        deployer.kill_every();
     }
     if let Ok(volumes) = state.volumes() {
         volumes.unmount_all().await;
@@ -369,13 +374,20 @@ async fn start_platform(
             };
             // Before the API serves: sandboxes and volumes of the last run
             // are cleaned up and mounted.
-            if let Err(e) = open_sandboxes(data_dir, state, &store).await {
+            if let Err(e) = open_sandboxes(data_dir, state, &store, config, public_url).await {
                 engine.shutdown().await;
                 return Err(e.context("opening sandboxes and volumes"));
             }
             // Repairs whatever a crash left half-done, then follows changes.
             reconciler.spawn();
             state.set_ready(engine.clone(), version, store, reconciler, storage);
+            // Deployments serve again once their bindings can be resolved.
+            let restoring = state.clone();
+            tokio::spawn(async move {
+                if let Ok(deployer) = restoring.deployer() {
+                    deployer.restore(&restoring).await;
+                }
+            });
             Ok(engine)
         }
         Err(e) => {
@@ -478,13 +490,20 @@ async fn bootstrap_admin_key(
     Ok(())
 }
 
-/// Sandboxes keep their workspaces in `DIR/sandboxes` and volumes their
-/// data in `DIR/volumes`; as root, sandbox
+/// Sandboxes keep their workspaces in `DIR/sandboxes`, volumes their data
+/// in `DIR/volumes`, releases `DIR/releases` and runtime instances
+/// `DIR/instances`; as root, sandbox
 /// commands run as `nobody`, who may pass through `DIR` (not list it).
 /// Workspaces of sandboxes that are gone (a crash mid-destroy) are removed;
 /// the processes of the others died with the last server, and their next
 /// command boots them again.
-async fn open_sandboxes(data_dir: &Path, state: &AppState, store: &Store) -> anyhow::Result<()> {
+async fn open_sandboxes(
+    data_dir: &Path,
+    state: &AppState,
+    store: &Store,
+    config: &ServerConfig,
+    public_url: &str,
+) -> anyhow::Result<()> {
     let user = if nix::unistd::Uid::effective().is_root() {
         let nobody = nix::unistd::User::from_name("nobody")?
             .context("there is no `nobody` account for sandbox processes")?;
@@ -540,6 +559,23 @@ async fn open_sandboxes(data_dir: &Path, state: &AppState, store: &Store) -> any
         }
     }
     state.set_volumes(volumes);
+
+    // Deployments: releases are kept; instance workspaces are ephemeral
+    // (their processes died with the last run).
+    let instances = data_dir.join("instances");
+    if instances.exists() {
+        fs::remove_dir_all(&instances)
+            .with_context(|| format!("clearing {}", instances.display()))?;
+    }
+    let runner = mds_runtime::sandbox::Sandboxes::new(&instances, user)?;
+    let artifacts = mds_runtime::artifact::Artifacts::open(&data_dir.join("releases"))
+        .context("opening the release store")?;
+    state.set_deployer(crate::deploy::Deployer::new(
+        artifacts,
+        runner,
+        config.max_release_bytes,
+        public_url,
+    ));
     Ok(())
 }
 

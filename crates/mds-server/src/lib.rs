@@ -3,6 +3,7 @@
 
 mod auth;
 mod boot;
+mod deploy;
 mod error;
 mod extract;
 mod idempotency;

@@ -45,6 +45,7 @@ pub struct Shared {
     engine_version: OnceLock<String>,
     sandboxes: OnceLock<Sandboxes>,
     volumes: OnceLock<Volumes>,
+    deployer: OnceLock<crate::deploy::Deployer>,
     /// The environment each running sandbox booted with, by id: what its
     /// commands get until its next boot.
     pub boots: Mutex<HashMap<String, BootEnv>>,
@@ -71,6 +72,7 @@ impl AppState {
             engine_version: OnceLock::new(),
             sandboxes: OnceLock::new(),
             volumes: OnceLock::new(),
+            deployer: OnceLock::new(),
             boots: Mutex::default(),
         }))
     }
@@ -109,6 +111,16 @@ impl AppState {
 
     pub fn set_volumes(&self, volumes: Volumes) {
         let _ = self.volumes.set(volumes);
+    }
+
+    pub fn set_deployer(&self, deployer: crate::deploy::Deployer) {
+        let _ = self.deployer.set(deployer);
+    }
+
+    pub fn deployer(&self) -> Result<&crate::deploy::Deployer, ApiError> {
+        self.deployer
+            .get()
+            .ok_or_else(|| ApiError::unavailable("deployments are starting"))
     }
 
     pub fn volumes(&self) -> Result<&Volumes, ApiError> {

@@ -9,6 +9,7 @@ mod api_keys;
 mod auth;
 mod cache;
 mod data_services;
+mod deployments;
 mod error;
 mod idempotency;
 mod migrations;
@@ -31,6 +32,10 @@ pub use auth::{
     LogoutScope, MailRow, NewUser, Refresh, SigningKeyRow, UserKey, UserPatch, UserRow,
 };
 pub use data_services::{BindingRow, DataServiceRow, MissingBinding, NewBinding, NewDataService};
+pub use deployments::{
+    DeploymentPatch, DeploymentRow, EnvironmentActive, InstanceRow, NewDeployment, NewVersion,
+    VersionRow, VolumeClaim,
+};
 pub use error::StoreError;
 pub use idempotency::{IdempotencyBegin, IdempotencyKey, StoredResponse};
 pub use projects::{EnvironmentRow, NewEnvironment, NewProject, ProjectPatch, ProjectRow};

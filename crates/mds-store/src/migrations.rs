@@ -60,6 +60,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "binding_names_per_kind",
         include_str!("../migrations/0012_binding_names_per_kind.sql"),
     ),
+    (
+        13,
+        "deployments",
+        include_str!("../migrations/0013_deployments.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

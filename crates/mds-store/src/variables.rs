@@ -1,5 +1,6 @@
 //! Variables, stored sealed: shared ones of an environment, and a data
-//! service's own in an environment. One set of queries serves both scopes.
+//! service's or a deployment's own in an environment. One set of queries
+//! serves every scope.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
@@ -27,6 +28,11 @@ pub enum VariableScope<'a> {
         service_id: &'a str,
         environment_id: &'a str,
     },
+    /// A deployment's variables in an environment.
+    Deployment {
+        deployment_id: &'a str,
+        environment_id: &'a str,
+    },
 }
 
 impl VariableScope<'_> {
@@ -46,13 +52,22 @@ impl VariableScope<'_> {
                 "service_id = $1 AND environment_id = $2",
                 vec![service_id, environment_id],
             ),
+            VariableScope::Deployment {
+                deployment_id,
+                environment_id,
+            } => (
+                "deployment_variables",
+                "deployment_id = $1 AND environment_id = $2",
+                vec![deployment_id, environment_id],
+            ),
         }
     }
 
     pub fn environment_id(&self) -> &str {
         match self {
             VariableScope::Shared { environment_id }
-            | VariableScope::Service { environment_id, .. } => environment_id,
+            | VariableScope::Service { environment_id, .. }
+            | VariableScope::Deployment { environment_id, .. } => environment_id,
         }
     }
 }
@@ -126,6 +141,13 @@ impl Store {
                  SET sealed_value = EXCLUDED.sealed_value, is_secret = EXCLUDED.is_secret,
                      updated_at = now()"
             }
+            VariableScope::Deployment { .. } => {
+                "INSERT INTO deployment_variables (deployment_id, environment_id, name, sealed_value, is_secret)
+                 VALUES ($5, $1, $2, $3, $4)
+                 ON CONFLICT (deployment_id, environment_id, name) DO UPDATE
+                 SET sealed_value = EXCLUDED.sealed_value, is_secret = EXCLUDED.is_secret,
+                     updated_at = now()"
+            }
         };
         let stmt = tx.prepare(sql).await?;
         let environment_id = scope.environment_id();
@@ -135,12 +157,15 @@ impl Store {
                     tx.execute(&stmt, &[&environment_id, name, sealed, is_secret])
                         .await?
                 }
-                VariableScope::Service { service_id, .. } => {
-                    tx.execute(
-                        &stmt,
-                        &[&environment_id, name, sealed, is_secret, &service_id],
-                    )
-                    .await?
+                VariableScope::Service {
+                    service_id: owner, ..
+                }
+                | VariableScope::Deployment {
+                    deployment_id: owner,
+                    ..
+                } => {
+                    tx.execute(&stmt, &[&environment_id, name, sealed, is_secret, &owner])
+                        .await?
                 }
             };
         }

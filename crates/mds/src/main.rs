@@ -4,6 +4,7 @@ mod auth;
 mod boot;
 mod client;
 mod commands;
+mod deploy;
 mod output;
 mod sandbox;
 mod storage;
@@ -91,6 +92,10 @@ enum Command {
     /// Create volumes and attach them to sandboxes; snapshot and restore
     #[command(subcommand)]
     Volumes(volumes::Volumes),
+    /// Publish a sandbox as a deployment version; promote, roll back,
+    /// instances and logs
+    #[command(subcommand)]
+    Deploy(deploy::Deploy),
 }
 
 #[derive(Args)]
@@ -162,6 +167,9 @@ struct ServeArgs {
         default_value = "mds <no-reply@localhost>"
     )]
     smtp_from: String,
+    /// The largest release a publish packs (the workspace's tar stream)
+    #[arg(long, env = "MDS_MAX_RELEASE_BYTES", default_value_t = 2 << 30)]
+    max_release_bytes: u64,
 }
 
 fn main() -> ExitCode {
@@ -183,6 +191,7 @@ fn main() -> ExitCode {
         Command::Auth(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Sandbox(cmd) => commands::run_with_code(&cli.global, |c| cmd.run(c)),
         Command::Volumes(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Deploy(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
     }
 }
 
@@ -222,6 +231,7 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         public_url: args.public_url,
         smtp_url: args.smtp_url,
         smtp_from: args.smtp_from,
+        max_release_bytes: args.max_release_bytes.max(1),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

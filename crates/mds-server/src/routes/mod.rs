@@ -4,7 +4,8 @@
 mod api_keys;
 mod app_auth;
 mod data_services;
-mod env;
+mod deployments;
+pub(crate) mod env;
 mod environments;
 mod health;
 mod project_auth;
@@ -12,7 +13,7 @@ mod projects;
 mod sandboxes;
 mod services;
 mod storage;
-mod variables;
+pub(crate) mod variables;
 mod volumes;
 
 use axum::http::StatusCode;
@@ -198,6 +199,73 @@ pub fn router(state: AppState) -> Router {
             "/sandboxes/{id}/volumes/{attachment}",
             axum::routing::delete(volumes::detach),
         )
+        .route(
+            "/deployments",
+            get(deployments::list).post(deployments::create),
+        )
+        .route(
+            "/deployments/{id}",
+            get(deployments::get)
+                .patch(deployments::update)
+                .delete(deployments::delete),
+        )
+        .route("/deployments/{id}/stop", post(deployments::stop))
+        .route("/deployments/{id}/publish", post(deployments::publish))
+        .route("/deployments/{id}/rollback", post(deployments::rollback))
+        .route("/deployments/{id}/redeploy", post(deployments::redeploy))
+        .route("/deployments/{id}/logs", get(deployments::logs))
+        .route("/deployments/{id}/versions", get(deployments::versions))
+        .route(
+            "/deployments/{id}/versions/{version}",
+            get(deployments::version),
+        )
+        .route(
+            "/deployments/{id}/versions/{version}/promote",
+            post(deployments::promote),
+        )
+        .route(
+            "/deployments/{id}/versions/{version}/logs",
+            get(deployments::version_logs),
+        )
+        .route("/deployments/{id}/releases", get(deployments::releases))
+        .route(
+            "/deployments/{id}/releases/{version}",
+            get(deployments::release),
+        )
+        .route(
+            "/deployments/{id}/releases/{version}/promote",
+            post(deployments::promote_release),
+        )
+        .route("/deployments/{id}/builds", get(deployments::builds))
+        .route(
+            "/deployments/{id}/runtime-instances",
+            get(deployments::instances),
+        )
+        .route(
+            "/deployments/{id}/runtime-instances/{instance}",
+            get(deployments::instance),
+        )
+        .route(
+            "/deployments/{id}/runtime-instances/{instance}/logs",
+            get(deployments::instance_logs),
+        )
+        .route(
+            "/deployments/{id}/env",
+            get(deployments::env_list).post(deployments::env_set),
+        )
+        .route(
+            "/deployments/{id}/env/{key}",
+            axum::routing::delete(deployments::env_delete),
+        )
+        .route(
+            "/deployments/{id}/database",
+            post(deployments::attach_database),
+        )
+        .route(
+            "/deployments/{id}/volumes",
+            get(deployments::volumes).post(deployments::attach_volume),
+        )
+        .route("/sandboxes/{id}/deploy", post(deployments::sandbox_deploy))
         .route("/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/api-keys/presets", get(api_keys::presets))
         .route(
@@ -260,6 +328,11 @@ pub fn router(state: AppState) -> Router {
             ApiError::internal("a handler panicked").into_response()
         }))
         .layer(from_fn_with_state(state.clone(), request_id::middleware))
+        // Outermost: a deployment's host never reaches the API.
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::deploy::route_by_host,
+        ))
         .with_state(state)
 }
 
@@ -273,6 +346,13 @@ async fn method_not_allowed() -> ApiError {
         "METHOD_NOT_ALLOWED",
         "this route does not support that method",
     )
+}
+
+/// A timestamp as the SDK reads it (RFC 3339, milliseconds), or null.
+pub fn ts(t: Option<chrono::DateTime<chrono::Utc>>) -> serde_json::Value {
+    t.map_or(serde_json::Value::Null, |t| {
+        serde_json::json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    })
 }
 
 /// `{"data": value}` with a status.

@@ -15,7 +15,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::SecondsFormat;
 use futures_util::stream;
 use mds_core::env::{resolve_env, Candidate, Layer};
 use mds_core::ids::IdKind;
@@ -26,10 +25,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use super::data;
 use super::env::boot_candidates;
 use super::environments::resolve_environment;
 use super::projects::load_project;
+use super::{data, ts};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
@@ -45,12 +44,6 @@ const MAX_TIMEOUT_SECS: f64 = 600.0;
 const DEFAULT_TIMEOUT_SECS: f64 = 60.0;
 /// Where a sandbox boots when its creator names no environment.
 const DEFAULT_ENVIRONMENT: &str = "staging";
-
-fn ts(t: Option<chrono::DateTime<chrono::Utc>>) -> Value {
-    t.map_or(Value::Null, |t| {
-        json!(t.to_rfc3339_opts(SecondsFormat::Millis, true))
-    })
-}
 
 /// A sandbox as the SDK's `Sandbox` reads it.
 fn view(row: &SandboxRow) -> Value {

@@ -25,6 +25,10 @@ pub fn seal_context(scope: VariableScope<'_>, name: &str) -> String {
             service_id,
             environment_id,
         } => format!("svcvar:{service_id}:{environment_id}:{name}"),
+        VariableScope::Deployment {
+            deployment_id,
+            environment_id,
+        } => format!("depvar:{deployment_id}:{environment_id}:{name}"),
     }
 }
 

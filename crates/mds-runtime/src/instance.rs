@@ -1,0 +1,113 @@
+//! Pieces of a runtime instance that do not depend on the control plane:
+//! its log (the last lines of its output), a port for it to listen on, and
+//! the HTTP health probe. The instance itself is a jailed process started
+//! with [`crate::sandbox::Sandboxes::spawn`] over a workspace holding its
+//! unpacked release; `mds-server` supervises it.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Lines of output kept per instance.
+pub const LOG_LINES: usize = 2000;
+
+/// The last [`LOG_LINES`] lines of an instance's output (stdout and stderr
+/// interleaved as they came), and mds's own notes about it.
+#[derive(Debug, Default)]
+pub struct LogRing(Mutex<VecDeque<String>>);
+
+impl LogRing {
+    pub fn push(&self, line: String) {
+        let mut lines = self.0.lock().expect("never poisoned");
+        if lines.len() == LOG_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// The last `n` lines, oldest first.
+    pub fn tail(&self, n: usize) -> Vec<String> {
+        let lines = self.0.lock().expect("never poisoned");
+        lines
+            .iter()
+            .skip(lines.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A loopback port nothing listens on now, for an instance's `PORT`.
+/// (Another process could take it before the instance binds it; the
+/// instance then fails its health check and is restarted on a new one.)
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `GET path` on `127.0.0.1:port`: whether it answers 2xx within
+/// `timeout`. A plain HTTP/1.1 exchange, so it needs no client stack and
+/// speaks to any server.
+pub async fn probe(port: u16, path: &str, timeout: Duration) -> bool {
+    tokio::time::timeout(timeout, async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: mds-health\r\n\
+             Connection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        // Read the rest (up to 64 KiB) so the app's write is not cut off
+        // by a reset.
+        let mut rest = Vec::new();
+        let _ = (&mut stream).take(64 << 10).read_to_end(&mut rest).await;
+        // "HTTP/1.x 2xx"
+        Some(head.starts_with(b"HTTP/1.") && head[9] == b'2')
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_keeps_the_last_lines() {
+        let ring = LogRing::default();
+        for i in 0..LOG_LINES + 5 {
+            ring.push(i.to_string());
+        }
+        assert_eq!(
+            ring.tail(2),
+            vec![(LOG_LINES + 3).to_string(), (LOG_LINES + 4).to_string()]
+        );
+        assert_eq!(ring.tail(usize::MAX).len(), LOG_LINES);
+    }
+
+    #[tokio::test]
+    async fn probe_wants_a_2xx() {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for status in ["200 OK", "503 Service Unavailable"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        assert!(probe(port, "/health", Duration::from_secs(2)).await);
+        assert!(!probe(port, "/health", Duration::from_secs(2)).await);
+        assert!(!probe(free_port().unwrap(), "/", Duration::from_secs(1)).await);
+    }
+}

@@ -1,0 +1,1215 @@
+//! Deployments at run time: packing a sandbox's workspace into a release,
+//! running each environment's active version, and routing requests to it.
+//!
+//! - **Releases.** Publishing runs `tar` jailed over the sandbox's
+//!   workspace and streams it into the release store (tar+zstd, named by
+//!   SHA-256). Unpacking runs `tar` jailed over the instance's workspace.
+//!   mds itself never walks a tenant's tree.
+//! - **Instances.** A dynamic version runs as a jailed process (the same
+//!   isolation as a sandbox) with the environment's variables and `PORT`.
+//!   A task per instance supervises it: health checks, restarts after a
+//!   crash with backoff, `error` after the crashloop budget.
+//! - **Switching.** A promote starts the new instance and waits for it to
+//!   pass its health check; only then does the route change (under a lock
+//!   that pickers also take, so that every request in flight is counted)
+//!   and the old instance drains and stops. A failing release never gets
+//!   traffic. A deployment with a volume stops the old instance first: one
+//!   writer per volume.
+//! - **Router.** `<deployment>.<environment>.localhost` (Host header) on
+//!   the API listener goes to a healthy instance, or to the files of a
+//!   static release. Desired state (which version is active where) is in
+//!   Postgres; after a restart, [`Deployer::restore`] starts it again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use mds_core::env::{resolve_env, Candidate, Layer};
+use mds_core::ids::IdKind;
+use mds_runtime::artifact::{ArtifactError, Artifacts, Stored};
+use mds_runtime::instance::{free_port, probe, LogRing};
+use mds_runtime::jail::Mount;
+use mds_runtime::sandbox::{forward_lines, Output, ProcessSignal, Sandboxes, Spawn};
+use mds_store::{
+    AttachError, DeploymentRow, EnvironmentRow, ProjectRow, VariableScope, VersionRow,
+};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tower::ServiceExt;
+
+use crate::error::{ApiError, ApiResult};
+use crate::routes::env::boot_candidates;
+use crate::routes::variables::open_variable;
+use crate::state::AppState;
+
+/// How long a new instance has to pass its health check, unless the
+/// deployment's `metadata.health_check_grace_sec` says otherwise.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+const MAX_GRACE_SECS: u64 = 600;
+/// A running instance is checked this often; this many failures in a row
+/// make it `unhealthy` (out of the route until it passes again).
+const HEALTH_EVERY: Duration = Duration::from_secs(2);
+const UNHEALTHY_AFTER: u32 = 3;
+/// Crashes allowed within [`CRASH_WINDOW`] before an instance is `error`.
+const CRASH_BUDGET: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(300);
+/// How long a stopping instance may finish the requests it has.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// (deployment id, environment id)
+type RouteKey = (String, String);
+
+/// Where requests for one (deployment, environment) go.
+enum Route {
+    Static {
+        root: PathBuf,
+        entrypoint: Option<String>,
+    },
+    Dynamic(Vec<Arc<Live>>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    Starting,
+    Healthy,
+    Failed(String),
+    Ended,
+}
+
+/// A runtime instance of this process.
+pub struct Live {
+    pub id: String,
+    pub deployment_id: String,
+    pub environment_id: String,
+    pub version_id: String,
+    port: AtomicU16,
+    healthy: AtomicBool,
+    stopping: AtomicBool,
+    inflight: AtomicUsize,
+    /// Its process group (0: none now).
+    pgid: AtomicI32,
+    pub logs: Arc<LogRing>,
+    phase: watch::Sender<Phase>,
+}
+
+impl Live {
+    fn kill(&self) {
+        let pgid = self.pgid.load(Ordering::SeqCst);
+        if pgid > 0 {
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), ProcessSignal::SIGKILL);
+        }
+    }
+
+    fn note(&self, line: impl Into<String>) {
+        self.logs.push(format!("[mds] {}", line.into()));
+    }
+}
+
+/// Counts a request in flight to an instance until dropped.
+struct InFlight(Arc<Live>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub struct Deployer {
+    pub artifacts: Artifacts,
+    /// Workspaces of instances (by instance id) and unpacked static
+    /// releases (by version id).
+    runner: Sandboxes,
+    pub max_release_bytes: u64,
+    routes: RwLock<HashMap<RouteKey, Route>>,
+    /// `slug.environment` (and `slug` for production) to a route.
+    hosts: RwLock<HashMap<String, RouteKey>>,
+    live: Mutex<HashMap<String, Arc<Live>>>,
+    /// One promote at a time per (deployment, environment).
+    locks: Mutex<HashMap<RouteKey, Arc<tokio::sync::Mutex<()>>>>,
+    unpacked: Mutex<HashSet<String>>,
+    client: Client<HttpConnector, Body>,
+    /// `:port` after hosts in public URLs.
+    url_port: String,
+    /// Round robin among healthy instances.
+    turn: AtomicUsize,
+}
+
+/// The host label of an environment: `/` is not allowed in host names.
+pub fn environment_label(name: &str) -> String {
+    name.replace('/', "-")
+}
+
+impl Deployer {
+    pub fn new(
+        artifacts: Artifacts,
+        runner: Sandboxes,
+        max_release_bytes: u64,
+        public_url: &str,
+    ) -> Self {
+        let authority = public_url
+            .split_once("://")
+            .map_or(public_url, |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let port = authority
+            .rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(_, p)| format!(":{p}"))
+            .unwrap_or_default();
+        Self {
+            artifacts,
+            runner,
+            max_release_bytes,
+            routes: RwLock::default(),
+            hosts: RwLock::default(),
+            live: Mutex::default(),
+            locks: Mutex::default(),
+            unpacked: Mutex::default(),
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build_http(),
+            url_port: port,
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// Where a deployment's environment answers.
+    pub fn public_url(&self, slug: &str, environment: &str) -> String {
+        format!(
+            "http://{slug}.{}.localhost{}",
+            environment_label(environment),
+            self.url_port
+        )
+    }
+
+    /// The live instance `id`, if it runs in this process.
+    pub fn live(&self, id: &str) -> Option<Arc<Live>> {
+        self.live.lock().expect("never poisoned").get(id).cloned()
+    }
+
+    fn lock_for(&self, key: &RouteKey) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .expect("never poisoned")
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Live instances of (deployment, environment) not already stopping.
+    fn current(&self, key: &RouteKey) -> Vec<Arc<Live>> {
+        self.live
+            .lock()
+            .expect("never poisoned")
+            .values()
+            .filter(|l| {
+                (&l.deployment_id, &l.environment_id) == (&key.0, &key.1)
+                    && !l.stopping.load(Ordering::SeqCst)
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn set_route(&self, key: &RouteKey, slug: &str, environment: &str, route: Route) {
+        self.routes
+            .write()
+            .expect("never poisoned")
+            .insert(key.clone(), route);
+        let mut hosts = self.hosts.write().expect("never poisoned");
+        hosts.insert(
+            format!("{slug}.{}", environment_label(environment)),
+            key.clone(),
+        );
+        if environment == "production" {
+            hosts.insert(slug.to_string(), key.clone());
+        }
+    }
+
+    /// Takes every environment of a deployment off the air.
+    fn drop_routes(&self, deployment_id: &str) {
+        self.routes
+            .write()
+            .expect("never poisoned")
+            .retain(|(d, _), _| d != deployment_id);
+        self.hosts
+            .write()
+            .expect("never poisoned")
+            .retain(|_, (d, _)| d != deployment_id);
+    }
+
+    /// Packs `dir` (relative to `/workspace`) of a sandbox into a release.
+    /// Returns the stored artifact, or the build log's reason.
+    pub async fn pack(
+        &self,
+        sandboxes: &Sandboxes,
+        sandbox_id: &str,
+        dir: &str,
+    ) -> Result<Stored, String> {
+        let mut process = sandboxes
+            .spawn(
+                sandbox_id,
+                Spawn {
+                    env: Vec::new(),
+                    argv: ["tar", "-c", "-f", "-", "-C", dir, "."]
+                        .map(String::from)
+                        .to_vec(),
+                    mounts: Vec::new(),
+                    stdin: false,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        let stdout = process.child.stdout.take().expect("piped");
+        let stderr = process.child.stderr.take().expect("piped");
+        let errors = tokio::spawn(read_capped(stderr));
+        let stored = self.artifacts.store(stdout, self.max_release_bytes).await;
+        if stored.is_err() {
+            process.signal(ProcessSignal::SIGKILL);
+        }
+        let status = process.child.wait().await.map_err(|e| e.to_string())?;
+        let errors = errors.await.unwrap_or_default();
+        let stored = stored.map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("tar failed ({status}): {}", errors.trim()));
+        }
+        Ok(stored)
+    }
+
+    /// Unpacks a release into the workspace `id` (made afresh), jailed.
+    async fn unpack(&self, id: &str, sha256: &str) -> ApiResult<()> {
+        let _ = self.runner.remove(id).await;
+        self.runner
+            .prepare(id)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut process = self
+            .runner
+            .spawn(
+                id,
+                Spawn {
+                    env: Vec::new(),
+                    argv: [
+                        "tar",
+                        "-x",
+                        "-f",
+                        "-",
+                        "-C",
+                        "/workspace",
+                        "--no-same-owner",
+                        "--delay-directory-restore",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    mounts: Vec::new(),
+                    stdin: true,
+                },
+            )
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let stdin = process.child.stdin.take().expect("piped");
+        let stderr = process.child.stderr.take().expect("piped");
+        let errors = tokio::spawn(read_capped(stderr));
+        let written = self.artifacts.unpack_into(sha256, stdin).await;
+        let status = process.child.wait().await;
+        match written {
+            Err(ArtifactError::Gone(_)) => return Err(artifact_gone(sha256)),
+            Err(e) => return Err(ApiError::internal(e)),
+            Ok(()) => {}
+        }
+        match status {
+            Ok(s) if s.success() => Ok(()),
+            other => Err(ApiError::internal(format!(
+                "unpacking the release failed ({other:?}): {}",
+                errors.await.unwrap_or_default().trim()
+            ))),
+        }
+    }
+
+    /// The files of a static release, unpacked once per run of mds, with
+    /// symbolic links removed (the router serves files as mds).
+    async fn static_root(&self, version: &VersionRow) -> ApiResult<PathBuf> {
+        let sha = version.artifact_sha256.as_deref().unwrap_or_default();
+        let done = self
+            .unpacked
+            .lock()
+            .expect("never poisoned")
+            .contains(&version.id);
+        if !done {
+            self.unpack(&version.id, sha).await?;
+            let cleaned = self
+                .runner
+                .run(
+                    &version.id,
+                    mds_runtime::sandbox::Command {
+                        env: Vec::new(),
+                        cwd: None,
+                        command: "find /workspace -type l -delete",
+                        timeout: Duration::from_secs(60),
+                        mounts: Vec::new(),
+                    },
+                    None,
+                )
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            if cleaned.exit_code != 0 {
+                return Err(ApiError::internal(format!(
+                    "cleaning the release: {}",
+                    cleaned.stderr
+                )));
+            }
+            self.unpacked
+                .lock()
+                .expect("never poisoned")
+                .insert(version.id.clone());
+        }
+        Ok(self.runner.workspace(&version.id))
+    }
+
+    /// Makes `version` serve in `env`: for a dynamic one, a new instance
+    /// that passed its health check replaces the old; the route changes
+    /// only then. `record` writes the switch to Postgres (a promote); a
+    /// restore after restart only acts on what is recorded.
+    pub async fn serve(
+        &self,
+        state: &AppState,
+        deployment: &DeploymentRow,
+        project: &ProjectRow,
+        env: &EnvironmentRow,
+        version: &VersionRow,
+        record: bool,
+    ) -> ApiResult<()> {
+        let key = (deployment.id.clone(), env.id.clone());
+        let lock = self.lock_for(&key);
+        let _one_at_a_time = lock.lock().await;
+        let store = state.store()?;
+        let sha = version.artifact_sha256.as_deref().unwrap_or_default();
+        if !self.artifacts.exists(sha) {
+            return Err(artifact_gone(sha));
+        }
+        let old = self.current(&key);
+        if version.kind == "static" {
+            let root = self.static_root(version).await?;
+            if record {
+                store
+                    .activate_version(&deployment.id, &env.id, &version.id)
+                    .await?;
+            }
+            self.set_route(
+                &key,
+                &deployment.slug,
+                &env.name,
+                Route::Static {
+                    root,
+                    entrypoint: version.entrypoint.clone(),
+                },
+            );
+            for instance in old {
+                self.stop_later(state, instance);
+            }
+            return Ok(());
+        }
+
+        let claims = store.volume_claims(&deployment.id, &env.id).await?;
+        let follows_volume = !claims.is_empty();
+        if follows_volume {
+            // One writer per volume: the old instance lets go first.
+            for instance in &old {
+                self.stop(state, instance, true).await;
+            }
+        }
+        let started = self.start(state, deployment, project, env, version).await;
+        let outcome = match started {
+            Ok(live) => {
+                let mut phase = live.phase.subscribe();
+                let phase = phase
+                    .wait_for(|p| *p != Phase::Starting)
+                    .await
+                    .map(|p| p.clone())
+                    .unwrap_or(Phase::Ended);
+                match phase {
+                    Phase::Healthy => Ok(live),
+                    other => {
+                        let reason = match other {
+                            Phase::Failed(why) => why,
+                            _ => "it stopped".to_string(),
+                        };
+                        let tail = live.logs.tail(20);
+                        self.stop(state, &live, false).await;
+                        Err(ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "HEALTH_CHECK_FAILED",
+                            format!(
+                                "version {} did not pass its health check: {reason}; it gets no \
+                                 traffic and the active version keeps serving",
+                                version.version_number
+                            ),
+                        )
+                        .with_details(json!({
+                            "version_id": version.id,
+                            "instance_id": live.id,
+                            "logs": tail,
+                        })))
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let live = match outcome {
+            Ok(live) => live,
+            Err(e) => {
+                if follows_volume && !old.is_empty() {
+                    self.restart_previous(state, deployment, project, env, &old)
+                        .await;
+                }
+                return Err(e);
+            }
+        };
+        if record {
+            if let Err(e) = store
+                .activate_version(&deployment.id, &env.id, &version.id)
+                .await
+            {
+                self.stop(state, &live, false).await;
+                return Err(e.into());
+            }
+        }
+        self.set_route(
+            &key,
+            &deployment.slug,
+            &env.name,
+            Route::Dynamic(vec![live]),
+        );
+        for instance in old {
+            if !follows_volume {
+                self.stop_later(state, instance);
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failed switch of a deployment with a volume (whose old
+    /// instance was stopped first), brings the old version back.
+    async fn restart_previous(
+        &self,
+        state: &AppState,
+        deployment: &DeploymentRow,
+        project: &ProjectRow,
+        env: &EnvironmentRow,
+        old: &[Arc<Live>],
+    ) {
+        let Ok(store) = state.store() else { return };
+        for instance in old {
+            let Ok(Some(version)) = store.version(&deployment.id, &instance.version_id).await
+            else {
+                continue;
+            };
+            if let Ok(live) = self.start(state, deployment, project, env, &version).await {
+                let key = (deployment.id.clone(), env.id.clone());
+                self.set_route(
+                    &key,
+                    &deployment.slug,
+                    &env.name,
+                    Route::Dynamic(vec![live]),
+                );
+            }
+        }
+    }
+
+    /// Starts an instance of `version` in `env` and its supervisor.
+    async fn start(
+        &self,
+        state: &AppState,
+        deployment: &DeploymentRow,
+        project: &ProjectRow,
+        env: &EnvironmentRow,
+        version: &VersionRow,
+    ) -> ApiResult<Arc<Live>> {
+        let store = state.store()?;
+        let id = IdKind::Instance.mint();
+        store
+            .create_instance(
+                &id,
+                &deployment.tenant_id,
+                &deployment.id,
+                &env.id,
+                &version.id,
+            )
+            .await?;
+        let (phase, _) = watch::channel(Phase::Starting);
+        let live = Arc::new(Live {
+            id: id.clone(),
+            deployment_id: deployment.id.clone(),
+            environment_id: env.id.clone(),
+            version_id: version.id.clone(),
+            port: AtomicU16::new(0),
+            healthy: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            inflight: AtomicUsize::new(0),
+            pgid: AtomicI32::new(0),
+            logs: Arc::default(),
+            phase,
+        });
+        let prepared = async {
+            self.unpack(&id, version.artifact_sha256.as_deref().unwrap_or_default())
+                .await?;
+            self.lease_volumes(state, deployment, env, &id).await
+        }
+        .await;
+        let mounts = match prepared {
+            Ok(mounts) => mounts,
+            Err(e) => {
+                let _ = store
+                    .set_instance_state(&id, "error", None, Some(&e.message), None)
+                    .await;
+                let _ = store.release_holder(&id).await;
+                let _ = self.runner.remove(&id).await;
+                return Err(e);
+            }
+        };
+        self.live
+            .lock()
+            .expect("never poisoned")
+            .insert(id.clone(), live.clone());
+        let grace = deployment.metadata["health_check_grace_sec"]
+            .as_u64()
+            .map(|s| Duration::from_secs(s.clamp(1, MAX_GRACE_SECS)))
+            .unwrap_or(DEFAULT_GRACE);
+        let boot = Boot {
+            state: state.clone(),
+            project: project.clone(),
+            env: env.clone(),
+            deployment: deployment.clone(),
+            command: version.runtime_command.clone().unwrap_or_default(),
+            health_path: version
+                .health_check_path
+                .clone()
+                .unwrap_or_else(|| "/".to_string()),
+            mounts,
+            grace,
+        };
+        tokio::spawn(supervise(live.clone(), boot));
+        Ok(live)
+    }
+
+    /// Takes the leases of the volumes the deployment mounts in `env`.
+    async fn lease_volumes(
+        &self,
+        state: &AppState,
+        deployment: &DeploymentRow,
+        env: &EnvironmentRow,
+        instance_id: &str,
+    ) -> ApiResult<Vec<Mount>> {
+        let store = state.store()?;
+        let volumes = state.volumes()?;
+        let mut mounts = Vec::new();
+        for claim in store.volume_claims(&deployment.id, &env.id).await? {
+            let Some(volume) = store
+                .volume(&deployment.tenant_id, &claim.volume_id)
+                .await?
+            else {
+                continue;
+            };
+            volumes
+                .materialize(&volume.id, &volume.backend, volume.size_bytes as u64)
+                .await
+                .map_err(ApiError::internal)?;
+            match store
+                .attach_volume(
+                    &IdKind::Attachment.mint(),
+                    &volume.id,
+                    "instance",
+                    instance_id,
+                    &claim.mount_path,
+                )
+                .await
+            {
+                Ok(_) => mounts.push(Mount {
+                    host: volumes.data_path(&volume.id),
+                    inside: claim.mount_path,
+                    writable: true,
+                }),
+                Err(AttachError::InUse(holder)) => {
+                    return Err(ApiError::conflict(
+                        "VOLUME_IN_USE",
+                        format!(
+                            "volume {} is attached to {} {}; detach it first",
+                            volume.id, holder.holder_kind, holder.holder_id
+                        ),
+                    ))
+                }
+                Err(AttachError::Store(e)) => return Err(e.into()),
+            }
+        }
+        Ok(mounts)
+    }
+
+    fn stop_later(&self, state: &AppState, instance: Arc<Live>) {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Ok(deployer) = state.deployer() {
+                deployer.stop(&state, &instance, true).await;
+            }
+        });
+    }
+
+    /// Stops an instance: out of the route, its requests finish (when
+    /// `drain`), its process ends, its volume leases end, its workspace
+    /// goes. Its row stays, `destroyed`.
+    pub async fn stop(&self, state: &AppState, instance: &Arc<Live>, drain: bool) {
+        instance.stopping.store(true, Ordering::SeqCst);
+        instance.healthy.store(false, Ordering::SeqCst);
+        if drain {
+            let deadline = Instant::now() + DRAIN;
+            while instance.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        instance.kill();
+        let mut phase = instance.phase.subscribe();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            phase.wait_for(|p| matches!(p, Phase::Ended | Phase::Failed(_))),
+        )
+        .await;
+        if let Ok(store) = state.store() {
+            let _ = store
+                .set_instance_state(&instance.id, "stopped", None, None, None)
+                .await;
+            let _ = store.release_holder(&instance.id).await;
+            let _ = self.runner.remove(&instance.id).await;
+            let _ = store
+                .set_instance_state(&instance.id, "destroyed", None, None, None)
+                .await;
+        }
+        self.live
+            .lock()
+            .expect("never poisoned")
+            .remove(&instance.id);
+    }
+
+    /// Stops every instance of a deployment and takes it off the air.
+    pub async fn stop_deployment(&self, state: &AppState, deployment_id: &str) {
+        self.drop_routes(deployment_id);
+        let instances: Vec<Arc<Live>> = self
+            .live
+            .lock()
+            .expect("never poisoned")
+            .values()
+            .filter(|l| l.deployment_id == deployment_id)
+            .cloned()
+            .collect();
+        for instance in instances {
+            self.stop(state, &instance, true).await;
+        }
+    }
+
+    /// Kills every instance (mds is stopping; rows are retired at the next
+    /// start).
+    pub fn kill_every(&self) {
+        self.runner.kill_every();
+    }
+
+    /// At start: instances of the last run died with it; every active
+    /// version of every deployment that is not stopped is served again.
+    pub async fn restore(&self, state: &AppState) {
+        let Ok(store) = state.store() else { return };
+        match store.retire_orphan_instances().await {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(n = ids.len(), "retired the instances of the last run")
+            }
+            Err(e) => tracing::warn!(error = %e, "retiring the instances of the last run"),
+            _ => {}
+        }
+        let actives = match store.all_active_versions().await {
+            Ok(actives) => actives,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing active versions");
+                return;
+            }
+        };
+        for active in actives {
+            let restored = async {
+                let deployment = store
+                    .deployment_any_tenant(&active.deployment_id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("deployment", &active.deployment_id))?;
+                let project_id = deployment.project_id.clone().unwrap_or_default();
+                let project = store
+                    .project(&deployment.tenant_id, &project_id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("project", &project_id))?;
+                let env = store
+                    .environment(&project.id, &active.environment_id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("environment", &active.environment_id))?;
+                let version = store
+                    .version(&deployment.id, &active.active_version_id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("version", &active.active_version_id))?;
+                self.serve(state, &deployment, &project, &env, &version, false)
+                    .await
+            }
+            .await;
+            match restored {
+                Ok(()) => tracing::info!(
+                    deployment = active.deployment_id,
+                    environment = active.environment,
+                    "serving again"
+                ),
+                Err(e) => tracing::warn!(
+                    deployment = active.deployment_id,
+                    environment = active.environment,
+                    error = e.message,
+                    "could not serve the active version"
+                ),
+            }
+        }
+    }
+
+    /// A request for a deployment's host: to a healthy instance, or to the
+    /// files of a static release.
+    async fn handle(&self, key: RouteKey, mut req: Request) -> Response {
+        let target = {
+            let routes = self.routes.read().expect("never poisoned");
+            match routes.get(&key) {
+                None => None,
+                Some(Route::Static { root, entrypoint }) => {
+                    Some(Err((root.clone(), entrypoint.clone())))
+                }
+                Some(Route::Dynamic(instances)) => {
+                    let healthy: Vec<&Arc<Live>> = instances
+                        .iter()
+                        .filter(|l| l.healthy.load(Ordering::SeqCst))
+                        .collect();
+                    if healthy.is_empty() {
+                        None
+                    } else {
+                        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+                        let pick = healthy[turn % healthy.len()].clone();
+                        // Counted under the lock that a switch takes: the
+                        // old instance drains only requests it can see.
+                        pick.inflight.fetch_add(1, Ordering::SeqCst);
+                        Some(Ok(InFlight(pick)))
+                    }
+                }
+            }
+        };
+        let guard = match target {
+            None => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "NO_HEALTHY_INSTANCE",
+                    "no healthy instance serves this deployment right now",
+                )
+                .retry_after(Duration::from_secs(1))
+                .into_response()
+            }
+            Some(Err((root, entrypoint))) => return serve_files(root, entrypoint, req).await,
+            Some(Ok(guard)) => guard,
+        };
+        let port = guard.0.port.load(Ordering::SeqCst);
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let Ok(uri) = format!("http://127.0.0.1:{port}{path}").parse::<Uri>() else {
+            return ApiError::bad_request("INVALID_PATH", "the request path is not valid")
+                .into_response();
+        };
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let host = req.headers().get(header::HOST).cloned();
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        if let Some(peer) = peer.and_then(|p| HeaderValue::from_str(&p).ok()) {
+            headers.append("x-forwarded-for", peer);
+        }
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        if let Some(host) = host {
+            headers.insert("x-forwarded-host", host);
+        }
+        match self.client.request(req).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                // The instance counts as busy until the body is sent.
+                let stream = body.into_data_stream().map(move |chunk| {
+                    let _busy = &guard;
+                    chunk
+                });
+                Response::from_parts(parts, Body::from_stream(stream))
+            }
+            Err(e) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "INSTANCE_UNREACHABLE",
+                format!("the instance did not answer: {e}"),
+            )
+            .into_response(),
+        }
+    }
+}
+
+async fn serve_files(root: PathBuf, entrypoint: Option<String>, req: Request) -> Response {
+    let files = tower_http::services::ServeDir::new(&root).append_index_html_on_directories(true);
+    let response = match entrypoint.filter(|e| !e.is_empty() && !e.contains("..")) {
+        Some(entry) => files
+            .not_found_service(tower_http::services::ServeFile::new(root.join(entry)))
+            .oneshot(req)
+            .await
+            .map(|r| r.map(Body::new)),
+        None => files.oneshot(req).await.map(|r| r.map(Body::new)),
+    };
+    match response {
+        Ok(response) => response,
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+fn artifact_gone(sha256: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "ARTIFACT_GONE",
+        "this version's release artifact is no longer in the release store; publish again",
+    )
+    .with_details(json!({ "artifact_sha256": sha256 }))
+}
+
+/// A process's stderr, up to 64 KiB.
+async fn read_capped(stream: impl tokio::io::AsyncRead + Unpin) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let _ = stream.take(64 << 10).read_to_end(&mut kept).await;
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// What an instance's supervisor needs to boot it (again).
+struct Boot {
+    state: AppState,
+    project: ProjectRow,
+    env: EnvironmentRow,
+    deployment: DeploymentRow,
+    command: String,
+    health_path: String,
+    mounts: Vec<Mount>,
+    grace: Duration,
+}
+
+impl Boot {
+    /// The variables of a boot: the environment's (bindings, shared), the
+    /// deployment's own there, then the platform's, `PORT` last so that
+    /// nothing overrides it.
+    async fn env(&self, live: &Live, port: u16) -> ApiResult<Vec<(String, String)>> {
+        let state = &self.state;
+        let (mut candidates, _) = boot_candidates(state, &self.project, &self.env).await?;
+        let scope = VariableScope::Deployment {
+            deployment_id: &self.deployment.id,
+            environment_id: &self.env.id,
+        };
+        for row in state.store()?.variables(scope).await? {
+            let value = open_variable(state, scope, &row)?;
+            candidates.push(Candidate::new(
+                Layer::Service,
+                "deployment",
+                &row.name,
+                &value,
+                row.is_secret,
+            ));
+        }
+        for (name, value) in [
+            ("PORT", port.to_string()),
+            ("MIOSA_DEPLOYMENT_ID", live.deployment_id.clone()),
+            ("MIOSA_VERSION_ID", live.version_id.clone()),
+            ("MIOSA_INSTANCE_ID", live.id.clone()),
+        ] {
+            candidates.push(Candidate::new(Layer::Run, "mds", name, &value, false));
+        }
+        Ok(resolve_env(candidates)
+            .into_iter()
+            .map(|r| (r.winner.name, r.winner.value))
+            .collect())
+    }
+}
+
+async fn set_state(
+    live: &Live,
+    boot: &Boot,
+    state: &str,
+    port: Option<u16>,
+    error: Option<&str>,
+    restarts: Option<i32>,
+) {
+    if let Ok(store) = boot.state.store() {
+        if let Err(e) = store
+            .set_instance_state(&live.id, state, port.map(i32::from), error, restarts)
+            .await
+        {
+            tracing::warn!(instance = live.id, error = %e, "recording an instance's state");
+        }
+    }
+}
+
+/// Runs an instance until it is stopped: boots it, waits for its first
+/// health check (failing the instance if it does not pass within the
+/// grace period), then checks it and restarts it after crashes, up to the
+/// crashloop budget.
+async fn supervise(live: Arc<Live>, boot: Boot) {
+    let Ok(deployer) = boot.state.deployer() else {
+        return;
+    };
+    let mut crashes: VecDeque<Instant> = VecDeque::new();
+    let mut first = true;
+    let mut restarts = 0i32;
+    loop {
+        if live.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let started = async {
+            let port = free_port().map_err(ApiError::internal)?;
+            let env = boot.env(&live, port).await?;
+            let process = deployer
+                .runner
+                .spawn(
+                    &live.id,
+                    Spawn {
+                        env,
+                        argv: vec!["/bin/sh".into(), "-c".into(), boot.command.clone()],
+                        mounts: boot.mounts.clone(),
+                        stdin: false,
+                    },
+                )
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok::<_, ApiError>((port, process))
+        }
+        .await;
+        let (port, mut process) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                live.note(format!("could not start: {}", e.message));
+                set_state(&live, &boot, "error", None, Some(&e.message), None).await;
+                live.phase.send_replace(Phase::Failed(e.message));
+                break;
+            }
+        };
+        live.port.store(port, Ordering::SeqCst);
+        live.pgid
+            .store(process.pgid.unwrap_or_default(), Ordering::SeqCst);
+        live.note(format!("starting `{}` with PORT={port}", boot.command));
+        set_state(&live, &boot, "starting", Some(port), None, Some(restarts)).await;
+        let (lines_tx, mut lines_rx) = mpsc::channel(256);
+        if let Some(stdout) = process.child.stdout.take() {
+            tokio::spawn(forward_lines(stdout, lines_tx.clone(), Output::Stdout));
+        }
+        if let Some(stderr) = process.child.stderr.take() {
+            tokio::spawn(forward_lines(stderr, lines_tx, Output::Stderr));
+        }
+        let logs = live.logs.clone();
+        tokio::spawn(async move {
+            while let Some(line) = lines_rx.recv().await {
+                match line {
+                    Output::Stdout(l) => logs.push(l),
+                    Output::Stderr(l) => logs.push(l),
+                }
+            }
+        });
+
+        // Up to the grace period for the first passing health check.
+        let deadline = Instant::now() + boot.grace;
+        let became_healthy = loop {
+            tokio::select! {
+                status = process.child.wait() => {
+                    break Err(format!("the process exited ({}) before passing its health check",
+                        status.map(|s| s.to_string()).unwrap_or_default()));
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if probe(port, &boot.health_path, Duration::from_secs(1)).await {
+                        break Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        break Err(format!("GET {} on port {port} did not answer 2xx within {} s",
+                            boot.health_path, boot.grace.as_secs()));
+                    }
+                }
+            }
+        };
+        let became = became_healthy.is_ok();
+        match became_healthy {
+            Ok(()) => {
+                live.healthy.store(true, Ordering::SeqCst);
+                live.note("healthy");
+                set_state(&live, &boot, "healthy", None, None, None).await;
+                live.phase.send_replace(Phase::Healthy);
+            }
+            Err(why) => {
+                live.note(&why);
+                process.signal(ProcessSignal::SIGKILL);
+                let _ = process.child.wait().await;
+                if live.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                if first {
+                    set_state(&live, &boot, "error", None, Some(&why), None).await;
+                    live.phase.send_replace(Phase::Failed(why));
+                    return finish(&live);
+                }
+            }
+        }
+        first = false;
+
+        // Running: checked every few seconds until its process ends.
+        let mut failures = 0;
+        // None: it never became healthy on this boot (counted as a crash).
+        let status = if !became {
+            None
+        } else {
+            loop {
+                tokio::select! {
+                    status = process.child.wait() => break status.ok(),
+                    _ = tokio::time::sleep(HEALTH_EVERY) => {
+                        if live.stopping.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        if probe(port, &boot.health_path, Duration::from_secs(2)).await {
+                            failures = 0;
+                            if !live.healthy.swap(true, Ordering::SeqCst) {
+                                live.note("healthy again");
+                                set_state(&live, &boot, "healthy", None, None, None).await;
+                            }
+                        } else {
+                            failures += 1;
+                            if failures >= UNHEALTHY_AFTER && live.healthy.swap(false, Ordering::SeqCst) {
+                                live.note(format!("unhealthy: {failures} health checks failed"));
+                                set_state(&live, &boot, "unhealthy", None, Some("health checks failing"), None).await;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        live.healthy.store(false, Ordering::SeqCst);
+        live.pgid.store(0, Ordering::SeqCst);
+        if live.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        // It crashed: restart, unless it keeps crashing.
+        let now = Instant::now();
+        crashes.push_back(now);
+        while crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            crashes.pop_front();
+        }
+        let how = status.map_or_else(|| "failed its health check".to_string(), |s| s.to_string());
+        if crashes.len() > CRASH_BUDGET {
+            let why = format!(
+                "crashed {} times in {} s ({how}); not restarting",
+                crashes.len(),
+                CRASH_WINDOW.as_secs()
+            );
+            live.note(&why);
+            set_state(&live, &boot, "error", None, Some(&why), None).await;
+            live.phase.send_replace(Phase::Failed(why));
+            return finish(&live);
+        }
+        restarts += 1;
+        let backoff = Duration::from_millis(250 << (crashes.len().min(6) - 1));
+        live.note(format!(
+            "exited ({how}); restarting in {} ms",
+            backoff.as_millis()
+        ));
+        set_state(
+            &live,
+            &boot,
+            "unhealthy",
+            None,
+            Some(&format!("exited ({how})")),
+            Some(restarts),
+        )
+        .await;
+        tokio::time::sleep(backoff).await;
+    }
+    finish(&live)
+}
+
+fn finish(live: &Live) {
+    live.healthy.store(false, Ordering::SeqCst);
+    if !matches!(*live.phase.borrow(), Phase::Failed(_)) {
+        live.phase.send_replace(Phase::Ended);
+    }
+}
+
+/// Sends requests whose Host is `<deployment>.<environment>.localhost`
+/// (or `<deployment>.localhost`: production) to that deployment; every
+/// other request goes on to the API.
+pub async fn route_by_host(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let label = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())
+        .and_then(deployment_label);
+    let (Some(label), Ok(deployer)) = (label, state.deployer()) else {
+        return next.run(req).await;
+    };
+    let key = deployer
+        .hosts
+        .read()
+        .expect("never poisoned")
+        .get(&label)
+        .cloned();
+    match key {
+        Some(key) => deployer.handle(key, req).await,
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no deployment serves {label}.localhost"),
+        )
+        .into_response(),
+    }
+}
+
+/// `slug.environment` from a host `slug.environment.localhost[:port]`.
+fn deployment_label(host: &str) -> Option<String> {
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let label = host.strip_suffix(".localhost")?;
+    (!label.is_empty()).then(|| label.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_name_a_deployment_and_environment() {
+        assert_eq!(
+            deployment_label("shop.staging.localhost:8080").as_deref(),
+            Some("shop.staging")
+        );
+        assert_eq!(deployment_label("Shop.localhost").as_deref(), Some("shop"));
+        assert_eq!(deployment_label("localhost:8080"), None);
+        assert_eq!(deployment_label("127.0.0.1:8080"), None);
+        assert_eq!(deployment_label("example.com"), None);
+        assert_eq!(environment_label("preview/pr-42"), "preview-pr-42");
+    }
+}
