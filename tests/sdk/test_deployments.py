@@ -17,15 +17,18 @@ import psycopg
 import pytest
 from miosa.types import Deployment, DeploymentVersion, PublishResult, RuntimeInstance
 
-from conftest import resolved
+from conftest import Server, resolved
 
 # The app every test deploys: a small HTTP server on $PORT that says which
 # version it is, writes through psql, and can die on request. Its startup
 # runs MIGRATE (SQL) if the release has one, as a "v2 creates a table"
 # release would.
 APP = r'''
-import json, os, subprocess, http.server
+import json, os, subprocess, threading, time, http.server
 HERE = os.path.dirname(os.path.abspath(__file__))
+SICK_UNTIL = [0.0]
+if os.path.exists(os.path.join(HERE, "CRASHLOOP")):
+    threading.Timer(1.0, lambda: os._exit(3)).start()
 VERSION = open(os.path.join(HERE, "VERSION")).read().strip()
 def psql(sql):
     return subprocess.run(["psql", os.environ["DATABASE_URL"], "-v", "ON_ERROR_STOP=1",
@@ -44,8 +47,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
     def do_GET(self):
+        if self.path.startswith("/sick/"):
+            SICK_UNTIL[0] = time.time() + float(self.path[6:])
+            return self.reply(200, "sick")
         if self.path == "/health":
-            broken = os.path.exists(os.path.join(HERE, "BROKEN"))
+            broken = os.path.exists(os.path.join(HERE, "BROKEN")) or time.time() < SICK_UNTIL[0]
             return self.reply(500 if broken else 200, "broken" if broken else "ok")
         if self.path == "/env":
             keys = ["DATABASE_URL", "MIOSA_ENVIRONMENT", "FEATURE", "PORT", "MIOSA_INSTANCE_ID"]
@@ -185,18 +191,6 @@ def test_publish_promote_rollback_and_the_data_is_untouched(client, mds):
     assert client.deployments.get(deployment.id).environments["production"][
         "active_version_id"] == first.version.id
 
-    # A version whose artifact was collected is gone: 410, and v1 serves on.
-    third = client.deployments.publish(deployment.id, source_sandbox_id=sandbox.id, promote=False)
-    assert not third.promoted and third.version.version_number == 3
-    sha = third.version.artifact_sha256
-    (mds.data_dir / "releases" / sha[:2] / f"{sha}.tar.zst").unlink()
-    gone = api(mds, "POST", f"/deployments/{deployment.id}/versions/{third.version.id}/promote")
-    assert gone.status_code == 410 and gone.json()["error"]["code"] == "ARTIFACT_GONE"
-    gone = api(mds, "POST", f"/deployments/{deployment.id}/rollback",
-               json={"version_id": third.version.id})
-    assert gone.status_code == 410
-    assert get_app(mds, slug).text == "v1"
-
     # The sandbox goes; the deployment and the data stay.
     sandbox.destroy()
     assert get_app(mds, slug).text == "v1"
@@ -222,6 +216,13 @@ def test_each_environment_has_its_own_version_variables_and_database(client, mds
     assert urls["staging"] == resolved(mds, project["id"], "staging")["DATABASE_URL"]
     assert urls["staging"] != urls["production"]
 
+    # A preview environment is one more environment: its own version.
+    made = api(mds, "POST", f"/projects/{project['id']}/environments", json={"name": "preview/pr-7"})
+    assert made.status_code == 201, made.text
+    client.deployments.versions(deployment.id).promote(first.version.id, environment="preview/pr-7")
+    assert get_app(mds, slug, "preview-pr-7").text == "v1"
+    assert get_app(mds, slug, "staging").text == "v2"
+
     # Variables per environment: sealed, previews only, at the next boot.
     rows_ = client.deployments.set_env(deployment.id, {"FEATURE": "on-in-staging"},
                                        environment="staging")
@@ -234,6 +235,11 @@ def test_each_environment_has_its_own_version_variables_and_database(client, mds
     assert get_app(mds, slug, "production", "/env").json()["FEATURE"] is None
     assert api(mds, "DELETE", f"/deployments/{deployment.id}/env/FEATURE",
                params={"environment": "staging"}).status_code == 200
+
+    # Auth resolves a deployment to its project (production by default).
+    assert client.project_auth.status("deployment", deployment.id)["enabled"] is False
+    client.project_auth.enable("deployment", deployment.id)
+    assert client.project_auth.status("project", project["id"])["enabled"] is True
 
     attached = client.deployments.attach_database(deployment.id)
     assert attached["attached"] and attached["database_id"].startswith("ds_")
@@ -393,6 +399,41 @@ def test_a_killed_instance_is_replaced_and_its_writes_are_kept(client, mds):
     logs = client.deployments.runtime_instances(deployment.id).logs(before.id)["lines"]
     assert any("restarting" in line for line in logs)
 
+    # Failing health checks take it out of the route until they pass again.
+    assert get_app(mds, slug, path="/sick/7").text == "sick"
+    states = set()
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        state = client.deployments.runtime_instances(deployment.id).get(before.id).state
+        states.add(state)
+        if state == "unhealthy":
+            routed = get_app(mds, slug)
+            assert routed.status_code == 503, routed.text
+            assert routed.json()["error"]["code"] == "NO_HEALTHY_INSTANCE"
+        if "unhealthy" in states and state == "healthy":
+            break
+        time.sleep(0.2)
+    assert "unhealthy" in states and state == "healthy", states
+    assert get_app(mds, slug).text == "v1"
+
+    # One that keeps crashing stops being restarted: `error`.
+    write(sandbox, "CRASHLOOP", "yes")
+    write(sandbox, "VERSION", "v2")
+    looping = client.deployments.publish(deployment.id, source_sandbox_id=sandbox.id)
+    (crashing,) = [i for i in client.deployments.runtime_instances(deployment.id).list()
+                   if i.release_id == looping.release.id]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = client.deployments.runtime_instances(deployment.id).get(crashing.id)
+        if now.state == "error":
+            break
+        time.sleep(0.5)
+    assert now.state == "error" and "crashed 6 times" in now.error_message, now
+    assert now.restart_count == 5
+    assert get_app(mds, slug).status_code == 503
+    # The data is still all there.
+    assert rows(production["DATABASE_URL"], "SELECT count(*) FROM notes") == [(3,)]
+
 
 def test_a_volume_follows_the_new_instance(client, mds):
     project = project_with_postgres(client, mds, "vol")
@@ -435,7 +476,9 @@ def test_static_sites_and_attacks(client, mds):
     sandbox = client.sandboxes.create(project_id=project["id"])
     write(sandbox, "dist/index.html", "<h1>home</h1>")
     write(sandbox, "dist/app/page.txt", "page")
-    made = sandbox.exec.run("ln -s /etc/passwd dist/passwd && ln -s / dist/root")
+    made = sandbox.exec.run(
+        "ln -s /etc/passwd dist/passwd && ln -s / dist/root && mkfifo dist/pipe && "
+        "mkdir dist/ro && ln -s /etc/passwd dist/ro/link && chmod 555 dist/ro")
     assert made.exit_code == 0, made.stderr
     site = client.deployments.create(name=f"site-{uuid.uuid4().hex[:6]}",
                                      metadata={"project_id": project["id"]})
@@ -446,9 +489,12 @@ def test_static_sites_and_attacks(client, mds):
     assert "home" in get_app(mds, slug).text
     assert get_app(mds, slug, path="/app/page.txt").text.strip() == "page"
     # Links out of the release are not followed: the router serves files as mds.
-    for path in ("/passwd", "/root/etc/passwd", "/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd"):
+    # Only files and directories are served: no link out, no FIFO to hang on.
+    for path in ("/passwd", "/root/etc/passwd", "/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
+                 "/ro/link", "/pipe", "/" + "a" * 300):
         r = get_app(mds, slug, path=path)
         assert "root:" not in r.text, path
+        assert r.status_code in (400, 404), (path, r.status_code)
     assert published.deployment.public_url.startswith(f"http://{slug}.production.localhost:")
 
     # Hosts that name nothing, and the API's own host, are not routed.
@@ -480,6 +526,13 @@ def test_static_sites_and_attacks(client, mds):
     assert api(mds, "POST", f"/deployments/{site.id}/publish", key=writer,
                json={"source_sandbox_id": sandbox.id}).status_code == 403
     assert api(mds, "GET", f"/deployments/{site.id}/env", key=writer).status_code == 403
+    # So does anything else that boots it, and its logs (which may print them).
+    for method, path in [("POST", f"/deployments/{site.id}/rollback"),
+                         ("POST", f"/deployments/{site.id}/redeploy"),
+                         ("POST", f"/deployments/{site.id}/versions/{published.version.id}/promote"),
+                         ("GET", f"/deployments/{site.id}/logs")]:
+        denied = api(mds, method, path, key=writer)
+        assert denied.status_code == 403 and "env:reveal" in denied.text, (path, denied.text)
     assert api(mds, "GET", f"/deployments/{site.id}", key="msk_" + "x" * 40).status_code == 401
 
     stopped = client.deployments.stop(site.id)
@@ -487,3 +540,38 @@ def test_static_sites_and_attacks(client, mds):
     assert get_app(mds, slug).status_code == 404
     client.deployments.delete(site.id)
     assert api(mds, "GET", f"/deployments/{site.id}").status_code == 404
+
+
+def test_releases_past_retention_are_collected_and_then_gone(tmp_path):
+    """`--keep-releases 1`: the newest version and each environment's
+    active and previous ones keep their artifacts; serving another is 410."""
+    from miosa import Miosa
+
+    server = Server("--keep-releases", "1")
+    try:
+        client = Miosa(api_key=server.admin_key, base_url=server.url, max_retries=0)
+        project = project_with_postgres(client, server, "keep")
+        sandbox = app_sandbox(client, project)
+        deployment = new_deployment(client, project)
+        published = {}
+        for n in (1, 2, 3, 4):
+            write(sandbox, "VERSION", f"v{n}")
+            published[n] = client.deployments.publish(
+                deployment.id, source_sandbox_id=sandbox.id, promote=n <= 2)
+        releases = server.data_dir / "releases"
+        present = {p.name.split(".")[0] for p in releases.glob("*/*.tar.zst")}
+        sha = {n: r.version.artifact_sha256 for n, r in published.items()}
+        # v2 active, v1 previous, v4 newest: kept. v3: collected.
+        assert present == {sha[1], sha[2], sha[4]}
+        gone = api(server, "POST", f"/deployments/{deployment.id}/versions/{published[3].version.id}/promote")
+        assert gone.status_code == 410 and gone.json()["error"]["code"] == "ARTIFACT_GONE"
+        gone = api(server, "POST", f"/deployments/{deployment.id}/rollback",
+                   json={"version_id": published[3].version.id})
+        assert gone.status_code == 410
+        # Still listed, still ready: only its bytes are gone.
+        assert client.deployments.versions(deployment.id).get(published[3].version.id).state == "ready"
+        assert get_app(server, published[1].deployment.slug).text == "v2"
+        client.deployments.rollback(deployment.id)
+        assert get_app(server, published[1].deployment.slug).text == "v1"
+    finally:
+        server.stop()

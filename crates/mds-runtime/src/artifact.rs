@@ -173,40 +173,69 @@ impl Artifacts {
     }
 
     /// Checks the artifact against its name, then writes its tar stream
-    /// to `sink` (the stdin of a jailed `tar -x`).
+    /// to `sink` (the stdin of a jailed `tar -x`). Both passes stream:
+    /// memory stays small whatever the artifact's size.
     pub async fn unpack_into(
         &self,
         sha256: &str,
         mut sink: impl AsyncWrite + Unpin,
     ) -> Result<(), ArtifactError> {
-        let path = self
-            .path(sha256)
-            .ok_or_else(|| ArtifactError::Gone(sha256.to_string()))?;
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ArtifactError::Gone(sha256.to_string()))
-            }
+        let gone = || ArtifactError::Gone(sha256.to_string());
+        let path = self.path(sha256).ok_or_else(gone)?;
+        let hashed = path.clone();
+        let digest = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            let mut file = std::fs::File::open(hashed)?;
+            let mut hash = Sha256::new();
+            std::io::copy(&mut file, &mut hash)?;
+            Ok(hex::encode(hash.finalize()))
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        match digest {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
             Err(e) => return Err(e.into()),
-        };
-        if hex::encode(Sha256::digest(&bytes)) != sha256 {
-            return Err(ArtifactError::Corrupt(sha256.to_string()));
-        }
-        let mut decoder = zstd::Decoder::new(&bytes[..])?;
-        let mut buffer = vec![0u8; 256 << 10];
-        loop {
-            let n = decoder.read(&mut buffer)?;
-            if n == 0 {
-                break;
+            Ok(digest) if digest != sha256 => {
+                return Err(ArtifactError::Corrupt(sha256.to_string()))
             }
-            sink.write_all(&buffer[..n]).await?;
+            Ok(_) => {}
         }
+        let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let decoding = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut decoder = zstd::Decoder::new(std::fs::File::open(path)?)?;
+            loop {
+                let mut buffer = vec![0u8; 256 << 10];
+                let n = decoder.read(&mut buffer)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buffer.truncate(n);
+                if chunks.blocking_send(buffer).is_err() {
+                    // The reader went away (its tar failed).
+                    return Ok(());
+                }
+            }
+        });
+        while let Some(chunk) = received.recv().await {
+            sink.write_all(&chunk).await?;
+        }
+        decoding
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
         sink.shutdown().await?;
         Ok(())
     }
 
-    /// Removes artifacts no version names any more; returns how many.
-    pub fn collect(&self, keep: &HashSet<String>) -> std::io::Result<usize> {
+    /// Removes artifacts no kept version names: those named only by
+    /// versions past retention (`named` but not `keep`) at once, and
+    /// unnamed ones (a publish cut short) once older than `grace` (a
+    /// publish in progress names its artifact only when it is stored).
+    /// Returns how many were removed.
+    pub fn collect(
+        &self,
+        keep: &HashSet<String>,
+        named: &HashSet<String>,
+        grace: std::time::Duration,
+    ) -> std::io::Result<usize> {
         let mut removed = 0;
         for shard in std::fs::read_dir(&self.dir)?.flatten() {
             if shard.file_name() == "tmp" || !shard.path().is_dir() {
@@ -215,22 +244,21 @@ impl Artifacts {
             for entry in std::fs::read_dir(shard.path())?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let sha = name.trim_end_matches(".tar.zst");
-                if !keep.contains(sha) {
+                if keep.contains(sha) {
+                    continue;
+                }
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default() > grace)
+                    .unwrap_or(true);
+                if named.contains(sha) || old {
                     std::fs::remove_file(entry.path())?;
                     removed += 1;
                 }
             }
         }
         Ok(removed)
-    }
-
-    /// Deletes one artifact (an operator's cleanup, or a test of a
-    /// rollback to a collected version).
-    pub fn remove(&self, sha256: &str) -> std::io::Result<()> {
-        match self.path(sha256).map(std::fs::remove_file) {
-            Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
     }
 }
 
@@ -294,7 +322,13 @@ mod tests {
         ));
         assert!(out.is_empty());
 
-        store.collect(&HashSet::new()).unwrap();
+        // Unnamed and fresh: kept (a publish may be naming it now).
+        let none = HashSet::new();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(store.collect(&none, &none, hour).unwrap(), 0);
+        let named: HashSet<String> = [stored.sha256.clone()].into();
+        assert_eq!(store.collect(&named, &named, hour).unwrap(), 0);
+        assert_eq!(store.collect(&none, &named, hour).unwrap(), 1);
         assert!(matches!(
             store.unpack_into(&stored.sha256, &mut out).await,
             Err(ArtifactError::Gone(_))

@@ -11,26 +11,46 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Lines of output kept per instance.
+/// Lines of output kept per instance, at most.
 pub const LOG_LINES: usize = 2000;
+/// Bytes of output kept per instance, at most: a noisy app costs mds
+/// this much memory and no more.
+pub const LOG_BYTES: usize = 1 << 20;
+/// A longer line is cut here.
+pub const LOG_LINE_BYTES: usize = 4 << 10;
 
-/// The last [`LOG_LINES`] lines of an instance's output (stdout and stderr
-/// interleaved as they came), and mds's own notes about it.
+/// The last lines of an instance's output (stdout and stderr interleaved
+/// as they came), and mds's own notes about it, within [`LOG_LINES`] and
+/// [`LOG_BYTES`].
 #[derive(Debug, Default)]
-pub struct LogRing(Mutex<VecDeque<String>>);
+pub struct LogRing(Mutex<(VecDeque<String>, usize)>);
 
 impl LogRing {
-    pub fn push(&self, line: String) {
-        let mut lines = self.0.lock().expect("never poisoned");
-        if lines.len() == LOG_LINES {
-            lines.pop_front();
+    pub fn push(&self, mut line: String) {
+        if line.len() > LOG_LINE_BYTES {
+            let mut cut = LOG_LINE_BYTES;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push_str(" [cut]");
         }
+        let mut guard = self.0.lock().expect("never poisoned");
+        let (lines, bytes) = &mut *guard;
+        *bytes += line.len();
         lines.push_back(line);
+        while lines.len() > LOG_LINES || *bytes > LOG_BYTES {
+            match lines.pop_front() {
+                Some(old) => *bytes -= old.len(),
+                None => break,
+            }
+        }
     }
 
     /// The last `n` lines, oldest first.
     pub fn tail(&self, n: usize) -> Vec<String> {
-        let lines = self.0.lock().expect("never poisoned");
+        let guard = self.0.lock().expect("never poisoned");
+        let lines = &guard.0;
         lines
             .iter()
             .skip(lines.len().saturating_sub(n))
@@ -88,6 +108,13 @@ mod tests {
             vec![(LOG_LINES + 3).to_string(), (LOG_LINES + 4).to_string()]
         );
         assert_eq!(ring.tail(usize::MAX).len(), LOG_LINES);
+        // Long lines are cut, and the ring keeps to its bytes.
+        for _ in 0..1000 {
+            ring.push("x".repeat(70_000));
+        }
+        let kept = ring.tail(usize::MAX);
+        assert!(kept.iter().all(|l| l.len() <= LOG_LINE_BYTES + 6));
+        assert!(kept.iter().map(String::len).sum::<usize>() <= LOG_BYTES);
     }
 
     #[tokio::test]

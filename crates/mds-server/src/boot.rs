@@ -73,6 +73,9 @@ pub struct ServerConfig {
     pub smtp_from: String,
     /// The largest release (tar stream of a workspace) a publish packs.
     pub max_release_bytes: u64,
+    /// Versions per deployment whose artifacts are kept, besides the
+    /// active and previous ones of each environment.
+    pub keep_releases: u32,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -574,6 +577,7 @@ async fn open_sandboxes(
         artifacts,
         runner,
         config.max_release_bytes,
+        config.keep_releases,
         public_url,
     ));
     Ok(())
@@ -592,6 +596,13 @@ fn spawn_housekeeping(state: AppState) {
                 }
                 if let Err(e) = store.sweep_auth().await {
                     tracing::warn!(error = %e, "sweeping auth rate windows and tokens");
+                }
+                if let Ok(deployer) = state.deployer() {
+                    match deployer.collect_releases(&state).await {
+                        Ok(n) if n > 0 => tracing::info!(n, "collected release artifacts"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = e.message, "collecting releases"),
+                    }
                 }
             }
         }

@@ -134,6 +134,9 @@ pub struct Deployer {
     /// releases (by version id).
     runner: Sandboxes,
     pub max_release_bytes: u64,
+    /// Versions per deployment whose artifacts are kept (besides active
+    /// and previous ones).
+    keep_releases: i64,
     routes: RwLock<HashMap<RouteKey, Route>>,
     /// `slug.environment` (and `slug` for production) to a route.
     hosts: RwLock<HashMap<String, RouteKey>>,
@@ -141,6 +144,9 @@ pub struct Deployer {
     /// One promote at a time per (deployment, environment).
     locks: Mutex<HashMap<RouteKey, Arc<tokio::sync::Mutex<()>>>>,
     unpacked: Mutex<HashSet<String>>,
+    /// Static releases are unpacked one at a time (two promotes of one
+    /// version must not unpack into one directory at once).
+    unpacking: tokio::sync::Mutex<()>,
     client: Client<HttpConnector, Body>,
     /// `:port` after hosts in public URLs.
     url_port: String,
@@ -158,6 +164,7 @@ impl Deployer {
         artifacts: Artifacts,
         runner: Sandboxes,
         max_release_bytes: u64,
+        keep_releases: u32,
         public_url: &str,
     ) -> Self {
         let authority = public_url
@@ -175,11 +182,13 @@ impl Deployer {
             artifacts,
             runner,
             max_release_bytes,
+            keep_releases: i64::from(keep_releases.max(1)),
             routes: RwLock::default(),
             hosts: RwLock::default(),
             live: Mutex::default(),
             locks: Mutex::default(),
             unpacked: Mutex::default(),
+            unpacking: tokio::sync::Mutex::new(()),
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build_http(),
@@ -341,6 +350,7 @@ impl Deployer {
     /// symbolic links removed (the router serves files as mds).
     async fn static_root(&self, version: &VersionRow) -> ApiResult<PathBuf> {
         let sha = version.artifact_sha256.as_deref().unwrap_or_default();
+        let _one_at_a_time = self.unpacking.lock().await;
         let done = self
             .unpacked
             .lock()
@@ -355,7 +365,10 @@ impl Deployer {
                     mds_runtime::sandbox::Command {
                         env: Vec::new(),
                         cwd: None,
-                        command: "find /workspace -type l -delete",
+                        // Only files and directories are served: links
+                        // could lead out, FIFOs would block a reader.
+                        command: "chmod -R u+rwX /workspace && \
+                                  find /workspace ! -type f ! -type d -delete",
                         timeout: Duration::from_secs(60),
                         mounts: Vec::new(),
                     },
@@ -375,6 +388,38 @@ impl Deployer {
                 .insert(version.id.clone());
         }
         Ok(self.runner.workspace(&version.id))
+    }
+
+    /// Collects the artifacts of versions past retention (and of publishes
+    /// cut short an hour ago or more). Their versions stay listed; serving
+    /// one again is 410.
+    pub async fn collect_releases(&self, state: &AppState) -> ApiResult<usize> {
+        let retention = state
+            .store()?
+            .artifact_retention(self.keep_releases)
+            .await?;
+        let named: HashSet<String> = retention.iter().map(|(sha, _)| sha.clone()).collect();
+        let keep: HashSet<String> = retention
+            .into_iter()
+            .filter_map(|(sha, keep)| keep.then_some(sha))
+            .collect();
+        let artifacts = self.artifacts.clone();
+        tokio::task::spawn_blocking(move || {
+            artifacts.collect(&keep, &named, Duration::from_secs(3600))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+    }
+
+    /// Removes a static release's files (its deployment is gone).
+    pub async fn forget_release(&self, version_id: &str) {
+        let _one_at_a_time = self.unpacking.lock().await;
+        self.unpacked
+            .lock()
+            .expect("never poisoned")
+            .remove(version_id);
+        let _ = self.runner.remove(version_id).await;
     }
 
     /// Makes `version` serve in `env`: for a dynamic one, a new instance
@@ -668,8 +713,13 @@ impl Deployer {
     /// `drain`), its process ends, its volume leases end, its workspace
     /// goes. Its row stays, `destroyed`.
     pub async fn stop(&self, state: &AppState, instance: &Arc<Live>, drain: bool) {
-        instance.stopping.store(true, Ordering::SeqCst);
-        instance.healthy.store(false, Ordering::SeqCst);
+        {
+            // Under the lock pickers take: a request either was counted
+            // before this, or never picks this instance.
+            let _routes = self.routes.write().expect("never poisoned");
+            instance.stopping.store(true, Ordering::SeqCst);
+            instance.healthy.store(false, Ordering::SeqCst);
+        }
         if drain {
             let deadline = Instant::now() + DRAIN;
             while instance.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
@@ -836,8 +886,11 @@ impl Deployer {
         let host = req.headers().get(header::HOST).cloned();
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
+        strip_hop_by_hop(headers);
+        // What the client said it was is not to be trusted: the peer.
+        headers.remove("x-forwarded-for");
         if let Some(peer) = peer.and_then(|p| HeaderValue::from_str(&p).ok()) {
-            headers.append("x-forwarded-for", peer);
+            headers.insert("x-forwarded-for", peer);
         }
         headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
         if let Some(host) = host {
@@ -845,7 +898,8 @@ impl Deployer {
         }
         match self.client.request(req).await {
             Ok(response) => {
-                let (parts, body) = response.into_parts();
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
                 // The instance counts as busy until the body is sent.
                 let stream = body.into_data_stream().map(move |chunk| {
                     let _busy = &guard;
@@ -863,6 +917,35 @@ impl Deployer {
     }
 }
 
+/// Removes the headers that concern one connection only (RFC 9110 7.6.1),
+/// including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in named {
+        headers.remove(name.as_str());
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+}
+
 async fn serve_files(root: PathBuf, entrypoint: Option<String>, req: Request) -> Response {
     let files = tower_http::services::ServeDir::new(&root).append_index_html_on_directories(true);
     let response = match entrypoint.filter(|e| !e.is_empty() && !e.contains("..")) {
@@ -874,6 +957,11 @@ async fn serve_files(root: PathBuf, entrypoint: Option<String>, req: Request) ->
         None => files.oneshot(req).await.map(|r| r.map(Body::new)),
     };
     match response {
+        // ServeDir answers 500 for names the filesystem refuses (too
+        // long, say): for a client, there is no such file.
+        Ok(response) if response.status().is_server_error() => {
+            ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such file").into_response()
+        }
         Ok(response) => response,
         Err(e) => ApiError::internal(e).into_response(),
     }
@@ -1007,6 +1095,12 @@ async fn supervise(live: Arc<Live>, boot: Boot) {
         live.port.store(port, Ordering::SeqCst);
         live.pgid
             .store(process.pgid.unwrap_or_default(), Ordering::SeqCst);
+        if live.stopping.load(Ordering::SeqCst) {
+            // Stopped while it was being started: it never runs.
+            process.signal(ProcessSignal::SIGKILL);
+            let _ = process.child.wait().await;
+            break;
+        }
         live.note(format!("starting `{}` with PORT={port}", boot.command));
         set_state(&live, &boot, "starting", Some(port), None, Some(restarts)).await;
         let (lines_tx, mut lines_rx) = mpsc::channel(256);

@@ -25,7 +25,9 @@ CREATE TABLE deployments (
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX deployments_slug_key ON deployments (tenant_id, slug);
+-- Slugs name hosts (`<slug>.<environment>.localhost`), which are shared by
+-- every tenant: unique across them all, like app names on Heroku.
+CREATE UNIQUE INDEX deployments_slug_key ON deployments (slug);
 
 CREATE TABLE deployment_versions (
     id                text PRIMARY KEY,

@@ -472,18 +472,27 @@ impl Store {
         Ok(rows.iter().map(version_from_row).collect())
     }
 
-    /// Every artifact some version still names (the release store keeps
-    /// these).
-    pub async fn artifact_hashes(&self) -> Result<Vec<String>> {
+    /// Every artifact a version names, and whether the release store keeps
+    /// it: it does for the newest `retain` versions of each deployment and
+    /// for every version active, or active before (a rollback's target),
+    /// in some environment.
+    pub async fn artifact_retention(&self, retain: i64) -> Result<Vec<(String, bool)>> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT DISTINCT artifact_sha256 FROM deployment_versions
-                 WHERE artifact_sha256 IS NOT NULL",
-                &[],
+                "SELECT artifact_sha256, bool_or(keep) FROM (
+                     SELECT v.artifact_sha256,
+                            row_number() OVER (PARTITION BY v.deployment_id
+                                               ORDER BY v.version_number DESC) <= $1
+                            OR EXISTS (SELECT 1 FROM deployment_environments a
+                                       WHERE a.active_version_id = v.id
+                                          OR a.previous_version_id = v.id) AS keep
+                     FROM deployment_versions v WHERE v.artifact_sha256 IS NOT NULL
+                 ) x GROUP BY artifact_sha256",
+                &[&retain],
             )
             .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// Which version serves in each environment of a deployment.
@@ -661,10 +670,12 @@ impl Store {
     }
 
     /// Instances a previous run of mds left not destroyed: their processes
-    /// died with it. Marks them destroyed and returns their ids.
+    /// died with it. Marks them destroyed, ends their volume leases, and
+    /// returns their ids.
     pub async fn retire_orphan_instances(&self) -> Result<Vec<String>> {
-        let client = self.client().await?;
-        let rows = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let rows = tx
             .query(
                 "UPDATE runtime_instances SET state = 'destroyed', desired_state = 'stopped',
                      stopped_at = COALESCE(stopped_at, now()), updated_at = now(),
@@ -673,7 +684,15 @@ impl Store {
                 &[],
             )
             .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        tx.execute(
+            "UPDATE volume_attachments SET released_at = now()
+             WHERE holder_kind = 'instance' AND holder_id = ANY($1) AND released_at IS NULL",
+            &[&ids],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
     }
 
     pub async fn add_volume_claim(

@@ -170,6 +170,11 @@ struct ServeArgs {
     /// The largest release a publish packs (the workspace's tar stream)
     #[arg(long, env = "MDS_MAX_RELEASE_BYTES", default_value_t = 2 << 30)]
     max_release_bytes: u64,
+    /// Versions per deployment whose release artifacts are kept (besides
+    /// each environment's active and previous one); older ones are
+    /// collected and can no longer be rolled back to
+    #[arg(long, env = "MDS_KEEP_RELEASES", default_value_t = 20)]
+    keep_releases: u32,
 }
 
 fn main() -> ExitCode {
@@ -232,6 +237,7 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         smtp_url: args.smtp_url,
         smtp_from: args.smtp_from,
         max_release_bytes: args.max_release_bytes.max(1),
+        keep_releases: args.keep_releases.max(1),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

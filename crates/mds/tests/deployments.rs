@@ -140,6 +140,23 @@ fn the_cli_publishes_promotes_and_rolls_back_and_a_restart_serves_again() {
     let (ok, _, err) = mds.cli(&["deploy", "promote", "web", "9"]);
     assert!(!ok && err.contains("no version 9"), "{err}");
 
+    // A volume follows production's instance (and must again after the
+    // restart: the dead instance's lease ends with it).
+    mds.post(
+        "/api/v1/volumes",
+        serde_json::json!({"name": "uploads", "size_gb": 0.05, "backend": "dir"}),
+    )
+    .expect(201);
+    mds.post(
+        "/api/v1/deployments/web/volumes",
+        serde_json::json!({"volume_id": "uploads", "mount_path": "/data"}),
+    )
+    .expect(201);
+    mds.post("/api/v1/deployments/web/redeploy", serde_json::json!({}))
+        .expect(200);
+    let volume = mds.get("/api/v1/volumes/uploads").expect(200);
+    assert_eq!(volume.data()["attachment"]["holder_kind"], "instance");
+
     // kill -9: the instances die with mds (bubblewrap dies with its parent).
     let root = mds.root.clone();
     assert!(!processes_matching(&app).is_empty());
@@ -156,9 +173,21 @@ fn the_cli_publishes_promotes_and_rolls_back_and_a_restart_serves_again() {
             && through_router(&mds, "web.staging.localhost").as_deref() == Some("v1")
     })
     .unwrap_or_else(|| panic!("not serving again: {}", mds.log()));
+    let volume = mds.get("/api/v1/volumes/uploads").expect(200);
+    let holder = volume.data()["attachment"]["computer_id"].clone();
     let instances = mds
         .get("/api/v1/deployments/web/runtime-instances")
         .expect(200);
+    assert!(
+        instances
+            .data()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == holder && i["state"] == "healthy"),
+        "{}",
+        instances.body
+    );
     let states: Vec<&str> = instances
         .data()
         .as_array()

@@ -499,8 +499,13 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     principal.require("deployments:write")?;
     let row = load(&state, &principal, &id).await?;
-    state.deployer()?.stop_deployment(&state, &row.id).await;
+    let deployer = state.deployer()?;
+    deployer.stop_deployment(&state, &row.id).await;
+    let versions = state.store()?.versions(&row.id, None).await?;
     state.store()?.delete_deployment(&row.id).await?;
+    for version in versions {
+        deployer.forget_release(&version.id).await;
+    }
     tracing::info!(deployment = row.id, "deployment deleted");
     Ok(deleted(&row.id))
 }
@@ -619,8 +624,6 @@ async fn publish_version(
                  with project_id, or the deployment with metadata.project_id",
             )),
         };
-    // A release boots with the environment's secrets, like a sandbox.
-    principal.require("env:reveal")?;
     let deployment = store
         .deployment(&principal.tenant_id, &deployment.id)
         .await?
@@ -748,6 +751,10 @@ async fn publish_version(
         sha256 = version.artifact_sha256,
         "version published"
     );
+    // Each publish may push an old version past retention.
+    if let Err(e) = deployer.collect_releases(state).await {
+        tracing::warn!(error = e.message, "collecting releases");
+    }
     let promote = body.promote.unwrap_or(true);
     if promote {
         store.set_deployment_stopped(&deployment.id, false).await?;
@@ -792,7 +799,7 @@ pub async fn publish(
     PathParams(id): PathParams<String>,
     JsonBody(body): JsonBody<PublishBody>,
 ) -> ApiResult<Response> {
-    principal.require("deployments:write")?;
+    require_boot(&principal)?;
     let deployment = load(&state, &principal, &id).await?;
     publish_version(&state, &principal, deployment, body).await
 }
@@ -805,7 +812,7 @@ pub async fn sandbox_deploy(
     PathParams(sandbox_id): PathParams<String>,
     JsonBody(mut body): JsonBody<PublishBody>,
 ) -> ApiResult<Response> {
-    principal.require("deployments:write")?;
+    require_boot(&principal)?;
     let store = state.store()?;
     let sandbox = find_sandbox(&state, &principal, &sandbox_id).await?;
     let deployment = match (&body.deployment_id, &body.name) {
@@ -842,6 +849,13 @@ pub async fn sandbox_deploy(
 pub struct PromoteBody {
     environment: Option<String>,
     version_id: Option<String>,
+}
+
+/// Whatever boots a release hands it the environment's secrets (and its
+/// logs may print them): like a sandbox, that needs `env:reveal`.
+fn require_boot(principal: &Principal) -> ApiResult<()> {
+    principal.require("deployments:write")?;
+    principal.require("env:reveal")
 }
 
 /// Serves `version` in the environment, if it can be.
@@ -904,7 +918,7 @@ pub async fn promote(
     PathParams(path): PathParams<VersionPath>,
     JsonBody(body): JsonBody<PromoteBody>,
 ) -> ApiResult<Response> {
-    principal.require("deployments:write")?;
+    require_boot(&principal)?;
     let deployment = load(&state, &principal, &path.id).await?;
     let version = load_version(&state, &deployment, &path.version).await?;
     switch_to(&state, &deployment, &version, body.environment.as_deref()).await
@@ -916,7 +930,7 @@ pub async fn promote_release(
     PathParams(path): PathParams<VersionPath>,
     JsonBody(body): JsonBody<PromoteBody>,
 ) -> ApiResult<Response> {
-    principal.require("deployments:write")?;
+    require_boot(&principal)?;
     let deployment = load(&state, &principal, &path.id).await?;
     let version = load_version(&state, &deployment, &version_id_of_release(&path.version)).await?;
     switch_to(&state, &deployment, &version, body.environment.as_deref()).await
@@ -929,7 +943,7 @@ pub async fn rollback(
     PathParams(id): PathParams<String>,
     JsonBody(body): JsonBody<PromoteBody>,
 ) -> ApiResult<Response> {
-    principal.require("deployments:write")?;
+    require_boot(&principal)?;
     let deployment = load(&state, &principal, &id).await?;
     let version_id = match body.version_id {
         Some(v) => v,
@@ -965,7 +979,7 @@ pub async fn redeploy(
     PathParams(id): PathParams<String>,
     JsonBody(body): JsonBody<PromoteBody>,
 ) -> ApiResult<Response> {
-    principal.require("deployments:write")?;
+    require_boot(&principal)?;
     let deployment = load(&state, &principal, &id).await?;
     let store = state.store()?;
     let actives = store.active_versions(&deployment.id).await?;
@@ -1165,6 +1179,8 @@ pub async fn instance_logs(
     QueryParams(query): QueryParams<LogsQuery>,
 ) -> ApiResult<Response> {
     principal.require("deployments:read")?;
+    // What an instance prints may be its secrets.
+    principal.require("env:reveal")?;
     let (_, i) = load_instance(&state, &principal, &path).await?;
     let lines = state
         .deployer()?
@@ -1186,6 +1202,8 @@ pub async fn logs(
     QueryParams(query): QueryParams<LogsQuery>,
 ) -> ApiResult<Response> {
     principal.require("deployments:read")?;
+    // What an instance prints may be its secrets.
+    principal.require("env:reveal")?;
     let d = load(&state, &principal, &id).await?;
     let deployer = state.deployer()?;
     let mut lines = Vec::new();
@@ -1427,6 +1445,8 @@ pub async fn attach_volume(
     JsonBody(body): JsonBody<VolumeBody>,
 ) -> ApiResult<Response> {
     principal.require("deployments:write")?;
+    // Mounting a volume reads and writes its data.
+    principal.require("projects:write")?;
     let d = load(&state, &principal, &id).await?;
     let project = project_of(&state, &d).await?;
     let env = environment_of(&state, &project, body.environment.as_deref()).await?;
@@ -1438,6 +1458,16 @@ pub async fn attach_volume(
         .volume(&principal.tenant_id, &reference)
         .await?
         .ok_or_else(|| ApiError::not_found("volume", &reference))?;
+    if volume
+        .project_id
+        .as_deref()
+        .is_some_and(|p| p != project.id)
+    {
+        return Err(ApiError::conflict(
+            "PROJECT_MISMATCH",
+            format!("volume {} belongs to another project", volume.id),
+        ));
+    }
     let mount_path = body
         .mount_path
         .unwrap_or_else(|| format!("/mnt/{}", volume.name));

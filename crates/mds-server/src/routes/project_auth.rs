@@ -113,7 +113,27 @@ async fn resource_target(
             let environment = environment.or(sandbox.environment_id.as_deref());
             target(state, principal, project, environment).await
         }
-        "deployment" => Err(ApiError::not_found(resource_type, resource_id)),
+        // A deployment names its project; production unless told.
+        "deployment" => {
+            let deployment = state
+                .store()?
+                .deployment(&principal.tenant_id, resource_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("deployment", resource_id))?;
+            let project = deployment.project_id.as_deref().ok_or_else(|| {
+                ApiError::invalid_field(
+                    "resource_id",
+                    "this deployment has no project yet; auth is per project",
+                )
+            })?;
+            target(
+                state,
+                principal,
+                project,
+                environment.or(Some("production")),
+            )
+            .await
+        }
         other => Err(ApiError::invalid_field(
             "resource_type",
             format!("{other:?} is not sandbox, deployment or project"),
