@@ -222,6 +222,11 @@ def test_each_environment_has_its_own_version_variables_and_database(client, mds
     client.deployments.versions(deployment.id).promote(first.version.id, environment="preview/pr-7")
     assert get_app(mds, slug, "preview-pr-7").text == "v1"
     assert get_app(mds, slug, "staging").text == "v2"
+    # A preview that goes takes its instance with it.
+    gone = api(mds, "DELETE", f"/projects/{project['id']}/environments/{made.json()['data']['id']}?purge=true")
+    assert gone.status_code == 200, gone.text
+    assert get_app(mds, slug, "preview-pr-7").status_code == 404
+    assert "preview/pr-7" not in client.deployments.get(deployment.id).environments
 
     # Variables per environment: sealed, previews only, at the next boot.
     rows_ = client.deployments.set_env(deployment.id, {"FEATURE": "on-in-staging"},

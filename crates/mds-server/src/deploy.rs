@@ -249,16 +249,16 @@ impl Deployer {
         }
     }
 
-    /// Takes every environment of a deployment off the air.
-    fn drop_routes(&self, deployment_id: &str) {
+    /// Takes the routes `which` picks off the air.
+    fn drop_routes(&self, which: impl Fn(&RouteKey) -> bool) {
         self.routes
             .write()
             .expect("never poisoned")
-            .retain(|(d, _), _| d != deployment_id);
+            .retain(|key, _| !which(key));
         self.hosts
             .write()
             .expect("never poisoned")
-            .retain(|_, (d, _)| d != deployment_id);
+            .retain(|_, key| !which(key));
     }
 
     /// Packs `dir` (relative to `/workspace`) of a sandbox into a release.
@@ -751,13 +751,25 @@ impl Deployer {
 
     /// Stops every instance of a deployment and takes it off the air.
     pub async fn stop_deployment(&self, state: &AppState, deployment_id: &str) {
-        self.drop_routes(deployment_id);
+        self.drop_routes(|(d, _)| d == deployment_id);
+        self.stop_where(state, |l| l.deployment_id == deployment_id)
+            .await;
+    }
+
+    /// Stops every instance in an environment and takes it off the air.
+    pub async fn stop_environment(&self, state: &AppState, environment_id: &str) {
+        self.drop_routes(|(_, e)| e == environment_id);
+        self.stop_where(state, |l| l.environment_id == environment_id)
+            .await;
+    }
+
+    async fn stop_where(&self, state: &AppState, which: impl Fn(&Live) -> bool) {
         let instances: Vec<Arc<Live>> = self
             .live
             .lock()
             .expect("never poisoned")
             .values()
-            .filter(|l| l.deployment_id == deployment_id)
+            .filter(|l| which(l))
             .cloned()
             .collect();
         for instance in instances {

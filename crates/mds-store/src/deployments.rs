@@ -581,6 +581,18 @@ impl Store {
         Ok(before.filter(|b| b != version_id))
     }
 
+    /// Nothing serves in the environment any more (it is being deleted).
+    pub async fn deactivate_environment(&self, environment_id: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM deployment_environments WHERE environment_id = $1",
+                &[&environment_id],
+            )
+            .await?;
+        Ok(())
+    }
+
     pub async fn create_instance(
         &self,
         id: &str,

@@ -499,15 +499,47 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     principal.require("deployments:write")?;
     let row = load(&state, &principal, &id).await?;
+    remove_deployment(&state, &row).await?;
+    Ok(deleted(&row.id))
+}
+
+/// Stops a deployment's instances, deletes it with its versions, and
+/// removes its static files. Data services are not touched.
+async fn remove_deployment(state: &AppState, row: &DeploymentRow) -> ApiResult<()> {
     let deployer = state.deployer()?;
-    deployer.stop_deployment(&state, &row.id).await;
+    deployer.stop_deployment(state, &row.id).await;
     let versions = state.store()?.versions(&row.id, None).await?;
     state.store()?.delete_deployment(&row.id).await?;
     for version in versions {
         deployer.forget_release(&version.id).await;
     }
     tracing::info!(deployment = row.id, "deployment deleted");
-    Ok(deleted(&row.id))
+    Ok(())
+}
+
+/// A project is going: so are its deployments (code, not data).
+pub async fn remove_project_deployments(state: &AppState, project: &ProjectRow) -> ApiResult<()> {
+    for row in state
+        .store()?
+        .deployments(&project.tenant_id, Some(&project.id))
+        .await?
+    {
+        remove_deployment(state, &row).await?;
+    }
+    Ok(())
+}
+
+/// An environment is going: nothing serves in it any more.
+pub async fn retire_environment(state: &AppState, environment_id: &str) -> ApiResult<()> {
+    state
+        .store()?
+        .deactivate_environment(environment_id)
+        .await?;
+    state
+        .deployer()?
+        .stop_environment(state, environment_id)
+        .await;
+    Ok(())
 }
 
 pub async fn stop(

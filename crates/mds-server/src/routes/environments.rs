@@ -215,6 +215,7 @@ pub async fn delete(
                 .map_err(|e| ApiError::internal(format!("purging {}: {e}", binding.id)))?;
         }
     }
+    super::deployments::retire_environment(&state, &env.id).await?;
     if !store.delete_environment(&env.id).await? {
         return Err(ApiError::environment_not_found(&environment, &project.slug));
     }

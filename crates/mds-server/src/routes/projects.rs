@@ -277,6 +277,7 @@ pub async fn delete(
             "purged data services"
         );
     }
+    super::deployments::remove_project_deployments(&state, &project).await?;
     if !store
         .delete_project(&principal.tenant_id, &project.id)
         .await?
