@@ -150,6 +150,9 @@ pub struct Deployer {
     client: Client<HttpConnector, Body>,
     /// `:port` after hosts in public URLs.
     url_port: String,
+    /// The API's own host label, if `--public-url` is a `*.localhost`
+    /// name: never routed to a deployment.
+    own_label: Option<String>,
     /// Round robin among healthy instances.
     turn: AtomicUsize,
 }
@@ -173,6 +176,7 @@ impl Deployer {
             .split('/')
             .next()
             .unwrap_or_default();
+        let own_label = deployment_label(authority);
         let port = authority
             .rsplit_once(':')
             .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
@@ -193,6 +197,7 @@ impl Deployer {
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build_http(),
             url_port: port,
+            own_label,
             turn: AtomicUsize::new(0),
         }
     }
@@ -1271,6 +1276,9 @@ pub async fn route_by_host(State(state): State<AppState>, req: Request, next: Ne
     let (Some(label), Ok(deployer)) = (label, state.deployer()) else {
         return next.run(req).await;
     };
+    if deployer.own_label.as_ref() == Some(&label) {
+        return next.run(req).await;
+    }
     let key = deployer
         .hosts
         .read()

@@ -682,8 +682,8 @@ impl Store {
     }
 
     /// Instances a previous run of mds left not destroyed: their processes
-    /// died with it. Marks them destroyed, ends their volume leases, and
-    /// returns their ids.
+    /// died with it. Marks them destroyed, ends their volume leases, fails
+    /// the publishes it left unfinished, and returns the instances' ids.
     pub async fn retire_orphan_instances(&self) -> Result<Vec<String>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -697,6 +697,14 @@ impl Store {
             )
             .await?;
         let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        // A publish cut short by the restart will not finish.
+        tx.execute(
+            "UPDATE deployment_versions SET state = 'failed', updated_at = now(),
+                 build_log = build_log || 'failed: interrupted by a restart of mds\n'
+             WHERE state IN ('created', 'building')",
+            &[],
+        )
+        .await?;
         tx.execute(
             "UPDATE volume_attachments SET released_at = now()
              WHERE holder_kind = 'instance' AND holder_id = ANY($1) AND released_at IS NULL",

@@ -282,12 +282,12 @@ fn main() {
     println!("|---|---|---|");
     println!(
         "| straight to the app | {} | {} |",
-        ms(median(&direct)),
+        us(median(&direct)),
         range(&direct, us)
     );
     println!(
         "| through the router (Host header) | {} | {} |",
-        ms(median(&routed)),
+        us(median(&routed)),
         range(&routed, us)
     );
 }
