@@ -405,7 +405,7 @@ def test_a_killed_instance_is_replaced_and_its_writes_are_kept(client, mds):
     assert any("restarting" in line for line in logs)
 
     # Failing health checks take it out of the route until they pass again.
-    assert get_app(mds, slug, path="/sick/7").text == "sick"
+    assert get_app(mds, slug, path="/sick/9").text == "sick"
     states = set()
     deadline = time.monotonic() + 40
     while time.monotonic() < deadline:

@@ -1145,7 +1145,9 @@ async fn supervise(live: Arc<Live>, boot: Boot) {
                     break Err(format!("the process exited ({}) before passing its health check",
                         status.map(|s| s.to_string()).unwrap_or_default()));
                 }
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                // Often: a refused connection costs microseconds, and
+                // every millisecond here is a millisecond of the switch.
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {
                     if probe(port, &boot.health_path, Duration::from_secs(1)).await {
                         break Ok(());
                     }

@@ -79,7 +79,13 @@ fn raw_start(dir: &std::path::Path) -> Duration {
         .unwrap()
         .port();
     let started = Instant::now();
-    let mut child = Command::new("python3")
+    // The interpreter the jail finds (PATH there is /usr/local/bin:/usr/bin:/bin),
+    // not a shim of the host's PATH.
+    let python = ["/usr/local/bin/python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("python3");
+    let mut child = Command::new(python)
         .arg(dir.join("app.py"))
         .env("PORT", port.to_string())
         .stdout(Stdio::null())
