@@ -21,19 +21,13 @@
 //!   Postgres; after a restart, [`Deployer::restore`] starts it again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, StatusCode, Uri};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -48,12 +42,15 @@ use mds_store::{
 };
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
-use tower::ServiceExt;
 
 use crate::error::{ApiError, ApiResult};
 use crate::routes::env::boot_candidates;
 use crate::routes::variables::open_variable;
 use crate::state::AppState;
+
+mod router;
+use router::deployment_label;
+pub use router::route_by_host;
 
 /// How long a new instance has to pass its health check, unless the
 /// deployment's `metadata.health_check_grace_sec` says otherwise.
@@ -116,15 +113,6 @@ impl Live {
 
     fn note(&self, line: impl Into<String>) {
         self.logs.push(format!("[mds] {}", line.into()));
-    }
-}
-
-/// Counts a request in flight to an instance until dropped.
-struct InFlight(Arc<Live>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -844,144 +832,6 @@ impl Deployer {
             }
         }
     }
-
-    /// A request for a deployment's host: to a healthy instance, or to the
-    /// files of a static release.
-    async fn handle(&self, key: RouteKey, mut req: Request) -> Response {
-        let target = {
-            let routes = self.routes.read().expect("never poisoned");
-            match routes.get(&key) {
-                None => None,
-                Some(Route::Static { root, entrypoint }) => {
-                    Some(Err((root.clone(), entrypoint.clone())))
-                }
-                Some(Route::Dynamic(instances)) => {
-                    let healthy: Vec<&Arc<Live>> = instances
-                        .iter()
-                        .filter(|l| l.healthy.load(Ordering::SeqCst))
-                        .collect();
-                    if healthy.is_empty() {
-                        None
-                    } else {
-                        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-                        let pick = healthy[turn % healthy.len()].clone();
-                        // Counted under the lock that a switch takes: the
-                        // old instance drains only requests it can see.
-                        pick.inflight.fetch_add(1, Ordering::SeqCst);
-                        Some(Ok(InFlight(pick)))
-                    }
-                }
-            }
-        };
-        let guard = match target {
-            None => {
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "NO_HEALTHY_INSTANCE",
-                    "no healthy instance serves this deployment right now",
-                )
-                .retry_after(Duration::from_secs(1))
-                .into_response()
-            }
-            Some(Err((root, entrypoint))) => return serve_files(root, entrypoint, req).await,
-            Some(Ok(guard)) => guard,
-        };
-        let port = guard.0.port.load(Ordering::SeqCst);
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let Ok(uri) = format!("http://127.0.0.1:{port}{path}").parse::<Uri>() else {
-            return ApiError::bad_request("INVALID_PATH", "the request path is not valid")
-                .into_response();
-        };
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        let host = req.headers().get(header::HOST).cloned();
-        *req.uri_mut() = uri;
-        let headers = req.headers_mut();
-        strip_hop_by_hop(headers);
-        // What the client said it was is not to be trusted: the peer.
-        headers.remove("x-forwarded-for");
-        if let Some(peer) = peer.and_then(|p| HeaderValue::from_str(&p).ok()) {
-            headers.insert("x-forwarded-for", peer);
-        }
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        if let Some(host) = host {
-            headers.insert("x-forwarded-host", host);
-        }
-        match self.client.request(req).await {
-            Ok(response) => {
-                let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                // The instance counts as busy until the body is sent.
-                let stream = body.into_data_stream().map(move |chunk| {
-                    let _busy = &guard;
-                    chunk
-                });
-                Response::from_parts(parts, Body::from_stream(stream))
-            }
-            Err(e) => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "INSTANCE_UNREACHABLE",
-                format!("the instance did not answer: {e}"),
-            )
-            .into_response(),
-        }
-    }
-}
-
-/// Removes the headers that concern one connection only (RFC 9110 7.6.1),
-/// including those the `Connection` header names.
-fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty())
-        .collect();
-    for name in named {
-        headers.remove(name.as_str());
-    }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(name);
-    }
-}
-
-async fn serve_files(root: PathBuf, entrypoint: Option<String>, req: Request) -> Response {
-    let files = tower_http::services::ServeDir::new(&root).append_index_html_on_directories(true);
-    let response = match entrypoint.filter(|e| !e.is_empty() && !e.contains("..")) {
-        Some(entry) => files
-            .not_found_service(tower_http::services::ServeFile::new(root.join(entry)))
-            .oneshot(req)
-            .await
-            .map(|r| r.map(Body::new)),
-        None => files.oneshot(req).await.map(|r| r.map(Body::new)),
-    };
-    match response {
-        // ServeDir answers 500 for names the filesystem refuses (too
-        // long, say): for a client, there is no such file.
-        Ok(response) if response.status().is_server_error() => {
-            ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such file").into_response()
-        }
-        Ok(response) => response,
-        Err(e) => ApiError::internal(e).into_response(),
-    }
 }
 
 fn artifact_gone(sha256: &str) -> ApiError {
@@ -1262,70 +1112,5 @@ fn finish(live: &Live) {
     live.healthy.store(false, Ordering::SeqCst);
     if !matches!(*live.phase.borrow(), Phase::Failed(_)) {
         live.phase.send_replace(Phase::Ended);
-    }
-}
-
-/// Sends requests whose Host is `<deployment>.<environment>.localhost`
-/// (or `<deployment>.localhost`: production) to that deployment; every
-/// other request goes on to the API.
-pub async fn route_by_host(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let label = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().host())
-        .and_then(deployment_label);
-    let (Some(label), Ok(deployer)) = (label, state.deployer()) else {
-        return next.run(req).await;
-    };
-    if deployer.own_label.as_ref() == Some(&label) {
-        return next.run(req).await;
-    }
-    let key = deployer
-        .hosts
-        .read()
-        .expect("never poisoned")
-        .get(&label)
-        .cloned();
-    match key {
-        Some(key) => deployer.handle(key, req).await,
-        None => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("no deployment serves {label}.localhost"),
-        )
-        .into_response(),
-    }
-}
-
-/// `slug.environment` from a host `slug.environment.localhost[:port]`.
-fn deployment_label(host: &str) -> Option<String> {
-    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let label = host.strip_suffix(".localhost")?;
-    (!label.is_empty()).then(|| label.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_name_a_deployment_and_environment() {
-        assert_eq!(
-            deployment_label("shop.staging.localhost:8080").as_deref(),
-            Some("shop.staging")
-        );
-        assert_eq!(deployment_label("Shop.localhost").as_deref(), Some("shop"));
-        assert_eq!(deployment_label("localhost:8080"), None);
-        assert_eq!(deployment_label("127.0.0.1:8080"), None);
-        assert_eq!(deployment_label("example.com"), None);
-        assert_eq!(environment_label("preview/pr-42"), "preview-pr-42");
     }
 }
