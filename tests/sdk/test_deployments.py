@@ -562,6 +562,20 @@ def test_static_sites_and_attacks(client, mds):
         denied = api(mds, method, path, key=writer)
         assert denied.status_code == 403 and "env:reveal" in denied.text, (path, denied.text)
     assert api(mds, "GET", f"/deployments/{site.id}", key="msk_" + "x" * 40).status_code == 401
+    # Variables that steer how programs start run code at the next boot:
+    # an env:write key without env:reveal cannot set them, anywhere.
+    env_writer = key(["env:write", "env:read", "projects:read"])
+    for path, body in [
+        (f"/deployments/{site.id}/env", {"env": {"NODE_OPTIONS": "--require /tmp/x.js"}}),
+        (f"/deployments/{site.id}/env", {"env": {"BROWSER": "sh -c 'env' #%s"}}),
+        (f"/projects/{project['id']}/shared-variables", {"variables": {"LD_PRELOAD": "/tmp/x.so"}}),
+    ]:
+        method = "PUT" if "shared" in path else "POST"
+        refused = api(mds, method, path, key=env_writer, json=body)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["details"]["required_scope"] == "env:reveal"
+    assert api(mds, "POST", f"/deployments/{site.id}/env", key=env_writer,
+               json={"env": {"FEATURE": "on"}}).status_code == 200
 
     stopped = client.deployments.stop(site.id)
     assert stopped.state == "stopped"

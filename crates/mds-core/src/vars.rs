@@ -26,6 +26,54 @@ pub fn looks_secret(name: &str) -> bool {
         || matches!(upper.as_str(), "DATABASE_URL" | "REDIS_URL")
 }
 
+/// Names that steer how programs start (the dynamic loader, shells,
+/// interpreters, tools that run a command they are given) rather than what
+/// they read. Setting one can run code in every process that boots with
+/// the environment, secrets in hand: writing one needs the right to see
+/// those secrets (`env:reveal`). A known list, so defence in depth, not a
+/// sandbox.
+pub fn steers_programs(name: &str) -> bool {
+    const PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_", "GIT_CONFIG_", "MALLOC_"];
+    const NAMES: &[&str] = &[
+        "BASH_ENV",
+        "ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "PS4",
+        "PROMPT_COMMAND",
+        "PYTHONWARNINGS",
+        "PYTHONSTARTUP",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONINSPECT",
+        "BROWSER",
+        "PERL5OPT",
+        "PERL5LIB",
+        "PERLLIB",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "RUBYOPT",
+        "RUBYLIB",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "GIT_EXEC_PATH",
+        "GIT_EXTERNAL_DIFF",
+        "PAGER",
+        "EDITOR",
+        "VISUAL",
+        "LESSOPEN",
+        "LESSCLOSE",
+        "SSH_ASKPASS",
+        "GCONV_PATH",
+        "LOCPATH",
+    ];
+    let upper = name.to_ascii_uppercase();
+    NAMES.contains(&upper.as_str()) || PREFIXES.iter().any(|p| upper.starts_with(p))
+}
+
 /// A list preview: secrets are always masked; other values show their first
 /// four characters, and short values are masked so the preview never equals
 /// the value.
@@ -40,6 +88,31 @@ pub fn preview(value: &str, is_secret: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn program_steering_names() {
+        for name in [
+            "LD_PRELOAD",
+            "ld_preload",
+            "BASH_ENV",
+            "PYTHONWARNINGS",
+            "NODE_OPTIONS",
+            "BASH_FUNC_x%%",
+            "GIT_SSH_COMMAND",
+        ] {
+            assert!(steers_programs(name), "{name}");
+        }
+        for name in [
+            "DATABASE_URL",
+            "PATH",
+            "PORT",
+            "FEATURE",
+            "LOG_LEVEL",
+            "NODE_ENV",
+        ] {
+            assert!(!steers_programs(name), "{name}");
+        }
+    }
 
     #[test]
     fn previews() {

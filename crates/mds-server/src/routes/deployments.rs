@@ -1355,7 +1355,7 @@ pub async fn env_set(
         deployment_id: &d.id,
         environment_id: &env.id,
     };
-    write_variables(&state, scope, entries).await?;
+    write_variables(&state, &principal, scope, entries).await?;
     Ok(list_all(env_rows(&state, &d).await?))
 }
 

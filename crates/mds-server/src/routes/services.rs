@@ -399,7 +399,7 @@ pub async fn set_variables(
         service_id: &service.id,
         environment_id: &env.id,
     };
-    write_variables(&state, scope, entries).await?;
+    write_variables(&state, &principal, scope, entries).await?;
     list_for(&state, scope, &env, false).await
 }
 

@@ -136,12 +136,26 @@ pub fn parse_input(
     Ok(entries)
 }
 
-/// Seals and stores entries in `scope`, all or none.
+/// Seals and stores entries in `scope`, all or none. A name that steers
+/// how programs start (`LD_PRELOAD`, `BASH_ENV`, `NODE_OPTIONS`...) runs
+/// code with the environment's secrets at the next boot: writing one needs
+/// `env:reveal` too.
 pub async fn write_variables(
     state: &AppState,
+    principal: &Principal,
     scope: VariableScope<'_>,
     entries: Vec<(String, String, Option<bool>)>,
 ) -> ApiResult<()> {
+    if let Some((name, _, _)) = entries.iter().find(|(n, _, _)| vars::steers_programs(n)) {
+        principal.require("env:reveal").map_err(|e| {
+            e.with_details(serde_json::json!({
+                "required_scope": "env:reveal",
+                "field": "variables",
+                "name": name,
+                "reason": "this variable changes how programs start; setting it needs env:reveal",
+            }))
+        })?;
+    }
     let sealed: Vec<(String, Vec<u8>, bool)> = entries
         .into_iter()
         .map(|(name, value, is_secret)| {
@@ -186,7 +200,7 @@ pub async fn set(
         .or(body.environment.as_deref())
         .or(query.environment());
     let env = environment_for(&state, &principal, &project, target).await?;
-    write_variables(&state, shared(&env), entries).await?;
+    write_variables(&state, &principal, shared(&env), entries).await?;
     list_for(&state, shared(&env), &env, false).await
 }
 
