@@ -36,7 +36,6 @@ pub fn steers_programs(name: &str) -> bool {
     const PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_", "GIT_CONFIG_", "MALLOC_"];
     const NAMES: &[&str] = &[
         "BASH_ENV",
-        "ENV",
         "SHELLOPTS",
         "BASHOPTS",
         "PS4",
