@@ -160,10 +160,12 @@ async fn killing_the_group_ends_every_process_inside() {
     let jail = jail();
     let root = tempfile::tempdir().unwrap();
     let ws = workspace(root.path(), "ws", &jail);
+    // A duration no other process on the machine sleeps for.
+    let marker = format!("sleep 300{}", std::process::id());
     let mut child = jail
         .command(&spec(
             &ws,
-            "sleep 300 & sleep 300 & echo started > started; wait",
+            &format!("{marker} & {marker} & echo started > started; wait"),
             &[],
         ))
         .spawn()
@@ -186,12 +188,13 @@ async fn killing_the_group_ends_every_process_inside() {
     // kernel reaps the rest a moment after bwrap itself is gone).
     let leftover = || {
         let out = std::process::Command::new("pgrep")
-            .args(["-f", "sleep 300"])
+            .args(["-f", &marker])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    for _ in 0..100 {
+    // Up to 10 s: on a loaded machine the teardown can take seconds.
+    for _ in 0..500 {
         if leftover().is_empty() {
             break;
         }
