@@ -537,6 +537,14 @@ def test_static_sites_and_attacks(client, mds):
                    json={"source_sandbox_id": stranger.id})
     assert mismatch.status_code == 409 and mismatch.json()["error"]["code"] == "PROJECT_MISMATCH"
 
+    # A sandbox of no project cannot be deployed, and nothing is left made.
+    loose = client.sandboxes.create()
+    MADE.append(("sandboxes", loose.id))
+    name = f"loose-{uuid.uuid4().hex[:6]}"
+    refused = api(mds, "POST", f"/sandboxes/{loose.id}/deploy", json={"name": name})
+    assert refused.status_code == 422 and "source_sandbox_id" in refused.text
+    assert api(mds, "GET", f"/deployments/{name}").status_code == 404
+
     # Scopes, from the attacker's side.
     def key(scopes):
         r = api(mds, "POST", "/api-keys", json={"name": f"k-{uuid.uuid4().hex[:4]}", "scopes": scopes})

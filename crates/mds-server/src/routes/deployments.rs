@@ -855,6 +855,13 @@ pub async fn sandbox_deploy(
         {
             Some(existing) => existing,
             None => {
+                // Refused before anything is made: no half-made deployment.
+                if sandbox.project_id.is_none() {
+                    return Err(ApiError::invalid_field(
+                        "source_sandbox_id",
+                        "the sandbox has no project: create it with project_id to deploy it",
+                    ));
+                }
                 create_row(
                     &state,
                     &principal,
