@@ -16,8 +16,6 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
-pub use nix::sys::signal::Signal as ProcessSignal;
-
 use crate::jail::{Jail, JailError, Mount, Spec, WORKSPACE};
 
 #[derive(Debug, thiserror::Error)]

@@ -684,7 +684,7 @@ impl Store {
     /// Instances a previous run of mds left not destroyed: their processes
     /// died with it. Marks them destroyed, ends their volume leases, fails
     /// the publishes it left unfinished, and returns the instances' ids.
-    pub async fn retire_orphan_instances(&self) -> Result<Vec<String>> {
+    pub async fn retire_last_run(&self) -> Result<Vec<String>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let rows = tx

@@ -33,13 +33,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mds_core::env::{resolve_env, Candidate, Layer};
 use mds_core::ids::IdKind;
+use mds_core::names;
 use mds_runtime::artifact::{ArtifactError, Artifacts, Stored};
 use mds_runtime::instance::{free_port, probe, LogRing};
 use mds_runtime::jail::Mount;
-use mds_runtime::sandbox::{forward_lines, Output, ProcessSignal, Sandboxes, Spawn};
+use mds_runtime::sandbox::{forward_lines, Output, Sandboxes, Spawn};
 use mds_store::{
     AttachError, DeploymentRow, EnvironmentRow, ProjectRow, VariableScope, VersionRow,
 };
+use nix::sys::signal::Signal;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -106,8 +108,7 @@ impl Live {
     fn kill(&self) {
         let pgid = self.pgid.load(Ordering::SeqCst);
         if pgid > 0 {
-            let _ =
-                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), ProcessSignal::SIGKILL);
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
         }
     }
 
@@ -143,11 +144,6 @@ pub struct Deployer {
     own_label: Option<String>,
     /// Round robin among healthy instances.
     turn: AtomicUsize,
-}
-
-/// The host label of an environment: `/` is not allowed in host names.
-pub fn environment_label(name: &str) -> String {
-    name.replace('/', "-")
 }
 
 impl Deployer {
@@ -194,7 +190,7 @@ impl Deployer {
     pub fn public_url(&self, slug: &str, environment: &str) -> String {
         format!(
             "http://{slug}.{}.localhost{}",
-            environment_label(environment),
+            names::environment_slug(environment),
             self.url_port
         )
     }
@@ -234,7 +230,7 @@ impl Deployer {
             .insert(key.clone(), route);
         let mut hosts = self.hosts.write().expect("never poisoned");
         hosts.insert(
-            format!("{slug}.{}", environment_label(environment)),
+            format!("{slug}.{}", names::environment_slug(environment)),
             key.clone(),
         );
         if environment == "production" {
@@ -280,7 +276,7 @@ impl Deployer {
         let errors = tokio::spawn(read_capped(stderr));
         let stored = self.artifacts.store(stdout, self.max_release_bytes).await;
         if stored.is_err() {
-            process.signal(ProcessSignal::SIGKILL);
+            process.signal(Signal::SIGKILL);
         }
         let status = process.child.wait().await.map_err(|e| e.to_string())?;
         let errors = errors.await.unwrap_or_default();
@@ -780,7 +776,7 @@ impl Deployer {
     /// version of every deployment that is not stopped is served again.
     pub async fn restore(&self, state: &AppState) {
         let Ok(store) = state.store() else { return };
-        match store.retire_orphan_instances().await {
+        match store.retire_last_run().await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::info!(n = ids.len(), "retired the instances of the last run")
             }
@@ -964,7 +960,7 @@ async fn supervise(live: Arc<Live>, boot: Boot) {
             .store(process.pgid.unwrap_or_default(), Ordering::SeqCst);
         if live.stopping.load(Ordering::SeqCst) {
             // Stopped while it was being started: it never runs.
-            process.signal(ProcessSignal::SIGKILL);
+            process.signal(Signal::SIGKILL);
             let _ = process.child.wait().await;
             break;
         }
@@ -1018,7 +1014,7 @@ async fn supervise(live: Arc<Live>, boot: Boot) {
             }
             Err(why) => {
                 live.note(&why);
-                process.signal(ProcessSignal::SIGKILL);
+                process.signal(Signal::SIGKILL);
                 let _ = process.child.wait().await;
                 if live.stopping.load(Ordering::SeqCst) {
                     break;

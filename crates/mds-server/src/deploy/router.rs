@@ -213,15 +213,22 @@ pub(super) fn deployment_label(host: &str) -> Option<String> {
             host
         }
     });
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let label = host.strip_suffix(".localhost")?;
-    (!label.is_empty()).then(|| label.to_string())
+    let host = host.trim_end_matches('.');
+    // Every API request passes here: allocate only for a deployment's host.
+    const SUFFIX: &str = ".localhost";
+    let cut = host
+        .len()
+        .checked_sub(SUFFIX.len())
+        .filter(|&cut| cut > 0)?;
+    let (label, suffix) = (host.get(..cut)?, host.get(cut..)?);
+    suffix
+        .eq_ignore_ascii_case(SUFFIX)
+        .then(|| label.to_ascii_lowercase())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deploy::environment_label;
 
     #[test]
     fn hosts_name_a_deployment_and_environment() {
@@ -231,8 +238,12 @@ mod tests {
         );
         assert_eq!(deployment_label("Shop.localhost").as_deref(), Some("shop"));
         assert_eq!(deployment_label("localhost:8080"), None);
+        assert_eq!(deployment_label(".localhost"), None);
+        assert_eq!(
+            deployment_label("Shop.Staging.LOCALHOST.:80").as_deref(),
+            Some("shop.staging")
+        );
         assert_eq!(deployment_label("127.0.0.1:8080"), None);
         assert_eq!(deployment_label("example.com"), None);
-        assert_eq!(environment_label("preview/pr-42"), "preview-pr-42");
     }
 }

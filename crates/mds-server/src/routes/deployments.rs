@@ -142,7 +142,8 @@ fn instance_view(i: &InstanceRow, health_check_path: Option<&str>) -> Value {
 async fn view(state: &AppState, d: &DeploymentRow) -> ApiResult<Value> {
     let store = state.store()?;
     let actives = store.active_versions(&d.id).await?;
-    let latest = store.versions(&d.id, None).await?.into_iter().next();
+    let versions = store.versions(&d.id, None).await?;
+    let latest = versions.first();
     let deployer = state.deployer()?;
     let mut environments = Map::new();
     for a in &actives {
@@ -161,23 +162,20 @@ async fn view(state: &AppState, d: &DeploymentRow) -> ApiResult<Value> {
     let production = actives
         .iter()
         .find(|a| a.environment == DEFAULT_ENVIRONMENT);
-    let running = production.and_then(|p| {
-        (latest.as_ref().map(|v| &v.id) == Some(&p.active_version_id))
-            .then(|| latest.as_ref().and_then(|v| v.artifact_sha256.clone()))
-            .flatten()
-    });
+    // What serves in production (else the newest version) describes it.
+    let serving = production.and_then(|p| versions.iter().find(|v| v.id == p.active_version_id));
     let deployment_state = if d.stopped {
         "stopped"
     } else if !actives.is_empty() {
         "running"
     } else {
-        match latest.as_ref().map(|v| v.state.as_str()) {
+        match latest.map(|v| v.state.as_str()) {
             Some("building" | "created") => "building",
             Some("failed") => "failed",
             _ => "pending",
         }
     };
-    let kind = latest.as_ref().map(|v| v.kind.clone());
+    let kind = serving.or(latest).map(|v| v.kind.clone());
     Ok(json!({
         "id": d.id,
         "tenant_id": d.tenant_id,
@@ -198,7 +196,7 @@ async fn view(state: &AppState, d: &DeploymentRow) -> ApiResult<Value> {
         "current_build_id": null,
         "active_version_id": production.map(|p| p.active_version_id.clone()),
         "active_release_id": production.map(|p| release_id(&p.active_version_id)),
-        "running_artifact_sha256": running,
+        "running_artifact_sha256": serving.and_then(|v| v.artifact_sha256.clone()),
         "source_type": "sandbox",
         "state": deployment_state,
         "auto_deploy": false,
@@ -301,22 +299,18 @@ pub struct CreateBody {
     project_slug: Option<String>,
 }
 
-fn slug_for(name: &str) -> String {
-    let mut slug = String::new();
-    for c in name.trim().chars() {
-        if c.is_ascii_alphanumeric() {
-            slug.push(c.to_ascii_lowercase());
-        } else if !slug.ends_with('-') && !slug.is_empty() {
-            slug.push('-');
-        }
-    }
-    let slug = slug.trim_end_matches('-');
-    slug.chars()
-        .take(48)
-        .collect::<String>()
-        .trim_end_matches('-')
-        .to_string()
+/// The host label a deployment's name gives it.
+fn slug_of(name: &str) -> ApiResult<String> {
+    names::slugify(name).ok_or_else(|| {
+        ApiError::invalid_field(
+            "name",
+            "must contain letters or digits (it names the deployment's host)",
+        )
+    })
 }
+
+/// The longest deployment name.
+const MAX_NAME: usize = 128;
 
 async fn create_row(
     state: &AppState,
@@ -324,23 +318,10 @@ async fn create_row(
     body: CreateBody,
 ) -> ApiResult<DeploymentRow> {
     let store = state.store()?;
-    let name = body
-        .name
-        .filter(|n| !n.trim().is_empty())
-        .ok_or_else(|| ApiError::missing_field("name"))?;
-    if name.len() > 128 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(
-            "name",
-            "must be at most 128 characters without control characters",
-        ));
-    }
-    let slug = slug_for(&name);
-    if slug.is_empty() {
-        return Err(ApiError::invalid_field(
-            "name",
-            "must contain letters or digits (it names the deployment's host)",
-        ));
-    }
+    let name = body.name.ok_or_else(|| ApiError::missing_field("name"))?;
+    let name =
+        names::validate_display_name("name", &name, MAX_NAME).map_err(ApiError::validation)?;
+    let slug = slug_of(&name)?;
     if let Some(c) = &body.run_command {
         check_command("run_command", c)?;
     }
@@ -466,16 +447,13 @@ pub async fn update(
     if let Some(p) = &body.health_check_path {
         check_health_path(p)?;
     }
-    if let Some(name) = &body.name {
-        if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-            return Err(ApiError::invalid_field(
-                "name",
-                "must be 1 to 128 characters without control characters",
-            ));
-        }
-    }
+    let name = body
+        .name
+        .map(|n| names::validate_display_name("name", &n, MAX_NAME))
+        .transpose()
+        .map_err(ApiError::validation)?;
     let patch = DeploymentPatch {
-        name: body.name,
+        name,
         run_command: body.run_command,
         build_command: body.build_command,
         port: body.port.map(check_port).transpose()?,
@@ -621,7 +599,7 @@ async fn find_sandbox(
 async fn publish_version(
     state: &AppState,
     principal: &Principal,
-    deployment: DeploymentRow,
+    mut deployment: DeploymentRow,
     body: PublishBody,
 ) -> ApiResult<Response> {
     let store = state.store()?;
@@ -646,22 +624,15 @@ async fn publish_version(
                 ))
             }
             (Some(d), _) => d.clone(),
-            (None, Some(s)) => store
-                .adopt_project(&deployment.id, s)
-                .await?
-                .unwrap_or_else(|| s.clone()),
+            // Adopted below, once the request is known to be good.
+            (None, Some(s)) => s.clone(),
             (None, None) => return Err(ApiError::invalid_field(
                 "source_sandbox_id",
                 "the sandbox has no project and neither has the deployment: create the sandbox \
                  with project_id, or the deployment with metadata.project_id",
             )),
         };
-    let deployment = store
-        .deployment(&principal.tenant_id, &deployment.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("deployment", &deployment.id))?;
-    let project = state
-        .store()?
+    let project = store
         .project(&principal.tenant_id, &project_id)
         .await?
         .ok_or_else(|| ApiError::not_found("project", &project_id))?;
@@ -712,6 +683,16 @@ async fn publish_version(
         }
     }
     let sandboxes = state.sandboxes()?;
+    if deployment.project_id.is_none() {
+        deployment.project_id = store.adopt_project(&deployment.id, &project_id).await?;
+        if deployment.project_id.as_deref() != Some(project_id.as_str()) {
+            // Another publish adopted another project meanwhile.
+            return Err(ApiError::conflict(
+                "PROJECT_MISMATCH",
+                "the deployment was just linked to another project; publish from a sandbox of it",
+            ));
+        }
+    }
     let version = store
         .create_version(&NewVersion {
             id: &IdKind::Version.mint(),
@@ -798,7 +779,7 @@ async fn publish_version(
     let deployment_view = view(state, &deployment).await?;
     let services = if promote {
         vec![json!({
-            "id": format!("svc_{}_{}", deployment.id.trim_start_matches("dep_"), crate::deploy::environment_label(&env.name)),
+            "id": format!("svc_{}_{}", deployment.id.trim_start_matches("dep_"), names::environment_slug(&env.name)),
             "deployment_id": deployment.id,
             "environment_id": env.id,
             "tenant_id": deployment.tenant_id,
@@ -850,7 +831,7 @@ pub async fn sandbox_deploy(
     let deployment = match (&body.deployment_id, &body.name) {
         (Some(id), _) => load(&state, &principal, id).await?,
         (None, Some(name)) => match store
-            .deployment(&principal.tenant_id, &slug_for(name))
+            .deployment(&principal.tenant_id, &slug_of(name)?)
             .await?
         {
             Some(existing) => existing,
@@ -1331,32 +1312,25 @@ pub async fn env_set(
     let d = load(&state, &principal, &id).await?;
     let project = project_of(&state, &d).await?;
     let env = environment_of(&state, &project, body.environment.as_deref()).await?;
-    let map = body
+    let raw = body
         .env
         .or(body.variables)
         .ok_or_else(|| ApiError::missing_field("env"))?;
-    let map = map
-        .as_object()
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::invalid_field("env", "must be an object of NAME: value"))?;
+    // The same rules as a sandbox's own variables (names, string values,
+    // size), then the stored variables' own.
+    let map = super::sandboxes::parse_env("env", Some(&raw))?;
+    if map.is_empty() {
+        return Err(ApiError::invalid_field(
+            "env",
+            "must name at least one variable",
+        ));
+    }
     let secret = body.secret.or(body.is_secret);
     let mut entries = Vec::new();
     for (name, value) in map {
-        names::validate_variable_name("env", name)?;
-        let value = match value {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            _ => {
-                return Err(ApiError::invalid_field(
-                    "env",
-                    format!("{name}: values are strings"),
-                ))
-            }
-        };
         names::validate_variable_value("env", &value)
             .map_err(|e| ApiError::invalid_field("env", format!("{name}: {}", e.message)))?;
-        entries.push((name.clone(), value, secret));
+        entries.push((name, value, secret));
     }
     let scope = VariableScope::Deployment {
         deployment_id: &d.id,

@@ -102,7 +102,10 @@ fn seal_env(state: &AppState, id: &str, env: &BTreeMap<String, String>) -> Vec<u
 }
 
 /// Variables from a client: names a shell accepts, string values.
-fn parse_env(field: &'static str, raw: Option<&Value>) -> ApiResult<BTreeMap<String, String>> {
+pub(super) fn parse_env(
+    field: &'static str,
+    raw: Option<&Value>,
+) -> ApiResult<BTreeMap<String, String>> {
     let mut env = BTreeMap::new();
     let Some(raw) = raw.filter(|v| !v.is_null()) else {
         return Ok(env);
