@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::environments::resolve_environment;
-use super::projects::load_project;
+use super::projects::{load_project, project_id_of};
 use super::{data, deleted};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -499,10 +499,7 @@ pub async fn db_list(
 ) -> ApiResult<Response> {
     principal.require("projects:read")?;
     let store = state.store()?;
-    let project_id = match &query.project_id {
-        Some(reference) => Some(load_project(store, &principal, reference).await?.id.clone()),
-        None => None,
-    };
+    let project_id = project_id_of(store, &principal, query.project_id.as_deref()).await?;
     let services = store
         .tenant_data_services(&principal.tenant_id, KINDS, project_id.as_deref())
         .await?;

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::environments::resolve_environment;
-use super::projects::load_project;
+use super::projects::{load_project, project_id_of};
 use super::variables::{open_variable, write_variables};
 use super::{data, deleted, list_all, ts};
 use crate::auth::Principal;
@@ -403,10 +403,7 @@ pub async fn list(
 ) -> ApiResult<Response> {
     principal.require("deployments:read")?;
     let store = state.store()?;
-    let project = match &query.project_id {
-        Some(reference) => Some(load_project(store, &principal, reference).await?.id.clone()),
-        None => None,
-    };
+    let project = project_id_of(store, &principal, query.project_id.as_deref()).await?;
     let mut items = Vec::new();
     for row in store
         .deployments(&principal.tenant_id, project.as_deref())

@@ -61,6 +61,21 @@ pub async fn load_project(
         .ok_or_else(|| ApiError::not_found("project", reference))
 }
 
+/// The id of the caller's project named by an optional reference (a
+/// filter or an owner); 404 if it names none.
+pub async fn project_id_of(
+    store: &Store,
+    principal: &Principal,
+    reference: Option<&str>,
+) -> ApiResult<Option<String>> {
+    match reference {
+        Some(reference) => Ok(Some(
+            load_project(store, principal, reference).await?.id.clone(),
+        )),
+        None => Ok(None),
+    }
+}
+
 fn validate_metadata(metadata: Option<Value>) -> ApiResult<Option<Value>> {
     match metadata {
         None | Some(Value::Null) => Ok(None),

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::env::boot_candidates;
 use super::environments::resolve_environment;
-use super::projects::load_project;
+use super::projects::{load_project, project_id_of};
 use super::{data, ts};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -394,10 +394,7 @@ pub async fn list(
         .filter(|t| !t.is_empty())
         .map(str::to_string)
         .collect();
-    let project = match &query.project_id {
-        Some(reference) => Some(load_project(store, &principal, reference).await?.id.clone()),
-        None => None,
-    };
+    let project = project_id_of(store, &principal, query.project_id.as_deref()).await?;
     let rows = store
         .sandboxes(
             &principal.tenant_id,

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::data;
-use super::projects::load_project;
+use super::projects::project_id_of;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
@@ -167,10 +167,7 @@ pub async fn create(
                 ))
             }
         };
-    let project = match &body.project_id {
-        Some(reference) => Some(load_project(store, &principal, reference).await?.id.clone()),
-        None => None,
-    };
+    let project = project_id_of(store, &principal, body.project_id.as_deref()).await?;
     let id = IdKind::Volume.mint();
     match store
         .create_volume(&NewVolume {
@@ -218,10 +215,7 @@ pub async fn list(
 ) -> ApiResult<Response> {
     principal.require("projects:read")?;
     let store = state.store()?;
-    let project = match &query.project_id {
-        Some(reference) => Some(load_project(store, &principal, reference).await?.id.clone()),
-        None => None,
-    };
+    let project = project_id_of(store, &principal, query.project_id.as_deref()).await?;
     let rows = store
         .volumes(Some(&principal.tenant_id), project.as_deref())
         .await?;
