@@ -4,6 +4,7 @@ the host; bad input; 50 at once leave nothing behind."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -155,13 +156,16 @@ def test_bad_input_gets_clear_errors(client, mds):
     assert no_project.status_code == 404
 
     # A command past its timeout is killed, with everything it started.
+    # A duration no other process on the machine sleeps for.
+    marker = f"sleep 30{os.getpid()}"
     started = time.monotonic()
-    slow = exec_raw(mds, sandbox.id, {"command": "sleep 30 & sleep 30", "timeout": 1}).json()["data"]
+    slow = exec_raw(mds, sandbox.id, {"command": f"{marker} & {marker}", "timeout": 1}).json()["data"]
     assert slow["timed_out"] is True and slow["exit_code"] == 124
     assert time.monotonic() - started < 10
-    # The kernel finishes the dead jail's pid namespace a moment later.
-    deadline = time.monotonic() + 5
-    while "sleep 30" in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout:
+    # The kernel finishes the dead jail's pid namespace a moment later (on
+    # a loaded machine, seconds later).
+    deadline = time.monotonic() + 15
+    while marker in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout:
         assert time.monotonic() < deadline, "a timed-out command's children survived"
         time.sleep(0.05)
     failing = sandbox.exec.run("echo out; echo err >&2; exit 7")
