@@ -54,7 +54,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             broken = os.path.exists(os.path.join(HERE, "BROKEN")) or time.time() < SICK_UNTIL[0]
             return self.reply(500 if broken else 200, "broken" if broken else "ok")
         if self.path == "/env":
-            keys = ["DATABASE_URL", "MIOSA_ENVIRONMENT", "FEATURE", "PORT", "MIOSA_INSTANCE_ID"]
+            keys = ["DATABASE_URL", "MIOSA_ENVIRONMENT", "FEATURE", "PORT", "MIOSA_INSTANCE_ID",
+                    "MIOSA_DEPLOYMENT_ID"]
             return self.reply(200, json.dumps({k: os.environ.get(k) for k in keys}))
         if self.path.startswith("/write/"):
             out = psql("INSERT INTO notes VALUES ('%s')" % self.path[7:])
@@ -254,9 +255,25 @@ def test_each_environment_has_its_own_version_variables_and_database(client, mds
         ("FEATURE", "staging", "on-i…")]
     assert "on-in-staging" not in str(client.deployments.list_env(deployment.id))
     assert get_app(mds, slug, "staging", "/env").json()["FEATURE"] is None
+    # Nothing a user sets overrides what mds says the instance is, or the
+    # port its router sends to: not a deployment variable, not a shared one.
+    client.deployments.set_env(deployment.id, {"PORT": "1", "MIOSA_INSTANCE_ID": "forged"},
+                               environment="staging")
+    client.projects.set_shared_variables(
+        project["id"], {"MIOSA_ENVIRONMENT": "forged", "MIOSA_DEPLOYMENT_ID": "forged"},
+        environment="staging")
     client.deployments.redeploy(deployment.id)
-    assert get_app(mds, slug, "staging", "/env").json()["FEATURE"] == "on-in-staging"
+    staged = get_app(mds, slug, "staging", "/env").json()
+    assert staged["FEATURE"] == "on-in-staging"
+    assert staged["MIOSA_ENVIRONMENT"] == "staging"
+    assert staged["MIOSA_DEPLOYMENT_ID"] == deployment.id
+    assert staged["MIOSA_INSTANCE_ID"] in [
+        i.id for i in client.deployments.runtime_instances(deployment.id).list()]
+    assert staged["PORT"] != "1"
     assert get_app(mds, slug, "production", "/env").json()["FEATURE"] is None
+    for name in ("PORT", "MIOSA_INSTANCE_ID"):
+        assert api(mds, "DELETE", f"/deployments/{deployment.id}/env/{name}",
+                   params={"environment": "staging"}).status_code == 200
     assert api(mds, "DELETE", f"/deployments/{deployment.id}/env/FEATURE",
                params={"environment": "staging"}).status_code == 200
 

@@ -110,6 +110,50 @@ def test_environment_choice_names_and_listing(client, mds):
     client.sandboxes.create(name=name).destroy()
 
 
+def test_platform_identity_wins_and_own_variables_are_capped(client, mds):
+    """The boot env's precedence from the sandbox's side (MIOSA_* cannot be
+    overridden, a shared variable may override a binding's), and the one
+    validator for a sandbox's own variables, at create and at PUT."""
+    project = project_with_postgres(client, mds, "sbx-precedence")
+    client.projects.set_shared_variables(
+        project["id"],
+        {"MIOSA_ENVIRONMENT": "forged", "MIOSA_PROJECT_ID": "forged", "PGUSER": "mine"},
+        environment="staging")
+    sandbox = client.sandboxes.create(
+        project_id=project["id"], env={"MIOSA_SANDBOX_ID": "forged", "OWN": "x"})
+    out = sandbox.exec.run(
+        'echo "$MIOSA_PROJECT_ID|$MIOSA_ENVIRONMENT|$MIOSA_SANDBOX_ID|$OWN|$PGUSER"')
+    assert out.stdout.strip() == f"{project['id']}|staging|{sandbox.id}|x|mine", out.stderr
+    env = httpx.get(f"{mds.url}/api/v1/projects/{project['id']}/env",
+                    params={"env": "staging"}, headers=admin(mds)).json()["data"]
+    by_name = {v["name"]: v for v in env["variables"]}
+    assert by_name["MIOSA_ENVIRONMENT"]["source"]["layer"] == "platform"
+    assert [o["layer"] for o in by_name["MIOSA_ENVIRONMENT"]["overridden"]] == ["shared"]
+    assert by_name["PGUSER"]["source"]["layer"] == "shared"
+
+    url = f"{mds.url}/api/v1/sandboxes/{sandbox.id}/env"
+    big = "v" * (40 << 10)
+    assert httpx.put(url, json={"vars": [{"key": "A", "value": big}]},
+                     headers=admin(mds)).status_code == 200
+    # Each value fits, but together they pass the 64 KiB a sandbox holds.
+    over = httpx.put(url, json={"vars": [{"key": "B", "value": big}]}, headers=admin(mds))
+    assert over.status_code == 422, over.text
+    assert over.json()["error"]["details"]["field"] == "vars"
+    for bad in ({"key": "BAD NAME", "value": "x"}, {"key": "N", "value": "a\u0000b"},
+                {"key": "C", "value": "v" * ((64 << 10) + 1)}):
+        answer = httpx.put(url, json={"vars": [bad]}, headers=admin(mds))
+        assert answer.status_code == 422, (bad["key"], answer.text)
+    keys = [v["key"] for v in httpx.get(url, headers=admin(mds)).json()["data"]["vars"]]
+    assert sorted(keys) == ["A", "MIOSA_SANDBOX_ID", "OWN"]  # nothing half-written
+    # A variable that steers how programs start needs env:reveal, here too.
+    writer = httpx.post(f"{mds.url}/api/v1/api-keys", headers=admin(mds), json={
+        "name": "env-writer", "scopes": ["env:read", "env:write"]}).json()["data"]["key"]
+    steer = httpx.put(url, json={"vars": [{"key": "LD_PRELOAD", "value": "/tmp/x.so"}]},
+                      headers={"Authorization": f"Bearer {writer}"})
+    assert steer.status_code == 403, steer.text
+    sandbox.destroy()
+
+
 def test_sandboxes_are_isolated_from_each_other_and_the_host(client, mds):
     a = client.sandboxes.create()
     b = client.sandboxes.create()

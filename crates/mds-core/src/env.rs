@@ -4,25 +4,29 @@
 //! entry keeps its provenance (and what it overrode), which `mds env
 //! explain` prints. Precedence, lowest first:
 //!
-//! 1. platform: `MIOSA_PROJECT_ID`, `MIOSA_ENVIRONMENT`;
-//! 2. bindings: `DATABASE_URL`, `PG*`, ... of the environment's data services;
-//! 3. shared variables of the environment;
-//! 4. service or deployment variables;
-//! 5. run-level env (`mds run -E`, a sandbox's own `env`).
+//! 1. bindings: `DATABASE_URL`, `PG*`, ... of the environment's data services;
+//! 2. shared variables of the environment;
+//! 3. service or deployment variables;
+//! 4. run-level env (`mds run -E`, a sandbox's own `env`);
+//! 5. platform: the identity mds gives a process (`MIOSA_PROJECT_ID`,
+//!    `MIOSA_ENVIRONMENT`, `MIOSA_SANDBOX_ID`, `MIOSA_DEPLOYMENT_ID`,
+//!    `MIOSA_VERSION_ID`, `MIOSA_INSTANCE_ID`) and an instance's `PORT`.
 //!
-//! So a user can always override what the platform injects, on purpose, by
-//! setting the same name higher up; `explain` shows it.
+//! So a user can override what a binding injects, on purpose, by setting
+//! the same name higher up (`explain` shows it); but no variable can make
+//! a process lie about where it runs, or listen on another port than the
+//! one its router sends to.
 
 use std::collections::BTreeMap;
 
 /// Where a value comes from. The order is the precedence, lowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Layer {
-    Platform,
     Binding,
     Shared,
     Service,
     Run,
+    Platform,
 }
 
 impl Layer {
@@ -182,7 +186,7 @@ mod tests {
     }
 
     #[test]
-    fn precedence_is_platform_binding_shared_service_run() {
+    fn precedence_is_binding_shared_service_run_platform() {
         use Layer::*;
         check(
             vec![
@@ -203,9 +207,18 @@ mod tests {
             vec![
                 c(Service, "X", "svc"),
                 c(Shared, "X", "shared"),
-                c(Platform, "X", "p"),
+                c(Run, "X", "run"),
             ],
-            &[("X", "svc")],
+            &[("X", "run")],
+        );
+        // The platform's identity wins over every layer a user writes.
+        check(
+            vec![
+                c(Platform, "MIOSA_ENVIRONMENT", "staging"),
+                c(Run, "MIOSA_ENVIRONMENT", "production"),
+                c(Shared, "MIOSA_ENVIRONMENT", "production"),
+            ],
+            &[("MIOSA_ENVIRONMENT", "staging")],
         );
         check(
             vec![

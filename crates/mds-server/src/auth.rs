@@ -13,35 +13,32 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use mds_control::Caller;
 use mds_core::scopes::Scopes;
 use mds_store::ApiKeyRow;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The caller: which key, which tenant, what it may do.
+/// The caller: which key, which tenant, what it may do. Handlers read it
+/// as the control layer's [`Caller`] (through `Deref`).
 #[derive(Debug, Clone)]
-pub struct Principal {
-    pub key_id: String,
-    pub tenant_id: String,
-    pub scopes: Scopes,
+pub struct Principal(Caller);
+
+impl std::ops::Deref for Principal {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
 }
 
 impl Principal {
-    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
-        if self.scopes.allows(scope) {
-            Ok(())
-        } else {
-            Err(ApiError::insufficient_scope(scope))
-        }
-    }
-
     fn from_row(row: &ApiKeyRow) -> Self {
-        Self {
+        Self(Caller {
             key_id: row.id.clone(),
             tenant_id: row.tenant_id.clone(),
             scopes: Scopes::from_stored(row.scopes.clone()),
-        }
+        })
     }
 }
 

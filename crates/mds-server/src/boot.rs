@@ -152,7 +152,7 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
             state: state.clone(),
             admin,
         };
-        let storage = state.storage().map_err(|e| anyhow::anyhow!(e.message))?;
+        let storage = state.storage().map_err(|e| anyhow::anyhow!(e))?;
         let collector = storage.spawn_collector(config.storage_gc_every);
         let service = mds_storage::s3::gateway(storage.clone(), std::sync::Arc::new(keys));
         let mut stop = stop_tx.subscribe();

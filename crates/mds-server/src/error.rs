@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mds_api_types::{ErrorBody, ErrorEnvelope};
+use mds_control::ControlError;
 use mds_core::FieldError;
 use mds_storage::StorageError;
 use mds_store::StoreError;
@@ -135,6 +136,50 @@ impl ApiError {
 impl From<FieldError> for ApiError {
     fn from(err: FieldError) -> Self {
         Self::validation(err)
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(err: ControlError) -> Self {
+        let with = |e: Self, details: Option<Value>| match details {
+            Some(details) => e.with_details(details),
+            None => e,
+        };
+        match err {
+            ControlError::NotFound { what, reference } => Self::not_found(what, &reference),
+            ControlError::EnvironmentNotFound { reference, project } => {
+                Self::environment_not_found(&reference, &project)
+            }
+            ControlError::Invalid { field, message } => Self::invalid_field(&field, message),
+            ControlError::Forbidden { scope, details } => {
+                with(Self::insufficient_scope(&scope), details)
+            }
+            ControlError::Conflict {
+                code,
+                message,
+                details,
+            } => with(Self::conflict(code, message), details),
+            ControlError::Failed {
+                code,
+                message,
+                details,
+            } => with(
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
+                details,
+            ),
+            ControlError::Gone {
+                code,
+                message,
+                details,
+            } => with(Self::new(StatusCode::GONE, code, message), details),
+            ControlError::Unavailable { code, message } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+                    .retry_after(Duration::from_secs(1))
+            }
+            ControlError::Store(e) => e.into(),
+            ControlError::Storage(e) => e.into(),
+            ControlError::Internal(cause) => Self::internal(cause),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -20,7 +21,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = read_body(request, state.max_body_bytes).await?;
+        let bytes = read_body(request, state.server().max_body_bytes).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -168,5 +169,19 @@ impl Paging {
 
     pub fn offset(&self) -> i64 {
         (self.page as i64 - 1) * self.page_size as i64
+    }
+}
+
+/// `?env=` (or `?environment=`), and `?reveal=`.
+#[derive(Deserialize)]
+pub struct EnvQuery {
+    env: Option<String>,
+    environment: Option<String>,
+    pub reveal: Option<String>,
+}
+
+impl EnvQuery {
+    pub fn environment(&self) -> Option<&str> {
+        self.env.as_deref().or(self.environment.as_deref())
     }
 }

@@ -65,13 +65,15 @@ async fn run(
     let (parts, body) = request.into_parts();
     let body = read_body(
         Request::from_parts(parts.clone(), body),
-        state.max_body_bytes,
+        state.server().max_body_bytes,
     )
     .await
     .map_err(IntoResponse::into_response)?;
     let request_hash = mds_crypto::digest_parts(&[method.as_bytes(), path.as_bytes(), &body]);
 
-    let store = state.store().map_err(IntoResponse::into_response)?;
+    let store = state
+        .store()
+        .map_err(|e| ApiError::from(e).into_response())?;
     let record = IdempotencyKey {
         principal_id: &principal.key_id,
         key: &key,

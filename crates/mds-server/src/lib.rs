@@ -12,5 +12,6 @@ mod request_id;
 mod routes;
 mod s3_keys;
 mod state;
+mod views;
 
 pub use boot::{run, Ready, ServerConfig, ADMIN_KEY_FILE, SERVER_INFO_FILE};

@@ -110,7 +110,14 @@ fn not_enabled() -> ApiError {
 /// The realm at `project`/`environment` (environment id or slug).
 pub async fn load(state: &AppState, project: &str, environment: &str) -> ApiResult<Arc<Realm>> {
     let key = (project.to_string(), environment.to_string());
-    if let Some((at, realm)) = state.auth.realms.lock().expect("never poisoned").get(&key) {
+    if let Some((at, realm)) = state
+        .server()
+        .auth
+        .realms
+        .lock()
+        .expect("never poisoned")
+        .get(&key)
+    {
         if at.elapsed() < REALM_TTL {
             return Ok(realm.clone());
         }
@@ -165,6 +172,7 @@ pub async fn load(state: &AppState, project: &str, environment: &str) -> ApiResu
         jwks: json!({ "keys": published }),
     });
     state
+        .server()
         .auth
         .realms
         .lock()

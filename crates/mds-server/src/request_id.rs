@@ -43,7 +43,7 @@ pub async fn middleware(
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
     }
-    state.requests.record(response.status().as_u16());
+    state.server().requests.record(response.status().as_u16());
     tracing::debug!(
         request_id = %id,
         %method,

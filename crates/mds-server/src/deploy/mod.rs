@@ -31,23 +31,19 @@ use axum::http::StatusCode;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use mds_core::env::{resolve_env, Candidate, Layer};
+use mds_control::boot::{Place, Target};
 use mds_core::ids::IdKind;
 use mds_core::names;
 use mds_runtime::artifact::{ArtifactError, Artifacts, Stored};
 use mds_runtime::instance::{free_port, probe, LogRing};
 use mds_runtime::jail::Mount;
 use mds_runtime::sandbox::{forward_lines, Output, Sandboxes, Spawn};
-use mds_store::{
-    AttachError, DeploymentRow, EnvironmentRow, ProjectRow, VariableScope, VersionRow,
-};
+use mds_store::{AttachError, DeploymentRow, EnvironmentRow, ProjectRow, VersionRow};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{ApiError, ApiResult};
-use crate::routes::env::boot_candidates;
-use crate::routes::variables::open_variable;
 use crate::state::AppState;
 
 mod router;
@@ -624,7 +620,6 @@ impl Deployer {
             state: state.clone(),
             project: project.clone(),
             env: env.clone(),
-            deployment: deployment.clone(),
             command: version.runtime_command.clone().unwrap_or_default(),
             health_path: version
                 .health_check_path
@@ -739,6 +734,45 @@ impl Deployer {
     }
 
     /// Stops every instance of a deployment and takes it off the air.
+    /// Stops a deployment's instances, deletes it with its versions, and
+    /// removes its static files. Data services are not touched.
+    pub async fn remove(&self, state: &AppState, row: &DeploymentRow) -> ApiResult<()> {
+        self.stop_deployment(state, &row.id).await;
+        let versions = state.store()?.versions(&row.id, None).await?;
+        state.store()?.delete_deployment(&row.id).await?;
+        for version in versions {
+            self.forget_release(&version.id).await;
+        }
+        tracing::info!(deployment = row.id, "deployment deleted");
+        Ok(())
+    }
+
+    /// A project is going: so are its deployments (code, not data).
+    pub async fn remove_project(&self, state: &AppState, project: &ProjectRow) -> ApiResult<()> {
+        for row in state
+            .store()?
+            .deployments(&project.tenant_id, Some(&project.id))
+            .await?
+        {
+            self.remove(state, &row).await?;
+        }
+        Ok(())
+    }
+
+    /// An environment is going: nothing serves in it any more.
+    pub async fn retire_environment(
+        &self,
+        state: &AppState,
+        environment_id: &str,
+    ) -> ApiResult<()> {
+        state
+            .store()?
+            .deactivate_environment(environment_id)
+            .await?;
+        self.stop_environment(state, environment_id).await;
+        Ok(())
+    }
+
     pub async fn stop_deployment(&self, state: &AppState, deployment_id: &str) {
         self.drop_routes(|(d, _)| d == deployment_id);
         self.stop_where(state, |l| l.deployment_id == deployment_id)
@@ -852,7 +886,6 @@ struct Boot {
     state: AppState,
     project: ProjectRow,
     env: EnvironmentRow,
-    deployment: DeploymentRow,
     command: String,
     health_path: String,
     mounts: Vec<Mount>,
@@ -860,38 +893,19 @@ struct Boot {
 }
 
 impl Boot {
-    /// The variables of a boot: the environment's (bindings, shared), the
-    /// deployment's own there, then the platform's, `PORT` last so that
-    /// nothing overrides it.
+    /// The variables of a boot (`mds_control::boot` has the precedence).
     async fn env(&self, live: &Live, port: u16) -> ApiResult<Vec<(String, String)>> {
-        let state = &self.state;
-        let (mut candidates, _) = boot_candidates(state, &self.project, &self.env).await?;
-        let scope = VariableScope::Deployment {
-            deployment_id: &self.deployment.id,
-            environment_id: &self.env.id,
+        let place = Place {
+            project: &self.project,
+            env: &self.env,
         };
-        for row in state.store()?.variables(scope).await? {
-            let value = open_variable(state, scope, &row)?;
-            candidates.push(Candidate::new(
-                Layer::Service,
-                "deployment",
-                &row.name,
-                &value,
-                row.is_secret,
-            ));
-        }
-        for (name, value) in [
-            ("PORT", port.to_string()),
-            ("MIOSA_DEPLOYMENT_ID", live.deployment_id.clone()),
-            ("MIOSA_VERSION_ID", live.version_id.clone()),
-            ("MIOSA_INSTANCE_ID", live.id.clone()),
-        ] {
-            candidates.push(Candidate::new(Layer::Run, "mds", name, &value, false));
-        }
-        Ok(resolve_env(candidates)
-            .into_iter()
-            .map(|r| (r.winner.name, r.winner.value))
-            .collect())
+        let target = Target::Instance {
+            deployment_id: &live.deployment_id,
+            version_id: &live.version_id,
+            instance_id: &live.id,
+            port,
+        };
+        Ok(self.state.boot_env(Some(place), target).await?.pairs())
     }
 }
 

@@ -10,84 +10,21 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use mds_api_types::{Binding, CreateDataService, CreateDatabase, Credentials, DataService};
-use mds_core::ids::IdKind;
-use mds_core::names;
-use mds_store::{BindingRow, DataServiceRow, NewDataService, ProjectRow, StoreError};
+use mds_api_types::{CreateDataService, CreateDatabase, Credentials, DataService};
+use mds_control::attach::{
+    attach, kind_of, load_service, remove_service, wait_settled, KindOptions, KINDS,
+};
+use mds_control::projects::{load_project, project_id_of, resolve_environment};
+use mds_store::{BindingRow, DataServiceRow, ProjectRow};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::environments::resolve_environment;
-use super::projects::{load_project, project_id_of};
 use super::{data, deleted};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
-
-/// Kinds that can be attached today.
-const KINDS: &[&str] = &["postgres", "redis", "storage", "auth", "volume"];
-const WAIT_LIMIT: Duration = Duration::from_secs(60);
-
-pub fn binding_view(row: &BindingRow) -> Binding {
-    Binding {
-        id: row.id.clone(),
-        environment: row.environment_name.clone(),
-        environment_id: row.environment_id.clone(),
-        state: row.state.clone(),
-        desired: row.desired.clone(),
-        last_error: row.last_error.clone(),
-        resource: row.resource_name.clone(),
-        ready_at: row.ready_at,
-    }
-}
-
-/// One state for the whole service, from its bindings'.
-fn aggregate_state(service: &DataServiceRow, bindings: &[BindingRow]) -> &'static str {
-    if service.deleting {
-        "deleting"
-    } else if bindings.iter().any(|b| b.state == "error") {
-        "error"
-    } else if bindings.is_empty() || bindings.iter().any(|b| b.state != b.desired) {
-        "provisioning"
-    } else if bindings.iter().all(|b| b.state == "stopped") {
-        "stopped"
-    } else {
-        "running"
-    }
-}
-
-pub fn service_view(
-    tenant_id: &str,
-    service: &DataServiceRow,
-    bindings: &[BindingRow],
-) -> DataService {
-    let state = aggregate_state(service, bindings);
-    DataService {
-        id: service.id.clone(),
-        project_id: service.project_id.clone(),
-        tenant_id: tenant_id.to_string(),
-        kind: service.kind.clone(),
-        name: service.name.clone(),
-        env_prefix: service.env_prefix.clone(),
-        environment_id: service.environment_id.clone(),
-        state: state.to_string(),
-        bindings: bindings.iter().map(binding_view).collect(),
-        engine: match service.kind.as_str() {
-            "postgres" => "postgresql".to_string(),
-            "storage" => "s3".to_string(),
-            other => other.to_string(),
-        },
-        engine_version: service.config["engine_version"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        region: "local".to_string(),
-        connection_test: (state == "running").then(|| json!({ "status": "ok" })),
-        created_at: service.created_at,
-        updated_at: service.updated_at,
-    }
-}
+use crate::views::service_view;
 
 async fn view(
     state: &AppState,
@@ -96,226 +33,6 @@ async fn view(
 ) -> ApiResult<DataService> {
     let bindings = state.store()?.bindings(&service.id).await?;
     Ok(service_view(&principal.tenant_id, service, &bindings))
-}
-
-/// Attaches a data service of `kind` to `project`: the one path every API
-/// takes.
-pub async fn attach(
-    state: &AppState,
-    project: &ProjectRow,
-    kind: &str,
-    name: Option<String>,
-    environment: Option<&str>,
-    options: &KindOptions,
-) -> ApiResult<DataServiceRow> {
-    let config = kind_config(state, kind, options)?;
-    let store = state.store()?;
-    let reconciler = state.reconciler()?;
-    if let Some(name) = &name {
-        names::validate_service_name("name", name)?;
-    }
-    let scope = match environment {
-        Some(reference) => Some(resolve_environment(store, project, Some(reference)).await?),
-        None => None,
-    };
-    let existing = store.data_services(&project.id).await?;
-    let first_of_kind = !existing.iter().any(|s| s.kind == kind);
-    if kind == "auth" && !first_of_kind {
-        return Err(ApiError::conflict(
-            "AUTH_ALREADY_ENABLED",
-            "this project already has auth (one per project, with users per environment); \
-             change its settings with PATCH /projects/{id}/auth",
-        ));
-    }
-    let (name, env_prefix) = match (name, first_of_kind) {
-        (name, true) => (name.unwrap_or_else(|| kind.to_string()), String::new()),
-        (Some(name), false) => {
-            let prefix = names::env_prefix(&name);
-            (name, prefix)
-        }
-        (None, false) => {
-            return Err(ApiError::conflict(
-                "DATA_SERVICE_NAME_REQUIRED",
-                format!(
-                    "this project already has a {kind} service, which injects the standard \
-                     names; give this one a name (for example \"analytics\") and it injects \
-                     prefixed ones (ANALYTICS_...)"
-                ),
-            )
-            .with_details(json!({ "field": "name" })))
-        }
-    };
-    let environments: Vec<_> = match &scope {
-        Some(env) => vec![env.clone()],
-        None => project.environments.clone(),
-    };
-    let service_part = (!env_prefix.is_empty()).then_some(name.as_str());
-    let bindings: Vec<_> = environments
-        .iter()
-        .map(|env| reconciler.new_binding(&project.slug, &env.id, &env.slug, service_part))
-        .collect();
-    let new = NewDataService {
-        id: IdKind::DataService.mint(),
-        project_id: project.id.clone(),
-        kind: kind.to_string(),
-        name: name.clone(),
-        env_prefix,
-        environment_id: scope.map(|e| e.id),
-        config,
-    };
-    let row = match store.create_data_service(&new, &bindings).await {
-        Ok(row) => row,
-        Err(StoreError::Conflict { constraint }) => {
-            let (code, message) = match constraint.as_str() {
-                "data_services_name_key" => (
-                    "DATA_SERVICE_NAME_TAKEN",
-                    format!("this project already has a data service named {name:?}"),
-                ),
-                "data_services_prefix_key" => (
-                    "DATA_SERVICE_NAME_TAKEN",
-                    format!("another {kind} service of this project injects the same names"),
-                ),
-                _ => (
-                    "CONFLICT",
-                    "the engine-side name is taken; retry".to_string(),
-                ),
-            };
-            return Err(ApiError::conflict(code, message).with_details(json!({ "field": "name" })));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    tracing::info!(
-        service = row.id,
-        project = project.id,
-        kind,
-        "attached a data service"
-    );
-    reconciler.wake();
-    Ok(row)
-}
-
-/// Waits until every binding settles: reaches its desired state, or keeps
-/// failing (a first error is often a race that the retry clears).
-pub(super) async fn wait_settled(state: &AppState, service_id: &str) -> ApiResult<()> {
-    let store = state.store()?;
-    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
-    loop {
-        let bindings = store.bindings(service_id).await?;
-        if bindings
-            .iter()
-            .all(|b| b.state == b.desired || b.state == "error")
-        {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The caller's service `id`, or 404.
-async fn load_service(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-) -> ApiResult<DataServiceRow> {
-    state
-        .store()?
-        .data_service(&principal.tenant_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("data service", id))
-}
-
-/// Settings some kinds take at attach.
-#[derive(Default)]
-pub struct KindOptions {
-    pub maxmemory: Option<String>,
-    pub eviction: Option<String>,
-    /// Auth settings (`allow_signups`, `token_expiry_sec`, ...).
-    pub auth: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-/// A service's engine settings, validated (each bad one names its field).
-fn kind_config(
-    state: &AppState,
-    kind: &str,
-    options: &KindOptions,
-) -> ApiResult<serde_json::Value> {
-    match kind {
-        "redis" => {
-            let maxmemory = match &options.maxmemory {
-                None => mds_provision::DEFAULT_REDIS_MEMORY,
-                Some(text) => mds_engines::parse_memory(text).ok_or_else(|| {
-                    ApiError::invalid_field(
-                        "maxmemory",
-                        format!("{text:?} is not a size of at least 1mb (like 256mb or 1gb)"),
-                    )
-                })?,
-            };
-            let eviction = options.eviction.as_deref().unwrap_or("noeviction");
-            if !mds_engines::EVICTION_POLICIES.contains(&eviction) {
-                return Err(ApiError::invalid_field(
-                    "eviction",
-                    format!(
-                        "{eviction:?} is not an eviction policy; use one of {}",
-                        mds_engines::EVICTION_POLICIES.join(", ")
-                    ),
-                ));
-            }
-            Ok(json!({ "maxmemory_bytes": maxmemory, "eviction": eviction, "engine_version": "7" }))
-        }
-        _ => {
-            for (field, given) in [
-                ("maxmemory", &options.maxmemory),
-                ("eviction", &options.eviction),
-            ] {
-                if given.is_some() {
-                    return Err(ApiError::invalid_field(
-                        field,
-                        format!("applies to redis, not {kind}"),
-                    ));
-                }
-            }
-            Ok(match kind {
-                "storage" | "volume" => json!({}),
-                "auth" => {
-                    let mut config = mds_auth::AuthConfig::default();
-                    if let Some(patch) = &options.auth {
-                        config
-                            .apply(patch)
-                            .map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
-                    }
-                    config.to_stored()
-                }
-                _ => json!({ "engine_version": state.engine_version() }),
-            })
-        }
-    }
-}
-
-fn kind_of(raw: &str) -> ApiResult<&'static str> {
-    match raw.to_ascii_lowercase().as_str() {
-        "postgres" | "postgresql" | "pg" => Ok("postgres"),
-        "redis" => Ok("redis"),
-        "storage" | "s3" | "bucket" => Ok("storage"),
-        "auth" => Ok("auth"),
-        "volume" | "volumes" => Ok("volume"),
-        "mysql" | "mongodb" => Err(ApiError::invalid_field(
-            "type",
-            format!(
-                "{raw:?} cannot be attached yet; available: {}",
-                KINDS.join(", ")
-            ),
-        )),
-        _ => Err(ApiError::invalid_field(
-            "type",
-            format!(
-                "unknown data-service type {raw:?}; available: {}",
-                KINDS.join(", ")
-            ),
-        )),
-    }
 }
 
 #[derive(Deserialize)]
@@ -346,7 +63,15 @@ pub async fn create(
         ..KindOptions::default()
     };
     let environment = body.environment.as_deref();
-    let service = attach(&state, &project, kind, body.name, environment, &options).await?;
+    let service = attach(
+        state.control(),
+        &project,
+        kind,
+        body.name,
+        environment,
+        &options,
+    )
+    .await?;
     created(&state, &principal, &service, wait).await
 }
 
@@ -358,7 +83,7 @@ async fn created(
     wait: bool,
 ) -> ApiResult<Response> {
     if wait {
-        wait_settled(state, &service.id).await?;
+        wait_settled(state.control(), &service.id).await?;
     }
     Ok(data(
         StatusCode::CREATED,
@@ -439,22 +164,12 @@ pub async fn delete(
             ),
         ));
     }
-    remove_service(&state, &service).await?;
+    remove_service(state.control(), &service).await?;
     Ok(deleted(&service.id))
 }
 
 /// Asks for a service's data to be deleted in every environment (the one
 /// path behind every delete route).
-pub async fn remove_service(state: &AppState, service: &DataServiceRow) -> ApiResult<()> {
-    state
-        .store()?
-        .set_service_desired(&service.id, "deleted")
-        .await?;
-    tracing::info!(service = service.id, "deleting a data service, as asked");
-    state.reconciler()?.wake();
-    Ok(())
-}
-
 // -------------------------------------------------------- MIOSA /databases
 
 #[derive(Deserialize)]
@@ -487,7 +202,15 @@ pub async fn db_create(
         ..KindOptions::default()
     };
     let environment = body.environment.as_deref();
-    let service = attach(&state, &project, kind, body.name, environment, &options).await?;
+    let service = attach(
+        state.control(),
+        &project,
+        kind,
+        body.name,
+        environment,
+        &options,
+    )
+    .await?;
     let wait = parse_bool("wait", query.wait.as_deref())?;
     created(&state, &principal, &service, wait).await
 }
@@ -512,7 +235,7 @@ pub async fn db_get(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Response> {
     principal.require("projects:read")?;
-    let service = load_service(&state, &principal, &id).await?;
+    let service = load_service(state.control(), &principal, &id).await?;
     Ok(data(
         StatusCode::OK,
         view(&state, &principal, &service).await?,
@@ -526,8 +249,8 @@ pub async fn db_delete(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
-    let service = load_service(&state, &principal, &id).await?;
-    remove_service(&state, &service).await?;
+    let service = load_service(state.control(), &principal, &id).await?;
+    remove_service(state.control(), &service).await?;
     Ok(deleted(&service.id))
 }
 
@@ -563,7 +286,7 @@ pub async fn db_credentials(
     QueryParams(query): QueryParams<WaitQuery>,
 ) -> ApiResult<Response> {
     principal.require("env:reveal")?;
-    let service = load_service(&state, &principal, &id).await?;
+    let service = load_service(state.control(), &principal, &id).await?;
     let environment = query.environment.as_deref().or(query.env.as_deref());
     let binding = pick_binding(&state, &principal, &service, environment).await?;
     if binding.state != "running" {
@@ -621,7 +344,7 @@ async fn set_desired(
     desired: &str,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
-    let service = load_service(state, principal, id).await?;
+    let service = load_service(state.control(), principal, id).await?;
     if service.deleting {
         return Err(ApiError::conflict(
             "RESOURCE_STATE",
@@ -633,7 +356,7 @@ async fn set_desired(
         .set_service_desired(&service.id, desired)
         .await?;
     state.reconciler()?.wake();
-    wait_settled(state, &service.id).await?;
+    wait_settled(state.control(), &service.id).await?;
     Ok(data(
         StatusCode::OK,
         view(state, principal, &service).await?,
@@ -663,7 +386,7 @@ pub async fn db_restart(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
-    let service = load_service(&state, &principal, &id).await?;
+    let service = load_service(state.control(), &principal, &id).await?;
     let reconciler = state.reconciler()?;
     for binding in state.store()?.bindings(&service.id).await? {
         reconciler
@@ -693,7 +416,7 @@ pub async fn db_logs(
     QueryParams(query): QueryParams<LogsQuery>,
 ) -> ApiResult<Response> {
     principal.require("projects:read")?;
-    let service = load_service(&state, &principal, &id).await?;
+    let service = load_service(state.control(), &principal, &id).await?;
     let lines = match query.lines.as_deref() {
         None | Some("") => 100,
         Some(raw) => raw

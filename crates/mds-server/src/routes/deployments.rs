@@ -20,14 +20,13 @@ use mds_store::{
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::environments::resolve_environment;
-use super::projects::{load_project, project_id_of};
-use super::variables::{open_variable, write_variables};
 use super::{data, deleted, list_all, ts};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
+use mds_control::projects::{load_project, project_id_of, resolve_environment};
+use mds_control::variables::{self, Entry};
 
 const DEFAULT_ENVIRONMENT: &str = "production";
 /// The port a dynamic version is said to listen on when none is given;
@@ -240,12 +239,12 @@ async fn environment_of(
     project: &ProjectRow,
     reference: Option<&str>,
 ) -> ApiResult<EnvironmentRow> {
-    resolve_environment(
+    Ok(resolve_environment(
         state.store()?,
         project,
         Some(reference.unwrap_or(DEFAULT_ENVIRONMENT)),
     )
-    .await
+    .await?)
 }
 
 async fn load_version(state: &AppState, d: &DeploymentRow, id: &str) -> ApiResult<VersionRow> {
@@ -474,47 +473,8 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     principal.require("deployments:write")?;
     let row = load(&state, &principal, &id).await?;
-    remove_deployment(&state, &row).await?;
+    state.deployer()?.remove(&state, &row).await?;
     Ok(deleted(&row.id))
-}
-
-/// Stops a deployment's instances, deletes it with its versions, and
-/// removes its static files. Data services are not touched.
-async fn remove_deployment(state: &AppState, row: &DeploymentRow) -> ApiResult<()> {
-    let deployer = state.deployer()?;
-    deployer.stop_deployment(state, &row.id).await;
-    let versions = state.store()?.versions(&row.id, None).await?;
-    state.store()?.delete_deployment(&row.id).await?;
-    for version in versions {
-        deployer.forget_release(&version.id).await;
-    }
-    tracing::info!(deployment = row.id, "deployment deleted");
-    Ok(())
-}
-
-/// A project is going: so are its deployments (code, not data).
-pub async fn remove_project_deployments(state: &AppState, project: &ProjectRow) -> ApiResult<()> {
-    for row in state
-        .store()?
-        .deployments(&project.tenant_id, Some(&project.id))
-        .await?
-    {
-        remove_deployment(state, &row).await?;
-    }
-    Ok(())
-}
-
-/// An environment is going: nothing serves in it any more.
-pub async fn retire_environment(state: &AppState, environment_id: &str) -> ApiResult<()> {
-    state
-        .store()?
-        .deactivate_environment(environment_id)
-        .await?;
-    state
-        .deployer()?
-        .stop_environment(state, environment_id)
-        .await;
-    Ok(())
 }
 
 pub async fn stop(
@@ -872,7 +832,7 @@ pub struct PromoteBody {
 /// logs may print them): like a sandbox, that needs `env:reveal`.
 fn require_boot(principal: &Principal) -> ApiResult<()> {
     principal.require("deployments:write")?;
-    principal.require("env:reveal")
+    Ok(principal.require("env:reveal")?)
 }
 
 /// Serves `version` in the environment, if it can be.
@@ -1270,7 +1230,7 @@ async fn env_rows(state: &AppState, d: &DeploymentRow) -> ApiResult<Vec<Value>> 
             environment_id: &env.id,
         };
         for row in state.store()?.variables(scope).await? {
-            let value = open_variable(state, scope, &row)?;
+            let value = state.open_variable(scope, &row)?;
             rows.push(json!({
                 "name": row.name,
                 "key": row.name,
@@ -1313,9 +1273,7 @@ pub async fn env_set(
         .env
         .or(body.variables)
         .ok_or_else(|| ApiError::missing_field("env"))?;
-    // The same rules as a sandbox's own variables (names, string values,
-    // size), then the stored variables' own.
-    let map = super::sandboxes::parse_env("env", Some(&raw))?;
+    let map = variables::object_entries("env", Some(&raw))?;
     if map.is_empty() {
         return Err(ApiError::invalid_field(
             "env",
@@ -1323,17 +1281,19 @@ pub async fn env_set(
         ));
     }
     let secret = body.secret.or(body.is_secret);
-    let mut entries = Vec::new();
-    for (name, value) in map {
-        names::validate_variable_value("env", &value)
-            .map_err(|e| ApiError::invalid_field("env", format!("{name}: {}", e.message)))?;
-        entries.push((name, value, secret));
-    }
+    let entries = map
+        .into_iter()
+        .map(|(name, value)| Entry {
+            name,
+            value,
+            secret,
+        })
+        .collect();
     let scope = VariableScope::Deployment {
         deployment_id: &d.id,
         environment_id: &env.id,
     };
-    write_variables(&state, &principal, scope, entries).await?;
+    state.write_variables(&principal, scope, entries).await?;
     Ok(list_all(env_rows(&state, &d).await?))
 }
 
@@ -1401,8 +1361,8 @@ pub async fn attach_database(
         None => match services.into_iter().find(|s| s.kind == "postgres") {
             Some(existing) => existing,
             None => {
-                super::data_services::attach(
-                    &state,
+                mds_control::attach::attach(
+                    state.control(),
                     &project,
                     "postgres",
                     None,

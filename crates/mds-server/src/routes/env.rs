@@ -4,20 +4,19 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use mds_api_types::{Binding, EnvEntry, EnvSource, ResolvedEnv};
-use mds_core::env::{resolve_env, Candidate, Layer};
+use mds_api_types::{EnvEntry, EnvSource, ResolvedEnv};
+use mds_control::boot::{Place, Target};
+use mds_control::projects::load_environment;
+use mds_core::env::Candidate;
 use mds_core::vars;
-use mds_store::{EnvironmentRow, ProjectRow, VariableScope};
 use serde::Deserialize;
 
 use super::data;
-use super::environments::resolve_environment;
-use super::projects::load_project;
-use super::variables::open_variable;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, PathParams, QueryParams};
 use crate::state::AppState;
+use crate::views::binding_view;
 
 #[derive(Deserialize)]
 pub struct EnvQuery {
@@ -47,38 +46,32 @@ pub async fn resolve(
         principal.require("env:reveal")?;
     }
     let store = state.store()?;
-    let project = load_project(store, &principal, &project).await?;
-    let env = resolve_environment(
-        store,
-        &project,
-        query.env.as_deref().or(query.environment.as_deref()),
-    )
-    .await?;
-
-    let (mut candidates, pending) = boot_candidates(&state, &project, &env).await?;
-    if let Some(reference) = &query.service {
-        let service = store
-            .data_services(&project.id)
-            .await?
-            .into_iter()
-            .find(|s| &s.id == reference || s.name.eq_ignore_ascii_case(reference))
-            .ok_or_else(|| ApiError::not_found("service", reference))?;
-        for (name, value, secret) in
-            super::services::service_layer(&state, &project, &service, &env).await?
-        {
-            candidates.push(Candidate::new(
-                Layer::Service,
-                &service.name,
-                &name,
-                &value,
-                secret,
-            ));
-        }
-    }
+    let environment = query.env.as_deref().or(query.environment.as_deref());
+    let (project, env) = load_environment(store, &principal, &project, environment).await?;
+    let service = match &query.service {
+        Some(reference) => Some(
+            store
+                .data_services(&project.id)
+                .await?
+                .into_iter()
+                .find(|s| &s.id == reference || s.name.eq_ignore_ascii_case(reference))
+                .ok_or_else(|| ApiError::not_found("service", reference))?,
+        ),
+        None => None,
+    };
+    let place = Place {
+        project: &project,
+        env: &env,
+    };
+    let target = Target::Environment {
+        service: service.as_ref(),
+    };
+    let assembled = state.boot_env(Some(place), target).await?;
     if reveal {
         tracing::info!(key = %principal.key_id, project = project.id, environment = env.name, "environment revealed");
     }
-    let variables = resolve_env(candidates)
+    let variables = assembled
+        .variables
         .into_iter()
         .map(|r| EnvEntry {
             preview: vars::preview(&r.winner.value, r.winner.secret),
@@ -96,68 +89,7 @@ pub async fn resolve(
             environment: env.name.clone(),
             environment_id: env.id.clone(),
             variables,
-            pending,
+            pending: assembled.pending.iter().map(binding_view).collect(),
         },
     ))
-}
-
-/// What every process of (project, environment) gets before its own
-/// layers: the platform names, the environment's running bindings and its
-/// shared variables. Also the bindings not running yet (left out).
-pub async fn boot_candidates(
-    state: &AppState,
-    project: &ProjectRow,
-    env: &EnvironmentRow,
-) -> ApiResult<(Vec<Candidate>, Vec<Binding>)> {
-    let store = state.store()?;
-    let mut candidates = vec![
-        Candidate::new(
-            Layer::Platform,
-            "mds",
-            "MIOSA_PROJECT_ID",
-            &project.id,
-            false,
-        ),
-        Candidate::new(
-            Layer::Platform,
-            "mds",
-            "MIOSA_ENVIRONMENT",
-            &env.name,
-            false,
-        ),
-    ];
-    let mut pending = Vec::new();
-    let reconciler = state.reconciler()?;
-    for (service, binding) in store.environment_bindings(&env.id).await? {
-        if binding.state != "running" {
-            pending.push(super::data_services::binding_view(&binding));
-            continue;
-        }
-        let variables = reconciler
-            .binding_variables(&service, &binding)
-            .map_err(ApiError::internal)?;
-        for (name, value, secret) in variables {
-            candidates.push(Candidate::new(
-                Layer::Binding,
-                &service.name,
-                &name,
-                &value,
-                secret,
-            ));
-        }
-    }
-    let shared = VariableScope::Shared {
-        environment_id: &env.id,
-    };
-    for row in store.variables(shared).await? {
-        let value = open_variable(state, shared, &row)?;
-        candidates.push(Candidate::new(
-            Layer::Shared,
-            "shared",
-            &row.name,
-            &value,
-            row.is_secret,
-        ));
-    }
-    Ok((candidates, pending))
 }

@@ -8,47 +8,16 @@ use axum::response::Response;
 use mds_api_types::{CreateEnvironment, Environment, UpdateEnvironment};
 use mds_core::ids::IdKind;
 use mds_core::names::{self, ENVIRONMENT_KINDS};
-use mds_store::{EnvironmentRow, NewEnvironment, ProjectRow, Store, StoreError};
+use mds_store::{NewEnvironment, StoreError};
 use serde::Deserialize;
 
-use super::projects::load_project;
 use super::{data, deleted, list as list_response};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
-
-pub fn environment_view(row: EnvironmentRow) -> Environment {
-    Environment {
-        id: row.id,
-        project_id: row.project_id,
-        name: row.name,
-        slug: row.slug,
-        kind: row.kind,
-        is_default: row.is_default,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-    }
-}
-
-/// The environment `reference` (id, name or slug) of `project`; the default
-/// environment when `reference` is `None`.
-pub async fn resolve_environment(
-    store: &Store,
-    project: &ProjectRow,
-    reference: Option<&str>,
-) -> ApiResult<EnvironmentRow> {
-    match reference.filter(|r| !r.is_empty()) {
-        Some(reference) => store
-            .environment(&project.id, reference)
-            .await?
-            .ok_or_else(|| ApiError::environment_not_found(reference, &project.slug)),
-        None => store
-            .default_environment(&project.id)
-            .await?
-            .ok_or_else(|| ApiError::environment_not_found("(default)", &project.slug)),
-    }
-}
+use crate::views::environment_view;
+use mds_control::projects::{load_project, resolve_environment};
 
 fn name_taken(name: &str) -> ApiError {
     ApiError::conflict(
@@ -215,7 +184,10 @@ pub async fn delete(
                 .map_err(|e| ApiError::internal(format!("purging {}: {e}", binding.id)))?;
         }
     }
-    super::deployments::retire_environment(&state, &env.id).await?;
+    state
+        .deployer()?
+        .retire_environment(&state, &env.id)
+        .await?;
     if !store.delete_environment(&env.id).await? {
         return Err(ApiError::environment_not_found(&environment, &project.slug));
     }

@@ -57,7 +57,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "# HELP mds_http_requests_total HTTP requests served, by status class."
     );
     let _ = writeln!(out, "# TYPE mds_http_requests_total counter");
-    for (i, count) in state.requests.0.iter().enumerate() {
+    for (i, count) in state.server().requests.0.iter().enumerate() {
         let _ = writeln!(
             out,
             "mds_http_requests_total{{class=\"{}xx\"}} {}",

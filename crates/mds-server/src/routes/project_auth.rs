@@ -23,13 +23,13 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::data;
-use super::data_services::{attach, binding_view, wait_settled, KindOptions};
-use super::environments::resolve_environment;
-use super::projects::load_project;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
+use crate::views::binding_view;
+use mds_control::attach::{attach, wait_settled, KindOptions};
+use mds_control::projects::{load_project, resolve_environment};
 
 #[derive(Deserialize, Default)]
 pub struct TargetQuery {
@@ -206,7 +206,7 @@ async fn status_view(state: &AppState, target: &Target) -> ApiResult<Value> {
     let reconciler = state.reconciler()?;
     let auth_url = here.map(|b| reconciler.auth_url(&service, b));
     let mut warnings = Vec::new();
-    if config.email_confirm_required && !state.auth.mailer.delivers() {
+    if config.email_confirm_required && !state.server().auth.mailer.delivers() {
         warnings.push(
             "email confirmation needs mail: non-production environments keep it in the sink \
              (mds auth mail); production needs the server started with --smtp-url",
@@ -236,8 +236,16 @@ async fn enable(state: &AppState, target: &Target, patch: &Map<String, Value>) -
                 auth: Some(patch.clone()),
                 ..KindOptions::default()
             };
-            let service = attach(state, &target.project, "auth", None, None, &options).await?;
-            wait_settled(state, &service.id).await?;
+            let service = attach(
+                state.control(),
+                &target.project,
+                "auth",
+                None,
+                None,
+                &options,
+            )
+            .await?;
+            wait_settled(state.control(), &service.id).await?;
         }
         Some(service) => {
             let mut patch = patch.clone();
@@ -245,7 +253,7 @@ async fn enable(state: &AppState, target: &Target, patch: &Map<String, Value>) -
             configure(state, &service, &patch).await?;
         }
     }
-    state.auth.forget(&target.project.id);
+    state.server().auth.forget(&target.project.id);
     status_view(state, target).await
 }
 
@@ -262,7 +270,7 @@ async fn configure(
         .store()?
         .set_service_config(&service.id, &config.to_stored())
         .await?;
-    state.auth.forget(&service.project_id);
+    state.server().auth.forget(&service.project_id);
     tracing::info!(service = service.id, "auth settings changed");
     Ok(())
 }
@@ -472,7 +480,7 @@ pub async fn rotate_keys(
     store
         .rotate_signing_keys(&binding.id, &kid, &sealed, &jwk)
         .await?;
-    state.auth.forget(&target.project.id);
+    state.server().auth.forget(&target.project.id);
     let keys = store.signing_keys(&binding.id, 1e9).await?;
     tracing::info!(
         binding = binding.id,

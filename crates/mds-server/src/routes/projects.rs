@@ -1,80 +1,24 @@
 //! Projects: create (with `production` and `staging`), get, list, update,
 //! delete. Projects are named by id or slug.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use mds_api_types::{CreateProject, Project, UpdateProject};
+use mds_api_types::{CreateProject, UpdateProject};
 use mds_core::ids::IdKind;
 use mds_core::names::{self, MAX_DESCRIPTION, MAX_PROJECT_NAME};
 use mds_core::tenancy::{DEFAULT_WORKSPACE_ID, PRODUCTION, STAGING};
-use mds_store::{NewEnvironment, NewProject, ProjectPatch, ProjectRow, Store, StoreError};
+use mds_store::{NewEnvironment, NewProject, ProjectPatch, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::environments::environment_view;
 use super::{data, deleted, list as list_response};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, Paging, PathParams, QueryParams};
 use crate::state::AppState;
-
-pub fn project_view(row: &ProjectRow) -> Project {
-    let attribution = serde_json::from_value(row.attribution.clone()).unwrap_or_default();
-    let default_environment_id = row
-        .environments
-        .iter()
-        .find(|e| e.is_default)
-        .map(|e| e.id.clone());
-    Project {
-        id: row.id.clone(),
-        name: row.name.clone(),
-        slug: row.slug.clone(),
-        description: row.description.clone(),
-        tenant_id: row.tenant_id.clone(),
-        workspace_id: row.workspace_id.clone(),
-        metadata: row.metadata.clone(),
-        default_environment_id,
-        environments: row
-            .environments
-            .iter()
-            .cloned()
-            .map(environment_view)
-            .collect(),
-        attribution,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-    }
-}
-
-/// The caller's project named by `reference` (id or slug), or 404.
-pub async fn load_project(
-    store: &Store,
-    principal: &Principal,
-    reference: &str,
-) -> ApiResult<Arc<ProjectRow>> {
-    store
-        .project(&principal.tenant_id, reference)
-        .await?
-        .ok_or_else(|| ApiError::not_found("project", reference))
-}
-
-/// The id of the caller's project named by an optional reference (a
-/// filter or an owner); 404 if it names none.
-pub async fn project_id_of(
-    store: &Store,
-    principal: &Principal,
-    reference: Option<&str>,
-) -> ApiResult<Option<String>> {
-    match reference {
-        Some(reference) => Ok(Some(
-            load_project(store, principal, reference).await?.id.clone(),
-        )),
-        None => Ok(None),
-    }
-}
+use crate::views::project_view;
+use mds_control::projects::load_project;
 
 fn validate_metadata(metadata: Option<Value>) -> ApiResult<Option<Value>> {
     match metadata {
@@ -292,7 +236,7 @@ pub async fn delete(
             "purged data services"
         );
     }
-    super::deployments::remove_project_deployments(&state, &project).await?;
+    state.deployer()?.remove_project(&state, &project).await?;
     if !store
         .delete_project(&principal.tenant_id, &project.id)
         .await?

@@ -7,8 +7,6 @@
 //! (create, resume, or the first command after mds restarted) and kept
 //! until the next boot.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,28 +14,23 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
-use mds_core::env::{resolve_env, Candidate, Layer};
 use mds_core::ids::IdKind;
-use mds_core::names;
 use mds_runtime::sandbox::{Command, Output};
 use mds_store::{NewSandbox, SandboxRow, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use super::env::boot_candidates;
-use super::environments::resolve_environment;
-use super::projects::{load_project, project_id_of};
 use super::{data, ts};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
+use mds_control::projects::{load_project, project_id_of, resolve_environment};
+use mds_control::variables::{check_entry, may_steer_programs, object_entries};
 
 /// The longest command line (the kernel refuses much longer arguments).
 const MAX_COMMAND_BYTES: usize = 64 << 10;
-/// The most a sandbox's own variables (names and values) may hold.
-const MAX_ENV_BYTES: usize = 64 << 10;
 
 /// The longest a command may run.
 const MAX_TIMEOUT_SECS: f64 = 600.0;
@@ -83,66 +76,6 @@ fn view(row: &SandboxRow) -> Value {
     })
 }
 
-fn env_context(id: &str) -> String {
-    format!("sandbox:{id}:env")
-}
-
-/// A sandbox's own variables, opened.
-fn own_env(state: &AppState, row: &SandboxRow) -> ApiResult<BTreeMap<String, String>> {
-    let opened = state
-        .master_key
-        .open(&env_context(&row.id), &row.sealed_env)
-        .map_err(ApiError::internal)?;
-    serde_json::from_slice(&opened).map_err(ApiError::internal)
-}
-
-fn seal_env(state: &AppState, id: &str, env: &BTreeMap<String, String>) -> Vec<u8> {
-    let json = serde_json::to_vec(env).expect("strings serialise");
-    state.master_key.seal(&env_context(id), &json)
-}
-
-/// Variables from a client: names a shell accepts, string values.
-pub(super) fn parse_env(
-    field: &'static str,
-    raw: Option<&Value>,
-) -> ApiResult<BTreeMap<String, String>> {
-    let mut env = BTreeMap::new();
-    let Some(raw) = raw.filter(|v| !v.is_null()) else {
-        return Ok(env);
-    };
-    let map = raw
-        .as_object()
-        .ok_or_else(|| ApiError::invalid_field(field, "must be an object of NAME: value"))?;
-    for (name, value) in map {
-        names::validate_variable_name(field, name)?;
-        let value = match value {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            _ => {
-                return Err(ApiError::invalid_field(
-                    field,
-                    format!("{name}: values are strings"),
-                ))
-            }
-        };
-        if value.contains('\0') {
-            return Err(ApiError::invalid_field(
-                field,
-                format!("{name}: values cannot contain NUL"),
-            ));
-        }
-        env.insert(name.clone(), value);
-    }
-    if env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_ENV_BYTES {
-        return Err(ApiError::invalid_field(
-            field,
-            format!("at most {MAX_ENV_BYTES} bytes of names and values"),
-        ));
-    }
-    Ok(env)
-}
-
 /// A sandbox of a project boots with its secrets (binding credentials,
 /// secret variables) and its commands can print them: creating, resuming
 /// or running one needs `env:reveal`, as reading those values does.
@@ -161,42 +94,6 @@ async fn load(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Sa
         .ok_or_else(|| ApiError::not_found("sandbox", id))
 }
 
-/// Resolves what the sandbox's processes get, and keeps it until the
-/// next boot.
-async fn boot(state: &AppState, row: &SandboxRow) -> ApiResult<Arc<Vec<(String, String)>>> {
-    let mut candidates = Vec::new();
-    if let (Some(project_id), Some(environment_id)) = (&row.project_id, &row.environment_id) {
-        let store = state.store()?;
-        let project = store
-            .project(&row.tenant_id, project_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("project", project_id))?;
-        let env = resolve_environment(store, &project, Some(environment_id)).await?;
-        candidates = boot_candidates(state, &project, &env).await?.0;
-    }
-    candidates.push(Candidate::new(
-        Layer::Platform,
-        "mds",
-        "MIOSA_SANDBOX_ID",
-        &row.id,
-        false,
-    ));
-    for (name, value) in own_env(state, row)? {
-        candidates.push(Candidate::new(Layer::Run, "sandbox", &name, &value, false));
-    }
-    let env: Vec<(String, String)> = resolve_env(candidates)
-        .into_iter()
-        .map(|r| (r.winner.name, r.winner.value))
-        .collect();
-    let env = Arc::new(env);
-    state
-        .boots
-        .lock()
-        .expect("never poisoned")
-        .insert(row.id.clone(), env.clone());
-    Ok(env)
-}
-
 /// Boots a sandbox (workspace, variables) and marks it running.
 async fn start(state: &AppState, row: &SandboxRow) -> ApiResult<SandboxRow> {
     let began = std::time::Instant::now();
@@ -206,7 +103,7 @@ async fn start(state: &AppState, row: &SandboxRow) -> ApiResult<SandboxRow> {
         sandboxes
             .prepare(&row.id)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        boot(state, row).await
+        Ok::<_, ApiError>(state.boot_sandbox(row).await?)
     }
     .await;
     let (next, error) = match &booted {
@@ -260,7 +157,7 @@ pub async fn create(
         ));
     }
     let store = state.store()?;
-    let env = parse_env("env", body.env.as_ref())?;
+    let env = object_entries("env", body.env.as_ref())?;
     let metadata = match body.metadata {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(v @ Value::Object(_)) => v,
@@ -324,7 +221,7 @@ pub async fn create(
             environment_id: environment.as_ref().map(|e| e.id.as_str()),
             name: body.name.as_deref(),
             template_id: &template,
-            sealed_env: &seal_env(&state, &id, &env),
+            sealed_env: &state.seal_sandbox_env("env", &id, &env)?,
             metadata: &metadata,
             tags: &tags,
         })
@@ -556,7 +453,7 @@ async fn prepare_exec(
     if cwd.as_deref().is_some_and(|c| c.contains('\0')) {
         return Err(ApiError::invalid_field("cwd", "cannot contain NUL"));
     }
-    let extra = parse_env("env", body.env.as_ref())?;
+    let extra = object_entries("env", body.env.as_ref())?;
     let row = load(state, principal, id).await?;
     require_reveal(principal, row.project_id.as_deref())?;
     match row.state.as_str() {
@@ -589,7 +486,7 @@ async fn prepare_exec(
                 .sandboxes()?
                 .prepare(id)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
-            boot(state, &row).await?
+            state.boot_sandbox(&row).await?
         }
     };
     let mut env: Vec<(String, String)> = booted
@@ -598,7 +495,7 @@ async fn prepare_exec(
         .cloned()
         .collect();
     env.extend(extra);
-    let mounts = super::volumes::mounts(state, id).await?;
+    let mounts = state.sandbox_mounts(id).await?;
     Ok(Prepared {
         row,
         mounts,
@@ -761,12 +658,16 @@ pub async fn resume(
             format!("sandbox {id} was destroyed; create a new one"),
         ));
     }
-    let extra = parse_env("env", body.env.as_ref())?;
+    let extra = object_entries("env", body.env.as_ref())?;
     if !extra.is_empty() {
-        let mut env = own_env(&state, &row)?;
+        let mut env = state.open_sandbox_env(&row.id, &row.sealed_env)?;
         env.extend(extra);
         store
-            .set_sandbox_env(&principal.tenant_id, &id, &seal_env(&state, &id, &env))
+            .set_sandbox_env(
+                &principal.tenant_id,
+                &id,
+                &state.seal_sandbox_env("env", &id, &env)?,
+            )
             .await?;
     }
     let wanted = body.environment.or(body.environment_id).or(body.env_id);
@@ -811,7 +712,8 @@ pub async fn destroy(
 }
 
 fn env_list(state: &AppState, row: &SandboxRow, reveal: bool) -> ApiResult<Value> {
-    let vars: Vec<Value> = own_env(state, row)?
+    let vars: Vec<Value> = state
+        .open_sandbox_env(&row.id, &row.sealed_env)?
         .into_iter()
         .map(|(key, value)| {
             let secret = mds_core::vars::looks_secret(&key);
@@ -863,17 +765,17 @@ pub async fn env_set(
 ) -> ApiResult<Response> {
     principal.require("env:write")?;
     let row = load(&state, &principal, &id).await?;
-    let mut env = own_env(&state, &row)?;
-    for var in body.vars.unwrap_or_default() {
-        names::validate_variable_name("vars", &var.key)?;
-        if var.value.contains('\0') {
-            return Err(ApiError::invalid_field("vars", "values cannot contain NUL"));
-        }
-        env.insert(var.key, var.value);
+    let vars = body.vars.unwrap_or_default();
+    for var in &vars {
+        check_entry("vars", &var.key, &var.value)?;
     }
-    let store = state.store()?;
-    if !store
-        .set_sandbox_env(&principal.tenant_id, &id, &seal_env(&state, &id, &env))
+    may_steer_programs(&principal, vars.iter().map(|v| v.key.as_str()))?;
+    let mut env = state.open_sandbox_env(&row.id, &row.sealed_env)?;
+    env.extend(vars.into_iter().map(|v| (v.key, v.value)));
+    let sealed = state.seal_sandbox_env("vars", &id, &env)?;
+    if !state
+        .store()?
+        .set_sandbox_env(&principal.tenant_id, &id, &sealed)
         .await?
     {
         return Err(ApiError::conflict(
@@ -899,7 +801,7 @@ pub async fn env_delete(
 ) -> ApiResult<Response> {
     principal.require("env:write")?;
     let row = load(&state, &principal, &path.id).await?;
-    let mut env = own_env(&state, &row)?;
+    let mut env = state.open_sandbox_env(&row.id, &row.sealed_env)?;
     if env.remove(&path.key).is_none() {
         return Err(ApiError::not_found("variable", &path.key));
     }
@@ -908,7 +810,7 @@ pub async fn env_delete(
         .set_sandbox_env(
             &principal.tenant_id,
             &path.id,
-            &seal_env(&state, &path.id, &env),
+            &state.seal_sandbox_env("env", &path.id, &env)?,
         )
         .await?;
     Ok(super::deleted(&path.key))

@@ -8,21 +8,21 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use mds_api_types::SetVariables;
-use mds_core::env::{expand_references, BadReference, Reference};
+use mds_control::attach::{attach, remove_service, KindOptions};
+use mds_control::projects::{load_project, resolve_environment};
+use mds_control::references::{draw_secrets, resolved_exposed};
+use mds_control::variables;
 use mds_core::vars;
 use mds_store::{DataServiceRow, EnvironmentRow, ProjectRow, VariableScope};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::data_services::{attach, binding_view, remove_service};
-use super::environments::resolve_environment;
-use super::projects::load_project;
-use super::variables::{list_for, open_variable, parse_input, write_variables, EnvQuery};
 use super::{data, deleted};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JsonBody, PathParams, QueryParams};
+use crate::extract::{EnvQuery, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
+use crate::views::{binding_view, service_view, variables_list};
 
 #[derive(Deserialize, Default)]
 pub struct CreateService {
@@ -41,7 +41,7 @@ async fn service_json(
     service: &DataServiceRow,
 ) -> ApiResult<Value> {
     let bindings = state.store()?.bindings(&service.id).await?;
-    let view = super::data_services::service_view(&principal.tenant_id, service, &bindings);
+    let view = service_view(&principal.tenant_id, service, &bindings);
     Ok(json!({
         "id": service.id,
         "project_id": service.project_id,
@@ -103,12 +103,12 @@ pub async fn create(
         .or(body.environment);
     let project = load_project(state.store()?, &principal, &project).await?;
     let service = attach(
-        &state,
+        state.control(),
         &project,
         kind,
         Some(name),
         environment.as_deref(),
-        &super::data_services::KindOptions::default(),
+        &KindOptions::default(),
     )
     .await?;
     Ok(data(
@@ -166,7 +166,7 @@ async fn environment(
     query: &EnvQuery,
 ) -> ApiResult<EnvironmentRow> {
     let reference = query.environment().or(service.environment_id.as_deref());
-    resolve_environment(state.store()?, project, reference).await
+    Ok(resolve_environment(state.store()?, project, reference).await?)
 }
 
 pub async fn get(
@@ -190,168 +190,8 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
     let (service, _) = load(&state, &principal, &id).await?;
-    remove_service(&state, &service).await?;
+    remove_service(state.control(), &service).await?;
     Ok(deleted(&service.id))
-}
-
-/// A variable a data service exposes to references and boots.
-#[derive(Clone)]
-struct Exposed {
-    name: String,
-    value: String,
-    secret: bool,
-    /// "Postgres (binding)" or "Postgres (variable)".
-    origin: String,
-}
-
-/// What a data service exposes in an environment: its binding's variables
-/// (unprefixed: `${{Postgres.DATABASE_URL}}`), then its own variables.
-async fn exposed(
-    state: &AppState,
-    project: &ProjectRow,
-    service: &DataServiceRow,
-    env: &EnvironmentRow,
-    depth: u8,
-) -> ApiResult<Vec<Exposed>> {
-    let store = state.store()?;
-    let mut out = Vec::new();
-    if let Some(binding) = store
-        .bindings(&service.id)
-        .await?
-        .into_iter()
-        .find(|b| b.environment_id == env.id && b.state == "running")
-    {
-        let unprefixed = DataServiceRow {
-            env_prefix: String::new(),
-            ..service.clone()
-        };
-        for (name, value, secret) in state
-            .reconciler()?
-            .binding_variables(&unprefixed, &binding)
-            .map_err(ApiError::internal)?
-        {
-            out.push(Exposed {
-                name,
-                value,
-                secret,
-                origin: format!("{} (binding)", service.name),
-            });
-        }
-    }
-    let scope = VariableScope::Service {
-        service_id: &service.id,
-        environment_id: &env.id,
-    };
-    let own: Vec<(String, String, bool)> = store
-        .variables(scope)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok((
-                row.name.clone(),
-                open_variable(state, scope, row)?.to_string(),
-                row.is_secret,
-            ))
-        })
-        .collect::<ApiResult<_>>()?;
-    for (name, raw, secret) in &own {
-        let value = if depth == 0 {
-            raw.clone()
-        } else {
-            expand(state, project, env, raw, &own, depth - 1).await?
-        };
-        out.push(Exposed {
-            name: name.clone(),
-            value,
-            secret: *secret,
-            origin: format!("{} (variable)", service.name),
-        });
-    }
-    Ok(out)
-}
-
-/// Resolves the references in `raw`; unknown targets resolve to "".
-async fn expand(
-    state: &AppState,
-    project: &ProjectRow,
-    env: &EnvironmentRow,
-    raw: &str,
-    own: &[(String, String, bool)],
-    depth: u8,
-) -> ApiResult<String> {
-    if !raw.contains("${{") {
-        return Ok(raw.to_string());
-    }
-    // Gather what the references need first (lookups are async), then
-    // substitute with the pure expander.
-    let mut wanted_services = Vec::new();
-    let _ = expand_references(raw, |r| {
-        if let Reference::Service(name, _) = r {
-            wanted_services.push(name.to_string());
-        }
-        Ok(String::new())
-    });
-    let store = state.store()?;
-    let services = store.data_services(&project.id).await?;
-    let mut exposed_by: Vec<(String, Vec<Exposed>)> = Vec::new();
-    for wanted in wanted_services {
-        if let Some(target) = services
-            .iter()
-            .find(|s| s.name.eq_ignore_ascii_case(&wanted) || s.id == wanted)
-        {
-            let vars = Box::pin(exposed(state, project, target, env, depth)).await?;
-            exposed_by.push((wanted, vars));
-        }
-    }
-    let shared_scope = VariableScope::Shared {
-        environment_id: &env.id,
-    };
-    let shared: Vec<(String, String)> = store
-        .variables(shared_scope)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok((
-                row.name.clone(),
-                open_variable(state, shared_scope, row)?.to_string(),
-            ))
-        })
-        .collect::<ApiResult<_>>()?;
-    expand_references(raw, |r| {
-        Ok(match r {
-            Reference::Shared(name) => shared
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default(),
-            Reference::Service(service, name) => exposed_by
-                .iter()
-                .find(|(s, _)| s == service)
-                .and_then(|(_, vars)| vars.iter().find(|v| v.name == *name))
-                .map(|v| v.value.clone())
-                .unwrap_or_default(),
-            Reference::Own(name) => own
-                .iter()
-                .find(|(n, _, _)| n == name)
-                .map(|(_, v, _)| v.clone())
-                .unwrap_or_default(),
-            Reference::Secret(_) => String::new(),
-        })
-    })
-    .map_err(|e| ApiError::invalid_field("variables", e.to_string()))
-}
-
-/// Draws each `${{secret(N)}}` now (it is stored as drawn) and checks the
-/// shape of every other reference, which stays for boot time.
-fn draw_secrets(value: &str) -> Result<String, BadReference> {
-    expand_references(value, |r| {
-        Ok(match r {
-            Reference::Secret(n) => mds_crypto::random_password(*n).to_string(),
-            Reference::Shared(name) => format!("${{{{shared.{name}}}}}"),
-            Reference::Service(service, name) => format!("${{{{{service}.{name}}}}}"),
-            Reference::Own(name) => format!("${{{{{name}}}}}"),
-        })
-    })
 }
 
 pub async fn variables(
@@ -367,7 +207,7 @@ pub async fn variables(
         service_id: &service.id,
         environment_id: &env.id,
     };
-    list_for(&state, scope, &env, false).await
+    variables_list(&state, scope, &env, false).await
 }
 
 pub async fn set_variables(
@@ -378,10 +218,10 @@ pub async fn set_variables(
     JsonBody(body): JsonBody<SetVariables>,
 ) -> ApiResult<Response> {
     principal.require("env:write")?;
-    let mut entries = parse_input(body.variables)?;
-    for (name, value, _) in entries.iter_mut() {
-        *value = draw_secrets(value)
-            .map_err(|e| ApiError::invalid_field("variables", format!("{name}: {e}")))?;
+    let mut entries = variables::entries(body.variables)?;
+    for entry in entries.iter_mut() {
+        entry.value = draw_secrets(&entry.value)
+            .map_err(|e| ApiError::invalid_field("variables", format!("{}: {e}", entry.name)))?;
     }
     let (service, project) = load(&state, &principal, &id).await?;
     let target = query
@@ -399,8 +239,8 @@ pub async fn set_variables(
         service_id: &service.id,
         environment_id: &env.id,
     };
-    write_variables(&state, &principal, scope, entries).await?;
-    list_for(&state, scope, &env, false).await
+    state.write_variables(&principal, scope, entries).await?;
+    variables_list(&state, scope, &env, false).await
 }
 
 pub async fn delete_variables(
@@ -434,7 +274,7 @@ pub async fn effective(
     principal.require("env:read")?;
     let (service, project) = load(&state, &principal, &id).await?;
     let env = environment(&state, &project, &service, &query).await?;
-    let vars_out: Vec<Value> = resolved_exposed(&state, &project, &service, &env)
+    let vars_out: Vec<Value> = resolved_exposed(state.control(), &project, &service, &env)
         .await?
         .into_iter()
         .map(|v| {
@@ -452,21 +292,6 @@ pub async fn effective(
     ))
 }
 
-/// [`exposed`] by name, later entries (own variables) winning over earlier
-/// ones (the binding's).
-async fn resolved_exposed(
-    state: &AppState,
-    project: &ProjectRow,
-    service: &DataServiceRow,
-    env: &EnvironmentRow,
-) -> ApiResult<Vec<Exposed>> {
-    let mut merged: std::collections::BTreeMap<String, Exposed> = Default::default();
-    for var in exposed(state, project, service, env, 3).await? {
-        merged.insert(var.name.clone(), var);
-    }
-    Ok(merged.into_values().collect())
-}
-
 pub async fn reveal(
     State(state): State<AppState>,
     principal: Principal,
@@ -476,7 +301,7 @@ pub async fn reveal(
     principal.require("env:reveal")?;
     let (service, project) = load(&state, &principal, &id).await?;
     let env = environment(&state, &project, &service, &query).await?;
-    let var = resolved_exposed(&state, &project, &service, &env)
+    let var = resolved_exposed(state.control(), &project, &service, &env)
         .await?
         .into_iter()
         .find(|v| v.name == name)
@@ -498,7 +323,7 @@ pub async fn connection(
     principal.require("env:reveal")?;
     let (service, project) = load(&state, &principal, &id).await?;
     let env = environment(&state, &project, &service, &query).await?;
-    let vars = resolved_exposed(&state, &project, &service, &env).await?;
+    let vars = resolved_exposed(state.control(), &project, &service, &env).await?;
     let get = |n: &str| vars.iter().find(|v| v.name == n).map(|v| v.value.clone());
     let Some(url) = get("DATABASE_URL") else {
         return Err(ApiError::conflict(
@@ -525,31 +350,4 @@ pub async fn connection(
             "password": get("PGPASSWORD"),
         }),
     ))
-}
-
-/// The own variables of `service` in `env`, references resolved, as the
-/// service layer of a boot.
-pub async fn service_layer(
-    state: &AppState,
-    project: &ProjectRow,
-    service: &DataServiceRow,
-    env: &EnvironmentRow,
-) -> ApiResult<Vec<(String, String, bool)>> {
-    let scope = VariableScope::Service {
-        service_id: &service.id,
-        environment_id: &env.id,
-    };
-    let own_names: Vec<String> = state
-        .store()?
-        .variables(scope)
-        .await?
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
-    Ok(resolved_exposed(state, project, service, env)
-        .await?
-        .into_iter()
-        .filter(|v| own_names.contains(&v.name))
-        .map(|v| (v.name, v.value, v.secret))
-        .collect())
 }

@@ -20,12 +20,12 @@ use mds_store::ObjectRow;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::projects::load_project;
 use super::{data, deleted};
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
+use mds_control::projects::load_project;
 
 /// S3's most keys per list call.
 const MAX_KEYS: i64 = 1000;
@@ -277,7 +277,7 @@ async fn authorize_object(
 ) -> ApiResult<()> {
     if headers.contains_key(header::AUTHORIZATION) {
         let principal = auth::principal_from_headers(state, headers).await?;
-        return principal.require(scope);
+        return Ok(principal.require(scope)?);
     }
     if let (Some(expires), Some(signature)) = (&query.expires, &query.signature) {
         let expires: i64 = expires

@@ -9,17 +9,17 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::SecondsFormat;
 use mds_core::ids::IdKind;
-use mds_runtime::jail::{check_mount_path, Mount};
+use mds_runtime::jail::check_mount_path;
 use mds_store::{AttachError, AttachmentRow, NewVolume, StoreError, VolumeRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::data;
-use super::projects::project_id_of;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
+use mds_control::projects::project_id_of;
 
 const GIB: i64 = 1 << 30;
 /// The largest volume, as the MIOSA docs have it.
@@ -486,22 +486,4 @@ pub async fn detach(
     // so the next holder is the only writer.
     state.sandboxes()?.kill_all(&sandbox.id);
     Ok(super::deleted(&path.attachment))
-}
-
-/// What a sandbox's commands mount: its live attachments. Read at each
-/// command, so a lease that ended (detach, or another holder since) is
-/// never mounted.
-pub async fn mounts(state: &AppState, sandbox_id: &str) -> ApiResult<Vec<Mount>> {
-    let volumes = state.volumes()?;
-    Ok(state
-        .store()?
-        .holder_attachments(sandbox_id)
-        .await?
-        .into_iter()
-        .map(|a| Mount {
-            host: volumes.data_path(&a.volume_id),
-            inside: a.mount_path,
-            writable: true,
-        })
-        .collect())
 }

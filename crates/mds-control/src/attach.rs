@@ -1,0 +1,254 @@
+//! Attaching and detaching data services: the one path every API takes
+//! (the native `/projects/{p}/data-services`, MIOSA `/databases` and
+//! `/services`, auth's enable, a deployment's database).
+//!
+//! Attaching writes the desired state (the service and a binding per
+//! environment) in one transaction and wakes the reconciler; the bindings
+//! turn `running` once a real login with their own credentials works.
+
+use std::time::Duration;
+
+use mds_core::ids::IdKind;
+use mds_core::names;
+use mds_store::{DataServiceRow, NewDataService, ProjectRow, StoreError};
+use serde_json::json;
+
+use crate::projects::resolve_environment;
+use crate::{Caller, Control, ControlError, ControlResult};
+
+/// Kinds that can be attached today.
+pub const KINDS: &[&str] = &["postgres", "redis", "storage", "auth", "volume"];
+const WAIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// Attaches a data service of `kind` to `project`: the one path every API
+/// takes.
+pub async fn attach(
+    control: &Control,
+    project: &ProjectRow,
+    kind: &str,
+    name: Option<String>,
+    environment: Option<&str>,
+    options: &KindOptions,
+) -> ControlResult<DataServiceRow> {
+    let config = kind_config(control, kind, options)?;
+    let store = control.store()?;
+    let reconciler = control.reconciler()?;
+    if let Some(name) = &name {
+        names::validate_service_name("name", name)?;
+    }
+    let scope = match environment {
+        Some(reference) => Some(resolve_environment(store, project, Some(reference)).await?),
+        None => None,
+    };
+    let existing = store.data_services(&project.id).await?;
+    let first_of_kind = !existing.iter().any(|s| s.kind == kind);
+    if kind == "auth" && !first_of_kind {
+        return Err(ControlError::conflict(
+            "AUTH_ALREADY_ENABLED",
+            "this project already has auth (one per project, with users per environment); \
+             change its settings with PATCH /projects/{id}/auth",
+        ));
+    }
+    let (name, env_prefix) = match (name, first_of_kind) {
+        (name, true) => (name.unwrap_or_else(|| kind.to_string()), String::new()),
+        (Some(name), false) => {
+            let prefix = names::env_prefix(&name);
+            (name, prefix)
+        }
+        (None, false) => {
+            return Err(ControlError::conflict(
+                "DATA_SERVICE_NAME_REQUIRED",
+                format!(
+                    "this project already has a {kind} service, which injects the standard \
+                     names; give this one a name (for example \"analytics\") and it injects \
+                     prefixed ones (ANALYTICS_...)"
+                ),
+            )
+            .with_details(json!({ "field": "name" })))
+        }
+    };
+    let environments: Vec<_> = match &scope {
+        Some(env) => vec![env.clone()],
+        None => project.environments.clone(),
+    };
+    let service_part = (!env_prefix.is_empty()).then_some(name.as_str());
+    let bindings: Vec<_> = environments
+        .iter()
+        .map(|env| reconciler.new_binding(&project.slug, &env.id, &env.slug, service_part))
+        .collect();
+    let new = NewDataService {
+        id: IdKind::DataService.mint(),
+        project_id: project.id.clone(),
+        kind: kind.to_string(),
+        name: name.clone(),
+        env_prefix,
+        environment_id: scope.map(|e| e.id),
+        config,
+    };
+    let row = match store.create_data_service(&new, &bindings).await {
+        Ok(row) => row,
+        Err(StoreError::Conflict { constraint }) => {
+            let (code, message) = match constraint.as_str() {
+                "data_services_name_key" => (
+                    "DATA_SERVICE_NAME_TAKEN",
+                    format!("this project already has a data service named {name:?}"),
+                ),
+                "data_services_prefix_key" => (
+                    "DATA_SERVICE_NAME_TAKEN",
+                    format!("another {kind} service of this project injects the same names"),
+                ),
+                _ => (
+                    "CONFLICT",
+                    "the engine-side name is taken; retry".to_string(),
+                ),
+            };
+            return Err(
+                ControlError::conflict(code, message).with_details(json!({ "field": "name" }))
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(
+        service = row.id,
+        project = project.id,
+        kind,
+        "attached a data service"
+    );
+    reconciler.wake();
+    Ok(row)
+}
+
+/// Waits until every binding settles: reaches its desired state, or keeps
+/// failing (a first error is often a race that the retry clears).
+pub async fn wait_settled(control: &Control, service_id: &str) -> ControlResult<()> {
+    let store = control.store()?;
+    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+    loop {
+        let bindings = store.bindings(service_id).await?;
+        if bindings
+            .iter()
+            .all(|b| b.state == b.desired || b.state == "error")
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The caller's service `id`, or not found.
+pub async fn load_service(
+    control: &Control,
+    caller: &Caller,
+    id: &str,
+) -> ControlResult<DataServiceRow> {
+    control
+        .store()?
+        .data_service(&caller.tenant_id, id)
+        .await?
+        .ok_or_else(|| ControlError::not_found("data service", id))
+}
+
+/// Settings some kinds take at attach.
+#[derive(Default)]
+pub struct KindOptions {
+    pub maxmemory: Option<String>,
+    pub eviction: Option<String>,
+    /// Auth settings (`allow_signups`, `token_expiry_sec`, ...).
+    pub auth: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A service's engine settings, validated (each bad one names its field).
+fn kind_config(
+    control: &Control,
+    kind: &str,
+    options: &KindOptions,
+) -> ControlResult<serde_json::Value> {
+    match kind {
+        "redis" => {
+            let maxmemory = match &options.maxmemory {
+                None => mds_provision::DEFAULT_REDIS_MEMORY,
+                Some(text) => mds_engines::parse_memory(text).ok_or_else(|| {
+                    ControlError::invalid(
+                        "maxmemory",
+                        format!("{text:?} is not a size of at least 1mb (like 256mb or 1gb)"),
+                    )
+                })?,
+            };
+            let eviction = options.eviction.as_deref().unwrap_or("noeviction");
+            if !mds_engines::EVICTION_POLICIES.contains(&eviction) {
+                return Err(ControlError::invalid(
+                    "eviction",
+                    format!(
+                        "{eviction:?} is not an eviction policy; use one of {}",
+                        mds_engines::EVICTION_POLICIES.join(", ")
+                    ),
+                ));
+            }
+            Ok(json!({ "maxmemory_bytes": maxmemory, "eviction": eviction, "engine_version": "7" }))
+        }
+        _ => {
+            for (field, given) in [
+                ("maxmemory", &options.maxmemory),
+                ("eviction", &options.eviction),
+            ] {
+                if given.is_some() {
+                    return Err(ControlError::invalid(
+                        field,
+                        format!("applies to redis, not {kind}"),
+                    ));
+                }
+            }
+            Ok(match kind {
+                "storage" | "volume" => json!({}),
+                "auth" => {
+                    let mut config = mds_auth::AuthConfig::default();
+                    if let Some(patch) = &options.auth {
+                        config
+                            .apply(patch)
+                            .map_err(|e| ControlError::invalid(e.field, e.message))?;
+                    }
+                    config.to_stored()
+                }
+                _ => json!({ "engine_version": control.engine_version() }),
+            })
+        }
+    }
+}
+
+pub fn kind_of(raw: &str) -> ControlResult<&'static str> {
+    match raw.to_ascii_lowercase().as_str() {
+        "postgres" | "postgresql" | "pg" => Ok("postgres"),
+        "redis" => Ok("redis"),
+        "storage" | "s3" | "bucket" => Ok("storage"),
+        "auth" => Ok("auth"),
+        "volume" | "volumes" => Ok("volume"),
+        "mysql" | "mongodb" => Err(ControlError::invalid(
+            "type",
+            format!(
+                "{raw:?} cannot be attached yet; available: {}",
+                KINDS.join(", ")
+            ),
+        )),
+        _ => Err(ControlError::invalid(
+            "type",
+            format!(
+                "unknown data-service type {raw:?}; available: {}",
+                KINDS.join(", ")
+            ),
+        )),
+    }
+}
+
+/// Asks for a data service's data to be deleted (the caller confirmed).
+pub async fn remove_service(control: &Control, service: &DataServiceRow) -> ControlResult<()> {
+    control
+        .store()?
+        .set_service_desired(&service.id, "deleted")
+        .await?;
+    tracing::info!(service = service.id, "deleting a data service, as asked");
+    control.reconciler()?.wake();
+    Ok(())
+}

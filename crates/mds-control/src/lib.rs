@@ -1,0 +1,140 @@
+//! The control layer: the domain operations of mds, between the HTTP
+//! routes (`mds-server`) and the engines, the store and the runtime.
+//!
+//! It owns what more than one surface needs: resolving a project and
+//! environment ([`projects`]), the variable store with its sealing
+//! contexts and its one validator ([`variables`]), and the one boot-env
+//! assembler ([`boot`]) behind `GET /env`, sandboxes and runtime
+//! instances. It knows no HTTP: errors are [`ControlError`]s, which the
+//! server maps to statuses and MIOSA codes in one place.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use mds_crypto::MasterKey;
+use mds_engines::PostgresEngine;
+use mds_provision::Reconciler;
+use mds_runtime::sandbox::Sandboxes;
+use mds_runtime::volume::Volumes;
+use mds_storage::Storage;
+use mds_store::Store;
+
+pub mod attach;
+pub mod boot;
+mod caller;
+mod error;
+pub mod projects;
+pub mod references;
+mod sandboxes;
+pub mod variables;
+
+pub use caller::Caller;
+pub use error::{ControlError, ControlResult};
+
+/// The variables a sandbox booted with: (name, value), sorted by name.
+pub type BootEnv = Arc<Vec<(String, String)>>;
+
+/// The platform's parts, shared by every request and background task.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Control(Arc<Shared>);
+
+pub struct Shared {
+    pub master_key: Arc<MasterKey>,
+    /// Set once the engine is up and migrations are applied.
+    store: OnceLock<Store>,
+    engine: OnceLock<PostgresEngine>,
+    reconciler: OnceLock<Reconciler>,
+    storage: OnceLock<Storage>,
+    engine_version: OnceLock<String>,
+    sandboxes: OnceLock<Sandboxes>,
+    volumes: OnceLock<Volumes>,
+    /// The environment each running sandbox booted with, by id: what its
+    /// commands get until its next boot.
+    pub boots: Mutex<HashMap<String, BootEnv>>,
+}
+
+impl std::ops::Deref for Control {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl Control {
+    pub fn new(master_key: MasterKey) -> Self {
+        Self(Arc::new(Shared {
+            master_key: Arc::new(master_key),
+            store: OnceLock::new(),
+            engine: OnceLock::new(),
+            reconciler: OnceLock::new(),
+            storage: OnceLock::new(),
+            engine_version: OnceLock::new(),
+            sandboxes: OnceLock::new(),
+            volumes: OnceLock::new(),
+            boots: Mutex::default(),
+        }))
+    }
+
+    /// Marks the platform ready: from now on the API serves.
+    pub fn set_ready(
+        &self,
+        engine: PostgresEngine,
+        engine_version: String,
+        store: Store,
+        reconciler: Reconciler,
+        storage: Storage,
+    ) {
+        let _ = self.storage.set(storage);
+        let _ = self.engine.set(engine);
+        let _ = self.engine_version.set(engine_version);
+        let _ = self.reconciler.set(reconciler);
+        let _ = self.store.set(store);
+    }
+
+    pub fn set_sandboxes(&self, sandboxes: Sandboxes) {
+        let _ = self.sandboxes.set(sandboxes);
+    }
+
+    pub fn set_volumes(&self, volumes: Volumes) {
+        let _ = self.volumes.set(volumes);
+    }
+
+    pub fn store(&self) -> ControlResult<&Store> {
+        self.store.get().ok_or_else(ControlError::starting)
+    }
+
+    pub fn reconciler(&self) -> ControlResult<&Reconciler> {
+        self.reconciler.get().ok_or_else(ControlError::starting)
+    }
+
+    pub fn storage(&self) -> ControlResult<&Storage> {
+        self.storage.get().ok_or_else(ControlError::starting)
+    }
+
+    pub fn sandboxes(&self) -> ControlResult<&Sandboxes> {
+        self.sandboxes.get().ok_or_else(ControlError::starting)
+    }
+
+    pub fn volumes(&self) -> ControlResult<&Volumes> {
+        self.volumes.get().ok_or_else(ControlError::starting)
+    }
+
+    pub fn engine(&self) -> Option<&PostgresEngine> {
+        self.engine.get()
+    }
+
+    /// The Postgres engine's major version ("15").
+    pub fn engine_version(&self) -> String {
+        self.engine_version.get().cloned().unwrap_or_default()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.store.get().is_some()
+    }
+
+    /// Ready, and the database reachable right now.
+    pub fn is_connected(&self) -> bool {
+        self.store.get().is_some_and(Store::is_connected)
+    }
+}

@@ -1,0 +1,150 @@
+//! Rows as the wire shows them: the conversions from `mds_store` rows to
+//! `mds_api_types` views that more than one route answers with.
+
+use axum::response::Response;
+use mds_api_types::{Binding, DataService, Environment, Project, Variable};
+use mds_core::vars;
+use mds_store::{
+    BindingRow, DataServiceRow, EnvironmentRow, ProjectRow, VariableRow, VariableScope,
+};
+use serde_json::json;
+
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+pub fn environment_view(row: EnvironmentRow) -> Environment {
+    Environment {
+        id: row.id,
+        project_id: row.project_id,
+        name: row.name,
+        slug: row.slug,
+        kind: row.kind,
+        is_default: row.is_default,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+pub fn project_view(row: &ProjectRow) -> Project {
+    let attribution = serde_json::from_value(row.attribution.clone()).unwrap_or_default();
+    let default_environment_id = row
+        .environments
+        .iter()
+        .find(|e| e.is_default)
+        .map(|e| e.id.clone());
+    Project {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        slug: row.slug.clone(),
+        description: row.description.clone(),
+        tenant_id: row.tenant_id.clone(),
+        workspace_id: row.workspace_id.clone(),
+        metadata: row.metadata.clone(),
+        default_environment_id,
+        environments: row
+            .environments
+            .iter()
+            .cloned()
+            .map(environment_view)
+            .collect(),
+        attribution,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+pub fn binding_view(row: &BindingRow) -> Binding {
+    Binding {
+        id: row.id.clone(),
+        environment: row.environment_name.clone(),
+        environment_id: row.environment_id.clone(),
+        state: row.state.clone(),
+        desired: row.desired.clone(),
+        last_error: row.last_error.clone(),
+        resource: row.resource_name.clone(),
+        ready_at: row.ready_at,
+    }
+}
+
+/// One state for the whole service, from its bindings'.
+fn aggregate_state(service: &DataServiceRow, bindings: &[BindingRow]) -> &'static str {
+    if service.deleting {
+        "deleting"
+    } else if bindings.iter().any(|b| b.state == "error") {
+        "error"
+    } else if bindings.is_empty() || bindings.iter().any(|b| b.state != b.desired) {
+        "provisioning"
+    } else if bindings.iter().all(|b| b.state == "stopped") {
+        "stopped"
+    } else {
+        "running"
+    }
+}
+
+pub fn service_view(
+    tenant_id: &str,
+    service: &DataServiceRow,
+    bindings: &[BindingRow],
+) -> DataService {
+    let state = aggregate_state(service, bindings);
+    DataService {
+        id: service.id.clone(),
+        project_id: service.project_id.clone(),
+        tenant_id: tenant_id.to_string(),
+        kind: service.kind.clone(),
+        name: service.name.clone(),
+        env_prefix: service.env_prefix.clone(),
+        environment_id: service.environment_id.clone(),
+        state: state.to_string(),
+        bindings: bindings.iter().map(binding_view).collect(),
+        engine: match service.kind.as_str() {
+            "postgres" => "postgresql".to_string(),
+            "storage" => "s3".to_string(),
+            other => other.to_string(),
+        },
+        engine_version: service.config["engine_version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        region: "local".to_string(),
+        connection_test: (state == "running").then(|| json!({ "status": "ok" })),
+        created_at: service.created_at,
+        updated_at: service.updated_at,
+    }
+}
+
+pub fn variable_view(
+    state: &AppState,
+    scope: VariableScope<'_>,
+    env: &EnvironmentRow,
+    row: VariableRow,
+    reveal: bool,
+) -> ApiResult<Variable> {
+    let value = state.open_variable(scope, &row)?;
+    Ok(Variable {
+        preview: vars::preview(&value, row.is_secret),
+        value: reveal.then(|| value.to_string()),
+        name: row.name,
+        is_secret: row.is_secret,
+        environment: env.name.clone(),
+        environment_id: env.id.clone(),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// A scope's variables as a whole list.
+pub async fn variables_list(
+    state: &AppState,
+    scope: VariableScope<'_>,
+    env: &EnvironmentRow,
+    reveal: bool,
+) -> ApiResult<Response> {
+    let rows = state.store()?.variables(scope).await?;
+    let total = rows.len() as u64;
+    let views = rows
+        .into_iter()
+        .map(|row| variable_view(state, scope, env, row, reveal))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(crate::routes::list(views, 1, total.max(1) as u32, total))
+}
