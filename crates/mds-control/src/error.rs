@@ -16,6 +16,9 @@ pub enum ControlError {
         what: &'static str,
         reference: String,
     },
+    /// Not there, with a code of its own (`auth_not_enabled`).
+    #[error("{message}")]
+    Absent { code: &'static str, message: String },
     #[error("environment {reference:?} not found in project {project:?}")]
     EnvironmentNotFound { reference: String, project: String },
     /// A value breaks a rule; names its field.

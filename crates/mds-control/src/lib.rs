@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use mds_auth::mail::Mailer;
 use mds_crypto::MasterKey;
 use mds_engines::PostgresEngine;
 use mds_provision::Reconciler;
@@ -22,8 +23,10 @@ use mds_store::Store;
 pub mod attach;
 pub mod boot;
 mod caller;
+pub mod deployer;
 mod error;
 pub mod projects;
+pub mod realms;
 pub mod references;
 mod sandboxes;
 pub mod variables;
@@ -41,6 +44,8 @@ pub struct Control(Arc<Shared>);
 
 pub struct Shared {
     pub master_key: Arc<MasterKey>,
+    /// The end-user auth API's hasher, mailer and realm cache.
+    pub auth: realms::AuthRuntime,
     /// Set once the engine is up and migrations are applied.
     store: OnceLock<Store>,
     engine: OnceLock<PostgresEngine>,
@@ -49,6 +54,7 @@ pub struct Shared {
     engine_version: OnceLock<String>,
     sandboxes: OnceLock<Sandboxes>,
     volumes: OnceLock<Volumes>,
+    deployer: OnceLock<deployer::Deployer>,
     /// The environment each running sandbox booted with, by id: what its
     /// commands get until its next boot.
     pub boots: Mutex<HashMap<String, BootEnv>>,
@@ -62,9 +68,10 @@ impl std::ops::Deref for Control {
 }
 
 impl Control {
-    pub fn new(master_key: MasterKey) -> Self {
+    pub fn new(master_key: MasterKey, mailer: Mailer) -> Self {
         Self(Arc::new(Shared {
             master_key: Arc::new(master_key),
+            auth: realms::AuthRuntime::new(mailer),
             store: OnceLock::new(),
             engine: OnceLock::new(),
             reconciler: OnceLock::new(),
@@ -72,6 +79,7 @@ impl Control {
             engine_version: OnceLock::new(),
             sandboxes: OnceLock::new(),
             volumes: OnceLock::new(),
+            deployer: OnceLock::new(),
             boots: Mutex::default(),
         }))
     }
@@ -98,6 +106,16 @@ impl Control {
 
     pub fn set_volumes(&self, volumes: Volumes) {
         let _ = self.volumes.set(volumes);
+    }
+
+    pub fn set_deployer(&self, deployer: deployer::Deployer) {
+        let _ = self.deployer.set(deployer);
+    }
+
+    pub fn deployer(&self) -> ControlResult<&deployer::Deployer> {
+        self.deployer
+            .get()
+            .ok_or_else(|| ControlError::unavailable("deployments are starting"))
     }
 
     pub fn store(&self) -> ControlResult<&Store> {

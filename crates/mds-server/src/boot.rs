@@ -573,7 +573,7 @@ async fn open_sandboxes(
     let runner = mds_runtime::sandbox::Sandboxes::new(&instances, user)?;
     let artifacts = mds_runtime::artifact::Artifacts::open(&data_dir.join("releases"))
         .context("opening the release store")?;
-    state.set_deployer(crate::deploy::Deployer::new(
+    state.set_deployer(mds_control::deployer::Deployer::new(
         artifacts,
         runner,
         config.max_release_bytes,
@@ -601,7 +601,7 @@ fn spawn_housekeeping(state: AppState) {
                     match deployer.collect_releases(&state).await {
                         Ok(n) if n > 0 => tracing::info!(n, "collected release artifacts"),
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(error = e.message, "collecting releases"),
+                        Err(e) => tracing::warn!(error = %e, "collecting releases"),
                     }
                 }
             }

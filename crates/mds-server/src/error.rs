@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mds_api_types::{ErrorBody, ErrorEnvelope};
+use mds_control::deployer::DeployError;
 use mds_control::ControlError;
 use mds_core::FieldError;
 use mds_storage::StorageError;
@@ -147,6 +148,9 @@ impl From<ControlError> for ApiError {
         };
         match err {
             ControlError::NotFound { what, reference } => Self::not_found(what, &reference),
+            ControlError::Absent { code, message } => {
+                Self::new(StatusCode::NOT_FOUND, code, message)
+            }
             ControlError::EnvironmentNotFound { reference, project } => {
                 Self::environment_not_found(&reference, &project)
             }
@@ -180,6 +184,12 @@ impl From<ControlError> for ApiError {
             ControlError::Storage(e) => e.into(),
             ControlError::Internal(cause) => Self::internal(cause),
         }
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(err: DeployError) -> Self {
+        ControlError::from(err).into()
     }
 }
 

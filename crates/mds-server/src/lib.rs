@@ -3,12 +3,11 @@
 
 mod auth;
 mod boot;
-mod deploy;
 mod error;
 mod extract;
 mod idempotency;
-mod realm;
 mod request_id;
+mod router;
 mod routes;
 mod s3_keys;
 mod state;

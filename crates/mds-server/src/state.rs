@@ -1,13 +1,16 @@
 //! What every handler shares: the control layer (through `Deref`), and
 //! the parts only the HTTP surface has.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use axum::body::Body;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 use mds_auth::mail::Mailer;
 use mds_control::Control;
 use mds_crypto::MasterKey;
-
-use crate::error::ApiError;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -28,11 +31,10 @@ impl RequestCounts {
 
 /// What only the HTTP surface holds.
 pub struct ServerParts {
-    /// The end-user auth API's hasher, mailer and realm cache.
-    pub auth: crate::realm::AuthRuntime,
     pub max_body_bytes: usize,
     pub requests: RequestCounts,
-    deployer: OnceLock<crate::deploy::Deployer>,
+    /// Pooled connections to runtime instances, for the router.
+    pub proxy: Client<HttpConnector, Body>,
 }
 
 impl std::ops::Deref for AppState {
@@ -45,12 +47,13 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(master_key: MasterKey, max_body_bytes: usize, mailer: Mailer) -> Self {
         Self {
-            control: Control::new(master_key),
+            control: Control::new(master_key, mailer),
             server: Arc::new(ServerParts {
-                auth: crate::realm::AuthRuntime::new(mailer),
                 max_body_bytes,
                 requests: RequestCounts::default(),
-                deployer: OnceLock::new(),
+                proxy: Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(std::time::Duration::from_secs(30))
+                    .build_http(),
             }),
         }
     }
@@ -61,16 +64,5 @@ impl AppState {
 
     pub fn server(&self) -> &ServerParts {
         &self.server
-    }
-
-    pub fn set_deployer(&self, deployer: crate::deploy::Deployer) {
-        let _ = self.server.deployer.set(deployer);
-    }
-
-    pub fn deployer(&self) -> Result<&crate::deploy::Deployer, ApiError> {
-        self.server
-            .deployer
-            .get()
-            .ok_or_else(|| ApiError::unavailable("deployments are starting"))
     }
 }

@@ -25,9 +25,9 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::extract::{parse_json, PathParams, QueryParams};
-use crate::realm::{self, Realm};
 use crate::request_id::current_request_id;
 use crate::state::AppState;
+use mds_control::realms::{self as realm, Realm};
 
 /// One-time email tokens (confirmation, recovery) live this long.
 const ONE_TIME_TOKEN_SECS: f64 = 24.0 * 3600.0;
@@ -535,7 +535,7 @@ async fn signup(state: &AppState, realm: &Realm, addr: &str, body: &Body) -> Aut
         &[("signup-address", addr, realm.config.login_rate_per_ip)],
     )
     .await?;
-    let hash = hashed(state.server().auth.hasher.hash(password).await)?;
+    let hash = hashed(state.auth.hasher.hash(password).await)?;
     let confirm = realm.config.email_confirm_required;
     let store = state.store()?;
     let user = match store
@@ -600,7 +600,7 @@ async fn password_login(
     let user = limited_user(state, realm, "login-address", addr, &email).await?;
     // An unknown email is checked against a decoy hash: same time, no.
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    if !hashed(state.server().auth.hasher.verify(password, hash).await)? {
+    if !hashed(state.auth.hasher.verify(password, hash).await)? {
         return Err(invalid_credentials());
     }
     let user = user.expect("verified against a real hash");
@@ -768,13 +768,13 @@ async fn send_token_mail(
     };
     let body =
         format!("{intro}\n\n{link}\n\nOr use this token: {token}\n\nIt expires in 24 hours.\n");
-    if state.server().auth.mailer.delivers() {
+    if state.auth.mailer.delivers() {
         // In the background: an SMTP server's pace must not tell a caller
         // whether the address has an account.
         let (state, binding, to) = (state.clone(), realm.binding_id.clone(), user.email.clone());
         let withheld = format!("{intro}\n\n(token withheld)\n");
         tokio::spawn(async move {
-            let delivery = match state.server().auth.mailer.send(&to, subject, &body).await {
+            let delivery = match state.auth.mailer.send(&to, subject, &body).await {
                 Ok(()) => "sent".to_string(),
                 Err(e) => {
                     tracing::warn!(realm = binding, error = %e, "could not send auth mail");
@@ -893,9 +893,7 @@ async fn update_user(
                 )],
             )
             .await?;
-            Some(hashed(
-                state.server().auth.hasher.hash(password.clone()).await,
-            )?)
+            Some(hashed(state.auth.hasher.hash(password.clone()).await)?)
         }
         None => None,
     };

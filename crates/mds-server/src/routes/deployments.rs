@@ -723,7 +723,7 @@ async fn publish_version(
     );
     // Each publish may push an old version past retention.
     if let Err(e) = deployer.collect_releases(state).await {
-        tracing::warn!(error = e.message, "collecting releases");
+        tracing::warn!(error = %e, "collecting releases");
     }
     let promote = body.promote.unwrap_or(true);
     if promote {

@@ -331,7 +331,7 @@ pub fn router(state: AppState) -> Router {
         // Outermost: a deployment's host never reaches the API.
         .layer(from_fn_with_state(
             state.clone(),
-            crate::deploy::route_by_host,
+            crate::router::route_by_host,
         ))
         .with_state(state)
 }

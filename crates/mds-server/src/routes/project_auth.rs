@@ -206,7 +206,7 @@ async fn status_view(state: &AppState, target: &Target) -> ApiResult<Value> {
     let reconciler = state.reconciler()?;
     let auth_url = here.map(|b| reconciler.auth_url(&service, b));
     let mut warnings = Vec::new();
-    if config.email_confirm_required && !state.server().auth.mailer.delivers() {
+    if config.email_confirm_required && !state.auth.mailer.delivers() {
         warnings.push(
             "email confirmation needs mail: non-production environments keep it in the sink \
              (mds auth mail); production needs the server started with --smtp-url",
@@ -253,7 +253,7 @@ async fn enable(state: &AppState, target: &Target, patch: &Map<String, Value>) -
             configure(state, &service, &patch).await?;
         }
     }
-    state.server().auth.forget(&target.project.id);
+    state.auth.forget(&target.project.id);
     status_view(state, target).await
 }
 
@@ -270,7 +270,7 @@ async fn configure(
         .store()?
         .set_service_config(&service.id, &config.to_stored())
         .await?;
-    state.server().auth.forget(&service.project_id);
+    state.auth.forget(&service.project_id);
     tracing::info!(service = service.id, "auth settings changed");
     Ok(())
 }
@@ -480,7 +480,7 @@ pub async fn rotate_keys(
     store
         .rotate_signing_keys(&binding.id, &kid, &sealed, &jwk)
         .await?;
-    state.server().auth.forget(&target.project.id);
+    state.auth.forget(&target.project.id);
     let keys = store.signing_keys(&binding.id, 1e9).await?;
     tracing::info!(
         binding = binding.id,

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use mds_auth::jwt::{self, Signer, VerifyKeys};
 use mds_auth::mail::Mailer;
 use mds_auth::password::Hasher;
@@ -20,8 +19,7 @@ use p256::ecdsa::{SigningKey, VerifyingKey};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::{Control, ControlError, ControlResult};
 
 const REALM_TTL: Duration = Duration::from_secs(2);
 
@@ -99,19 +97,21 @@ impl AuthRuntime {
     }
 }
 
-fn not_enabled() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "auth_not_enabled",
-        "auth is not enabled for this project environment",
-    )
+fn not_enabled() -> ControlError {
+    ControlError::Absent {
+        code: "auth_not_enabled",
+        message: "auth is not enabled for this project environment".to_string(),
+    }
 }
 
 /// The realm at `project`/`environment` (environment id or slug).
-pub async fn load(state: &AppState, project: &str, environment: &str) -> ApiResult<Arc<Realm>> {
+pub async fn load(
+    control: &Control,
+    project: &str,
+    environment: &str,
+) -> ControlResult<Arc<Realm>> {
     let key = (project.to_string(), environment.to_string());
-    if let Some((at, realm)) = state
-        .server()
+    if let Some((at, realm)) = control
         .auth
         .realms
         .lock()
@@ -122,8 +122,8 @@ pub async fn load(state: &AppState, project: &str, environment: &str) -> ApiResu
             return Ok(realm.clone());
         }
     }
-    let store = state.store()?;
-    let reconciler = state.reconciler()?;
+    let store = control.store()?;
+    let reconciler = control.reconciler()?;
     let (service, binding, project_slug) = store
         .auth_binding(project, environment)
         .await?
@@ -133,7 +133,7 @@ pub async fn load(state: &AppState, project: &str, environment: &str) -> ApiResu
         return Err(not_enabled());
     }
     if binding.state != "running" {
-        return Err(ApiError::unavailable(
+        return Err(ControlError::unavailable(
             "auth for this environment is being set up; retry shortly",
         ));
     }
@@ -144,15 +144,16 @@ pub async fn load(state: &AppState, project: &str, environment: &str) -> ApiResu
     let mut active = None;
     let mut published = Vec::new();
     for key in keys {
-        let private = state
+        let private = control
             .master_key
             .open(
                 &Reconciler::signing_key_context(&key.kid),
                 &key.sealed_private,
             )
-            .map_err(ApiError::internal)?;
-        let signing = jwt::signing_key(&private)
-            .ok_or_else(|| ApiError::internal(format!("signing key {} is malformed", key.kid)))?;
+            .map_err(ControlError::internal)?;
+        let signing = jwt::signing_key(&private).ok_or_else(|| {
+            ControlError::internal(format!("signing key {} is malformed", key.kid))
+        })?;
         es256.push((key.kid.clone(), *signing.verifying_key()));
         published.push(key.public_jwk.clone());
         if key.state == "active" {
@@ -171,8 +172,7 @@ pub async fn load(state: &AppState, project: &str, environment: &str) -> ApiResu
         active,
         jwks: json!({ "keys": published }),
     });
-    state
-        .server()
+    control
         .auth
         .realms
         .lock()

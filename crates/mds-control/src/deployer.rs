@@ -23,32 +23,21 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::StatusCode;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use mds_control::boot::{Place, Target};
 use mds_core::ids::IdKind;
 use mds_core::names;
 use mds_runtime::artifact::{ArtifactError, Artifacts, Stored};
 use mds_runtime::instance::{free_port, probe, LogRing};
 use mds_runtime::jail::Mount;
 use mds_runtime::sandbox::{forward_lines, Output, Sandboxes, Spawn};
-use mds_store::{AttachError, DeploymentRow, EnvironmentRow, ProjectRow, VersionRow};
+use mds_store::{AttachError, DeploymentRow, EnvironmentRow, ProjectRow, StoreError, VersionRow};
 use nix::sys::signal::Signal;
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
-
-mod router;
-use router::deployment_label;
-pub use router::route_by_host;
+use crate::boot::{Place, Target};
+use crate::{Control, ControlError};
 
 /// How long a new instance has to pass its health check, unless the
 /// deployment's `metadata.health_check_grace_sec` says otherwise.
@@ -66,6 +55,69 @@ const DRAIN: Duration = Duration::from_secs(30);
 
 /// (deployment id, environment id)
 type RouteKey = (String, String);
+
+/// What serving a version can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(
+        "version {version_number} did not pass its health check: {reason}; it gets no \
+         traffic and the active version keeps serving"
+    )]
+    HealthCheckFailed {
+        version_number: i32,
+        version_id: String,
+        instance_id: String,
+        reason: String,
+        logs: Vec<String>,
+    },
+    #[error("this version's release artifact is no longer in the release store; publish again")]
+    ArtifactGone { sha256: String },
+    #[error("volume {volume_id} is attached to {holder}; detach it first")]
+    VolumeInUse { volume_id: String, holder: String },
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type DeployResult<T> = Result<T, DeployError>;
+
+impl DeployError {
+    fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::Internal(cause.to_string())
+    }
+}
+
+impl From<StoreError> for DeployError {
+    fn from(e: StoreError) -> Self {
+        Self::Control(e.into())
+    }
+}
+
+impl From<DeployError> for ControlError {
+    fn from(e: DeployError) -> Self {
+        let message = e.to_string();
+        match e {
+            DeployError::HealthCheckFailed {
+                version_id,
+                instance_id,
+                logs,
+                ..
+            } => ControlError::failed("HEALTH_CHECK_FAILED", message).with_details(
+                serde_json::json!({
+                    "version_id": version_id,
+                    "instance_id": instance_id,
+                    "logs": logs,
+                }),
+            ),
+            DeployError::ArtifactGone { sha256 } => ControlError::gone("ARTIFACT_GONE", message)
+                .with_details(serde_json::json!({ "artifact_sha256": sha256 })),
+            DeployError::VolumeInUse { .. } => ControlError::conflict("VOLUME_IN_USE", message),
+            DeployError::Control(e) => e,
+            DeployError::Internal(cause) => ControlError::Internal(cause),
+        }
+    }
+}
 
 /// Where requests for one (deployment, environment) go.
 enum Route {
@@ -132,7 +184,6 @@ pub struct Deployer {
     /// Static releases are unpacked one at a time (two promotes of one
     /// version must not unpack into one directory at once).
     unpacking: tokio::sync::Mutex<()>,
-    client: Client<HttpConnector, Body>,
     /// `:port` after hosts in public URLs.
     url_port: String,
     /// The API's own host label, if `--public-url` is a `*.localhost`
@@ -173,9 +224,6 @@ impl Deployer {
             locks: Mutex::default(),
             unpacked: Mutex::default(),
             unpacking: tokio::sync::Mutex::new(()),
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build_http(),
             url_port: port,
             own_label,
             turn: AtomicUsize::new(0),
@@ -284,11 +332,11 @@ impl Deployer {
     }
 
     /// Unpacks a release into the workspace `id` (made afresh), jailed.
-    async fn unpack(&self, id: &str, sha256: &str) -> ApiResult<()> {
+    async fn unpack(&self, id: &str, sha256: &str) -> DeployResult<()> {
         let _ = self.runner.remove(id).await;
         self.runner
             .prepare(id)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(|e| DeployError::Internal(e.to_string()))?;
         let mut process = self
             .runner
             .spawn(
@@ -311,7 +359,7 @@ impl Deployer {
                     stdin: true,
                 },
             )
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(|e| DeployError::Internal(e.to_string()))?;
         let stdin = process.child.stdin.take().expect("piped");
         let stderr = process.child.stderr.take().expect("piped");
         let errors = tokio::spawn(read_capped(stderr));
@@ -319,12 +367,12 @@ impl Deployer {
         let status = process.child.wait().await;
         match written {
             Err(ArtifactError::Gone(_)) => return Err(artifact_gone(sha256)),
-            Err(e) => return Err(ApiError::internal(e)),
+            Err(e) => return Err(DeployError::internal(e)),
             Ok(()) => {}
         }
         match status {
             Ok(s) if s.success() => Ok(()),
-            other => Err(ApiError::internal(format!(
+            other => Err(DeployError::Internal(format!(
                 "unpacking the release failed ({other:?}): {}",
                 errors.await.unwrap_or_default().trim()
             ))),
@@ -333,7 +381,7 @@ impl Deployer {
 
     /// The files of a static release, unpacked once per run of mds, with
     /// symbolic links removed (the router serves files as mds).
-    async fn static_root(&self, version: &VersionRow) -> ApiResult<PathBuf> {
+    async fn static_root(&self, version: &VersionRow) -> DeployResult<PathBuf> {
         let sha = version.artifact_sha256.as_deref().unwrap_or_default();
         let _one_at_a_time = self.unpacking.lock().await;
         let done = self
@@ -360,9 +408,9 @@ impl Deployer {
                     None,
                 )
                 .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+                .map_err(|e| DeployError::Internal(e.to_string()))?;
             if cleaned.exit_code != 0 {
-                return Err(ApiError::internal(format!(
+                return Err(DeployError::Internal(format!(
                     "cleaning the release: {}",
                     cleaned.stderr
                 )));
@@ -378,8 +426,8 @@ impl Deployer {
     /// Collects the artifacts of versions past retention (and of publishes
     /// cut short an hour ago or more). Their versions stay listed; serving
     /// one again is 410.
-    pub async fn collect_releases(&self, state: &AppState) -> ApiResult<usize> {
-        let retention = state
+    pub async fn collect_releases(&self, control: &Control) -> DeployResult<usize> {
+        let retention = control
             .store()?
             .artifact_retention(self.keep_releases)
             .await?;
@@ -393,8 +441,8 @@ impl Deployer {
             artifacts.collect(&keep, &named, Duration::from_secs(3600))
         })
         .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
+        .map_err(DeployError::internal)?
+        .map_err(DeployError::internal)
     }
 
     /// Removes a static release's files (its deployment is gone).
@@ -413,17 +461,17 @@ impl Deployer {
     /// restore after restart only acts on what is recorded.
     pub async fn serve(
         &self,
-        state: &AppState,
+        control: &Control,
         deployment: &DeploymentRow,
         project: &ProjectRow,
         env: &EnvironmentRow,
         version: &VersionRow,
         record: bool,
-    ) -> ApiResult<()> {
+    ) -> DeployResult<()> {
         let key = (deployment.id.clone(), env.id.clone());
         let lock = self.lock_for(&key);
         let _one_at_a_time = lock.lock().await;
-        let store = state.store()?;
+        let store = control.store()?;
         let sha = version.artifact_sha256.as_deref().unwrap_or_default();
         if !self.artifacts.exists(sha) {
             return Err(artifact_gone(sha));
@@ -446,7 +494,7 @@ impl Deployer {
                 },
             );
             for instance in old {
-                self.stop_later(state, instance);
+                self.stop_later(control, instance);
             }
             return Ok(());
         }
@@ -456,10 +504,10 @@ impl Deployer {
         if follows_volume {
             // One writer per volume: the old instance lets go first.
             for instance in &old {
-                self.stop(state, instance, true).await;
+                self.stop(control, instance, true).await;
             }
         }
-        let started = self.start(state, deployment, project, env, version).await;
+        let started = self.start(control, deployment, project, env, version).await;
         let outcome = match started {
             Ok(live) => {
                 let mut phase = live.phase.subscribe();
@@ -476,21 +524,14 @@ impl Deployer {
                             _ => "it stopped".to_string(),
                         };
                         let tail = live.logs.tail(20);
-                        self.stop(state, &live, false).await;
-                        Err(ApiError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "HEALTH_CHECK_FAILED",
-                            format!(
-                                "version {} did not pass its health check: {reason}; it gets no \
-                                 traffic and the active version keeps serving",
-                                version.version_number
-                            ),
-                        )
-                        .with_details(json!({
-                            "version_id": version.id,
-                            "instance_id": live.id,
-                            "logs": tail,
-                        })))
+                        self.stop(control, &live, false).await;
+                        Err(DeployError::HealthCheckFailed {
+                            version_number: version.version_number,
+                            version_id: version.id.clone(),
+                            instance_id: live.id.clone(),
+                            reason,
+                            logs: tail,
+                        })
                     }
                 }
             }
@@ -500,7 +541,7 @@ impl Deployer {
             Ok(live) => live,
             Err(e) => {
                 if follows_volume && !old.is_empty() {
-                    self.restart_previous(state, deployment, project, env, &old)
+                    self.restart_previous(control, deployment, project, env, &old)
                         .await;
                 }
                 return Err(e);
@@ -511,7 +552,7 @@ impl Deployer {
                 .activate_version(&deployment.id, &env.id, &version.id)
                 .await
             {
-                self.stop(state, &live, false).await;
+                self.stop(control, &live, false).await;
                 return Err(e.into());
             }
         }
@@ -523,7 +564,7 @@ impl Deployer {
         );
         for instance in old {
             if !follows_volume {
-                self.stop_later(state, instance);
+                self.stop_later(control, instance);
             }
         }
         Ok(())
@@ -533,19 +574,22 @@ impl Deployer {
     /// instance was stopped first), brings the old version back.
     async fn restart_previous(
         &self,
-        state: &AppState,
+        control: &Control,
         deployment: &DeploymentRow,
         project: &ProjectRow,
         env: &EnvironmentRow,
         old: &[Arc<Live>],
     ) {
-        let Ok(store) = state.store() else { return };
+        let Ok(store) = control.store() else { return };
         for instance in old {
             let Ok(Some(version)) = store.version(&deployment.id, &instance.version_id).await
             else {
                 continue;
             };
-            if let Ok(live) = self.start(state, deployment, project, env, &version).await {
+            if let Ok(live) = self
+                .start(control, deployment, project, env, &version)
+                .await
+            {
                 let key = (deployment.id.clone(), env.id.clone());
                 self.set_route(
                     &key,
@@ -560,13 +604,13 @@ impl Deployer {
     /// Starts an instance of `version` in `env` and its supervisor.
     async fn start(
         &self,
-        state: &AppState,
+        control: &Control,
         deployment: &DeploymentRow,
         project: &ProjectRow,
         env: &EnvironmentRow,
         version: &VersionRow,
-    ) -> ApiResult<Arc<Live>> {
-        let store = state.store()?;
+    ) -> DeployResult<Arc<Live>> {
+        let store = control.store()?;
         let id = IdKind::Instance.mint();
         store
             .create_instance(
@@ -594,14 +638,14 @@ impl Deployer {
         let prepared = async {
             self.unpack(&id, version.artifact_sha256.as_deref().unwrap_or_default())
                 .await?;
-            self.lease_volumes(state, deployment, env, &id).await
+            self.lease_volumes(control, deployment, env, &id).await
         }
         .await;
         let mounts = match prepared {
             Ok(mounts) => mounts,
             Err(e) => {
                 let _ = store
-                    .set_instance_state(&id, "error", None, Some(&e.message), None)
+                    .set_instance_state(&id, "error", None, Some(&e.to_string()), None)
                     .await;
                 let _ = store.release_holder(&id).await;
                 let _ = self.runner.remove(&id).await;
@@ -617,7 +661,7 @@ impl Deployer {
             .map(|s| Duration::from_secs(s.clamp(1, MAX_GRACE_SECS)))
             .unwrap_or(DEFAULT_GRACE);
         let boot = Boot {
-            state: state.clone(),
+            control: control.clone(),
             project: project.clone(),
             env: env.clone(),
             command: version.runtime_command.clone().unwrap_or_default(),
@@ -635,13 +679,13 @@ impl Deployer {
     /// Takes the leases of the volumes the deployment mounts in `env`.
     async fn lease_volumes(
         &self,
-        state: &AppState,
+        control: &Control,
         deployment: &DeploymentRow,
         env: &EnvironmentRow,
         instance_id: &str,
-    ) -> ApiResult<Vec<Mount>> {
-        let store = state.store()?;
-        let volumes = state.volumes()?;
+    ) -> DeployResult<Vec<Mount>> {
+        let store = control.store()?;
+        let volumes = control.volumes()?;
         let mut mounts = Vec::new();
         for claim in store.volume_claims(&deployment.id, &env.id).await? {
             let Some(volume) = store
@@ -653,7 +697,7 @@ impl Deployer {
             volumes
                 .materialize(&volume.id, &volume.backend, volume.size_bytes as u64)
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(DeployError::internal)?;
             match store
                 .attach_volume(
                     &IdKind::Attachment.mint(),
@@ -670,13 +714,10 @@ impl Deployer {
                     writable: true,
                 }),
                 Err(AttachError::InUse(holder)) => {
-                    return Err(ApiError::conflict(
-                        "VOLUME_IN_USE",
-                        format!(
-                            "volume {} is attached to {} {}; detach it first",
-                            volume.id, holder.holder_kind, holder.holder_id
-                        ),
-                    ))
+                    return Err(DeployError::VolumeInUse {
+                        volume_id: volume.id.clone(),
+                        holder: format!("{} {}", holder.holder_kind, holder.holder_id),
+                    })
                 }
                 Err(AttachError::Store(e)) => return Err(e.into()),
             }
@@ -684,11 +725,11 @@ impl Deployer {
         Ok(mounts)
     }
 
-    fn stop_later(&self, state: &AppState, instance: Arc<Live>) {
-        let state = state.clone();
+    fn stop_later(&self, control: &Control, instance: Arc<Live>) {
+        let control = control.clone();
         tokio::spawn(async move {
-            if let Ok(deployer) = state.deployer() {
-                deployer.stop(&state, &instance, true).await;
+            if let Ok(deployer) = control.deployer() {
+                deployer.stop(&control, &instance, true).await;
             }
         });
     }
@@ -696,7 +737,7 @@ impl Deployer {
     /// Stops an instance: out of the route, its requests finish (when
     /// `drain`), its process ends, its volume leases end, its workspace
     /// goes. Its row stays, `destroyed`.
-    pub async fn stop(&self, state: &AppState, instance: &Arc<Live>, drain: bool) {
+    pub async fn stop(&self, control: &Control, instance: &Arc<Live>, drain: bool) {
         {
             // Under the lock pickers take: a request either was counted
             // before this, or never picks this instance.
@@ -717,7 +758,7 @@ impl Deployer {
             phase.wait_for(|p| matches!(p, Phase::Ended | Phase::Failed(_))),
         )
         .await;
-        if let Ok(store) = state.store() {
+        if let Ok(store) = control.store() {
             let _ = store
                 .set_instance_state(&instance.id, "stopped", None, None, None)
                 .await;
@@ -736,10 +777,10 @@ impl Deployer {
     /// Stops every instance of a deployment and takes it off the air.
     /// Stops a deployment's instances, deletes it with its versions, and
     /// removes its static files. Data services are not touched.
-    pub async fn remove(&self, state: &AppState, row: &DeploymentRow) -> ApiResult<()> {
-        self.stop_deployment(state, &row.id).await;
-        let versions = state.store()?.versions(&row.id, None).await?;
-        state.store()?.delete_deployment(&row.id).await?;
+    pub async fn remove(&self, control: &Control, row: &DeploymentRow) -> DeployResult<()> {
+        self.stop_deployment(control, &row.id).await;
+        let versions = control.store()?.versions(&row.id, None).await?;
+        control.store()?.delete_deployment(&row.id).await?;
         for version in versions {
             self.forget_release(&version.id).await;
         }
@@ -748,13 +789,17 @@ impl Deployer {
     }
 
     /// A project is going: so are its deployments (code, not data).
-    pub async fn remove_project(&self, state: &AppState, project: &ProjectRow) -> ApiResult<()> {
-        for row in state
+    pub async fn remove_project(
+        &self,
+        control: &Control,
+        project: &ProjectRow,
+    ) -> DeployResult<()> {
+        for row in control
             .store()?
             .deployments(&project.tenant_id, Some(&project.id))
             .await?
         {
-            self.remove(state, &row).await?;
+            self.remove(control, &row).await?;
         }
         Ok(())
     }
@@ -762,31 +807,31 @@ impl Deployer {
     /// An environment is going: nothing serves in it any more.
     pub async fn retire_environment(
         &self,
-        state: &AppState,
+        control: &Control,
         environment_id: &str,
-    ) -> ApiResult<()> {
-        state
+    ) -> DeployResult<()> {
+        control
             .store()?
             .deactivate_environment(environment_id)
             .await?;
-        self.stop_environment(state, environment_id).await;
+        self.stop_environment(control, environment_id).await;
         Ok(())
     }
 
-    pub async fn stop_deployment(&self, state: &AppState, deployment_id: &str) {
+    pub async fn stop_deployment(&self, control: &Control, deployment_id: &str) {
         self.drop_routes(|(d, _)| d == deployment_id);
-        self.stop_where(state, |l| l.deployment_id == deployment_id)
+        self.stop_where(control, |l| l.deployment_id == deployment_id)
             .await;
     }
 
     /// Stops every instance in an environment and takes it off the air.
-    pub async fn stop_environment(&self, state: &AppState, environment_id: &str) {
+    pub async fn stop_environment(&self, control: &Control, environment_id: &str) {
         self.drop_routes(|(_, e)| e == environment_id);
-        self.stop_where(state, |l| l.environment_id == environment_id)
+        self.stop_where(control, |l| l.environment_id == environment_id)
             .await;
     }
 
-    async fn stop_where(&self, state: &AppState, which: impl Fn(&Live) -> bool) {
+    async fn stop_where(&self, control: &Control, which: impl Fn(&Live) -> bool) {
         let instances: Vec<Arc<Live>> = self
             .live
             .lock()
@@ -796,7 +841,7 @@ impl Deployer {
             .cloned()
             .collect();
         for instance in instances {
-            self.stop(state, &instance, true).await;
+            self.stop(control, &instance, true).await;
         }
     }
 
@@ -808,8 +853,8 @@ impl Deployer {
 
     /// At start: instances of the last run died with it; every active
     /// version of every deployment that is not stopped is served again.
-    pub async fn restore(&self, state: &AppState) {
-        let Ok(store) = state.store() else { return };
+    pub async fn restore(&self, control: &Control) {
+        let Ok(store) = control.store() else { return };
         match store.retire_last_run().await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::info!(n = ids.len(), "retired the instances of the last run")
@@ -829,21 +874,23 @@ impl Deployer {
                 let deployment = store
                     .deployment_any_tenant(&active.deployment_id)
                     .await?
-                    .ok_or_else(|| ApiError::not_found("deployment", &active.deployment_id))?;
+                    .ok_or_else(|| ControlError::not_found("deployment", &active.deployment_id))?;
                 let project_id = deployment.project_id.clone().unwrap_or_default();
                 let project = store
                     .project(&deployment.tenant_id, &project_id)
                     .await?
-                    .ok_or_else(|| ApiError::not_found("project", &project_id))?;
+                    .ok_or_else(|| ControlError::not_found("project", &project_id))?;
                 let env = store
                     .environment(&project.id, &active.environment_id)
                     .await?
-                    .ok_or_else(|| ApiError::not_found("environment", &active.environment_id))?;
+                    .ok_or_else(|| {
+                        ControlError::not_found("environment", &active.environment_id)
+                    })?;
                 let version = store
                     .version(&deployment.id, &active.active_version_id)
                     .await?
-                    .ok_or_else(|| ApiError::not_found("version", &active.active_version_id))?;
-                self.serve(state, &deployment, &project, &env, &version, false)
+                    .ok_or_else(|| ControlError::not_found("version", &active.active_version_id))?;
+                self.serve(control, &deployment, &project, &env, &version, false)
                     .await
             }
             .await;
@@ -856,7 +903,7 @@ impl Deployer {
                 Err(e) => tracing::warn!(
                     deployment = active.deployment_id,
                     environment = active.environment,
-                    error = e.message,
+                    error = e.to_string(),
                     "could not serve the active version"
                 ),
             }
@@ -864,13 +911,89 @@ impl Deployer {
     }
 }
 
-fn artifact_gone(sha256: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::GONE,
-        "ARTIFACT_GONE",
-        "this version's release artifact is no longer in the release store; publish again",
-    )
-    .with_details(json!({ "artifact_sha256": sha256 }))
+/// Where a request for a host goes.
+pub enum Pick {
+    /// Not a deployment's host: the API's.
+    Api,
+    /// A deployment's host that no deployment serves (the label).
+    Unknown(String),
+    /// The deployment serves there, but no instance is healthy now.
+    NoHealthyInstance,
+    /// The files of a static release.
+    Static {
+        root: PathBuf,
+        entrypoint: Option<String>,
+    },
+    /// A healthy instance, with this request counted on it.
+    Instance(InFlight),
+}
+
+/// A request in flight to an instance, counted until dropped: an instance
+/// being switched out drains only the requests it can see.
+pub struct InFlight(Arc<Live>);
+
+impl InFlight {
+    pub fn port(&self) -> u16 {
+        self.0.port.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Deployer {
+    /// Where a request with this `Host` goes: round robin among the
+    /// healthy instances of the deployment's environment, or its static
+    /// files.
+    pub fn pick(&self, host: &str) -> Pick {
+        let Some(label) = deployment_label(host) else {
+            return Pick::Api;
+        };
+        if self.own_label.as_ref() == Some(&label) {
+            return Pick::Api;
+        }
+        let key = self
+            .hosts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&label)
+            .cloned();
+        let Some(key) = key else {
+            return Pick::Unknown(label);
+        };
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        match routes.get(&key) {
+            None => Pick::Unknown(label),
+            Some(Route::Static { root, entrypoint }) => Pick::Static {
+                root: root.clone(),
+                entrypoint: entrypoint.clone(),
+            },
+            Some(Route::Dynamic(instances)) => {
+                let healthy: Vec<&Arc<Live>> = instances
+                    .iter()
+                    .filter(|l| l.healthy.load(Ordering::SeqCst))
+                    .collect();
+                if healthy.is_empty() {
+                    return Pick::NoHealthyInstance;
+                }
+                let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+                let pick = healthy[turn % healthy.len()].clone();
+                // Counted under the lock that a switch takes: the old
+                // instance drains only requests it can see.
+                pick.inflight.fetch_add(1, Ordering::SeqCst);
+                Pick::Instance(InFlight(pick))
+            }
+        }
+    }
+}
+
+fn artifact_gone(sha256: &str) -> DeployError {
+    DeployError::ArtifactGone {
+        sha256: sha256.to_string(),
+    }
 }
 
 /// A process's stderr, up to 64 KiB.
@@ -883,7 +1006,7 @@ async fn read_capped(stream: impl tokio::io::AsyncRead + Unpin) -> String {
 
 /// What an instance's supervisor needs to boot it (again).
 struct Boot {
-    state: AppState,
+    control: Control,
     project: ProjectRow,
     env: EnvironmentRow,
     command: String,
@@ -894,7 +1017,7 @@ struct Boot {
 
 impl Boot {
     /// The variables of a boot (`mds_control::boot` has the precedence).
-    async fn env(&self, live: &Live, port: u16) -> ApiResult<Vec<(String, String)>> {
+    async fn env(&self, live: &Live, port: u16) -> DeployResult<Vec<(String, String)>> {
         let place = Place {
             project: &self.project,
             env: &self.env,
@@ -905,7 +1028,7 @@ impl Boot {
             instance_id: &live.id,
             port,
         };
-        Ok(self.state.boot_env(Some(place), target).await?.pairs())
+        Ok(self.control.boot_env(Some(place), target).await?.pairs())
     }
 }
 
@@ -917,7 +1040,7 @@ async fn set_state(
     error: Option<&str>,
     restarts: Option<i32>,
 ) {
-    if let Ok(store) = boot.state.store() {
+    if let Ok(store) = boot.control.store() {
         if let Err(e) = store
             .set_instance_state(&live.id, state, port.map(i32::from), error, restarts)
             .await
@@ -932,7 +1055,7 @@ async fn set_state(
 /// grace period), then checks it and restarts it after crashes, up to the
 /// crashloop budget.
 async fn supervise(live: Arc<Live>, boot: Boot) {
-    let Ok(deployer) = boot.state.deployer() else {
+    let Ok(deployer) = boot.control.deployer() else {
         return;
     };
     let mut crashes: VecDeque<Instant> = VecDeque::new();
@@ -943,7 +1066,7 @@ async fn supervise(live: Arc<Live>, boot: Boot) {
             break;
         }
         let started = async {
-            let port = free_port().map_err(ApiError::internal)?;
+            let port = free_port().map_err(DeployError::internal)?;
             let env = boot.env(&live, port).await?;
             let process = deployer
                 .runner
@@ -956,16 +1079,17 @@ async fn supervise(live: Arc<Live>, boot: Boot) {
                         stdin: false,
                     },
                 )
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            Ok::<_, ApiError>((port, process))
+                .map_err(|e| DeployError::Internal(e.to_string()))?;
+            Ok::<_, DeployError>((port, process))
         }
         .await;
         let (port, mut process) = match started {
             Ok(started) => started,
             Err(e) => {
-                live.note(format!("could not start: {}", e.message));
-                set_state(&live, &boot, "error", None, Some(&e.message), None).await;
-                live.phase.send_replace(Phase::Failed(e.message));
+                let why = e.to_string();
+                live.note(format!("could not start: {why}"));
+                set_state(&live, &boot, "error", None, Some(&why), None).await;
+                live.phase.send_replace(Phase::Failed(why));
                 break;
             }
         };
@@ -1122,5 +1246,49 @@ fn finish(live: &Live) {
     live.healthy.store(false, Ordering::SeqCst);
     if !matches!(*live.phase.borrow(), Phase::Failed(_)) {
         live.phase.send_replace(Phase::Ended);
+    }
+}
+
+/// `slug.environment` from a host `slug.environment.localhost[:port]`.
+pub fn deployment_label(host: &str) -> Option<String> {
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let host = host.trim_end_matches('.');
+    // Every API request passes here: allocate only for a deployment's host.
+    const SUFFIX: &str = ".localhost";
+    let cut = host
+        .len()
+        .checked_sub(SUFFIX.len())
+        .filter(|&cut| cut > 0)?;
+    let (label, suffix) = (host.get(..cut)?, host.get(cut..)?);
+    suffix
+        .eq_ignore_ascii_case(SUFFIX)
+        .then(|| label.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_name_a_deployment_and_environment() {
+        assert_eq!(
+            deployment_label("shop.staging.localhost:8080").as_deref(),
+            Some("shop.staging")
+        );
+        assert_eq!(deployment_label("Shop.localhost").as_deref(), Some("shop"));
+        assert_eq!(deployment_label("localhost:8080"), None);
+        assert_eq!(deployment_label(".localhost"), None);
+        assert_eq!(
+            deployment_label("Shop.Staging.LOCALHOST.:80").as_deref(),
+            Some("shop.staging")
+        );
+        assert_eq!(deployment_label("127.0.0.1:8080"), None);
+        assert_eq!(deployment_label("example.com"), None);
     }
 }
