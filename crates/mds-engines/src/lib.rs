@@ -1,17 +1,20 @@
 //! Engines host tenants' data: a managed PostgreSQL that mds starts and
-//! supervises, or an external server given by URL.
+//! supervises, or an external server given by URL; and managed
+//! redis-servers. Every managed child runs under the one [`Supervisor`].
 
 mod os_user;
 mod postgres;
 mod process;
 mod redis;
 pub mod resp;
+pub mod supervisor;
 
 pub use os_user::OsUser;
 pub use postgres::{find_postgres_binaries, ManagedPostgres, PostgresBinaries, PostgresEngine};
 pub use redis::{
     find_redis_server, free_port, parse_memory, RedisEngine, RedisSpec, EVICTION_POLICIES,
 };
+pub use supervisor::{CrashBudget, Event, Incarnation, Policy, Program, Supervisor};
 
 /// Where an engine is in its life, as `/healthz` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +25,15 @@ pub enum EngineStatus {
     Restarting {
         attempt: u32,
     },
+    /// Runs, but its last `failures` health probes in a row failed (only
+    /// for programs probed while they run).
+    Unhealthy {
+        failures: u32,
+    },
+    /// Supervision gave up (crash loop); nothing runs.
+    Failed {
+        reason: String,
+    },
     Stopped,
 }
 
@@ -31,6 +43,8 @@ impl EngineStatus {
             EngineStatus::Starting => "starting",
             EngineStatus::Running => "running",
             EngineStatus::Restarting { .. } => "restarting",
+            EngineStatus::Unhealthy { .. } => "unhealthy",
+            EngineStatus::Failed { .. } => "failed",
             EngineStatus::Stopped => "stopped",
         }
     }

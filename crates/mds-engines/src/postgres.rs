@@ -12,8 +12,12 @@
 //!
 //! `initdb` runs into `data.init` and is renamed to `data` only when
 //! complete, so a crash during the first start is repaired by the next one.
-//! The supervisor starts `postgres` in its own process group, polls until a
-//! real login succeeds, and restarts it with backoff whenever it dies.
+//! The [`Supervisor`] starts `postgres` in its own process group, polls
+//! until a real login succeeds, and restarts it with backoff whenever it
+//! dies. Each child of the postmaster leads a session of its own, so a stop
+//! that outlasts its grace kills the postmaster's whole tree, and every
+//! start first ends whatever still works in the data dir (found through
+//! /proc) and waits until the old shared memory is free.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -25,11 +29,12 @@ use std::time::{Duration, Instant};
 use mds_crypto::MasterKey;
 use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use zeroize::Zeroizing;
 
-use crate::process::{signal_group, stop_foreign, tail};
+use crate::process::{processes_in, stop_foreign, tail};
+use crate::supervisor::{Policy, Program, Supervisor};
 use crate::{EngineError, EngineStatus, OsUser};
 
 const SUPERUSER: &str = "mds_admin";
@@ -39,6 +44,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A run this long counts as healthy: the next crash restarts without delay.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(20);
+/// How long a start waits for the processes of the last incarnation to
+/// let go of its shared memory after they were killed.
+const SHM_WAIT: Duration = Duration::from_secs(10);
 
 /// The directory holding `initdb` and `postgres` of one PostgreSQL version.
 #[derive(Debug, Clone)]
@@ -130,14 +138,10 @@ pub struct ManagedPostgres {
 struct Inner {
     port: u16,
     password: Zeroizing<String>,
-    status: watch::Receiver<EngineStatus>,
-    stop: watch::Sender<bool>,
-    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    supervisor: Supervisor,
     log_path: PathBuf,
-    pid: Arc<std::sync::Mutex<Option<u32>>>,
 }
 
-#[derive(Clone)]
 struct Launch {
     binaries: PostgresBinaries,
     data: PathBuf,
@@ -181,19 +185,13 @@ impl ManagedPostgres {
             admin,
         };
 
-        let (status_tx, status_rx) = watch::channel(EngineStatus::Starting);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let pid = Arc::new(std::sync::Mutex::new(None));
-        let supervisor = tokio::spawn(supervise(launch, status_tx, stop_rx, pid.clone()));
+        let supervisor = Supervisor::start(Postgres { launch }, policy());
         let engine = Self {
             inner: Arc::new(Inner {
                 port,
                 password,
-                status: status_rx,
-                stop: stop_tx,
-                supervisor: Mutex::new(Some(supervisor)),
+                supervisor,
                 log_path,
-                pid,
             }),
         };
         engine.wait_running(READY_TIMEOUT).await?;
@@ -206,7 +204,7 @@ impl ManagedPostgres {
 
     /// The postmaster's pid while it runs.
     pub fn pid(&self) -> Option<u32> {
-        *self.inner.pid.lock().expect("pid lock")
+        self.inner.supervisor.pid()
     }
 
     pub fn admin_config(&self) -> tokio_postgres::Config {
@@ -214,24 +212,18 @@ impl ManagedPostgres {
     }
 
     pub fn status(&self) -> EngineStatus {
-        self.inner.status.borrow().clone()
+        self.inner.supervisor.status()
     }
 
     /// A receiver that sees every status change.
     pub fn watch_status(&self) -> watch::Receiver<EngineStatus> {
-        self.inner.status.clone()
+        self.inner.supervisor.watch_status()
     }
 
     async fn wait_running(&self, limit: Duration) -> Result<(), EngineError> {
-        let mut rx = self.inner.status.clone();
-        let waited = tokio::time::timeout(
-            limit,
-            rx.wait_for(|s| matches!(s, EngineStatus::Running | EngineStatus::Stopped)),
-        )
-        .await;
-        match waited {
-            Ok(Ok(status)) if *status == EngineStatus::Running => Ok(()),
-            _ => {
+        match self.inner.supervisor.wait_running(limit).await {
+            Ok(()) => Ok(()),
+            Err(_) => {
                 self.shutdown().await;
                 Err(EngineError::NotReady {
                     engine: "postgres",
@@ -246,10 +238,13 @@ impl ManagedPostgres {
     /// Stops the server cleanly (fast shutdown), then waits for the
     /// supervisor to finish.
     pub async fn shutdown(&self) {
-        let _ = self.inner.stop.send(true);
-        if let Some(handle) = self.inner.supervisor.lock().await.take() {
-            let _ = handle.await;
-        }
+        self.inner.supervisor.stop().await;
+    }
+
+    /// [`ManagedPostgres::shutdown`] with another grace than the default
+    /// 20 s: once it has passed, every process of the server is killed.
+    pub async fn shutdown_within(&self, grace: Duration) {
+        self.inner.supervisor.stop_within(grace).await;
     }
 }
 
@@ -385,25 +380,43 @@ fn as_user(cmd: &mut Command, os_user: Option<&OsUser>) {
     }
 }
 
-/// A postmaster left by an earlier mds that died without stopping it.
+/// A postmaster left by an earlier mds that died without stopping it:
+/// stopped as cleanly as it allows (fast shutdown, so its checkpoint is
+/// written). What it leaves is then swept by [`Program::leftovers`].
 async fn stop_leftover(data: &Path) {
-    let Ok(text) = fs::read_to_string(data.join("postmaster.pid")) else {
+    let Some((pid, _)) = read_postmaster_pid(data) else {
         return;
     };
-    let Some(pid) = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<u32>().ok())
-    else {
-        return;
-    };
-    let is_postgres = fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|cmd| String::from_utf8_lossy(&cmd).contains("postgres"))
-        .unwrap_or(false);
-    if is_postgres {
+    // The pid file may name a pid that is now another program's: only a
+    // postgres working in this data dir is ours.
+    if processes_in(data, "postgres").contains(&pid) {
         tracing::warn!(pid, "stopping a postgres left running by an earlier mds");
         stop_foreign(pid, Signal::SIGINT, STOP_GRACE).await;
     }
+}
+
+/// The postmaster's pid and its System V shared-memory segment id, from
+/// `postmaster.pid` (line 1, and the second number of line 7).
+fn read_postmaster_pid(data: &Path) -> Option<(u32, Option<u64>)> {
+    let text = fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse::<u32>().ok()?;
+    let shmid = lines
+        .nth(5)
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok());
+    Some((pid, shmid))
+}
+
+/// How many processes are still attached to System V segment `shmid`
+/// (`None`: no such segment). A postmaster refuses to start while any
+/// process of its previous incarnation holds it ("pre-existing shared
+/// memory block is still in use").
+fn shm_attached(shmid: u64) -> Option<u64> {
+    let table = fs::read_to_string("/proc/sysvipc/shm").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1)?.parse::<u64>().ok()? == shmid).then(|| fields.get(6)?.parse().ok())?
+    })
 }
 
 fn spawn(launch: &Launch) -> Result<Child, EngineError> {
@@ -443,150 +456,78 @@ fn spawn(launch: &Launch) -> Result<Child, EngineError> {
     cmd.spawn().map_err(EngineError::io("start postgres"))
 }
 
-enum Readiness {
-    Ready,
-    Exited(String),
-    TimedOut,
-    Stopping,
-}
-
-async fn wait_ready(
-    launch: &Launch,
-    child: &mut Child,
-    stop: &mut watch::Receiver<bool>,
-) -> Readiness {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if *stop.borrow() {
-            return Readiness::Stopping;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Readiness::Exited(status.to_string());
-        }
-        if let Ok(Ok((client, conn))) =
-            tokio::time::timeout(Duration::from_secs(2), launch.admin.connect(NoTls)).await
-        {
-            let task = tokio::spawn(conn);
-            let ok = client.simple_query("SELECT 1").await.is_ok();
-            drop(client);
-            let _ = task.await;
-            if ok {
-                return Readiness::Ready;
-            }
-        }
-        if Instant::now() > deadline {
-            return Readiness::TimedOut;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(25)) => {}
-            _ = stop.changed() => {}
-        }
-    }
-}
-
-async fn supervise(
+/// The managed PostgreSQL as the supervisor runs it.
+struct Postgres {
     launch: Launch,
-    status: watch::Sender<EngineStatus>,
-    mut stop: watch::Receiver<bool>,
-    pid_slot: Arc<std::sync::Mutex<Option<u32>>>,
-) {
-    let mut backoff = BACKOFF_MIN;
-    let mut attempt = 0u32;
-    let set_pid = |pid: Option<u32>| *pid_slot.lock().expect("pid lock") = pid;
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        stop_leftover(&launch.data).await;
-        let started = Instant::now();
-        let mut child = match spawn(&launch) {
-            Ok(child) => child,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start managed postgres");
-                attempt += 1;
-                let _ = status.send(EngineStatus::Restarting { attempt });
-                if sleep_or_stop(backoff, &mut stop).await {
-                    break;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
+}
+
+impl Program for Postgres {
+    type Run = Child;
+
+    fn name(&self) -> String {
+        "postgres".to_string()
+    }
+
+    async fn start(&self) -> Result<Child, String> {
+        // Processes of the last incarnation were killed (the sweep); their
+        // attachment to its shared memory goes as the kernel reaps them.
+        if let Some(shmid) = read_postmaster_pid(&self.launch.data).and_then(|(_, id)| id) {
+            let deadline = Instant::now() + SHM_WAIT;
+            while shm_attached(shmid).is_some_and(|n| n > 0) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            if let Some(n) = shm_attached(shmid).filter(|n| *n > 0) {
+                return Err(format!(
+                    "{n} processes still hold the shared memory (id {shmid}) of an \
+                     earlier postgres of this data dir"
+                ));
+            }
+        }
+        spawn(&self.launch).map_err(|e| e.to_string())
+    }
+
+    /// Ready: a real superuser login runs a query.
+    async fn probe(&self, _run: &Child) -> bool {
+        let Ok(Ok((client, conn))) =
+            tokio::time::timeout(Duration::from_secs(2), self.launch.admin.connect(NoTls)).await
+        else {
+            return false;
         };
-        let pid = child.id().unwrap_or_default();
-        set_pid(Some(pid));
-        match wait_ready(&launch, &mut child, &mut stop).await {
-            Readiness::Ready => {
-                tracing::info!(port = launch.port, pid, "managed postgres is ready");
-                attempt = 0;
-                let _ = status.send(EngineStatus::Running);
-            }
-            Readiness::Stopping => {
-                graceful_stop(&mut child, pid).await;
-                break;
-            }
-            outcome => {
-                let why = match outcome {
-                    Readiness::Exited(code) => format!("exited during start-up ({code})"),
-                    _ => "did not become ready in time".to_string(),
-                };
-                tracing::error!(log = %launch.log_path.display(), "managed postgres {why}");
-                signal_group(pid, Signal::SIGKILL);
-                let _ = child.wait().await;
-                set_pid(None);
-                attempt += 1;
-                let _ = status.send(EngineStatus::Restarting { attempt });
-                if sleep_or_stop(backoff, &mut stop).await {
-                    break;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
-        }
-        tokio::select! {
-            exit = child.wait() => {
-                let code = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                tracing::error!(pid, %code, "managed postgres died; restarting it");
-                // Orphaned backends hold shared memory and would block the
-                // new postmaster: clear the whole group first.
-                signal_group(pid, Signal::SIGKILL);
-                set_pid(None);
-                attempt += 1;
-                let _ = status.send(EngineStatus::Restarting { attempt });
-                if started.elapsed() > STABLE_AFTER {
-                    backoff = BACKOFF_MIN;
-                }
-                if sleep_or_stop(backoff, &mut stop).await {
-                    break;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-            _ = stop.changed() => {
-                graceful_stop(&mut child, pid).await;
-                break;
-            }
-        }
+        let task = tokio::spawn(conn);
+        let ok = client.simple_query("SELECT 1").await.is_ok();
+        drop(client);
+        let _ = task.await;
+        ok
     }
-    set_pid(None);
-    let _ = status.send(EngineStatus::Stopped);
-}
 
-/// Returns true when asked to stop while sleeping.
-async fn sleep_or_stop(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(duration) => *stop.borrow(),
-        _ = stop.changed() => true,
+    async fn prepare(&self) {
+        stop_leftover(&self.launch.data).await;
+    }
+
+    /// Every process working in the data dir: the postmaster changes into
+    /// it, and each child it forks (each leading a session of its own)
+    /// inherits it.
+    fn leftovers(&self) -> Vec<u32> {
+        processes_in(&self.launch.data, "postgres")
     }
 }
 
-/// Fast shutdown (SIGINT): sessions are cut, the checkpoint is written.
-async fn graceful_stop(child: &mut Child, pid: u32) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGINT);
-    match tokio::time::timeout(STOP_GRACE, child.wait()).await {
-        Ok(_) => tracing::info!(pid, "managed postgres stopped"),
-        Err(_) => {
-            tracing::warn!(pid, "managed postgres did not stop in time; killing it");
-            signal_group(pid, Signal::SIGKILL);
-            let _ = child.wait().await;
-        }
+fn policy() -> Policy {
+    Policy {
+        ready_timeout: READY_TIMEOUT,
+        probe_every: Duration::from_millis(25),
+        health_every: None,
+        backoff_min: BACKOFF_MIN,
+        backoff_max: BACKOFF_MAX,
+        stable_after: STABLE_AFTER,
+        // A platform without its database is down whatever it does, so
+        // it keeps trying (at the backoff's pace).
+        crash_budget: None,
+        first_start_must_succeed: false,
+        // Fast shutdown: sessions are cut, the checkpoint is written.
+        stop_signal: Signal::SIGINT,
+        signal_group: false,
+        stop_grace: STOP_GRACE,
+        ..Policy::default()
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! Layout: `DIR/engines/redis/<binding>/` holds `redis.conf` (the user's
 //! password only as a SHA-256 hash), the AOF and RDB files, `redis.pid` and
-//! `redis.log`. An instance that dies is restarted with backoff from the
-//! same files; an instance left by a killed mds is stopped and restarted.
+//! `redis.log`. Each instance runs under the [`Supervisor`]: one that dies
+//! is restarted with backoff from the same files; one left by a killed mds
+//! is stopped and restarted.
 
 use std::collections::HashMap;
 use std::fs;
@@ -18,11 +19,12 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
 
-use crate::process::{signal_group, stop_foreign, tail};
+use crate::process::{processes_in, stop_foreign, tail};
 use crate::resp::auth_ping;
-use crate::{EngineError, OsUser};
+use crate::supervisor::{Policy, Program, Supervisor};
+use crate::{EngineError, EngineStatus, OsUser};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -79,9 +81,7 @@ pub fn free_port() -> Result<u16, EngineError> {
 
 struct Instance {
     spec: RedisSpec,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-    up: watch::Receiver<bool>,
+    supervisor: Supervisor,
 }
 
 /// The supervisor of every managed Redis instance of this server.
@@ -132,7 +132,7 @@ impl RedisEngine {
             return Err(EngineError::Other("mds is shutting down".to_string()));
         };
         if let Some(existing) = instances.get(&spec.binding_id) {
-            if existing.spec == *spec && *existing.up.borrow() {
+            if existing.spec == *spec && existing.supervisor.status() == EngineStatus::Running {
                 return Ok(());
             }
         }
@@ -141,28 +141,28 @@ impl RedisEngine {
         }
         let dir = self.dir(&spec.binding_id);
         self.write_config(&dir, spec)?;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (up_tx, up_rx) = watch::channel(false);
         let launch = Launch {
             binary: self.inner.binary.clone(),
             dir: dir.clone(),
             os_user: self.inner.os_user.clone(),
             spec: spec.clone(),
         };
-        let task = tokio::spawn(supervise(launch, stop_rx, up_tx));
-        let mut up = up_rx.clone();
+        let supervisor = Supervisor::start(launch, policy());
+        let mut status = supervisor.watch_status();
         instances.insert(
             spec.binding_id.clone(),
             Instance {
                 spec: spec.clone(),
-                stop: stop_tx,
-                task,
-                up: up_rx,
+                supervisor,
             },
         );
         drop(guard);
         let ready = matches!(
-            tokio::time::timeout(READY_TIMEOUT, up.wait_for(|u| *u)).await,
+            tokio::time::timeout(
+                READY_TIMEOUT,
+                status.wait_for(|s| *s == EngineStatus::Running)
+            )
+            .await,
             Ok(Ok(_))
         );
         if ready {
@@ -272,8 +272,7 @@ impl RedisEngine {
 }
 
 async fn stop_instance(instance: Instance) {
-    let _ = instance.stop.send(true);
-    let _ = instance.task.await;
+    instance.supervisor.stop().await;
 }
 
 /// Stops any redis-server still running in `dir`: one left by an mds that
@@ -281,25 +280,9 @@ async fn stop_instance(instance: Instance) {
 /// instance runs with its own directory as working directory, so /proc
 /// tells which ones are there.
 async fn stop_leftover(dir: &Path) {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let in_dir = fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir);
-        let is_redis = fs::read(entry.path().join("cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).contains("redis-server"))
-            .unwrap_or(false);
-        if in_dir && is_redis {
-            tracing::warn!(pid, dir = %dir.display(), "stopping a redis-server left by an earlier mds");
-            stop_foreign(pid, Signal::SIGTERM, STOP_GRACE).await;
-        }
+    for pid in processes_in(dir, "redis-server") {
+        tracing::warn!(pid, dir = %dir.display(), "stopping a redis-server left by an earlier mds");
+        stop_foreign(pid, Signal::SIGTERM, STOP_GRACE).await;
     }
 }
 
@@ -334,81 +317,55 @@ fn spawn(launch: &Launch) -> Result<Child, EngineError> {
     cmd.spawn().map_err(EngineError::io("start redis-server"))
 }
 
-async fn supervise(launch: Launch, mut stop: watch::Receiver<bool>, up: watch::Sender<bool>) {
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        stop_leftover(&launch.dir).await;
-        let mut child = match spawn(&launch) {
-            Ok(child) => child,
-            Err(e) => {
-                tracing::error!(binding = launch.spec.binding_id, error = %e, "cannot start redis-server");
-                if sleep_or_stop(backoff, &mut stop).await {
-                    break;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
-        };
-        let pid = child.id().unwrap_or_default();
-        // Ready: the tenant's own user logs in and gets PONG.
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        let mut ready = false;
-        while tokio::time::Instant::now() < deadline && !*stop.borrow() {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            if auth_ping(
-                "127.0.0.1",
-                launch.spec.port,
-                &launch.spec.user,
-                &launch.spec.password,
-            )
-            .await
-            .is_ok()
-            {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        if ready {
-            let _ = up.send(true);
-        }
-        tokio::select! {
-            exit = child.wait() => {
-                let _ = up.send(false);
-                let code = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                tracing::error!(binding = launch.spec.binding_id, pid, %code, "redis-server exited; restarting it");
-                signal_group(pid, Signal::SIGKILL);
-                if sleep_or_stop(backoff, &mut stop).await {
-                    break;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-            _ = stop.changed() => {
-                let _ = up.send(false);
-                // SIGTERM: redis-server flushes the AOF and exits.
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
-                if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
-                    signal_group(pid, Signal::SIGKILL);
-                    let _ = child.wait().await;
-                }
-                break;
-            }
-        }
-        if ready {
-            backoff = BACKOFF_MIN;
-        }
+impl Program for Launch {
+    type Run = Child;
+
+    fn name(&self) -> String {
+        format!("redis-server {}", self.spec.binding_id)
+    }
+
+    async fn start(&self) -> Result<Child, String> {
+        spawn(self).map_err(|e| e.to_string())
+    }
+
+    /// Ready: the tenant's own user logs in and gets PONG.
+    async fn probe(&self, _run: &Child) -> bool {
+        auth_ping(
+            "127.0.0.1",
+            self.spec.port,
+            &self.spec.user,
+            &self.spec.password,
+        )
+        .await
+        .is_ok()
+    }
+
+    async fn prepare(&self) {
+        stop_leftover(&self.dir).await;
+    }
+
+    fn leftovers(&self) -> Vec<u32> {
+        processes_in(&self.dir, "redis-server")
     }
 }
 
-async fn sleep_or_stop(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(duration) => *stop.borrow(),
-        _ = stop.changed() => true,
+fn policy() -> Policy {
+    Policy {
+        ready_timeout: READY_TIMEOUT,
+        // A refused connection costs microseconds; an attach waits for this.
+        probe_every: Duration::from_millis(5),
+        health_every: None,
+        backoff_min: BACKOFF_MIN,
+        backoff_max: BACKOFF_MAX,
+        // One ready run resets the backoff.
+        stable_after: Duration::ZERO,
+        crash_budget: None,
+        first_start_must_succeed: false,
+        // redis-server flushes the AOF and exits.
+        stop_signal: Signal::SIGTERM,
+        signal_group: false,
+        stop_grace: STOP_GRACE,
+        ..Policy::default()
     }
 }
 

@@ -131,6 +131,68 @@ fn after_mds_is_killed_the_next_start_takes_over_its_postgres() {
     assert_ne!(again.postgres_pid(), orphan);
 }
 
+/// The child of `parent` whose process title contains `role`.
+fn child_named(parent: u32, role: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            let ppid = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s[s.rfind(')')? + 1..]
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse()
+                        .ok()
+                });
+            let title = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            ppid == Some(parent) && String::from_utf8_lossy(&title).contains(role)
+        })
+}
+
+/// Running, and not a zombie (which holds no shared memory).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let state = s
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .next();
+        !matches!(state, None | Some("Z") | Some("X"))
+    })
+}
+
+// A stop used to kill only the postmaster's group when its shutdown
+// checkpoint outlasted the grace (minutes, with hundreds of databases);
+// each of its children leads a group of its own, so the checkpointer went
+// on holding the shared memory and the next start failed with
+// "pre-existing shared memory block is still in use". Here the checkpointer
+// is frozen, and mds and its postmaster are killed, leaving just that.
+#[test]
+fn a_checkpointer_left_by_a_forced_stop_does_not_block_the_next_start() {
+    let mut mds = Mds::start();
+    let key = seed(&mds);
+    let root = mds.root.clone();
+    let postmaster = mds.postgres_pid();
+    let checkpointer = wait_until(Duration::from_secs(10), || {
+        child_named(postmaster, "checkpointer").is_some()
+    })
+    .and_then(|_| child_named(postmaster, "checkpointer"))
+    .expect("the postmaster's checkpointer");
+    kill(Pid::from_raw(checkpointer as i32), Signal::SIGSTOP).unwrap();
+    mds.kill9();
+    kill(Pid::from_raw(postmaster as i32), Signal::SIGKILL).unwrap();
+
+    let began = std::time::Instant::now();
+    let again = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
+    eprintln!("started over the leftovers in {:?}", began.elapsed());
+    check_seeded(&again, &key);
+    assert!(!alive(checkpointer), "the old checkpointer still runs");
+}
+
 #[test]
 fn secrets_need_the_master_key_they_were_sealed_with() {
     let mut mds = Mds::start();
