@@ -185,6 +185,22 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<mds_provision::ProvisionError> for ApiError {
+    fn from(err: mds_provision::ProvisionError) -> Self {
+        use mds_provision::ProvisionError as P;
+        match err {
+            // A row this server does not know how to act on (written by a
+            // newer version, or by hand): it did nothing, and says why.
+            P::UnknownKind(_) | P::UnknownState(_) => {
+                tracing::error!(request_id = %current_request_id(), error = %err, "refused");
+                Self::new(StatusCode::NOT_IMPLEMENTED, "UNKNOWN_KIND", err.to_string())
+            }
+            P::Store(e) => e.into(),
+            other => Self::internal(other),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry_ms = self.retry_after.map(|d| d.as_millis() as u64);
