@@ -127,7 +127,12 @@ fn redis_data_survives_a_killed_server_an_mds_restart_and_a_killed_mds() {
     let root = mds.root.clone();
     mds.stop();
     let mut mds = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
-    assert_eq!(mds.resolved_env("keep", "production")["REDIS_URL"], url);
+    // Injected again, unchanged, once the instance is back (`starting`
+    // until then).
+    let injected = wait_until(Duration::from_secs(10), || {
+        mds.resolved_env("keep", "production").get("REDIS_URL") == Some(&url)
+    });
+    assert!(injected.is_some(), "{}", mds.log());
     let back = wait_until(Duration::from_secs(10), || {
         redis_cli(&url, &["GET", "order"]).1 == "42"
     });
