@@ -55,6 +55,10 @@ pub enum ControlError {
     /// Not serving right now (starting, no healthy instance); retry.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
+    /// A row this server does not know how to act on (written by a newer
+    /// version, or by hand): nothing was done.
+    #[error("{message}")]
+    Unsupported { code: &'static str, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -154,6 +158,12 @@ impl From<FieldError> for ControlError {
 impl From<ProvisionError> for ControlError {
     fn from(e: ProvisionError) -> Self {
         match e {
+            ProvisionError::UnknownKind(_) | ProvisionError::UnknownState(_) => {
+                Self::Unsupported {
+                    code: "UNKNOWN_KIND",
+                    message: e.to_string(),
+                }
+            }
             ProvisionError::Store(e) => e.into(),
             other => Self::internal(other),
         }

@@ -160,6 +160,143 @@ impl PostgresAccess<'_> {
     }
 }
 
+/// The connection details of one Redis binding: its own redis-server, or
+/// an ACL user on a shared one whose keys and channels must carry
+/// `key_prefix`.
+pub struct RedisAccess<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub password: &'a str,
+    pub key_prefix: Option<&'a str>,
+}
+
+impl RedisAccess<'_> {
+    pub fn url(&self) -> String {
+        format!(
+            "redis://{}:{}@{}:{}/0",
+            url_encode(self.user),
+            url_encode(self.password),
+            self.host,
+            self.port
+        )
+    }
+
+    /// `REDIS_URL`, and `REDIS_KEY_PREFIX` on a shared server.
+    pub fn variables(&self, prefix: &str) -> Vec<(String, String, bool)> {
+        let mut vars = vec![(format!("{prefix}REDIS_URL"), self.url(), true)];
+        if let Some(key_prefix) = self.key_prefix {
+            vars.push((
+                format!("{prefix}REDIS_KEY_PREFIX"),
+                key_prefix.to_string(),
+                false,
+            ));
+        }
+        vars
+    }
+}
+
+/// The S3 details of one storage binding: its bucket and the key pair that
+/// opens only it.
+pub struct StorageAccess<'a> {
+    pub bucket: &'a str,
+    pub endpoint: &'a str,
+    pub key_id: &'a str,
+    pub key_secret: &'a str,
+}
+
+impl StorageAccess<'_> {
+    /// `STORAGE_*`; for the first storage service of a project (no prefix)
+    /// also the names stock AWS SDKs read.
+    pub fn variables(&self, prefix: &str) -> Vec<(String, String, bool)> {
+        let mut vars = vec![
+            (
+                format!("{prefix}STORAGE_BUCKET"),
+                self.bucket.to_string(),
+                false,
+            ),
+            (
+                format!("{prefix}STORAGE_ENDPOINT"),
+                self.endpoint.to_string(),
+                false,
+            ),
+            (
+                format!("{prefix}STORAGE_KEY_ID"),
+                self.key_id.to_string(),
+                false,
+            ),
+            (
+                format!("{prefix}STORAGE_KEY_SECRET"),
+                self.key_secret.to_string(),
+                true,
+            ),
+        ];
+        if prefix.is_empty() {
+            vars.extend([
+                (
+                    "AWS_ENDPOINT_URL_S3".to_string(),
+                    self.endpoint.to_string(),
+                    false,
+                ),
+                (
+                    "AWS_ACCESS_KEY_ID".to_string(),
+                    self.key_id.to_string(),
+                    false,
+                ),
+                (
+                    "AWS_SECRET_ACCESS_KEY".to_string(),
+                    self.key_secret.to_string(),
+                    true,
+                ),
+                ("AWS_REGION".to_string(), "us-east-1".to_string(), false),
+            ]);
+        }
+        vars
+    }
+}
+
+/// Where one auth binding serves its end users, and its HS256 secret.
+pub struct AuthAccess<'a> {
+    pub url: &'a str,
+    pub jwt_secret: &'a str,
+}
+
+impl AuthAccess<'_> {
+    /// `AUTH_JWKS_URL`, `AUTH_URL` (also the tokens' issuer) and
+    /// `AUTH_JWT_SECRET`.
+    pub fn variables(&self, prefix: &str) -> Vec<(String, String, bool)> {
+        vec![
+            (
+                format!("{prefix}AUTH_JWKS_URL"),
+                format!("{}/.well-known/jwks.json", self.url),
+                false,
+            ),
+            (format!("{prefix}AUTH_URL"), self.url.to_string(), false),
+            (
+                format!("{prefix}AUTH_JWT_SECRET"),
+                self.jwt_secret.to_string(),
+                true,
+            ),
+        ]
+    }
+}
+
+/// The volume of one volume binding.
+pub struct VolumeAccess<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+}
+
+impl VolumeAccess<'_> {
+    /// `VOLUME_ID` and `VOLUME_NAME`.
+    pub fn variables(&self, prefix: &str) -> Vec<(String, String, bool)> {
+        vec![
+            (format!("{prefix}VOLUME_ID"), self.id.to_string(), false),
+            (format!("{prefix}VOLUME_NAME"), self.name.to_string(), false),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +401,67 @@ mod tests {
         assert!(names.contains(&"ANALYTICS_DATABASE_URL".to_string()));
         assert!(names.contains(&"ANALYTICS_PGPASSWORD".to_string()));
         assert_eq!(access.variables("")[0].0, "DATABASE_URL");
+    }
+
+    fn names(vars: Vec<(String, String, bool)>) -> Vec<String> {
+        vars.into_iter().map(|v| v.0).collect()
+    }
+
+    #[test]
+    fn every_kinds_variable_names_and_secrets() {
+        let redis = RedisAccess {
+            host: "127.0.0.1",
+            port: 6400,
+            user: "shop__production",
+            password: "p@ss",
+            key_prefix: None,
+        };
+        assert_eq!(
+            redis.url(),
+            "redis://shop__production:p%40ss@127.0.0.1:6400/0"
+        );
+        assert_eq!(names(redis.variables("CACHE_")), ["CACHE_REDIS_URL"]);
+        assert!(redis.variables("")[0].2, "REDIS_URL holds the password");
+        let shared = RedisAccess {
+            key_prefix: Some("shop__production:"),
+            ..redis
+        };
+        assert_eq!(
+            names(shared.variables("")),
+            ["REDIS_URL", "REDIS_KEY_PREFIX"]
+        );
+
+        let storage = StorageAccess {
+            bucket: "shop--production",
+            endpoint: "http://127.0.0.1:9000",
+            key_id: "MDSX",
+            key_secret: "s",
+        };
+        assert_eq!(storage.variables("").len(), 8, "with the AWS names");
+        let files = storage.variables("FILES_");
+        assert_eq!(files.len(), 4, "the AWS names only once per project");
+        let secrets: Vec<&str> = files.iter().filter(|v| v.2).map(|v| v.0.as_str()).collect();
+        assert_eq!(secrets, ["FILES_STORAGE_KEY_SECRET"]);
+
+        let auth = AuthAccess {
+            url: "http://h/auth/v1/p/e",
+            jwt_secret: "x",
+        };
+        let vars = auth.variables("");
+        assert_eq!(vars[0].1, "http://h/auth/v1/p/e/.well-known/jwks.json");
+        assert_eq!(
+            names(vars),
+            ["AUTH_JWKS_URL", "AUTH_URL", "AUTH_JWT_SECRET"]
+        );
+
+        let volume = VolumeAccess {
+            id: "vol_1",
+            name: "n",
+        };
+        assert_eq!(
+            names(volume.variables("DATA_")),
+            ["DATA_VOLUME_ID", "DATA_VOLUME_NAME"]
+        );
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod env;
 pub mod ids;
+pub mod kinds;
 pub mod names;
 pub mod scopes;
 pub mod tenancy;

@@ -1,78 +1,46 @@
 //! Provisioning: data services are desired state in the store; the
-//! [`Reconciler`] makes the engines match it.
+//! [`Reconciler`] makes the engines match it, through one provisioner per
+//! kind behind one trait ([`Provisioner`]): `postgres.rs`, `redis.rs`
+//! (managed and external), `storage.rs`, `auth.rs`, `volume.rs`.
 //!
 //! Every pass: (1) add bindings for environments created after a service
 //! was attached; (2) lease the bindings whose observed state differs from
 //! the desired one and converge each with ordered, idempotent operations;
 //! (3) record the outcome, or the error and when to retry. A crash at any
 //! point leaves rows that the next pass (on any replica) picks up again.
+//!
+//! Kinds and states are strings only in the rows: every public operation
+//! parses them first ([`ServiceKind`], [`BindingState`], [`Desired`]), and a
+//! value this server does not know is an error recorded on the binding,
+//! never an action. Leases name the server incarnation that holds them
+//! (migration 0014), so a server that died holds nothing once it starts
+//! again, or once its heartbeat stops.
 
+mod auth;
 mod postgres;
+mod redis;
 mod redis_external;
+mod storage;
+mod volume;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use mds_core::env::PostgresAccess;
-use mds_core::ids::IdKind;
+use mds_core::kinds::{BindingState, Desired, ServiceKind, UnknownValue};
 use mds_core::names;
 use mds_crypto::MasterKey;
-use mds_engines::{PostgresEngine, RedisEngine, RedisSpec};
+use mds_engines::PostgresEngine;
 use mds_store::{BindingRow, DataServiceRow, NewBinding, Store};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OnceCell};
 use zeroize::Zeroizing;
 
 pub use postgres::harden_engine;
-
-/// The prefix of a storage binding's S3 access key id; the rest is the
-/// binding's ULID, so the key names its binding without a lookup table.
-pub const STORAGE_KEY_PREFIX: &str = "MDS";
-
-pub fn storage_access_key_id(binding_id: &str) -> String {
-    let ulid = binding_id.strip_prefix("bnd_").unwrap_or(binding_id);
-    format!("{STORAGE_KEY_PREFIX}{ulid}")
-}
-
-/// The binding an S3 access key id names, if it has the shape of one.
-pub fn storage_key_binding(access_key_id: &str) -> Option<String> {
-    let ulid = access_key_id.strip_prefix(STORAGE_KEY_PREFIX)?;
-    let id = format!("bnd_{ulid}");
-    IdKind::Binding.matches(&id).then_some(id)
-}
-
-/// The volume of a `volume` binding: `vol_` and the binding's ULID.
-pub fn binding_volume(binding_id: &str) -> String {
-    format!(
-        "vol_{}",
-        binding_id.strip_prefix("bnd_").unwrap_or(binding_id)
-    )
-}
-
-/// A volume data service's volumes, unless its config says otherwise.
-pub const DEFAULT_VOLUME_BYTES: i64 = 1 << 30;
-
-/// A storage binding's bucket: its resource name (unique on the server) in
-/// bucket characters, `project--environment`.
-pub fn binding_bucket(resource_name: &str) -> String {
-    let name: String = resource_name
-        .chars()
-        .map(|c| {
-            if c == '_' {
-                '-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect();
-    let name = name.trim_matches('-').to_string();
-    if name.len() < 3 {
-        format!("{name}-bucket")
-    } else {
-        name
-    }
-}
+pub use redis::DEFAULT_REDIS_MEMORY;
 pub use redis_external::ExternalRedis;
+pub use storage::{binding_bucket, storage_access_key_id, storage_key_binding, STORAGE_KEY_PREFIX};
+pub use volume::{binding_volume, DEFAULT_VOLUME_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -82,8 +50,13 @@ pub enum ProvisionError {
     Store(#[from] mds_store::StoreError),
     #[error("the binding's password cannot be opened with this master key")]
     Sealed,
-    #[error("unknown data-service kind {0:?}")]
-    UnknownKind(String),
+    /// `data_services.kind` names no kind this server provisions.
+    #[error("{0}; this server does nothing with it")]
+    UnknownKind(UnknownValue),
+    /// `bindings.state` or `bindings.desired` holds a word this server
+    /// does not know.
+    #[error("{0}; this server does nothing with it")]
+    UnknownState(UnknownValue),
     #[error("{0}")]
     Redis(String),
 }
@@ -102,13 +75,144 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// The kind of a service row, or the error that names the bad word.
+pub fn service_kind(service: &DataServiceRow) -> Result<ServiceKind, ProvisionError> {
+    service.kind.parse().map_err(ProvisionError::UnknownKind)
+}
+
+/// What a binding row should be, or the error that names the bad word.
+pub fn binding_desired(binding: &BindingRow) -> Result<Desired, ProvisionError> {
+    binding
+        .desired
+        .parse()
+        .map_err(ProvisionError::UnknownState)
+}
+
+/// What a binding row has, or the error that names the bad word.
+pub fn binding_state(binding: &BindingRow) -> Result<BindingState, ProvisionError> {
+    binding.state.parse().map_err(ProvisionError::UnknownState)
+}
+
+/// A variable a binding injects: (name, value, secret).
+pub type Injected = (String, String, bool);
+
+/// What every provisioner reads: the store and the master key that opens
+/// binding passwords.
+pub(crate) struct Ctx {
+    store: Store,
+    master_key: Arc<MasterKey>,
+}
+
+impl Ctx {
+    fn password(&self, binding: &BindingRow) -> Result<Zeroizing<String>, ProvisionError> {
+        self.master_key
+            .open_string(&password_context(&binding.id), &binding.sealed_password)
+            .map_err(|_| ProvisionError::Sealed)
+    }
+}
+
+/// One kind's provisioner. The reconciler picks one with an exhaustive
+/// `match` on [`ServiceKind`] (`with_provisioner!`), after parsing the
+/// rows, so none of these ever sees a kind or state it does not know.
+pub(crate) trait Provisioner {
+    /// Makes the engine match `desired`; returns the state reached, or
+    /// `None` once the binding's data is gone. Idempotent: a crash at any
+    /// point is repaired by calling it again.
+    async fn converge(
+        &self,
+        ctx: &Ctx,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+        desired: Desired,
+    ) -> Result<Option<BindingState>, ProvisionError>;
+
+    /// Drops the binding's data now (a purge); the row is the caller's.
+    async fn remove_now(
+        &self,
+        ctx: &Ctx,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<(), ProvisionError> {
+        self.converge(ctx, service, binding, Desired::Deleted)
+            .await
+            .map(|_| ())
+    }
+
+    /// Closes the binding's client sessions; data and credentials stay.
+    async fn restart(
+        &self,
+        ctx: &Ctx,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+        desired: Desired,
+    ) -> Result<(), ProvisionError>;
+
+    /// Where the binding's clients connect.
+    fn endpoint(&self, binding: &BindingRow) -> (String, u16);
+
+    /// The variables a running binding injects, the URL first.
+    fn variables(
+        &self,
+        ctx: &Ctx,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<Vec<Injected>, ProvisionError>;
+
+    /// Uses the binding with its own credentials (the drift check); the
+    /// error says what failed.
+    async fn check(
+        &self,
+        ctx: &Ctx,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<(), String>;
+}
+
+/// The one place a kind picks its provisioner: `$p` is bound to it in
+/// `$body`. Exhaustive, with no default arm.
+macro_rules! with_provisioner {
+    ($inner:expr, $kind:expr, $p:ident => $body:expr) => {
+        match $kind {
+            ServiceKind::Postgres => {
+                let $p = &$inner.postgres;
+                $body
+            }
+            ServiceKind::Redis => {
+                let $p = &$inner.redis;
+                $body
+            }
+            ServiceKind::Storage => {
+                let $p = &$inner.storage;
+                $body
+            }
+            ServiceKind::Auth => {
+                let $p = &$inner.auth;
+                $body
+            }
+            ServiceKind::Volume => {
+                let $p = &$inner.volume;
+                $body
+            }
+        }
+    };
+}
+
 /// Password length: 43 alphanumerics carry 256 bits.
 const PASSWORD_LEN: usize = 43;
 const CLAIM_BATCH: i64 = 32;
+/// How long a lease lasts if its holder stays alive but never records an
+/// outcome (a hung engine call).
 const LEASE_SECS: f64 = 120.0;
+/// How often an incarnation says it is alive...
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// ...and after how long without a heartbeat its leases are taken over.
+const HEARTBEAT_STALE_SECS: f64 = 10.0;
 const IDLE_RESCAN: Duration = Duration::from_secs(5);
-/// A Redis without a size gets 64 MiB.
-pub const DEFAULT_REDIS_MEMORY: u64 = 64 * 1024 * 1024;
+/// The slow fallback of [`Reconciler::wait_settled`], for notifications
+/// lost while the listener reconnects.
+const SETTLE_POLL: Duration = Duration::from_millis(250);
+/// The file in the data dir that holds this server's id.
+const SERVER_ID_FILE: &str = "server-id";
 
 #[derive(Clone)]
 pub struct Reconciler {
@@ -116,32 +220,28 @@ pub struct Reconciler {
 }
 
 struct Inner {
-    store: Store,
-    engine: PostgresEngine,
-    master_key: Arc<MasterKey>,
+    ctx: Ctx,
+    postgres: postgres::PostgresProvisioner,
+    redis: RedisHosting,
+    storage: storage::StorageProvisioner,
+    auth: auth::AuthProvisioner,
+    volume: volume::VolumeProvisioner,
     wake: Notify,
-    connection_limit: i32,
     /// How many empty databases to keep ready for new bindings.
     spares: i64,
-    /// Managed Redis, when redis-server is installed.
-    redis: Option<RedisEngine>,
-    /// An existing Redis (`--redis-url`): bindings become ACL users there.
-    redis_external: Option<ExternalRedis>,
+    spares_wake: Notify,
     /// How often running bindings are checked with their own credentials.
     drift_check: Duration,
-    spares_wake: Notify,
-    /// The S3 endpoint storage bindings inject.
-    s3_endpoint: String,
-    /// The API's public URL, under which auth bindings serve.
-    api_url: String,
-    /// What new volumes are made of: `ext4` or `dir`.
-    volume_backend: String,
+    /// This server's id (its data dir's), and the incarnation of this
+    /// start once registered: the holder its leases name.
+    server_id: String,
+    incarnation: OnceCell<i64>,
 }
 
 /// Where Redis bindings live.
 pub enum RedisHosting {
     /// One supervised redis-server each.
-    Managed(RedisEngine),
+    Managed(mds_engines::RedisEngine),
     /// ACL users on an existing server (`--redis-url`).
     External(ExternalRedis),
     /// redis-server is not installed: Redis bindings fail saying so.
@@ -164,6 +264,8 @@ pub struct Settings {
     /// What new volumes are made of: `ext4` (root with loop devices) or
     /// `dir`.
     pub volume_backend: String,
+    /// This server's lasting id ([`server_id`]); its leases name it.
+    pub server_id: String,
 }
 
 /// Arbitrary, fixed: the advisory lock of the replica that tops up spares.
@@ -171,6 +273,29 @@ const SPARES_LOCK: i64 = 0x006d_6473_7370_6172;
 
 fn password_context(binding_id: &str) -> String {
     format!("binding:{binding_id}:password")
+}
+
+/// This server's id, kept in `DIR/server-id` (made at the first start).
+/// Replicas have data dirs of their own, hence ids of their own; a start
+/// on the same data dir is the same server, which takes over the leases
+/// of its earlier run at once.
+pub fn server_id(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join(SERVER_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let id = format!(
+        "srv_{}",
+        mds_crypto::random_password(26).to_ascii_lowercase()
+    );
+    // Written whole or not at all: a torn id would be another server.
+    let partial = data_dir.join(format!("{SERVER_ID_FILE}.partial"));
+    std::fs::write(&partial, format!("{id}\n"))?;
+    std::fs::rename(&partial, &path)?;
+    Ok(id)
 }
 
 impl Reconciler {
@@ -181,28 +306,35 @@ impl Reconciler {
         redis: RedisHosting,
         settings: Settings,
     ) -> Self {
-        let (redis, redis_external) = match redis {
-            RedisHosting::Managed(engine) => (Some(engine), None),
-            RedisHosting::External(external) => (None, Some(external)),
-            RedisHosting::Unavailable => (None, None),
-        };
         Self {
             inner: Arc::new(Inner {
-                store,
-                engine,
-                master_key,
+                ctx: Ctx { store, master_key },
+                postgres: postgres::PostgresProvisioner {
+                    engine,
+                    connection_limit: settings.connection_limit,
+                },
+                redis,
+                storage: storage::StorageProvisioner {
+                    s3_endpoint: settings.s3_endpoint,
+                },
+                auth: auth::AuthProvisioner {
+                    api_url: settings.api_url.trim_end_matches('/').to_string(),
+                },
+                volume: volume::VolumeProvisioner {
+                    backend: settings.volume_backend,
+                },
                 wake: Notify::new(),
-                connection_limit: settings.connection_limit,
                 spares: settings.spares as i64,
                 spares_wake: Notify::new(),
-                redis,
-                redis_external,
                 drift_check: settings.drift_check,
-                s3_endpoint: settings.s3_endpoint,
-                api_url: settings.api_url.trim_end_matches('/').to_string(),
-                volume_backend: settings.volume_backend,
+                server_id: settings.server_id,
+                incarnation: OnceCell::new(),
             }),
         }
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.ctx.store
     }
 
     /// Asks for a pass now (after desired state changed).
@@ -210,10 +342,48 @@ impl Reconciler {
         self.inner.wake.notify_one();
     }
 
+    /// Registers this start (see [`incarnation`](Self::incarnation)), then
+    /// [`spawn`](Self::spawn)s the passes. Called before the API says
+    /// ready, so that no binding reads `running` for an engine process
+    /// this start has not brought back yet.
+    pub async fn start(&self) -> Result<tokio::task::JoinHandle<()>, ProvisionError> {
+        self.incarnation().await?;
+        Ok(self.spawn())
+    }
+
+    /// This start's incarnation, registered on first use: earlier
+    /// incarnations of this server end (their leases are free at once),
+    /// and running bindings served by an engine process of their own
+    /// (managed Redis) become `starting` until they answer again. Why not
+    /// bring those processes back before the API is ready: start-up would
+    /// then wait on every instance (an AOF to load each), and one that
+    /// cannot start would hold back every other kind. `starting` keeps
+    /// start-up fast and `running` true.
+    pub async fn incarnation(&self) -> Result<i64, ProvisionError> {
+        let id = self
+            .inner
+            .incarnation
+            .get_or_try_init(|| async {
+                let store = self.store();
+                let id = store.begin_incarnation(&self.inner.server_id).await?;
+                if let RedisHosting::Managed(_) = self.inner.redis {
+                    let kind = ServiceKind::Redis;
+                    let n = store.mark_bindings_starting(kind.as_str()).await?;
+                    if n > 0 {
+                        tracing::info!(bindings = n, "bringing back redis instances");
+                    }
+                }
+                Ok::<_, ProvisionError>(id)
+            })
+            .await?;
+        Ok(*id)
+    }
+
     /// Runs passes until the task is dropped: on every wake, and every few
     /// seconds to retry errors and adopt work of replicas that died. A
     /// second task keeps the spare databases topped up, off the path of
-    /// any attach.
+    /// any attach; a third checks running bindings for drift; a fourth
+    /// beats this incarnation's heart.
     pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
         let keeper = self.clone();
         tokio::spawn(async move {
@@ -236,9 +406,26 @@ impl Reconciler {
                 }
             }
         });
+        let heart = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                let Some(&id) = heart.inner.incarnation.get() else {
+                    continue;
+                };
+                match heart.store().incarnation_heartbeat(id).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        incarnation = id,
+                        "this server's incarnation was ended by another; its leases may be \
+                         taken over"
+                    ),
+                    Err(e) => tracing::debug!(error = %e, "heartbeat missed"),
+                }
+            }
+        });
         let this = self.clone();
         tokio::spawn(async move {
-            this.adopt().await;
             loop {
                 match this.pass().await {
                     Ok(0) => {}
@@ -253,43 +440,39 @@ impl Reconciler {
         })
     }
 
-    /// Brings back the engine processes of running bindings (managed Redis)
-    /// after this server started; a failure marks the binding for retry.
-    async fn adopt(&self) {
-        let Ok(bindings) = self.inner.store.running_bindings(Some("redis")).await else {
-            return;
-        };
-        join_all(bindings.iter().map(|(service, binding)| async move {
-            if let Err(e) = self.converge_redis(service, binding).await {
-                tracing::warn!(binding = binding.id, error = %e, "could not restart a redis instance");
-                let _ = self
-                    .inner
-                    .store
-                    .binding_failed(&binding.id, &e.to_string(), 0.5)
-                    .await;
-            }
-        }))
-        .await;
+    /// Records an error on a binding whose row this server cannot act on
+    /// (or could not act for); the reason is what the API shows.
+    async fn record_error(&self, binding: &BindingRow, error: &ProvisionError, retry_secs: f64) {
+        let store = self.store();
+        let _ = store
+            .add_binding_event(&binding.id, "error", &error.to_string())
+            .await;
+        if let Err(e) = store
+            .binding_failed(&binding.id, &error.to_string(), retry_secs)
+            .await
+        {
+            tracing::warn!(binding = binding.id, error = %e, "could not record a binding's error");
+        }
     }
 
     /// Logs in to every running binding with its own credentials; one that
     /// fails (a database dropped behind mds's back, an external Redis that
     /// lost its ACL users, a dead instance) goes back to the reconciler.
     async fn check_drift(&self) -> Result<(), ProvisionError> {
-        let store = &self.inner.store;
+        let store = self.store();
         for (service, binding) in store.running_bindings(None).await? {
-            let password = self.password(&binding)?;
-            let (host, port) = self.binding_endpoint(&service, &binding);
-            let check = match service.kind.as_str() {
-                "postgres" => postgres::verify(&host, port, &binding.resource_name, &password)
-                    .await
-                    .map_err(|e| describe(&e)),
-                "redis" => {
-                    mds_engines::resp::auth_ping(&host, port, &binding.resource_name, &password)
-                        .await
+            let kind = match service_kind(&service) {
+                Ok(kind) => kind,
+                Err(e) => {
+                    tracing::warn!(binding = binding.id, error = %e, "a binding of an unknown kind");
+                    self.record_error(&binding, &e, 60.0).await;
+                    continue;
                 }
-                _ => Ok(()),
             };
+            let ctx = &self.inner.ctx;
+            let check = with_provisioner!(self.inner, kind, p => {
+                p.check(ctx, &service, &binding).await
+            });
             if let Err(reason) = check {
                 tracing::warn!(binding = binding.id, %reason, "a running binding stopped answering; repairing it");
                 let reason = format!("repairing: {reason}");
@@ -301,16 +484,23 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Stops the engine processes this server supervises.
+    /// Stops the engine processes this server supervises, and ends this
+    /// incarnation so that its leases are free at once.
     pub async fn shutdown(&self) {
-        if let Some(redis) = &self.inner.redis {
+        if let Some(&id) = self.inner.incarnation.get() {
+            if let Err(e) = self.store().end_incarnation(id).await {
+                tracing::debug!(error = %e, "could not end this incarnation; its leases expire");
+            }
+        }
+        if let RedisHosting::Managed(redis) = &self.inner.redis {
             redis.shutdown().await;
         }
     }
 
     /// One pass; returns how many bindings it worked on.
     pub async fn pass(&self) -> Result<usize, ProvisionError> {
-        let store = &self.inner.store;
+        let incarnation = self.incarnation().await?;
+        let store = self.store();
         for missing in store.missing_bindings().await? {
             let service = (!missing.env_prefix.is_empty()).then_some(missing.service_name.as_str());
             let binding = self.new_binding(
@@ -323,7 +513,9 @@ impl Reconciler {
         }
         let mut worked = 0;
         loop {
-            let due = store.claim_due_bindings(CLAIM_BATCH, LEASE_SECS).await?;
+            let due = store
+                .claim_due_bindings(CLAIM_BATCH, LEASE_SECS, incarnation, HEARTBEAT_STALE_SECS)
+                .await?;
             if due.is_empty() {
                 store.sweep_deleted_services().await?;
                 return Ok(worked);
@@ -339,11 +531,51 @@ impl Reconciler {
         }
     }
 
+    /// Waits until every binding of the service settles (reaches what it
+    /// should be, or fails: a first error is often a race that the retry
+    /// clears) or `limit` passes; true when settled. Wakes on every change
+    /// of a binding's state, this replica's writes and other replicas'
+    /// notifications alike, and looks again every 250 ms in case a
+    /// notification was lost.
+    pub async fn wait_settled(
+        &self,
+        service_id: &str,
+        limit: Duration,
+    ) -> Result<bool, ProvisionError> {
+        let store = self.store();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Enabled before the read: a change after it wakes this wait.
+            let changed = store.binding_changes().notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let mut settled = true;
+            for binding in store.bindings(service_id).await? {
+                let desired = binding_desired(&binding)?;
+                if !binding_state(&binding)?.is_settled(desired) {
+                    settled = false;
+                    break;
+                }
+            }
+            if settled {
+                return Ok(true);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(SETTLE_POLL.min(deadline - now)) => {}
+            }
+        }
+    }
+
     async fn top_up_spares(&self) -> Result<(), ProvisionError> {
         if self.inner.spares == 0 {
             return Ok(());
         }
-        let admin = postgres::Admin::connect(&self.inner.engine.admin_config()).await?;
+        let admin = self.inner.postgres.admin().await?;
         // The lock goes with this connection when it is dropped.
         if !admin.try_lock(SPARES_LOCK).await? {
             tracing::debug!("another replica tops up the spares");
@@ -367,11 +599,12 @@ impl Reconciler {
         environment_slug: &str,
         service_name: Option<&str>,
     ) -> NewBinding {
-        let id = IdKind::Binding.mint();
+        let id = mds_core::ids::IdKind::Binding.mint();
         let password = mds_crypto::random_password(PASSWORD_LEN);
         NewBinding {
             sealed_password: self
                 .inner
+                .ctx
                 .master_key
                 .seal(&password_context(&id), password.as_bytes()),
             resource_name: names::resource_name(project_slug, environment_slug, service_name),
@@ -381,37 +614,29 @@ impl Reconciler {
     }
 
     pub fn password(&self, binding: &BindingRow) -> Result<Zeroizing<String>, ProvisionError> {
-        self.inner
-            .master_key
-            .open_string(&password_context(&binding.id), &binding.sealed_password)
-            .map_err(|_| ProvisionError::Sealed)
+        self.inner.ctx.password(binding)
     }
 
-    /// Where tenants reach the engine.
+    /// Where tenants reach the shared Postgres engine.
     pub fn endpoint(&self) -> (String, u16) {
-        let admin = self.inner.engine.admin_config();
-        let host = match admin.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => "127.0.0.1".to_string(),
-        };
-        let port = admin.get_ports().first().copied().unwrap_or(5432);
-        (host, port)
+        self.inner.postgres.engine_endpoint()
     }
 
     /// Where a binding's clients connect: the shared Postgres server, an
-    /// external Redis, or the binding's own redis-server.
+    /// external Redis or the binding's own redis-server, the S3 endpoint,
+    /// the API. A volume has none (`("", 0)`), and neither has a kind this
+    /// server does not know (its variables are an error).
     pub fn binding_endpoint(
         &self,
         service: &DataServiceRow,
         binding: &BindingRow,
     ) -> (String, u16) {
-        match (service.kind.as_str(), &self.inner.redis_external) {
-            ("redis", Some(external)) => (external.host.clone(), external.port),
-            ("redis", None) => (
-                "127.0.0.1".to_string(),
-                binding.port.unwrap_or_default() as u16,
-            ),
-            _ => self.endpoint(),
+        match service_kind(service) {
+            Ok(kind) => with_provisioner!(self.inner, kind, p => p.endpoint(binding)),
+            Err(e) => {
+                tracing::warn!(binding = binding.id, error = %e, "no endpoint");
+                (String::new(), 0)
+            }
         }
     }
 
@@ -421,338 +646,47 @@ impl Reconciler {
         &self,
         service: &DataServiceRow,
         binding: &BindingRow,
-    ) -> Result<Vec<(String, String, bool)>, ProvisionError> {
-        let password = self.password(binding)?;
-        match service.kind.as_str() {
-            "postgres" => {
-                let (host, port) = self.endpoint();
-                Ok(PostgresAccess {
-                    host: &host,
-                    port,
-                    user: &binding.resource_name,
-                    password: &password,
-                    database: &binding.resource_name,
-                }
-                .variables(&service.env_prefix))
-            }
-            "redis" => {
-                let (host, port) = self.binding_endpoint(service, binding);
-                let url = format!(
-                    "redis://{}:{}@{host}:{port}/0",
-                    mds_core::env::url_encode(&binding.resource_name),
-                    mds_core::env::url_encode(&password)
-                );
-                let prefix = &service.env_prefix;
-                let mut vars = vec![(format!("{prefix}REDIS_URL"), url, true)];
-                if self.inner.redis_external.is_some() {
-                    // On a shared server each binding owns a key prefix.
-                    vars.push((
-                        format!("{prefix}REDIS_KEY_PREFIX"),
-                        redis_external::key_prefix(&binding.resource_name),
-                        false,
-                    ));
-                }
-                Ok(vars)
-            }
-            "storage" => {
-                let bucket = binding_bucket(&binding.resource_name);
-                let prefix = &service.env_prefix;
-                let endpoint = &self.inner.s3_endpoint;
-                let key_id = storage_access_key_id(&binding.id);
-                let mut vars = vec![
-                    (format!("{prefix}STORAGE_BUCKET"), bucket, false),
-                    (format!("{prefix}STORAGE_ENDPOINT"), endpoint.clone(), false),
-                    (format!("{prefix}STORAGE_KEY_ID"), key_id.clone(), false),
-                    (
-                        format!("{prefix}STORAGE_KEY_SECRET"),
-                        password.to_string(),
-                        true,
-                    ),
-                ];
-                // Stock AWS SDKs read these names; only the first storage
-                // service of a project sets them.
-                if prefix.is_empty() {
-                    vars.extend([
-                        ("AWS_ENDPOINT_URL_S3".to_string(), endpoint.clone(), false),
-                        ("AWS_ACCESS_KEY_ID".to_string(), key_id, false),
-                        (
-                            "AWS_SECRET_ACCESS_KEY".to_string(),
-                            password.to_string(),
-                            true,
-                        ),
-                        ("AWS_REGION".to_string(), "us-east-1".to_string(), false),
-                    ]);
-                }
-                Ok(vars)
-            }
-            "auth" => {
-                if !mds_auth::AuthConfig::from_stored(&service.config).enabled {
-                    return Ok(Vec::new());
-                }
-                let url = self.auth_url(service, binding);
-                let prefix = &service.env_prefix;
-                Ok(vec![
-                    (
-                        format!("{prefix}AUTH_JWKS_URL"),
-                        format!("{url}/.well-known/jwks.json"),
-                        false,
-                    ),
-                    (format!("{prefix}AUTH_URL"), url, false),
-                    (
-                        format!("{prefix}AUTH_JWT_SECRET"),
-                        self.auth_jwt_secret(&binding.id).to_string(),
-                        true,
-                    ),
-                ])
-            }
-            "volume" => {
-                let prefix = &service.env_prefix;
-                Ok(vec![
-                    (
-                        format!("{prefix}VOLUME_ID"),
-                        binding_volume(&binding.id),
-                        false,
-                    ),
-                    (
-                        format!("{prefix}VOLUME_NAME"),
-                        binding.resource_name.clone(),
-                        false,
-                    ),
-                ])
-            }
-            other => Err(ProvisionError::UnknownKind(other.to_string())),
-        }
-    }
-
-    /// Gives a `volume` binding its volume (a row: the filesystem is made
-    /// where it is first attached), or removes the row. Its data is
-    /// removed by the server that holds it.
-    async fn converge_volume(
-        &self,
-        service: &DataServiceRow,
-        binding: &BindingRow,
-    ) -> Result<Option<&'static str>, ProvisionError> {
-        let store = &self.inner.store;
-        let id = binding_volume(&binding.id);
-        match binding.desired.as_str() {
-            "deleted" => {
-                store.delete_binding_volume(&binding.id).await?;
-                Ok(None)
-            }
-            desired => {
-                if store.binding_volume(&binding.id).await?.is_none() {
-                    let size = service.config["size_bytes"]
-                        .as_i64()
-                        .unwrap_or(DEFAULT_VOLUME_BYTES)
-                        .clamp(1 << 20, 500 << 30);
-                    let tenant = store.project_tenant(&service.project_id).await?;
-                    let created = store
-                        .create_volume(&mds_store::NewVolume {
-                            id: &id,
-                            tenant_id: &tenant,
-                            project_id: Some(&service.project_id),
-                            binding_id: Some(&binding.id),
-                            name: &binding.resource_name,
-                            size_bytes: size,
-                            backend: &self.inner.volume_backend,
-                        })
-                        .await;
-                    match created {
-                        Ok(()) => {}
-                        // Made by a pass that raced this one.
-                        Err(mds_store::StoreError::Conflict { .. })
-                            if store.binding_volume(&binding.id).await?.is_some() => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Ok(Some(if desired == "running" {
-                    "running"
-                } else {
-                    "stopped"
-                }))
-            }
-        }
+    ) -> Result<Vec<Injected>, ProvisionError> {
+        let kind = service_kind(service)?;
+        let ctx = &self.inner.ctx;
+        with_provisioner!(self.inner, kind, p => p.variables(ctx, service, binding))
     }
 
     /// Where an auth binding's end-user API is: `AUTH_URL`, also the
     /// issuer of its tokens.
     pub fn auth_url(&self, service: &DataServiceRow, binding: &BindingRow) -> String {
-        format!(
-            "{}/auth/v1/{}/{}",
-            self.inner.api_url, service.project_id, binding.environment_id
-        )
+        self.inner.auth.url(service, binding)
     }
 
     /// An auth binding's `AUTH_JWT_SECRET`: 64 hex characters derived from
     /// the master key, whose UTF-8 bytes are the HS256 key.
     pub fn auth_jwt_secret(&self, binding_id: &str) -> Zeroizing<String> {
-        let key = self
-            .inner
-            .master_key
-            .derive(&format!("auth:{binding_id}:jwt-secret"));
-        Zeroizing::new(hex::encode(*key))
+        auth::jwt_secret(&self.inner.ctx.master_key, binding_id)
     }
 
     /// The sealing context of an auth signing key.
     pub fn signing_key_context(kid: &str) -> String {
-        format!("auth-signing-key:{kid}")
+        auth::signing_key_context(kid)
     }
 
-    /// Gives an auth binding its ES256 keys (one active, one standby), so
-    /// switching a project to ES256 or rotating needs no other step. Its
-    /// users and sessions go with the binding row.
-    async fn converge_auth(
-        &self,
-        binding: &BindingRow,
-    ) -> Result<Option<&'static str>, ProvisionError> {
-        match binding.desired.as_str() {
-            "deleted" => Ok(None),
-            desired => {
-                let present = self.inner.store.signing_keys(&binding.id, 0.0).await?;
-                for state in ["active", "standby"] {
-                    if !present.iter().any(|k| k.state == state) {
-                        let (kid, private, jwk) = mds_auth::jwt::new_es256_key();
-                        let sealed = self
-                            .inner
-                            .master_key
-                            .seal(&Self::signing_key_context(&kid), &private);
-                        self.inner
-                            .store
-                            .add_signing_key(&binding.id, &kid, state, &sealed, &jwk)
-                            .await?;
-                    }
-                }
-                Ok(Some(if desired == "running" {
-                    "running"
-                } else {
-                    "stopped"
-                }))
-            }
-        }
-    }
-
-    /// Creates (or removes) a storage binding's bucket. Its S3 keys are
-    /// the binding's id and password, so nothing else needs making.
-    async fn converge_storage(
-        &self,
-        service: &DataServiceRow,
-        binding: &BindingRow,
-    ) -> Result<Option<&'static str>, ProvisionError> {
-        let store = &self.inner.store;
-        let existing = store.binding_bucket(&binding.id).await?;
-        match binding.desired.as_str() {
-            "deleted" => {
-                if let Some(bucket) = existing {
-                    // Its objects go too; their chunks are collected later.
-                    store.delete_bucket(&bucket.id, true, 0.0).await?;
-                }
-                Ok(None)
-            }
-            desired => {
-                if existing.is_none() {
-                    let id = IdKind::Bucket.mint();
-                    let name = binding_bucket(&binding.resource_name);
-                    store
-                        .create_bucket(&mds_store::NewBucket {
-                            id: &id,
-                            name: &name,
-                            project_id: Some(&service.project_id),
-                            binding_id: Some(&binding.id),
-                            visibility: "private",
-                        })
-                        .await?;
-                }
-                Ok(Some(if desired == "running" {
-                    "running"
-                } else {
-                    "stopped"
-                }))
-            }
-        }
-    }
-
-    fn redis(&self) -> Result<&RedisEngine, ProvisionError> {
-        self.inner.redis.as_ref().ok_or_else(|| {
-            ProvisionError::Redis(
-                "redis-server is not installed on this server; install it with \
-                 `apt-get install -y redis-server`"
-                    .to_string(),
-            )
-        })
-    }
-
-    /// Runs (or stops, or removes) a binding's own redis-server, or its ACL
-    /// user on an external Redis.
-    async fn converge_redis(
-        &self,
-        service: &DataServiceRow,
-        binding: &BindingRow,
-    ) -> Result<Option<&'static str>, ProvisionError> {
-        if let Some(external) = &self.inner.redis_external {
-            let password = self.password(binding)?;
-            return external
-                .converge(&binding.resource_name, &password, &binding.desired)
-                .await
-                .map_err(ProvisionError::Redis);
-        }
-        let redis = self.redis()?;
-        match binding.desired.as_str() {
-            "deleted" => {
-                redis.remove(&binding.id).await?;
-                Ok(None)
-            }
-            "stopped" => {
-                redis.stop(&binding.id).await;
-                Ok(Some("stopped"))
-            }
-            _ => {
-                let port = match binding.port {
-                    Some(port) => port as u16,
-                    None => {
-                        let port = mds_engines::free_port()?;
-                        self.inner
-                            .store
-                            .set_binding_port(&binding.id, i32::from(port))
-                            .await?;
-                        port
-                    }
-                };
-                let spec = RedisSpec {
-                    binding_id: binding.id.clone(),
-                    port,
-                    user: binding.resource_name.clone(),
-                    password: self.password(binding)?.to_string(),
-                    maxmemory_bytes: service.config["maxmemory_bytes"]
-                        .as_u64()
-                        .unwrap_or(DEFAULT_REDIS_MEMORY),
-                    eviction: service.config["eviction"]
-                        .as_str()
-                        .unwrap_or("noeviction")
-                        .to_string(),
-                };
-                // Ready means AUTH and PING with the binding's own user.
-                redis.ensure_running(&spec).await?;
-                Ok(Some("running"))
-            }
-        }
-    }
-
+    /// Converges one leased binding and records the outcome.
     async fn converge(&self, service: &DataServiceRow, binding: &BindingRow) {
-        let store = &self.inner.store;
-        let outcome = match service.kind.as_str() {
-            "postgres" => self.converge_postgres(binding).await,
-            "redis" => self.converge_redis(service, binding).await,
-            "storage" => self.converge_storage(service, binding).await,
-            "auth" => self.converge_auth(binding).await,
-            "volume" => self.converge_volume(service, binding).await,
-            other => Err(ProvisionError::UnknownKind(other.to_string())),
+        let store = self.store();
+        let ctx = &self.inner.ctx;
+        let outcome = match (service_kind(service), binding_desired(binding)) {
+            (Ok(kind), Ok(desired)) => {
+                with_provisioner!(self.inner, kind, p => {
+                    p.converge(ctx, service, binding, desired).await
+                })
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
         let recorded = match outcome {
             Ok(Some(state)) => {
                 let _ = store
-                    .add_binding_event(&binding.id, "provision", state)
+                    .add_binding_event(&binding.id, "provision", state.as_str())
                     .await;
-                store.binding_reached(&binding.id, state).await
+                store.binding_reached(&binding.id, state.as_str()).await
             }
             Ok(None) => {
                 let _ = store
@@ -763,76 +697,45 @@ impl Reconciler {
             Err(e) => {
                 let retry = (0.5 * 2f64.powi(binding.attempts.min(7))).min(60.0);
                 tracing::warn!(binding = binding.id, error = %e, retry_secs = retry, "provisioning failed");
-                let _ = store
-                    .add_binding_event(&binding.id, "error", &e.to_string())
-                    .await;
-                store
-                    .binding_failed(&binding.id, &e.to_string(), retry)
-                    .await
+                self.record_error(binding, &e, retry).await;
+                Ok(())
             }
         };
         if let Err(e) = recorded {
-            // The lease expires and another pass retries.
+            // Its incarnation's lease holds until this server stops; then
+            // (or on its heartbeat's end) another pass retries.
             tracing::warn!(binding = binding.id, error = %e, "could not record a binding's state");
         }
     }
 
-    /// Returns the state reached, or `None` once the binding is gone.
-    async fn converge_postgres(
+    /// Parses a binding's kind and desired state for an operation the API
+    /// asked for; an unknown word is recorded on the binding and returned.
+    async fn parsed(
         &self,
+        service: &DataServiceRow,
         binding: &BindingRow,
-    ) -> Result<Option<&'static str>, ProvisionError> {
-        let admin = postgres::Admin::connect(&self.inner.engine.admin_config()).await?;
-        let name = &binding.resource_name;
-        match binding.desired.as_str() {
-            "deleted" => {
-                admin.remove(name).await?;
-                Ok(None)
-            }
-            desired => {
-                let login = desired == "running";
-                let password = self.password(binding)?;
-                admin
-                    .converge(name, &password, login, self.inner.connection_limit)
-                    .await?;
-                if !login {
-                    admin.disconnect_role(name).await?;
-                    return Ok(Some("stopped"));
-                }
-                // Ready means connectable: a real login with the binding's
-                // own credentials.
-                let (host, port) = self.endpoint();
-                postgres::verify(&host, port, name, &password).await?;
-                Ok(Some("running"))
-            }
+    ) -> Result<(ServiceKind, Desired), ProvisionError> {
+        let parsed = service_kind(service).and_then(|k| Ok((k, binding_desired(binding)?)));
+        if let Err(e) = &parsed {
+            tracing::error!(binding = binding.id, error = %e, "refusing to act on a binding");
+            self.record_error(binding, e, 60.0).await;
         }
+        parsed
     }
 
     /// Restarts a binding: closes every session of a Postgres role (its
-    /// server is shared), or restarts a Redis instance (data kept).
+    /// server is shared), restarts a Redis instance (data kept), or does
+    /// nothing for kinds without sessions.
     pub async fn restart(
         &self,
         service: &DataServiceRow,
         binding: &BindingRow,
     ) -> Result<(), ProvisionError> {
-        if matches!(service.kind.as_str(), "storage" | "auth" | "volume") {
-            // No sessions to close: requests are independent.
-            return Ok(());
-        }
-        if service.kind == "redis" {
-            if let Some(external) = &self.inner.redis_external {
-                return external
-                    .disconnect(&binding.resource_name)
-                    .await
-                    .map_err(ProvisionError::Redis);
-            }
-            self.redis()?.stop(&binding.id).await;
-            self.converge_redis(service, binding).await?;
-            return Ok(());
-        }
-        let admin = postgres::Admin::connect(&self.inner.engine.admin_config()).await?;
-        admin.disconnect_role(&binding.resource_name).await?;
-        Ok(())
+        let (kind, desired) = self.parsed(service, binding).await?;
+        let ctx = &self.inner.ctx;
+        with_provisioner!(self.inner, kind, p => {
+            p.restart(ctx, service, binding, desired).await
+        })
     }
 
     /// Drops a binding's data now (a purge), then its row.
@@ -841,53 +744,60 @@ impl Reconciler {
         service: &DataServiceRow,
         binding: &BindingRow,
     ) -> Result<(), ProvisionError> {
-        if service.kind == "volume" {
-            self.inner.store.delete_binding_volume(&binding.id).await?;
-            self.inner
-                .store
-                .remove_binding(&binding.id, &binding.service_id)
-                .await?;
-            return Ok(());
-        }
-        if service.kind == "auth" {
-            // Users, sessions, keys and mail go with the row (cascade).
-            self.inner
-                .store
-                .remove_binding(&binding.id, &binding.service_id)
-                .await?;
-            return Ok(());
-        }
-        if service.kind == "storage" {
-            let mut deleting = binding.clone();
-            deleting.desired = "deleted".to_string();
-            self.converge_storage(service, &deleting).await?;
-            self.inner
-                .store
-                .remove_binding(&binding.id, &binding.service_id)
-                .await?;
-            return Ok(());
-        }
-        if service.kind == "redis" {
-            match &self.inner.redis_external {
-                Some(external) => external
-                    .converge(&binding.resource_name, "", "deleted")
-                    .await
-                    .map(|_| ())
-                    .map_err(ProvisionError::Redis)?,
-                None => self.redis()?.remove(&binding.id).await?,
-            }
-            self.inner
-                .store
-                .remove_binding(&binding.id, &binding.service_id)
-                .await?;
-            return Ok(());
-        }
-        let admin = postgres::Admin::connect(&self.inner.engine.admin_config()).await?;
-        admin.remove(&binding.resource_name).await?;
-        self.inner
-            .store
+        let (kind, _) = self.parsed(service, binding).await?;
+        let ctx = &self.inner.ctx;
+        with_provisioner!(self.inner, kind, p => p.remove_now(ctx, service, binding).await)?;
+        self.store()
             .remove_binding(&binding.id, &binding.service_id)
             .await?;
         Ok(())
+    }
+}
+
+/// `(host, port)` of an `http://` or `https://` URL's authority.
+fn url_host_port(url: &str) -> (String, u16) {
+    let (default_port, rest) = match url.split_once("://") {
+        Some(("https", rest)) => (443, rest),
+        Some((_, rest)) => (80, rest),
+        None => (80, url),
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.find(']') {
+        // [v6]:port
+        Some(end) => (&authority[..=end], authority[end + 1..].strip_prefix(':')),
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = port.and_then(|p| p.parse().ok()).unwrap_or(default_port);
+    (host.to_string(), port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_authorities() {
+        let cases = [
+            ("http://127.0.0.1:9000", ("127.0.0.1", 9000)),
+            ("https://api.example.com/x", ("api.example.com", 443)),
+            ("http://localhost", ("localhost", 80)),
+            ("http://[::1]:8080/a", ("[::1]", 8080)),
+        ];
+        for (url, (host, port)) in cases {
+            assert_eq!(url_host_port(url), (host.to_string(), port), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_server_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = server_id(dir.path()).unwrap();
+        assert!(first.starts_with("srv_") && first.len() == 30, "{first}");
+        assert_eq!(server_id(dir.path()).unwrap(), first);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(server_id(other.path()).unwrap(), first);
     }
 }

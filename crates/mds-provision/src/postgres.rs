@@ -6,9 +6,123 @@
 
 use std::time::Duration;
 
-use mds_store::quote;
+use mds_core::env::PostgresAccess;
+use mds_core::kinds::{BindingState, Desired};
+use mds_engines::PostgresEngine;
+use mds_store::{quote, BindingRow, DataServiceRow};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
+
+use crate::{describe, Ctx, Injected, ProvisionError, Provisioner};
+
+/// Postgres bindings: a database and a login role each, on the shared
+/// engine.
+pub(crate) struct PostgresProvisioner {
+    pub engine: PostgresEngine,
+    /// CONNECTION LIMIT of each tenant role.
+    pub connection_limit: i32,
+}
+
+impl PostgresProvisioner {
+    pub async fn admin(&self) -> Result<Admin, tokio_postgres::Error> {
+        Admin::connect(&self.engine.admin_config()).await
+    }
+
+    /// Where tenants reach the engine.
+    pub fn engine_endpoint(&self) -> (String, u16) {
+        let admin = self.engine.admin_config();
+        let host = match admin.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_string(),
+        };
+        let port = admin.get_ports().first().copied().unwrap_or(5432);
+        (host, port)
+    }
+}
+
+impl Provisioner for PostgresProvisioner {
+    async fn converge(
+        &self,
+        ctx: &Ctx,
+        _service: &DataServiceRow,
+        binding: &BindingRow,
+        desired: Desired,
+    ) -> Result<Option<BindingState>, ProvisionError> {
+        let admin = self.admin().await?;
+        let name = &binding.resource_name;
+        let login = match desired {
+            Desired::Deleted => {
+                admin.remove(name).await?;
+                return Ok(None);
+            }
+            Desired::Running => true,
+            Desired::Stopped => false,
+        };
+        let password = ctx.password(binding)?;
+        admin
+            .converge(name, &password, login, self.connection_limit)
+            .await?;
+        if !login {
+            admin.disconnect_role(name).await?;
+            return Ok(Some(BindingState::Stopped));
+        }
+        // Ready means connectable: a real login with the binding's own
+        // credentials.
+        let (host, port) = self.engine_endpoint();
+        verify(&host, port, name, &password).await?;
+        Ok(Some(BindingState::Running))
+    }
+
+    /// The server is shared: a restart ends the role's sessions.
+    async fn restart(
+        &self,
+        _ctx: &Ctx,
+        _service: &DataServiceRow,
+        binding: &BindingRow,
+        _desired: Desired,
+    ) -> Result<(), ProvisionError> {
+        self.admin()
+            .await?
+            .disconnect_role(&binding.resource_name)
+            .await?;
+        Ok(())
+    }
+
+    fn endpoint(&self, _binding: &BindingRow) -> (String, u16) {
+        self.engine_endpoint()
+    }
+
+    fn variables(
+        &self,
+        ctx: &Ctx,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<Vec<Injected>, ProvisionError> {
+        let password = ctx.password(binding)?;
+        let (host, port) = self.engine_endpoint();
+        Ok(PostgresAccess {
+            host: &host,
+            port,
+            user: &binding.resource_name,
+            password: &password,
+            database: &binding.resource_name,
+        }
+        .variables(&service.env_prefix))
+    }
+
+    async fn check(
+        &self,
+        ctx: &Ctx,
+        _service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<(), String> {
+        let password = ctx.password(binding).map_err(|e| e.to_string())?;
+        let (host, port) = self.engine_endpoint();
+        verify(&host, port, &binding.resource_name, &password)
+            .await
+            .map_err(|e| describe(&e))
+    }
+}
 
 /// Spare databases and roles are named `mds_spare_<ulid>`, and
 /// `mds_making_<ulid>` while being made.

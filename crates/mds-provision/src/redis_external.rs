@@ -5,6 +5,7 @@
 //! settings, and must put the prefix (`REDIS_KEY_PREFIX`) in front of
 //! every key and channel.
 
+use mds_core::kinds::{BindingState, Desired};
 use mds_engines::resp::{auth_ping, Reply, Resp};
 
 /// The admin login to an existing Redis 6+ server.
@@ -79,30 +80,30 @@ impl ExternalRedis {
         conn.call(args).await.map_err(|e| e.to_string())?.ok()
     }
 
-    /// Makes the ACL user match `desired` (running, stopped or deleted);
-    /// returns the state reached, `None` once deleted.
+    /// Makes the ACL user match `desired`; returns the state reached,
+    /// `None` once deleted.
     pub async fn converge(
         &self,
         user: &str,
         password: &str,
-        desired: &str,
-    ) -> Result<Option<&'static str>, String> {
+        desired: Desired,
+    ) -> Result<Option<BindingState>, String> {
         let mut conn = self.admin().await?;
         let prefix = key_prefix(user);
         match desired {
-            "deleted" => {
+            Desired::Deleted => {
                 Self::call(&mut conn, &["ACL", "DELUSER", user]).await?;
                 self.drop_keys(&mut conn, &prefix).await?;
                 self.save_acl(&mut conn).await;
                 Ok(None)
             }
-            "stopped" => {
+            Desired::Stopped => {
                 Self::call(&mut conn, &["ACL", "SETUSER", user, "off"]).await?;
                 let _ = Self::call(&mut conn, &["CLIENT", "KILL", "USER", user]).await;
                 self.save_acl(&mut conn).await;
-                Ok(Some("stopped"))
+                Ok(Some(BindingState::Stopped))
             }
-            _ => {
+            Desired::Running => {
                 let key_rule = format!("~{prefix}*");
                 let channel_rule = format!("&{prefix}*");
                 let pass_rule = format!(">{password}");
@@ -125,7 +126,7 @@ impl ExternalRedis {
                 .await?;
                 self.save_acl(&mut conn).await;
                 auth_ping(&self.host, self.port, user, password).await?;
-                Ok(Some("running"))
+                Ok(Some(BindingState::Running))
             }
         }
     }

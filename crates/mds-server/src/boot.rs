@@ -290,6 +290,7 @@ async fn start_platform(
     s3_endpoint: &str,
     public_url: &str,
 ) -> anyhow::Result<PostgresEngine> {
+    let server_id = mds_provision::server_id(data_dir).context("reading DIR/server-id")?;
     let engine = match &config.postgres_url {
         Some(url) => {
             let pg: tokio_postgres::Config = url
@@ -357,6 +358,7 @@ async fn start_platform(
                     s3_endpoint: s3_endpoint.to_string(),
                     api_url: public_url.to_string(),
                     volume_backend: mds_runtime::volume::default_backend().to_string(),
+                    server_id,
                 },
             );
             let storage = match mds_storage::Storage::open(
@@ -382,7 +384,10 @@ async fn start_platform(
                 return Err(e.context("opening sandboxes and volumes"));
             }
             // Repairs whatever a crash left half-done, then follows changes.
-            reconciler.spawn();
+            if let Err(e) = reconciler.start().await {
+                engine.shutdown().await;
+                return Err(anyhow::Error::new(e).context("starting the reconciler"));
+            }
             state.set_ready(engine.clone(), version, store, reconciler, storage);
             // Deployments serve again once their bindings can be resolved.
             let restoring = state.clone();

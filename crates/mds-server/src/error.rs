@@ -180,6 +180,10 @@ impl From<ControlError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
                     .retry_after(Duration::from_secs(1))
             }
+            ControlError::Unsupported { code, message } => {
+                tracing::error!(request_id = %current_request_id(), error = %message, "refused");
+                Self::new(StatusCode::NOT_IMPLEMENTED, code, message)
+            }
             ControlError::Store(e) => e.into(),
             ControlError::Storage(e) => e.into(),
             ControlError::Internal(cause) => Self::internal(cause),
@@ -237,6 +241,12 @@ impl From<StorageError> for ApiError {
             StorageError::Io(e) => Self::internal(e),
             StorageError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<mds_provision::ProvisionError> for ApiError {
+    fn from(err: mds_provision::ProvisionError) -> Self {
+        ControlError::from(err).into()
     }
 }
 

@@ -32,6 +32,10 @@ pub(crate) struct Cache {
     projects: Entries<(String, String), ProjectRow>,
     /// key hash -> key
     api_keys: Entries<Vec<u8>, ApiKeyRow>,
+    /// Woken whenever a binding's state or desired state may have changed:
+    /// by this replica's writes, by `binding:` notifications from any
+    /// replica, and when the listener (dis)connects.
+    pub(crate) bindings_changed: tokio::sync::Notify,
 }
 
 /// Proof that a read started at a given generation, while listening.
@@ -102,8 +106,13 @@ impl Cache {
         }
     }
 
-    /// Drops what a notification (`project:<id>`, `api_key:<id>`) names.
+    /// Drops what a notification (`project:<id>`, `api_key:<id>`) names;
+    /// `binding:<service id>` caches nothing and only wakes waiters.
     pub fn invalidate(&self, payload: &str) {
+        if payload.starts_with("binding:") {
+            self.bindings_changed.notify_waiters();
+            return;
+        }
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Some(id) = payload.strip_prefix("project:") {
             self.projects
@@ -130,6 +139,8 @@ impl Cache {
         // Whatever was cached may have missed notifications: start over.
         self.clear();
         self.listening.store(on, Ordering::Release);
+        // Waiters may have missed notifications too: they look again.
+        self.bindings_changed.notify_waiters();
     }
 }
 
@@ -216,6 +227,20 @@ mod tests {
         cache.invalidate("api_key:k1");
         cache.put_api_key(ticket, b"h", key_row("k1"));
         assert!(cache.api_key(b"h").is_none());
+    }
+
+    #[test]
+    fn binding_notifications_wake_waiters_and_keep_the_cache() {
+        let cache = Cache::default();
+        cache.set_listening(true);
+        cache.put_api_key(cache.ticket().unwrap(), b"a", key_row("k1"));
+        let woken = cache.bindings_changed.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        cache.invalidate("binding:ds_1");
+        assert!(cache.api_key(b"a").is_some());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(std::future::Future::poll(woken.as_mut(), &mut cx).is_ready());
     }
 
     #[test]

@@ -278,6 +278,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.bindings_changed();
         Ok(())
     }
 
@@ -330,26 +331,37 @@ impl Store {
         insert_binding(&client, service_id, binding).await
     }
 
-    /// Leases up to `limit` bindings that need work, so that no other
-    /// replica works on them for `lease_secs`.
+    /// Leases up to `limit` bindings that need work to `incarnation`, so
+    /// that no other replica works on them for `lease_secs`. A lease held
+    /// by an incarnation that ended (a clean stop, or the next start of
+    /// the same server) or whose heartbeat is older than `stale_secs` is
+    /// taken over at once: its holder is gone.
     pub async fn claim_due_bindings(
         &self,
         limit: i64,
         lease_secs: f64,
+        incarnation: i64,
+        stale_secs: f64,
     ) -> Result<Vec<(DataServiceRow, BindingRow)>> {
         let client = self.client().await?;
         let rows = client
             .query(
                 &format!(
                     "WITH due AS (
-                         SELECT id FROM bindings
-                         WHERE state <> desired AND next_attempt_at <= now()
-                           AND (lease_until IS NULL OR lease_until < now())
-                         ORDER BY next_attempt_at
+                         SELECT d.id FROM bindings d
+                         WHERE d.state <> d.desired AND d.next_attempt_at <= now()
+                           AND (d.lease_until IS NULL OR d.lease_until < now()
+                                OR (d.lease_holder IS NOT NULL AND d.lease_holder <> $3
+                                    AND NOT EXISTS (
+                                        SELECT 1 FROM server_incarnations i
+                                        WHERE i.id = d.lease_holder AND i.ended_at IS NULL
+                                          AND i.heartbeat_at > now() - make_interval(secs => $4))))
+                         ORDER BY d.next_attempt_at
                          LIMIT $1
                          FOR UPDATE SKIP LOCKED
                      ), claimed AS (
-                         UPDATE bindings SET lease_until = now() + make_interval(secs => $2)
+                         UPDATE bindings SET lease_until = now() + make_interval(secs => $2),
+                             lease_holder = $3
                          WHERE id IN (SELECT id FROM due)
                          RETURNING *
                      )
@@ -358,7 +370,7 @@ impl Store {
                      JOIN data_services s ON s.id = b.service_id
                      JOIN environments e ON e.id = b.environment_id"
                 ),
-                &[&limit, &lease_secs],
+                &[&limit, &lease_secs, &incarnation, &stale_secs],
             )
             .await?;
         Ok(rows
@@ -367,18 +379,120 @@ impl Store {
             .collect())
     }
 
+    /// Records a new incarnation of server `server_id` (one per start) and
+    /// ends its earlier ones, whose leases are then free at once. Only one
+    /// server runs on a data dir (its lock), so an earlier incarnation of
+    /// the same id is dead. Incarnations ended or silent for a day are
+    /// forgotten.
+    pub async fn begin_incarnation(&self, server_id: &str) -> Result<i64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO server_incarnations (server_id) VALUES ($1) RETURNING id",
+                &[&server_id],
+            )
+            .await?
+            .get(0);
+        let ended = tx
+            .execute(
+                "UPDATE server_incarnations SET ended_at = now()
+                 WHERE server_id = $1 AND id <> $2 AND ended_at IS NULL",
+                &[&server_id, &id],
+            )
+            .await?;
+        tx.execute(
+            "DELETE FROM server_incarnations
+             WHERE coalesce(ended_at, heartbeat_at) < now() - interval '1 day'",
+            &[],
+        )
+        .await?;
+        tx.commit().await?;
+        if ended > 0 {
+            tracing::info!(
+                server_id,
+                incarnation = id,
+                "took over the leases of this server's last run"
+            );
+        }
+        Ok(id)
+    }
+
+    /// Says that `incarnation` is alive; false if it was ended.
+    pub async fn incarnation_heartbeat(&self, incarnation: i64) -> Result<bool> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE server_incarnations SET heartbeat_at = now()
+                 WHERE id = $1 AND ended_at IS NULL",
+                &[&incarnation],
+            )
+            .await?
+            > 0)
+    }
+
+    /// Ends `incarnation` (a clean stop) and releases its leases.
+    pub async fn end_incarnation(&self, incarnation: i64) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "UPDATE server_incarnations SET ended_at = now() WHERE id = $1",
+            &[&incarnation],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE bindings SET lease_until = NULL, lease_holder = NULL WHERE lease_holder = $1",
+            &[&incarnation],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks running bindings of `kind` whose engine process this server
+    /// must bring back (managed Redis after a start) as `starting`, due
+    /// now, so that none reads `running` before it answers again; returns
+    /// how many.
+    pub async fn mark_bindings_starting(&self, kind: &str) -> Result<u64> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE bindings SET state = 'starting', attempts = 0, next_attempt_at = now(),
+                     updated_at = now()
+                 WHERE kind = $1 AND state = 'running' AND desired = 'running'",
+                &[&kind],
+            )
+            .await?;
+        self.bindings_changed();
+        Ok(n)
+    }
+
+    /// What changes of bindings' states wake: writes of this replica, and
+    /// `binding:` notifications of every replica while the listener is
+    /// connected. Wait on it with `notified()` enabled before reading the
+    /// rows, and with a slow fallback poll.
+    pub fn binding_changes(&self) -> &tokio::sync::Notify {
+        &self.cache.bindings_changed
+    }
+
+    fn bindings_changed(&self) {
+        self.cache.bindings_changed.notify_waiters();
+    }
+
     /// Records what the engine now has, and releases the lease.
     pub async fn binding_reached(&self, id: &str, state: &str) -> Result<()> {
         let client = self.client().await?;
         client
             .execute(
                 "UPDATE bindings SET state = $2, last_error = NULL, attempts = 0, lease_until = NULL,
+                     lease_holder = NULL,
                      ready_at = CASE WHEN $2 = 'running' THEN coalesce(ready_at, now()) ELSE ready_at END,
                      updated_at = now()
                  WHERE id = $1",
                 &[&id, &state],
             )
             .await?;
+        self.bindings_changed();
         Ok(())
     }
 
@@ -389,11 +503,12 @@ impl Store {
             .execute(
                 "UPDATE bindings SET state = 'error', last_error = $2, attempts = attempts + 1,
                      next_attempt_at = now() + make_interval(secs => $3), lease_until = NULL,
-                     updated_at = now()
+                     lease_holder = NULL, updated_at = now()
                  WHERE id = $1",
                 &[&id, &error, &retry_secs],
             )
             .await?;
+        self.bindings_changed();
         Ok(())
     }
 
@@ -418,6 +533,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.bindings_changed();
         Ok(())
     }
 
@@ -472,6 +588,7 @@ impl Store {
                 &[&id, &reason],
             )
             .await?;
+        self.bindings_changed();
         Ok(())
     }
 

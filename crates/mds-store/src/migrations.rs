@@ -65,6 +65,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "deployments",
         include_str!("../migrations/0013_deployments.sql"),
     ),
+    (
+        14,
+        "lease_holders",
+        include_str!("../migrations/0014_lease_holders.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

@@ -278,3 +278,109 @@ fn healthz_is_503_until_the_platform_is_ready() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// Every binding of `project` runs and production and staging inject
+/// `DATABASE_URL`.
+fn attached_and_injected(mds: &Mds, project: &str) -> bool {
+    let services = mds.get(&format!("/api/v1/projects/{project}/data-services"));
+    let Some(services) = services.data().as_array().cloned() else {
+        return false;
+    };
+    !services.is_empty()
+        && services.iter().all(|s| {
+            s["bindings"]
+                .as_array()
+                .is_some_and(|b| !b.is_empty() && b.iter().all(|b| b["state"] == "running"))
+        })
+        && ["production", "staging"]
+            .iter()
+            .all(|env| mds.resolved_env(project, env).contains_key("DATABASE_URL"))
+}
+
+/// How many bindings of `project` a server holds a live lease on.
+fn live_leases(config: &tokio_postgres::Config, project: &str) -> i64 {
+    common::query(
+        config,
+        &format!(
+            "SELECT count(*) FROM bindings b JOIN data_services s ON s.id = b.service_id
+             JOIN projects p ON p.id = s.project_id
+             WHERE p.slug = '{project}' AND b.lease_until > now() AND b.state <> b.desired"
+        ),
+    )[0]
+    .get(0)
+}
+
+#[test]
+fn a_crash_mid_attach_leaves_no_binding_stuck_after_the_restart() {
+    // Owned here: each restart replaces the `Mds`, which must not take the
+    // data dir with it.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let mut mds = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
+    let mut hits = 0;
+    // kill -9 while the attach is being provisioned: the dead server's
+    // leases must not hold the bindings after the restart. Several delays,
+    // since the window is a few tens of milliseconds.
+    for (i, delay) in [40u64, 55, 70, 90, 30, 110, 20, 80].into_iter().enumerate() {
+        let project = format!("crash{i}");
+        mds.post("/api/v1/projects", json!({"name": project}))
+            .expect(201);
+        let (url, key) = (mds.url.clone(), mds.admin_key.clone());
+        let path = format!("/api/v1/projects/{project}/data-services?wait=true");
+        let attach = std::thread::spawn(move || {
+            let _ = reqwest::blocking::Client::new()
+                .post(format!("{url}{path}"))
+                .bearer_auth(key)
+                .json(&json!({"type": "postgres"}))
+                .send();
+        });
+        std::thread::sleep(Duration::from_millis(delay));
+        let superuser = mds.superuser_config();
+        mds.kill9();
+        let _ = attach.join();
+        // The orphaned postgres still answers: was a lease left behind?
+        let leased = live_leases(&superuser, &project) > 0;
+        mds = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
+        if !leased {
+            continue;
+        }
+        hits += 1;
+        let took = wait_until(Duration::from_secs(8), || {
+            attached_and_injected(&mds, &project)
+        });
+        assert!(
+            took.is_some(),
+            "after a kill -9 {delay} ms into an attach, its bindings stayed stuck: {}\n{}",
+            mds.get(&format!("/api/v1/projects/{project}/data-services"))
+                .body,
+            mds.log()
+        );
+        eprintln!("kill -9 at {delay} ms: repaired {took:?} after the restart");
+    }
+    eprintln!("{hits} kills hit a lease");
+
+    // And deterministically: a lease by hand, named for the incarnation
+    // that is then killed, on a binding left half-provisioned.
+    mds.post("/api/v1/projects", json!({"name": "leased"}))
+        .expect(201);
+    mds.attach_postgres("leased", json!({"type": "postgres"}));
+    let superuser = mds.superuser_config();
+    mds.kill9();
+    common::query(
+        &superuser,
+        "UPDATE bindings b SET state = 'provisioning', ready_at = NULL,
+             lease_until = now() + interval '120 seconds',
+             lease_holder = (SELECT max(id) FROM server_incarnations)
+         FROM data_services s JOIN projects p ON p.id = s.project_id
+         WHERE s.id = b.service_id AND p.slug = 'leased'",
+    );
+    let mds = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
+    let took = wait_until(Duration::from_secs(8), || {
+        attached_and_injected(&mds, "leased")
+    });
+    assert!(
+        took.is_some(),
+        "a dead incarnation's lease held: {}",
+        mds.log()
+    );
+}

@@ -617,3 +617,101 @@ fn a_purge_removes_services_whose_environment_went_first() {
     mds.get("/api/v1/projects/gone")
         .expect_error(404, "NOT_FOUND");
 }
+
+#[test]
+fn a_kind_this_server_does_not_know_is_an_error_never_an_action() {
+    let mds = Mds::start_with(&["--drift-check-secs", "1"], &[]);
+    mds.post("/api/v1/projects", json!({"name": "shop"}))
+        .expect(201);
+    mds.attach_postgres("shop", json!({"type": "postgres"}));
+    let env = mds.resolved_env("shop", "production");
+    let url = env["DATABASE_URL"].clone();
+    assert_eq!(env["PGDATABASE"], "shop__production");
+    assert!(
+        psql(
+            &url,
+            "CREATE TABLE orders (id int); INSERT INTO orders VALUES (7)"
+        )
+        .0
+    );
+    // A session of the tenant that nothing below may close.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (session, conn) = runtime
+        .block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls))
+        .unwrap();
+    let conn_task = runtime.spawn(conn);
+
+    // A service of a kind from a newer version (or a hand edit), in another
+    // project, whose binding bears the same resource name as shop's
+    // Postgres database.
+    mds.post("/api/v1/projects", json!({"name": "other"}))
+        .expect(201);
+    let superuser = mds.superuser_config();
+    let service = "ds_01J0000000000000000000MYSQ";
+    common::query(
+        &superuser,
+        &format!(
+            "INSERT INTO data_services (id, project_id, kind, name, env_prefix)
+             SELECT '{service}', id, 'mysql', 'legacy', '' FROM projects WHERE slug = 'other'"
+        ),
+    );
+    common::query(
+        &superuser,
+        &format!(
+            "INSERT INTO bindings (id, service_id, environment_id, resource_name, sealed_password,
+                 kind, state, desired, ready_at)
+             SELECT 'bnd_01J0000000000000000000MYSQ', '{service}', e.id, 'shop__production',
+                 '\\x00', 'mysql', 'running', 'running', now()
+             FROM environments e JOIN projects p ON p.id = e.project_id
+             WHERE p.slug = 'other' AND e.slug = 'production'"
+        ),
+    );
+
+    // A restart names the kind and closes nothing.
+    let restart = mds.post(&format!("/api/v1/databases/{service}/restart"), json!({}));
+    assert!(restart.status >= 400, "{}", restart.body);
+    let message = restart.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("mysql"), "{}", restart.body);
+
+    // A purge of its project fails and drops nothing.
+    let purge = mds.delete("/api/v1/projects/other?purge=true");
+    assert!(purge.status >= 400, "{}", purge.body);
+
+    // A confirmed delete is recorded; the reconciler's passes (and the
+    // drift check) record the error on the binding and do nothing else.
+    mds.delete("/api/v1/projects/other/data-services/legacy?confirm=legacy")
+        .expect(200);
+    let recorded = wait_until(Duration::from_secs(20), || {
+        let services = mds.get("/api/v1/projects/other/data-services");
+        services.data()[0]["bindings"]
+            .as_array()
+            .is_some_and(|bindings| {
+                bindings.iter().any(|b| {
+                    b["state"] == "error"
+                        && b["last_error"]
+                            .as_str()
+                            .is_some_and(|e| e.contains("unknown data-service kind \"mysql\""))
+                })
+            })
+    });
+    assert!(
+        recorded.is_some(),
+        "{}",
+        mds.get("/api/v1/projects/other/data-services").body
+    );
+    // Another pass or two, and a drift check, for good measure.
+    std::thread::sleep(Duration::from_secs(2));
+
+    assert_eq!(psql(&url, "SELECT id FROM orders").1, "7");
+    let alive = runtime.block_on(session.simple_query("SELECT 1"));
+    assert!(alive.is_ok(), "the tenant's session was closed: {alive:?}");
+    let binding = mds.get("/api/v1/projects/shop/data-services").data()[0]["bindings"][0].clone();
+    assert_eq!(binding["state"], "running", "{binding}");
+    drop(session);
+    let _ = runtime.block_on(conn_task);
+}

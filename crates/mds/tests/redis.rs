@@ -127,7 +127,12 @@ fn redis_data_survives_a_killed_server_an_mds_restart_and_a_killed_mds() {
     let root = mds.root.clone();
     mds.stop();
     let mut mds = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
-    assert_eq!(mds.resolved_env("keep", "production")["REDIS_URL"], url);
+    // Injected again, unchanged, once the instance is back (`starting`
+    // until then).
+    let injected = wait_until(Duration::from_secs(10), || {
+        mds.resolved_env("keep", "production").get("REDIS_URL") == Some(&url)
+    });
+    assert!(injected.is_some(), "{}", mds.log());
     let back = wait_until(Duration::from_secs(10), || {
         redis_cli(&url, &["GET", "order"]).1 == "42"
     });
@@ -142,6 +147,60 @@ fn redis_data_survives_a_killed_server_an_mds_restart_and_a_killed_mds() {
     let mut mds = mds;
     mds.stop();
     eprintln!("{}", mds.log());
+}
+
+#[test]
+fn after_a_restart_a_redis_binding_reads_running_only_once_it_answers() {
+    // Owned here: each restart replaces the `Mds`, which must not take the
+    // data dir with it.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut mds = Mds::start_in(tmp.path(), &[], &[]).unwrap_or_else(|log| panic!("{log}"));
+    mds.post("/api/v1/projects", json!({"name": "warm"}))
+        .expect(201);
+    attach_redis(&mds, "warm", json!({"type": "redis"}));
+    let urls: std::collections::BTreeMap<String, String> = ["production", "staging"]
+        .into_iter()
+        .map(|env| {
+            let url = mds.resolved_env("warm", env)["REDIS_URL"].clone();
+            assert_eq!(redis_cli(&url, &["SET", "k", env]).1, "OK");
+            (env.to_string(), url)
+        })
+        .collect();
+    let root = tmp.path().to_path_buf();
+    for how in ["a clean restart", "kill -9 of mds"] {
+        if how == "a clean restart" {
+            mds.stop();
+        } else {
+            mds.kill9();
+        }
+        // Polled from the moment /healthz says ready: whenever a binding
+        // reads `running`, its own REDIS_URL must answer AUTH and PING.
+        mds = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
+        let mut lies = Vec::new();
+        let all_running = wait_until(Duration::from_secs(20), || {
+            let services = mds.get("/api/v1/projects/warm/data-services");
+            let bindings = services.data()[0]["bindings"].as_array().cloned();
+            let bindings = bindings.unwrap_or_default();
+            let mut running = 0;
+            for b in &bindings {
+                if b["state"] != "running" {
+                    continue;
+                }
+                running += 1;
+                let env = b["environment"].as_str().unwrap_or_default();
+                let (_, out, err) = redis_cli(&urls[env], &["PING"]);
+                if out != "PONG" {
+                    lies.push(format!("{env} read running, PING said: {out} {err}"));
+                }
+            }
+            running == bindings.len() && running > 0
+        });
+        assert!(all_running.is_some(), "after {how}: {}", mds.log());
+        assert!(lies.is_empty(), "after {how}: {lies:#?}");
+        for (env, url) in &urls {
+            assert_eq!(redis_cli(url, &["GET", "k"]).1, *env, "after {how}");
+        }
+    }
 }
 
 /// Writes ~200 KB per call through a script until the server refuses.

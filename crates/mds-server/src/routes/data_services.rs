@@ -389,10 +389,7 @@ pub async fn db_restart(
     let service = load_service(state.control(), &principal, &id).await?;
     let reconciler = state.reconciler()?;
     for binding in state.store()?.bindings(&service.id).await? {
-        reconciler
-            .restart(&service, &binding)
-            .await
-            .map_err(ApiError::internal)?;
+        reconciler.restart(&service, &binding).await?;
         let _ = state
             .store()?
             .add_binding_event(&binding.id, "lifecycle", "restarted: sessions closed")

@@ -1,0 +1,150 @@
+//! The Storage provisioner: a bucket per binding. Its S3 keys are the
+//! binding's id and password, so nothing else needs making.
+
+use mds_core::env::StorageAccess;
+use mds_core::ids::IdKind;
+use mds_core::kinds::{BindingState, Desired};
+use mds_store::{BindingRow, DataServiceRow};
+
+use crate::{url_host_port, Ctx, Injected, ProvisionError, Provisioner};
+
+/// The prefix of a storage binding's S3 access key id; the rest is the
+/// binding's ULID, so the key names its binding without a lookup table.
+pub const STORAGE_KEY_PREFIX: &str = "MDS";
+
+pub fn storage_access_key_id(binding_id: &str) -> String {
+    let ulid = binding_id.strip_prefix("bnd_").unwrap_or(binding_id);
+    format!("{STORAGE_KEY_PREFIX}{ulid}")
+}
+
+/// The binding an S3 access key id names, if it has the shape of one.
+pub fn storage_key_binding(access_key_id: &str) -> Option<String> {
+    let ulid = access_key_id.strip_prefix(STORAGE_KEY_PREFIX)?;
+    let id = format!("bnd_{ulid}");
+    IdKind::Binding.matches(&id).then_some(id)
+}
+
+/// A storage binding's bucket: its resource name (unique on the server) in
+/// bucket characters, `project--environment`.
+pub fn binding_bucket(resource_name: &str) -> String {
+    let name: String = resource_name
+        .chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    let name = name.trim_matches('-').to_string();
+    if name.len() < 3 {
+        format!("{name}-bucket")
+    } else {
+        name
+    }
+}
+
+pub(crate) struct StorageProvisioner {
+    /// The S3 endpoint's URL, which storage bindings inject.
+    pub s3_endpoint: String,
+}
+
+impl Provisioner for StorageProvisioner {
+    /// Creates (or removes) the binding's bucket.
+    async fn converge(
+        &self,
+        ctx: &Ctx,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+        desired: Desired,
+    ) -> Result<Option<BindingState>, ProvisionError> {
+        let store = &ctx.store;
+        let existing = store.binding_bucket(&binding.id).await?;
+        let reached = match desired {
+            Desired::Deleted => {
+                if let Some(bucket) = existing {
+                    // Its objects go too; their chunks are collected later.
+                    store.delete_bucket(&bucket.id, true, 0.0).await?;
+                }
+                return Ok(None);
+            }
+            Desired::Running => BindingState::Running,
+            Desired::Stopped => BindingState::Stopped,
+        };
+        if existing.is_none() {
+            let id = IdKind::Bucket.mint();
+            let name = binding_bucket(&binding.resource_name);
+            store
+                .create_bucket(&mds_store::NewBucket {
+                    id: &id,
+                    name: &name,
+                    project_id: Some(&service.project_id),
+                    binding_id: Some(&binding.id),
+                    visibility: "private",
+                })
+                .await?;
+        }
+        Ok(Some(reached))
+    }
+
+    /// No sessions to close: requests are independent.
+    async fn restart(
+        &self,
+        _ctx: &Ctx,
+        _service: &DataServiceRow,
+        _binding: &BindingRow,
+        _desired: Desired,
+    ) -> Result<(), ProvisionError> {
+        Ok(())
+    }
+
+    fn endpoint(&self, _binding: &BindingRow) -> (String, u16) {
+        url_host_port(&self.s3_endpoint)
+    }
+
+    fn variables(
+        &self,
+        ctx: &Ctx,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<Vec<Injected>, ProvisionError> {
+        let password = ctx.password(binding)?;
+        Ok(StorageAccess {
+            bucket: &binding_bucket(&binding.resource_name),
+            endpoint: &self.s3_endpoint,
+            key_id: &storage_access_key_id(&binding.id),
+            key_secret: &password,
+        }
+        .variables(&service.env_prefix))
+    }
+
+    /// The bucket is a row of the control plane, not a separate engine:
+    /// nothing can drift behind mds's back.
+    async fn check(
+        &self,
+        _ctx: &Ctx,
+        _service: &DataServiceRow,
+        _binding: &BindingRow,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_their_binding_and_buckets_their_resource() {
+        let key = storage_access_key_id("bnd_01J0000000000000000000000Z");
+        assert_eq!(key, "MDS01J0000000000000000000000Z");
+        assert_eq!(
+            storage_key_binding(&key).as_deref(),
+            Some("bnd_01J0000000000000000000000Z")
+        );
+        assert_eq!(storage_key_binding("AKIAXXXX"), None);
+        assert_eq!(binding_bucket("Shop__production"), "shop--production");
+        assert_eq!(binding_bucket("a"), "a-bucket");
+    }
+}
