@@ -108,10 +108,12 @@ pub async fn attach(
         }
         Err(e) => return Err(e.into()),
     };
+    let binding_ids: Vec<&str> = bindings.iter().map(|b| b.id.as_str()).collect();
     tracing::info!(
         service = row.id,
         project = project.id,
         kind,
+        bindings = ?binding_ids,
         "attached a data service"
     );
     reconciler.wake();

@@ -193,6 +193,7 @@ impl Control {
 impl Control {
     /// Resolves what a sandbox's processes get, and keeps it until the
     /// sandbox's next boot.
+    #[tracing::instrument(skip_all, fields(sandbox = %row.id))]
     pub async fn boot_sandbox(&self, row: &SandboxRow) -> ControlResult<BootEnv> {
         let own = self.open_sandbox_env(&row.id, &row.sealed_env)?;
         let target = Target::Sandbox {

@@ -158,12 +158,10 @@ impl From<FieldError> for ControlError {
 impl From<ProvisionError> for ControlError {
     fn from(e: ProvisionError) -> Self {
         match e {
-            ProvisionError::UnknownKind(_) | ProvisionError::UnknownState(_) => {
-                Self::Unsupported {
-                    code: "UNKNOWN_KIND",
-                    message: e.to_string(),
-                }
-            }
+            ProvisionError::UnknownKind(_) | ProvisionError::UnknownState(_) => Self::Unsupported {
+                code: "UNKNOWN_KIND",
+                message: e.to_string(),
+            },
             ProvisionError::Store(e) => e.into(),
             other => Self::internal(other),
         }

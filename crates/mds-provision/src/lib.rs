@@ -34,6 +34,7 @@ use mds_crypto::MasterKey;
 use mds_engines::PostgresEngine;
 use mds_store::{BindingRow, DataServiceRow, NewBinding, Store};
 use tokio::sync::{Notify, OnceCell};
+use tracing::Instrument;
 use zeroize::Zeroizing;
 
 pub use postgres::harden_engine;
@@ -521,10 +522,18 @@ impl Reconciler {
                 return Ok(worked);
             }
             worked += due.len();
-            join_all(
-                due.iter()
-                    .map(|(service, binding)| self.converge(service, binding)),
-            )
+            join_all(due.iter().map(|(service, binding)| {
+                // Each binding's log lines name it and its service,
+                // which the attach that made it logged with its
+                // request's id.
+                let span = tracing::info_span!(
+                    "converge",
+                    binding = %binding.id,
+                    service = %service.id,
+                    kind = %service.kind
+                );
+                self.converge(service, binding).instrument(span)
+            }))
             .await;
             // New bindings may have taken spares.
             self.inner.spares_wake.notify_one();
