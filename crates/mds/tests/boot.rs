@@ -1,5 +1,7 @@
 //! The boot from the CLI: `mds attach`, `mds env`, `mds run`, `mds psql`.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::process::{Command, Stdio};
