@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use mds_core::ids::IdKind;
+use mds_core::kinds::ServiceKind;
 use mds_core::names;
 use mds_store::{DataServiceRow, NewDataService, ProjectRow, StoreError};
 use serde_json::json;
@@ -16,8 +17,6 @@ use serde_json::json;
 use crate::projects::resolve_environment;
 use crate::{Caller, Control, ControlError, ControlResult};
 
-/// Kinds that can be attached today.
-pub const KINDS: &[&str] = &["postgres", "redis", "storage", "auth", "volume"];
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 /// Attaches a data service of `kind` to `project`: the one path every API
@@ -25,7 +24,7 @@ const WAIT_LIMIT: Duration = Duration::from_secs(60);
 pub async fn attach(
     control: &Control,
     project: &ProjectRow,
-    kind: &str,
+    kind: ServiceKind,
     name: Option<String>,
     environment: Option<&str>,
     options: &KindOptions,
@@ -41,8 +40,8 @@ pub async fn attach(
         None => None,
     };
     let existing = store.data_services(&project.id).await?;
-    let first_of_kind = !existing.iter().any(|s| s.kind == kind);
-    if kind == "auth" && !first_of_kind {
+    let first_of_kind = !existing.iter().any(|s| s.kind == kind.as_str());
+    if kind == ServiceKind::Auth && !first_of_kind {
         return Err(ControlError::conflict(
             "AUTH_ALREADY_ENABLED",
             "this project already has auth (one per project, with users per environment); \
@@ -79,7 +78,7 @@ pub async fn attach(
     let new = NewDataService {
         id: IdKind::DataService.mint(),
         project_id: project.id.clone(),
-        kind: kind.to_string(),
+        kind: kind.as_str().to_string(),
         name: name.clone(),
         env_prefix,
         environment_id: scope.map(|e| e.id),
@@ -112,7 +111,7 @@ pub async fn attach(
     tracing::info!(
         service = row.id,
         project = project.id,
-        kind,
+        kind = %kind,
         bindings = ?binding_ids,
         "attached a data service"
     );
@@ -123,21 +122,13 @@ pub async fn attach(
 /// Waits until every binding settles: reaches its desired state, or keeps
 /// failing (a first error is often a race that the retry clears).
 pub async fn wait_settled(control: &Control, service_id: &str) -> ControlResult<()> {
-    let store = control.store()?;
-    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
-    loop {
-        let bindings = store.bindings(service_id).await?;
-        if bindings
-            .iter()
-            .all(|b| b.state == b.desired || b.state == "error")
-        {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Woken by the bindings' change notices; a wait that runs out answers
+    // with the state as it is, which the client reads.
+    control
+        .reconciler()?
+        .wait_settled(service_id, WAIT_LIMIT)
+        .await?;
+    Ok(())
 }
 
 /// The caller's service `id`, or not found.
@@ -165,11 +156,24 @@ pub struct KindOptions {
 /// A service's engine settings, validated (each bad one names its field).
 fn kind_config(
     control: &Control,
-    kind: &str,
+    kind: ServiceKind,
     options: &KindOptions,
 ) -> ControlResult<serde_json::Value> {
+    if kind != ServiceKind::Redis {
+        for (field, given) in [
+            ("maxmemory", &options.maxmemory),
+            ("eviction", &options.eviction),
+        ] {
+            if given.is_some() {
+                return Err(ControlError::invalid(
+                    field,
+                    format!("applies to redis, not {kind}"),
+                ));
+            }
+        }
+    }
     match kind {
-        "redis" => {
+        ServiceKind::Redis => {
             let maxmemory = match &options.maxmemory {
                 None => mds_provision::DEFAULT_REDIS_MEMORY,
                 Some(text) => mds_engines::parse_memory(text).ok_or_else(|| {
@@ -191,57 +195,44 @@ fn kind_config(
             }
             Ok(json!({ "maxmemory_bytes": maxmemory, "eviction": eviction, "engine_version": "7" }))
         }
-        _ => {
-            for (field, given) in [
-                ("maxmemory", &options.maxmemory),
-                ("eviction", &options.eviction),
-            ] {
-                if given.is_some() {
-                    return Err(ControlError::invalid(
-                        field,
-                        format!("applies to redis, not {kind}"),
-                    ));
-                }
+        ServiceKind::Storage | ServiceKind::Volume => Ok(json!({})),
+        ServiceKind::Auth => {
+            let mut config = mds_auth::AuthConfig::default();
+            if let Some(patch) = &options.auth {
+                config
+                    .apply(patch)
+                    .map_err(|e| ControlError::invalid(e.field, e.message))?;
             }
-            Ok(match kind {
-                "storage" | "volume" => json!({}),
-                "auth" => {
-                    let mut config = mds_auth::AuthConfig::default();
-                    if let Some(patch) = &options.auth {
-                        config
-                            .apply(patch)
-                            .map_err(|e| ControlError::invalid(e.field, e.message))?;
-                    }
-                    config.to_stored()
-                }
-                _ => json!({ "engine_version": control.engine_version() }),
-            })
+            Ok(config.to_stored())
         }
+        ServiceKind::Postgres => Ok(json!({ "engine_version": control.engine_version() })),
     }
 }
 
-pub fn kind_of(raw: &str) -> ControlResult<&'static str> {
-    match raw.to_ascii_lowercase().as_str() {
-        "postgres" | "postgresql" | "pg" => Ok("postgres"),
-        "redis" => Ok("redis"),
-        "storage" | "s3" | "bucket" => Ok("storage"),
-        "auth" => Ok("auth"),
-        "volume" | "volumes" => Ok("volume"),
-        "mysql" | "mongodb" => Err(ControlError::invalid(
+/// The kind a client named (`postgres`, `pg`, `s3`...), or which kinds
+/// there are.
+pub fn kind_of(raw: &str) -> ControlResult<ServiceKind> {
+    let available = || {
+        ServiceKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let lowered = raw.to_ascii_lowercase();
+    ServiceKind::from_alias(&lowered).ok_or_else(|| match lowered.as_str() {
+        "mysql" | "mongodb" => ControlError::invalid(
             "type",
-            format!(
-                "{raw:?} cannot be attached yet; available: {}",
-                KINDS.join(", ")
-            ),
-        )),
-        _ => Err(ControlError::invalid(
+            format!("{raw:?} cannot be attached yet; available: {}", available()),
+        ),
+        _ => ControlError::invalid(
             "type",
             format!(
                 "unknown data-service type {raw:?}; available: {}",
-                KINDS.join(", ")
+                available()
             ),
-        )),
-    }
+        ),
+    })
 }
 
 /// Asks for a data service's data to be deleted (the caller confirmed).

@@ -26,7 +26,7 @@ use mds_store::{
 };
 
 use crate::projects::resolve_environment;
-use crate::{references, BootEnv, Control, ControlError, ControlResult};
+use crate::{is_running, references, BootEnv, Control, ControlError, ControlResult};
 
 /// The project and environment a process runs in.
 #[derive(Clone, Copy)]
@@ -160,7 +160,7 @@ impl Control {
         let reconciler = self.reconciler()?;
         let mut pending = Vec::new();
         for (service, binding) in store.environment_bindings(&place.env.id).await? {
-            if binding.state != "running" {
+            if !is_running(&binding) {
                 pending.push(binding);
                 continue;
             }

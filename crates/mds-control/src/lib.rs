@@ -12,13 +12,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use mds_auth::mail::Mailer;
+use mds_core::kinds::BindingState;
 use mds_crypto::MasterKey;
 use mds_engines::PostgresEngine;
 use mds_provision::Reconciler;
 use mds_runtime::sandbox::Sandboxes;
 use mds_runtime::volume::Volumes;
 use mds_storage::Storage;
-use mds_store::Store;
+use mds_store::{BindingRow, Store};
 
 pub mod attach;
 pub mod boot;
@@ -33,6 +34,15 @@ pub mod variables;
 
 pub use caller::Caller;
 pub use error::{ControlError, ControlResult};
+
+/// Whether a binding serves: `running` (a state this server does not know
+/// is not).
+pub fn is_running(binding: &BindingRow) -> bool {
+    matches!(
+        mds_provision::binding_state(binding),
+        Ok(BindingState::Running)
+    )
+}
 
 /// The variables a sandbox booted with: (name, value), sorted by name.
 pub type BootEnv = Arc<Vec<(String, String)>>;

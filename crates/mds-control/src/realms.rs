@@ -132,7 +132,7 @@ pub async fn load(
     if !config.enabled {
         return Err(not_enabled());
     }
-    if binding.state != "running" {
+    if !crate::is_running(&binding) {
         return Err(ControlError::unavailable(
             "auth for this environment is being set up; retry shortly",
         ));

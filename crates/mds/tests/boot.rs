@@ -41,6 +41,19 @@ fn attach_env_run_and_psql_from_the_cli() {
         out.contains("running") && out.contains("shop__staging"),
         "{out}"
     );
+    assert!(
+        out.contains("DATABASE_URL, DATABASE_URL_UNPOOLED, PGHOST"),
+        "{out}"
+    );
+    // Each kind names what it injects (auth is not a database).
+    let (code, _, err) = run(&mds, &["projects", "create", "site"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&mds, &["attach", "auth", "-p", "site"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("AUTH_URL") && !out.contains("DATABASE_URL"),
+        "{out}"
+    );
 
     // Masked by default, values with --reveal, in every format.
     let (_, out, _) = run(&mds, &["env", "-p", "shop", "-e", "staging"]);

@@ -12,9 +12,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use mds_api_types::{CreateDataService, CreateDatabase, Credentials, DataService};
 use mds_control::attach::{
-    attach, kind_of, load_service, remove_service, wait_settled, KindOptions, KINDS,
+    attach, kind_of, load_service, remove_service, wait_settled, KindOptions,
 };
 use mds_control::projects::{load_project, project_id_of, resolve_environment};
+use mds_core::kinds::{BindingState, Desired, ServiceKind};
+use mds_provision::binding_state;
 use mds_store::{BindingRow, DataServiceRow, ProjectRow};
 use serde::Deserialize;
 use serde_json::json;
@@ -223,8 +225,9 @@ pub async fn db_list(
     principal.require("projects:read")?;
     let store = state.store()?;
     let project_id = project_id_of(store, &principal, query.project_id.as_deref()).await?;
+    let all_kinds: Vec<&str> = ServiceKind::ALL.iter().map(|k| k.as_str()).collect();
     let services = store
-        .tenant_data_services(&principal.tenant_id, KINDS, project_id.as_deref())
+        .tenant_data_services(&principal.tenant_id, &all_kinds, project_id.as_deref())
         .await?;
     views(&state, &principal, services).await
 }
@@ -289,8 +292,13 @@ pub async fn db_credentials(
     let service = load_service(state.control(), &principal, &id).await?;
     let environment = query.environment.as_deref().or(query.env.as_deref());
     let binding = pick_binding(&state, &principal, &service, environment).await?;
-    if binding.state != "running" {
-        let retryable = binding.state == "provisioning";
+    let current = binding_state(&binding);
+    if !matches!(current, Ok(BindingState::Running)) {
+        // Being made, or coming back after a restart: soon.
+        let retryable = matches!(
+            current,
+            Ok(BindingState::Provisioning | BindingState::Starting)
+        );
         let mut err = ApiError::conflict(
             "DATABASE_NOT_RUNNING",
             format!(
@@ -341,7 +349,7 @@ async fn set_desired(
     state: &AppState,
     principal: &Principal,
     id: &str,
-    desired: &str,
+    desired: Desired,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
     let service = load_service(state.control(), principal, id).await?;
@@ -353,7 +361,7 @@ async fn set_desired(
     }
     state
         .store()?
-        .set_service_desired(&service.id, desired)
+        .set_service_desired(&service.id, desired.as_str())
         .await?;
     state.reconciler()?.wake();
     wait_settled(state.control(), &service.id).await?;
@@ -368,7 +376,7 @@ pub async fn db_start(
     principal: Principal,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Response> {
-    set_desired(&state, &principal, &id, "running").await
+    set_desired(&state, &principal, &id, Desired::Running).await
 }
 
 pub async fn db_stop(
@@ -376,7 +384,7 @@ pub async fn db_stop(
     principal: Principal,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Response> {
-    set_desired(&state, &principal, &id, "stopped").await
+    set_desired(&state, &principal, &id, Desired::Stopped).await
 }
 
 /// Ends every session of the database's roles; data and credentials stay.

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mds_core::ids::IdKind;
+use mds_core::kinds::ServiceKind;
 use mds_core::{names, vars};
 use mds_store::{
     DeploymentPatch, DeploymentRow, EnvironmentRow, InstanceRow, NewDeployment, NewVersion,
@@ -1364,7 +1365,7 @@ pub async fn attach_database(
                 mds_control::attach::attach(
                     state.control(),
                     &project,
-                    "postgres",
+                    ServiceKind::Postgres,
                     None,
                     None,
                     &Default::default(),

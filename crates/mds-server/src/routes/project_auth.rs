@@ -18,6 +18,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::SecondsFormat;
 use mds_auth::AuthConfig;
+use mds_core::kinds::ServiceKind;
 use mds_store::{BindingRow, DataServiceRow, EnvironmentRow, ProjectRow, UserKey};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -147,7 +148,7 @@ async fn auth_service(state: &AppState, project: &ProjectRow) -> ApiResult<Optio
         .data_services(&project.id)
         .await?
         .into_iter()
-        .find(|s| s.kind == "auth" && !s.deleting))
+        .find(|s| s.kind.parse() == Ok(ServiceKind::Auth) && !s.deleting))
 }
 
 fn not_enabled(project: &ProjectRow) -> ApiError {
@@ -239,7 +240,7 @@ async fn enable(state: &AppState, target: &Target, patch: &Map<String, Value>) -
             let service = attach(
                 state.control(),
                 &target.project,
-                "auth",
+                ServiceKind::Auth,
                 None,
                 None,
                 &options,

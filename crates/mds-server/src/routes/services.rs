@@ -12,6 +12,7 @@ use mds_control::attach::{attach, remove_service, KindOptions};
 use mds_control::projects::{load_project, resolve_environment};
 use mds_control::references::{draw_secrets, resolved_exposed};
 use mds_control::variables;
+use mds_core::kinds::ServiceKind;
 use mds_core::vars;
 use mds_store::{DataServiceRow, EnvironmentRow, ProjectRow, VariableScope};
 use serde::Deserialize;
@@ -87,7 +88,7 @@ pub async fn create(
         .and_then(Value::as_str)
         .unwrap_or("postgres");
     let kind = match engine {
-        "postgres" | "postgresql" => "postgres",
+        "postgres" | "postgresql" => ServiceKind::Postgres,
         other => {
             return Err(ApiError::invalid_field(
                 "settings.engine",
