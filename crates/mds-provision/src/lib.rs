@@ -140,13 +140,18 @@ pub(crate) trait Provisioner {
     }
 
     /// Closes the binding's client sessions; data and credentials stay.
+    /// Kinds without sessions (storage, auth, volumes: each request stands
+    /// alone) have nothing to close.
     async fn restart(
         &self,
         ctx: &Ctx,
         service: &DataServiceRow,
         binding: &BindingRow,
         desired: Desired,
-    ) -> Result<(), ProvisionError>;
+    ) -> Result<(), ProvisionError> {
+        let _ = (ctx, service, binding, desired);
+        Ok(())
+    }
 
     /// Where the binding's clients connect.
     fn endpoint(&self, binding: &BindingRow) -> (String, u16);
@@ -160,13 +165,17 @@ pub(crate) trait Provisioner {
     ) -> Result<Vec<Injected>, ProvisionError>;
 
     /// Uses the binding with its own credentials (the drift check); the
-    /// error says what failed.
+    /// error says what failed. Kinds whose data lives in mds itself
+    /// (storage, auth, volumes) cannot drift behind its back.
     async fn check(
         &self,
         ctx: &Ctx,
         service: &DataServiceRow,
         binding: &BindingRow,
-    ) -> Result<(), String>;
+    ) -> Result<(), String> {
+        let _ = (ctx, service, binding);
+        Ok(())
+    }
 }
 
 /// The one place a kind picks its provisioner: `$p` is bound to it in

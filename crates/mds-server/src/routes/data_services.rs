@@ -56,9 +56,26 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateDataService>,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
-    let kind = kind_of(&body.kind.ok_or_else(|| ApiError::missing_field("type"))?)?;
+    let kind = kind_of(
+        body.kind
+            .as_deref()
+            .ok_or_else(|| ApiError::missing_field("type"))?,
+    )?;
     let wait = parse_bool("wait", query.wait.as_deref())?;
-    let project = load_project(state.store()?, &principal, &project).await?;
+    attach_to(&state, &principal, &project, kind, body, wait).await
+}
+
+/// Attaches to the caller's project `project` (with Redis's settings,
+/// refused for other kinds) and answers 201, once settled if asked.
+async fn attach_to(
+    state: &AppState,
+    principal: &Principal,
+    project: &str,
+    kind: ServiceKind,
+    body: CreateDataService,
+    wait: bool,
+) -> ApiResult<Response> {
+    let project = load_project(state.store()?, principal, project).await?;
     let options = KindOptions {
         maxmemory: body.maxmemory,
         eviction: body.eviction,
@@ -74,7 +91,7 @@ pub async fn create(
         &options,
     )
     .await?;
-    created(&state, &principal, &service, wait).await
+    created(state, principal, &service, wait).await
 }
 
 /// The answer to an attach: 201 with the service, once settled if asked.
@@ -197,24 +214,15 @@ pub async fn db_create(
         .project_id
         .or(query.project_id)
         .ok_or_else(|| ApiError::missing_field("project_id"))?;
-    let project = load_project(state.store()?, &principal, &project_ref).await?;
-    let options = KindOptions {
+    let wait = parse_bool("wait", query.wait.as_deref())?;
+    let body = CreateDataService {
+        kind: None,
+        name: body.name,
+        environment: body.environment,
         maxmemory: body.maxmemory,
         eviction: body.eviction,
-        ..KindOptions::default()
     };
-    let environment = body.environment.as_deref();
-    let service = attach(
-        state.control(),
-        &project,
-        kind,
-        body.name,
-        environment,
-        &options,
-    )
-    .await?;
-    let wait = parse_bool("wait", query.wait.as_deref())?;
-    created(&state, &principal, &service, wait).await
+    attach_to(&state, &principal, &project_ref, kind, body, wait).await
 }
 
 pub async fn db_list(
