@@ -40,32 +40,7 @@ pub async fn attach(
         None => None,
     };
     let existing = store.data_services(&project.id).await?;
-    let first_of_kind = !existing.iter().any(|s| s.kind == kind.as_str());
-    if kind == ServiceKind::Auth && !first_of_kind {
-        return Err(ControlError::conflict(
-            "AUTH_ALREADY_ENABLED",
-            "this project already has auth (one per project, with users per environment); \
-             change its settings with PATCH /projects/{id}/auth",
-        ));
-    }
-    let (name, env_prefix) = match (name, first_of_kind) {
-        (name, true) => (name.unwrap_or_else(|| kind.to_string()), String::new()),
-        (Some(name), false) => {
-            let prefix = names::env_prefix(&name);
-            (name, prefix)
-        }
-        (None, false) => {
-            return Err(ControlError::conflict(
-                "DATA_SERVICE_NAME_REQUIRED",
-                format!(
-                    "this project already has a {kind} service, which injects the standard \
-                     names; give this one a name (for example \"analytics\") and it injects \
-                     prefixed ones (ANALYTICS_...)"
-                ),
-            )
-            .with_details(json!({ "field": "name" })))
-        }
-    };
+    let (name, env_prefix) = name_and_prefix(&existing, kind, name)?;
     let environments: Vec<_> = match &scope {
         Some(env) => vec![env.clone()],
         None => project.environments.clone(),
@@ -84,29 +59,10 @@ pub async fn attach(
         environment_id: scope.map(|e| e.id),
         config,
     };
-    let row = match store.create_data_service(&new, &bindings).await {
-        Ok(row) => row,
-        Err(StoreError::Conflict { constraint }) => {
-            let (code, message) = match constraint.as_str() {
-                "data_services_name_key" => (
-                    "DATA_SERVICE_NAME_TAKEN",
-                    format!("this project already has a data service named {name:?}"),
-                ),
-                "data_services_prefix_key" => (
-                    "DATA_SERVICE_NAME_TAKEN",
-                    format!("another {kind} service of this project injects the same names"),
-                ),
-                _ => (
-                    "CONFLICT",
-                    "the engine-side name is taken; retry".to_string(),
-                ),
-            };
-            return Err(
-                ControlError::conflict(code, message).with_details(json!({ "field": "name" }))
-            );
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let row = store
+        .create_data_service(&new, &bindings)
+        .await
+        .map_err(|e| taken(e, kind, &name))?;
     let binding_ids: Vec<&str> = bindings.iter().map(|b| b.id.as_str()).collect();
     tracing::info!(
         service = row.id,
@@ -117,6 +73,62 @@ pub async fn attach(
     );
     reconciler.wake();
     Ok(row)
+}
+
+/// The service's name and the prefix of the names it injects: the first
+/// of a kind injects the standard names, each further one needs a name
+/// and injects prefixed ones. Auth is one per project.
+fn name_and_prefix(
+    existing: &[DataServiceRow],
+    kind: ServiceKind,
+    name: Option<String>,
+) -> ControlResult<(String, String)> {
+    let first_of_kind = !existing.iter().any(|s| s.kind == kind.as_str());
+    if kind == ServiceKind::Auth && !first_of_kind {
+        return Err(ControlError::conflict(
+            "AUTH_ALREADY_ENABLED",
+            "this project already has auth (one per project, with users per environment); \
+             change its settings with PATCH /projects/{id}/auth",
+        ));
+    }
+    match (name, first_of_kind) {
+        (name, true) => Ok((name.unwrap_or_else(|| kind.to_string()), String::new())),
+        (Some(name), false) => {
+            let prefix = names::env_prefix(&name);
+            Ok((name, prefix))
+        }
+        (None, false) => Err(ControlError::conflict(
+            "DATA_SERVICE_NAME_REQUIRED",
+            format!(
+                "this project already has a {kind} service, which injects the standard \
+                 names; give this one a name (for example \"analytics\") and it injects \
+                 prefixed ones (ANALYTICS_...)"
+            ),
+        )
+        .with_details(json!({ "field": "name" }))),
+    }
+}
+
+/// A write of a new service that lost a race for a name, said as such.
+fn taken(e: StoreError, kind: ServiceKind, name: &str) -> ControlError {
+    let StoreError::Conflict { constraint } = e else {
+        return e.into();
+    };
+    let (code, message) = match constraint.as_str() {
+        "data_services_name_key" => (
+            "DATA_SERVICE_NAME_TAKEN",
+            format!("this project already has a data service named {name:?}"),
+        ),
+        "data_services_prefix_key" => (
+            "DATA_SERVICE_NAME_TAKEN",
+            format!("another {kind} service of this project injects the same names"),
+        ),
+        _ => (
+            "CONFLICT",
+            "the engine-side name is taken; retry".to_string(),
+        ),
+    };
+    ControlError::conflict(code, message).with_details(json!({ "field": "name" }))
 }
 
 /// Waits until every binding settles: reaches its desired state, or keeps
