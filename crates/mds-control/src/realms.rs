@@ -10,13 +10,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mds_api_types::auth::Jwks;
 use mds_auth::jwt::{self, Signer, VerifyKeys};
 use mds_auth::mail::Mailer;
 use mds_auth::password::Hasher;
 use mds_auth::AuthConfig;
 use mds_provision::Reconciler;
 use p256::ecdsa::{SigningKey, VerifyingKey};
-use serde_json::{json, Value};
+use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::{Control, ControlError, ControlResult};
@@ -35,7 +36,7 @@ pub struct Realm {
     /// Published: standby, active and recently retired ES256 keys.
     es256: Vec<(String, VerifyingKey)>,
     active: Option<(String, SigningKey)>,
-    pub jwks: Value,
+    pub jwks: Jwks,
 }
 
 impl Realm {
@@ -170,7 +171,7 @@ pub async fn load(
         config,
         es256,
         active,
-        jwks: json!({ "keys": published }),
+        jwks: Jwks { keys: published },
     });
     control
         .auth
