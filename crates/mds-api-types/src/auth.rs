@@ -224,7 +224,7 @@ pub struct AppUser {
 /// A message the mail sink captured, or a record of one sent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthMail {
-    pub id: String,
+    pub id: i64,
     pub to: String,
     pub subject: String,
     pub body: String,
