@@ -5,6 +5,11 @@
 //! Timestamps keep the precision each dialect has always had: GoTrue's
 //! users carry microseconds, the admin views and the SDK's `expires_at`
 //! whole seconds. GoTrue's `expires_at` is epoch seconds, as GoTrue sends it.
+//!
+//! Fields stand in the order of their wire names: the bodies were once
+//! sorted maps, and clients that compare bytes keep seeing the same ones.
+//! (The two flattened bodies, [`GoTrueUnconfirmed`] and [`AuthStatus`],
+//! are the exceptions: same names and values, another order.)
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -30,29 +35,22 @@ impl AppMetadata {
 /// A user as GoTrue presents one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthUser {
-    pub id: String,
-    pub aud: String,
-    pub role: String,
-    pub email: String,
-    pub phone: String,
-    #[serde(with = "micros")]
-    pub email_confirmed_at: Option<Timestamp>,
-    #[serde(with = "micros")]
-    pub confirmed_at: Option<Timestamp>,
-    #[serde(with = "micros")]
-    pub confirmation_sent_at: Option<Timestamp>,
-    #[serde(with = "micros")]
-    pub recovery_sent_at: Option<Timestamp>,
-    #[serde(with = "micros")]
-    pub last_sign_in_at: Option<Timestamp>,
     pub app_metadata: AppMetadata,
-    pub user_metadata: Value,
+    pub aud: String,
+    pub confirmation_sent_at: Option<Micros>,
+    pub confirmed_at: Option<Micros>,
+    pub created_at: Micros,
+    pub email: String,
+    pub email_confirmed_at: Option<Micros>,
+    pub id: String,
     pub identities: Vec<Value>,
     pub is_anonymous: bool,
-    #[serde(with = "micros")]
-    pub created_at: Option<Timestamp>,
-    #[serde(with = "micros")]
-    pub updated_at: Option<Timestamp>,
+    pub last_sign_in_at: Option<Micros>,
+    pub phone: String,
+    pub recovery_sent_at: Option<Micros>,
+    pub role: String,
+    pub updated_at: Micros,
+    pub user_metadata: Value,
 }
 
 /// GoTrue's session, with the names the MIOSA docs use (`token`,
@@ -60,15 +58,15 @@ pub struct AuthUser {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GoTrueSession {
     pub access_token: String,
+    /// Epoch seconds.
+    pub expires_at: i64,
+    pub expires_in: u32,
+    pub refresh_token: String,
     pub token: String,
     /// `bearer`
     pub token_type: String,
-    pub expires_in: u32,
-    /// Epoch seconds.
-    pub expires_at: i64,
-    pub refresh_token: String,
-    pub user_id: String,
     pub user: AuthUser,
+    pub user_id: String,
 }
 
 /// GoTrue's answer to a signup that must confirm its email first: the
@@ -85,31 +83,30 @@ pub struct GoTrueUnconfirmed {
 /// JavaScript callers, `expires_at` as a timestamp.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SdkSession {
-    pub user_id: String,
-    #[serde(rename = "userId")]
-    pub user_id_camel: String,
-    pub token: String,
     pub access_token: String,
-    /// `Bearer`
-    pub token_type: String,
-    #[serde(with = "secs")]
-    pub expires_at: Option<Timestamp>,
-    #[serde(rename = "expiresAt", with = "secs")]
-    pub expires_at_camel: Option<Timestamp>,
-    pub user: AuthUser,
+    #[serde(rename = "expiresAt")]
+    pub expires_at_camel: Option<Secs>,
+    pub expires_at: Option<Secs>,
     /// Absent from `me`, which opens no session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    pub token: String,
+    /// `Bearer`
+    pub token_type: String,
+    pub user: AuthUser,
+    #[serde(rename = "userId")]
+    pub user_id_camel: String,
+    pub user_id: String,
 }
 
 /// The MIOSA SDK's answer to a signup that must confirm its email first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SdkUnconfirmed {
-    pub user_id: String,
-    #[serde(rename = "userId")]
-    pub user_id_camel: String,
     pub confirmation_required: bool,
     pub user: AuthUser,
+    #[serde(rename = "userId")]
+    pub user_id_camel: String,
+    pub user_id: String,
 }
 
 /// `{"ok": true}`: done, nothing to show (and, for a reset, nothing
@@ -126,15 +123,15 @@ pub struct Empty {}
 /// GoTrue's `GET /settings`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthSettings {
-    pub external: ExternalProviders,
     pub disable_signup: bool,
-    pub mailer_autoconfirm: bool,
-    pub phone_autoconfirm: bool,
-    pub sms_provider: String,
-    pub saml_enabled: bool,
-    pub password_min_length: u32,
+    pub external: ExternalProviders,
     pub jwt_algorithm: String,
     pub jwt_expiry: u32,
+    pub mailer_autoconfirm: bool,
+    pub password_min_length: u32,
+    pub phone_autoconfirm: bool,
+    pub saml_enabled: bool,
+    pub sms_provider: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -146,9 +143,9 @@ pub struct ExternalProviders {
 /// GoTrue's `GET /health`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthHealth {
+    pub description: String,
     pub name: String,
     pub version: String,
-    pub description: String,
 }
 
 /// `/.well-known/jwks.json`: the public keys, as JWKs.
@@ -163,10 +160,10 @@ pub struct Jwks {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AuthErrorBody {
     pub code: u16,
-    pub error_code: String,
-    pub msg: String,
-    pub message: String,
     pub error: ErrorBody,
+    pub error_code: String,
+    pub message: String,
+    pub msg: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weak_password: Option<WeakPassword>,
 }
@@ -207,31 +204,26 @@ pub struct AuthServiceStatus {
 /// An end user as the admin API lists one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AppUser {
-    pub id: String,
+    pub created_at: Secs,
     pub email: String,
+    pub email_confirmed_at: Option<Secs>,
+    pub id: String,
+    pub last_sign_in_at: Option<Secs>,
     pub role: String,
-    #[serde(with = "secs")]
-    pub email_confirmed_at: Option<Timestamp>,
-    #[serde(with = "secs")]
-    pub last_sign_in_at: Option<Timestamp>,
+    pub updated_at: Secs,
     pub user_metadata: Value,
-    #[serde(with = "secs")]
-    pub created_at: Option<Timestamp>,
-    #[serde(with = "secs")]
-    pub updated_at: Option<Timestamp>,
 }
 
 /// A message the mail sink captured, or a record of one sent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthMail {
-    pub id: i64,
-    pub to: String,
-    pub subject: String,
     pub body: String,
+    pub created_at: Secs,
     /// `captured`, `sent`, `failed: ...` or `undeliverable: ...`.
     pub delivery: String,
-    #[serde(with = "secs")]
-    pub created_at: Option<Timestamp>,
+    pub id: i64,
+    pub subject: String,
+    pub to: String,
 }
 
 /// The signing keys after a rotation.
@@ -243,40 +235,38 @@ pub struct SigningKeys {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SigningKey {
     pub kid: String,
+    pub retired_at: Option<Secs>,
     /// `standby`, `active` or `retired`.
     pub state: String,
-    #[serde(with = "secs")]
-    pub retired_at: Option<Timestamp>,
 }
 
-/// RFC 3339 at a fixed precision, `null` for none.
+/// A timestamp sent with microseconds, as GoTrue sends its users'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Micros(pub Timestamp);
+
+/// A timestamp sent in whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secs(pub Timestamp);
+
+/// RFC 3339 at the type's fixed precision; any RFC 3339 is read.
 macro_rules! fixed_precision {
     ($name:ident, $format:expr) => {
-        mod $name {
-            use chrono::{DateTime, SecondsFormat, Utc};
-            use serde::{Deserialize, Deserializer, Serializer};
-
-            pub fn serialize<S: Serializer>(
-                t: &Option<DateTime<Utc>>,
-                s: S,
-            ) -> Result<S::Ok, S::Error> {
-                match t {
-                    Some(t) => s.serialize_str(&t.to_rfc3339_opts($format, true)),
-                    None => s.serialize_none(),
-                }
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0.to_rfc3339_opts($format, true))
             }
+        }
 
-            pub fn deserialize<'de, D: Deserializer<'de>>(
-                d: D,
-            ) -> Result<Option<DateTime<Utc>>, D::Error> {
-                Option::<DateTime<Utc>>::deserialize(d)
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Timestamp::deserialize(d).map(Self)
             }
         }
     };
 }
 
-fixed_precision!(micros, SecondsFormat::Micros);
-fixed_precision!(secs, SecondsFormat::Secs);
+fixed_precision!(Micros, chrono::SecondsFormat::Micros);
+fixed_precision!(Secs, chrono::SecondsFormat::Secs);
 
 #[cfg(test)]
 mod tests {
@@ -293,7 +283,7 @@ mod tests {
         let key = SigningKey {
             kid: "k".into(),
             state: "retired".into(),
-            retired_at: Some(t),
+            retired_at: Some(Secs(t)),
         };
         assert_eq!(
             serde_json::to_value(&key).expect("serializes")["retired_at"],

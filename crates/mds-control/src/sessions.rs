@@ -579,3 +579,67 @@ fn verified(realm: &Realm, token: &str) -> ControlResult<Value> {
         .verify(token)
         .map_err(|e| AuthRefusal::BadJwt(format!("invalid JWT: {e}")))?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(result: ControlResult<Option<Value>>) -> Option<(&'static str, String)> {
+        match result {
+            Err(ControlError::Auth(AuthRefusal::Invalid { field, message })) => {
+                Some((field, message))
+            }
+            _ => None,
+        }
+    }
+
+    /// (data, accepted)
+    #[test]
+    fn metadata_is_a_small_object_without_nul() {
+        let big = "x".repeat(MAX_METADATA_BYTES);
+        let cases = [
+            (None, true),
+            (Some(Value::Null), true),
+            (Some(json!({"plan": "pro"})), true),
+            (Some(json!([1])), false),
+            (Some(json!("text")), false),
+            (Some(json!({"a": big})), false),
+            (Some(json!({"a": "nul\u{0}"})), false),
+        ];
+        for (data, accepted) in cases {
+            let input = UserInput {
+                data: data.clone(),
+                ..UserInput::default()
+            };
+            let result = metadata_of(&input);
+            assert_eq!(result.is_ok(), accepted, "{data:?}");
+            if !accepted {
+                assert_eq!(refusal(result).map(|r| r.0), Some("data"), "{data:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn email_and_password_are_required_and_normalised() {
+        let input = UserInput {
+            email: Some("Ada@Example.COM".into()),
+            password: Some(String::new()),
+            data: None,
+        };
+        assert_eq!(email_of(&input).ok().as_deref(), Some("ada@example.com"));
+        assert!(matches!(
+            password_of(&input),
+            Err(ControlError::Auth(AuthRefusal::Invalid {
+                field: "password",
+                ..
+            }))
+        ));
+        assert!(matches!(
+            email_of(&UserInput::default()),
+            Err(ControlError::Auth(AuthRefusal::Invalid {
+                field: "email",
+                ..
+            }))
+        ));
+    }
+}

@@ -2,8 +2,7 @@
 //! per project; users, mail and keys per environment.
 
 use clap::{Args, Subcommand};
-use mds_api_types::auth::{AppUser, AuthMail, AuthStatus, SigningKeys};
-use mds_api_types::Timestamp;
+use mds_api_types::auth::{AppUser, AuthMail, AuthStatus, Secs, SigningKeys};
 use serde_json::{json, Map, Value};
 
 use crate::client::{data, segment};
@@ -120,10 +119,10 @@ fn path(target: &Target, rest: &str) -> String {
 }
 
 /// A timestamp as the API sends it, `-` for none.
-fn when(t: Option<Timestamp>) -> String {
+fn when(t: Option<Secs>) -> String {
     t.map_or_else(
         || "-".to_string(),
-        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        |t| t.0.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
     )
 }
 
@@ -204,7 +203,7 @@ impl Auth {
                                 u.email,
                                 when(u.email_confirmed_at),
                                 when(u.last_sign_in_at),
-                                when(u.created_at),
+                                when(Some(u.created_at)),
                             ]
                         })
                         .collect(),
@@ -226,7 +225,7 @@ impl Auth {
                     println!("no mail");
                 }
                 for m in messages {
-                    let sent = when(m.created_at);
+                    let sent = when(Some(m.created_at));
                     println!("--- {sent} to {} ({})", m.to, m.delivery);
                     println!("Subject: {}\n\n{}", m.subject, m.body);
                 }

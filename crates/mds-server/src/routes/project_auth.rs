@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use mds_api_types::auth::{
-    AppUser, AuthMail, AuthServiceStatus, AuthStatus, SigningKey, SigningKeys,
+    AppUser, AuthMail, AuthServiceStatus, AuthStatus, Secs, SigningKey, SigningKeys,
 };
 use mds_auth::AuthConfig;
 use mds_store::{BindingRow, DataServiceRow, EnvironmentRow, ProjectRow, UserKey};
@@ -345,11 +345,11 @@ fn user_view(user: &mds_store::UserRow) -> AppUser {
         id: user.id.clone(),
         email: user.email.clone(),
         role: user.role.clone(),
-        email_confirmed_at: user.email_confirmed_at,
-        last_sign_in_at: user.last_sign_in_at,
+        email_confirmed_at: user.email_confirmed_at.map(Secs),
+        last_sign_in_at: user.last_sign_in_at.map(Secs),
         user_metadata: user.user_metadata.clone(),
-        created_at: Some(user.created_at),
-        updated_at: Some(user.updated_at),
+        created_at: Secs(user.created_at),
+        updated_at: Secs(user.updated_at),
     }
 }
 
@@ -428,7 +428,7 @@ pub async fn mail(
             subject: m.subject,
             body: m.body,
             delivery: m.delivery,
-            created_at: Some(m.created_at),
+            created_at: Secs(m.created_at),
         })
         .collect();
     let total = items.len() as u64;
@@ -452,7 +452,7 @@ pub async fn rotate_keys(
         .map(|k| SigningKey {
             kid: k.kid,
             state: k.state,
-            retired_at: k.retired_at,
+            retired_at: k.retired_at.map(Secs),
         })
         .collect();
     Ok(data(StatusCode::OK, SigningKeys { keys }))

@@ -294,3 +294,36 @@ pub async fn jwks(
     );
     Ok(response)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::link_target;
+
+    /// (site URL, redirect_to, where the link goes)
+    #[test]
+    fn mail_links_go_only_to_the_apps_own_origin() {
+        let site = Some("https://app.example.com/welcome");
+        let cases: &[(Option<&str>, Option<&str>, Option<&str>)] = &[
+            (site, None, site),
+            (
+                site,
+                Some("https://APP.example.com/in"),
+                Some("https://APP.example.com/in"),
+            ),
+            (site, Some("https://evil.example.com/"), site),
+            (site, Some("https://app.example.com@evil.com/"), site),
+            (site, Some("javascript:alert(1)"), site),
+            (site, Some("http://app.example.com/in"), site),
+            (None, Some("https://app.example.com/in"), None),
+            (Some("https://app.example.com/\n"), None, None),
+        ];
+        for (site, wanted, expected) in cases {
+            let got = link_target(*site, wanted.map(str::to_string));
+            assert_eq!(
+                got.as_deref(),
+                *expected,
+                "site {site:?}, redirect_to {wanted:?}"
+            );
+        }
+    }
+}

@@ -24,7 +24,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use mds_api_types::auth::{AppMetadata, AuthErrorBody, AuthUser, WeakPassword};
+use mds_api_types::auth::{AppMetadata, AuthErrorBody, AuthUser, Micros, WeakPassword};
 use mds_api_types::ErrorBody;
 use mds_control::realms::{self as realm, Realm};
 use mds_control::sessions::{Bearer, UserInput};
@@ -291,17 +291,17 @@ fn user_view(user: &UserRow) -> AuthUser {
         role: user.role.clone(),
         email: user.email.clone(),
         phone: String::new(),
-        email_confirmed_at: user.email_confirmed_at,
-        confirmed_at: user.email_confirmed_at,
-        confirmation_sent_at: user.confirmation_sent_at,
-        recovery_sent_at: user.recovery_sent_at,
-        last_sign_in_at: user.last_sign_in_at,
+        email_confirmed_at: user.email_confirmed_at.map(Micros),
+        confirmed_at: user.email_confirmed_at.map(Micros),
+        confirmation_sent_at: user.confirmation_sent_at.map(Micros),
+        recovery_sent_at: user.recovery_sent_at.map(Micros),
+        last_sign_in_at: user.last_sign_in_at.map(Micros),
         app_metadata: AppMetadata::email(),
         user_metadata: user.user_metadata.clone(),
         identities: Vec::new(),
         is_anonymous: false,
-        created_at: Some(user.created_at),
-        updated_at: Some(user.updated_at),
+        created_at: Micros(user.created_at),
+        updated_at: Micros(user.updated_at),
     }
 }
 

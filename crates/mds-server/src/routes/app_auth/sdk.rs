@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use chrono::DateTime;
-use mds_api_types::auth::{Done, SdkSession, SdkUnconfirmed};
+use mds_api_types::auth::{Done, SdkSession, SdkUnconfirmed, Secs};
 use mds_api_types::Data;
 use mds_control::realms::Realm;
 use mds_control::sessions::{Issued, Scope, SignedUp};
@@ -29,7 +29,7 @@ pub struct ActionPath {
 
 /// The session as the SDK reads it; `refresh` is absent from `me`.
 fn session(user: &UserRow, token: String, expires_at: i64, refresh: Option<String>) -> Response {
-    let expires_at = DateTime::from_timestamp(expires_at, 0);
+    let expires_at = DateTime::from_timestamp(expires_at, 0).map(Secs);
     ok(Data {
         data: SdkSession {
             user_id: user.id.clone(),
