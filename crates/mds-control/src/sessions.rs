@@ -435,24 +435,7 @@ impl Control {
         input: &UserInput,
     ) -> ControlResult<UserRow> {
         let user = &bearer.user;
-        let email = match &input.email {
-            Some(raw) => Some(
-                mds_auth::normalize_email(raw).map_err(|why| AuthRefusal::invalid("email", why))?,
-            ),
-            None => None,
-        };
-        let metadata = metadata_of(input)?;
-        if let Some(Value::Object(patch)) = &metadata {
-            let mut merged = user.user_metadata.as_object().cloned().unwrap_or_default();
-            merged.extend(patch.clone());
-            if Value::Object(merged).to_string().len() > MAX_METADATA_BYTES {
-                return Err(AuthRefusal::invalid(
-                    "data",
-                    format!("the user's metadata would exceed {MAX_METADATA_BYTES} bytes"),
-                )
-                .into());
-            }
-        }
+        let (email, metadata) = checked_patch(user, input)?;
         let hash = match &input.password {
             Some(password) => {
                 check_password(realm, password)?;
@@ -512,22 +495,7 @@ impl Control {
                 ONE_TIME_TOKEN_SECS,
             )
             .await?;
-        let base = realm
-            .config
-            .site_url
-            .clone()
-            .unwrap_or_else(|| format!("{}/verify", realm.url));
-        let link = format!("{base}?token={token}&type={}", purpose.as_str());
-        let (subject, intro) = match purpose {
-            Purpose::Signup => (
-                "Confirm your email address",
-                "Confirm your email address with this link:",
-            ),
-            Purpose::Recovery => ("Reset your password", "Someone (we hope you) asked to reset your password. Log in with this link, then choose a new password:"),
-        };
-        let body =
-            format!("{intro}\n\n{link}\n\nOr use this token: {token}\n\nIt expires in 24 hours.\n");
-        let withheld = format!("{intro}\n\n(token withheld)\n");
+        let (subject, body, withheld) = token_mail(realm, purpose, &token);
         if self.auth.mailer.delivers() {
             // In the background: an SMTP server's pace must not tell a
             // caller whether the address has an account.
@@ -571,6 +539,54 @@ impl Control {
             .await?
             .unwrap_or(user))
     }
+}
+
+/// The new email (normalised) and metadata of an update, checked: the
+/// merged metadata must stay within [`MAX_METADATA_BYTES`].
+fn checked_patch(
+    user: &UserRow,
+    input: &UserInput,
+) -> ControlResult<(Option<String>, Option<Value>)> {
+    let email = match &input.email {
+        Some(raw) => {
+            Some(mds_auth::normalize_email(raw).map_err(|why| AuthRefusal::invalid("email", why))?)
+        }
+        None => None,
+    };
+    let metadata = metadata_of(input)?;
+    if let Some(Value::Object(patch)) = &metadata {
+        let mut merged = user.user_metadata.as_object().cloned().unwrap_or_default();
+        merged.extend(patch.clone());
+        if Value::Object(merged).to_string().len() > MAX_METADATA_BYTES {
+            return Err(AuthRefusal::invalid(
+                "data",
+                format!("the user's metadata would exceed {MAX_METADATA_BYTES} bytes"),
+            )
+            .into());
+        }
+    }
+    Ok((email, metadata))
+}
+
+/// The mail carrying a one-time token: (subject, body, the body with the
+/// token withheld, for records that must not hold it).
+fn token_mail(realm: &Realm, purpose: Purpose, token: &str) -> (&'static str, String, String) {
+    let base = realm
+        .config
+        .site_url
+        .clone()
+        .unwrap_or_else(|| format!("{}/verify", realm.url));
+    let link = format!("{base}?token={token}&type={}", purpose.as_str());
+    let (subject, intro) = match purpose {
+        Purpose::Signup => (
+            "Confirm your email address",
+            "Confirm your email address with this link:",
+        ),
+        Purpose::Recovery => ("Reset your password", "Someone (we hope you) asked to reset your password. Log in with this link, then choose a new password:"),
+    };
+    let body =
+        format!("{intro}\n\n{link}\n\nOr use this token: {token}\n\nIt expires in 24 hours.\n");
+    (subject, body, format!("{intro}\n\n(token withheld)\n"))
 }
 
 /// The claims of a token of `realm`, or why not.
