@@ -308,3 +308,89 @@ fn user_view(user: &UserRow) -> AuthUser {
 fn ok<T: Serialize>(body: T) -> Response {
     axum::Json(body).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::StatusCode;
+    use mds_control::AuthRefusal;
+
+    use crate::error::ApiError;
+
+    /// Each refusal of the end-user API: (refusal, status, GoTrue code).
+    #[test]
+    fn auth_refusals_map_to_gotrue_statuses_and_codes() {
+        let cases = [
+            (
+                AuthRefusal::invalid("email", "is required"),
+                422,
+                "validation_failed",
+            ),
+            (
+                AuthRefusal::WeakPassword {
+                    rule: "at least 8 characters".into(),
+                    reasons: vec!["length"],
+                },
+                422,
+                "weak_password",
+            ),
+            (AuthRefusal::SignupDisabled, 403, "signup_disabled"),
+            (AuthRefusal::UserAlreadyExists, 409, "user_already_exists"),
+            (AuthRefusal::EmailExists, 409, "email_exists"),
+            (AuthRefusal::InvalidCredentials, 400, "invalid_credentials"),
+            (AuthRefusal::EmailNotConfirmed, 400, "email_not_confirmed"),
+            (
+                AuthRefusal::RefreshTokenAlreadyUsed,
+                400,
+                "refresh_token_already_used",
+            ),
+            (
+                AuthRefusal::RefreshTokenNotFound,
+                400,
+                "refresh_token_not_found",
+            ),
+            (
+                AuthRefusal::BadJwt("invalid JWT: expired".into()),
+                401,
+                "bad_jwt",
+            ),
+            (AuthRefusal::SessionNotFound, 401, "session_not_found"),
+            (AuthRefusal::OtpExpired, 403, "otp_expired"),
+            (
+                AuthRefusal::RateLimited {
+                    what: "this address",
+                    retry_in_secs: 3,
+                    retry_after: Duration::from_secs(3),
+                },
+                429,
+                "over_request_rate_limit",
+            ),
+        ];
+        for (refusal, status, code) in cases {
+            let what = format!("{refusal:?}");
+            let api = ApiError::from(refusal);
+            assert_eq!(api.status, StatusCode::from_u16(status).unwrap(), "{what}");
+            assert_eq!(api.code, code, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_refused_field_is_named_in_the_details() {
+        let api = ApiError::from(AuthRefusal::invalid("email", "is required"));
+        assert_eq!(api.message, "email: is required");
+        let details = api.details.unwrap_or_default();
+        assert_eq!(details["field"], "email");
+        assert_eq!(details["reason"], "is required");
+        let limited = ApiError::from(AuthRefusal::RateLimited {
+            what: "this account",
+            retry_in_secs: 2,
+            retry_after: Duration::from_secs(2),
+        });
+        assert_eq!(limited.retry_after, Some(Duration::from_secs(2)));
+        assert_eq!(
+            limited.message,
+            "too many attempts for this account; retry in 2 s"
+        );
+    }
+}
