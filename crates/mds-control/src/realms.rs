@@ -5,6 +5,11 @@
 //! Realms are cached for two seconds, like S3 keys: a setting changed or a
 //! key rotated elsewhere reaches every replica within that, and at once on
 //! the replica that made the change.
+//!
+//! The administration of auth lives here too: enabling it (attaching the
+//! `auth` data service on first use), its settings, disabling it (users
+//! are kept) and rotating an environment's signing keys. What a realm's
+//! users do with it is in [`crate::sessions`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
