@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod auth;
+
 pub type Timestamp = DateTime<Utc>;
 
 /// `{"data": T}`

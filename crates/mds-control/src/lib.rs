@@ -5,7 +5,8 @@
 //! environment ([`projects`]), the variable store with its sealing
 //! contexts and its one validator ([`variables`]), and the one boot-env
 //! assembler ([`boot`]) behind `GET /env`, sandboxes and runtime
-//! instances. It knows no HTTP: errors are [`ControlError`]s, which the
+//! instances; end-user auth realms ([`realms`]) and their sessions
+//! ([`sessions`]). It knows no HTTP: errors are [`ControlError`]s, which the
 //! server maps to statuses and MIOSA codes in one place.
 
 use std::collections::HashMap;
@@ -30,10 +31,11 @@ pub mod projects;
 pub mod realms;
 pub mod references;
 mod sandboxes;
+pub mod sessions;
 pub mod variables;
 
 pub use caller::Caller;
-pub use error::{ControlError, ControlResult};
+pub use error::{AuthRefusal, ControlError, ControlResult};
 
 /// Whether a binding serves: `running` (a state this server does not know
 /// is not).
