@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod auth;
+pub mod services;
 
 pub type Timestamp = DateTime<Utc>;
 
@@ -277,7 +278,7 @@ pub struct DataService {
     pub engine: String,
     pub engine_version: String,
     pub region: String,
-    pub connection_test: Option<Value>,
+    pub connection_test: Option<services::ConnectionTest>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

@@ -2,6 +2,7 @@
 //! `mds_api_types` views that more than one route answers with.
 
 use axum::response::Response;
+use mds_api_types::services::ConnectionTest;
 use mds_api_types::{Binding, DataService, Environment, Project, Variable};
 use mds_core::kinds::{BindingState, Desired, ServiceKind};
 use mds_core::vars;
@@ -9,7 +10,6 @@ use mds_provision::{binding_desired, binding_state};
 use mds_store::{
     BindingRow, DataServiceRow, EnvironmentRow, ProjectRow, VariableRow, VariableScope,
 };
-use serde_json::json;
 
 use crate::error::ApiResult;
 use crate::state::AppState;
@@ -126,7 +126,9 @@ pub fn service_view(
             .unwrap_or_default()
             .to_string(),
         region: "local".to_string(),
-        connection_test: (state == "running").then(|| json!({ "status": "ok" })),
+        connection_test: (state == "running").then(|| ConnectionTest {
+            status: "ok".to_string(),
+        }),
         created_at: service.created_at,
         updated_at: service.updated_at,
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use mds_api_types::services::{DatabaseLogLine, DatabaseLogs};
 use mds_api_types::{CreateDataService, CreateDatabase, Credentials, DataService};
 use mds_control::attach::{
     attach, kind_of, load_service, remove_service, wait_settled, KindOptions,
@@ -19,7 +20,6 @@ use mds_core::kinds::{BindingState, Desired, ServiceKind};
 use mds_provision::binding_state;
 use mds_store::{BindingRow, DataServiceRow, ProjectRow};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{data, deleted};
 use crate::auth::Principal;
@@ -441,12 +441,15 @@ pub async fn db_logs(
             })?,
     };
     let events = state.store()?.binding_events(&service.id, lines).await?;
-    let logs: Vec<_> = events
+    let logs = events
         .into_iter()
-        .map(|(t, stream, line)| json!({ "t": t, "stream": stream, "line": line }))
+        .map(|(t, stream, line)| DatabaseLogLine { line, stream, t })
         .collect();
     Ok(data(
         StatusCode::OK,
-        json!({ "database_id": service.id, "logs": logs }),
+        DatabaseLogs {
+            database_id: service.id,
+            logs,
+        },
     ))
 }
