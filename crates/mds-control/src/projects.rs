@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use mds_store::{EnvironmentRow, ProjectRow, Store};
+use mds_core::ids::IdKind;
+use mds_core::names;
+use mds_core::tenancy::{PRODUCTION, STAGING};
+use mds_store::{EnvironmentRow, NewEnvironment, NewProject, ProjectRow, Store, StoreError};
 
 use crate::{Caller, ControlError, ControlResult};
 
@@ -62,4 +65,50 @@ pub async fn load_environment(
     let project = load_project(store, caller, project).await?;
     let env = resolve_environment(store, &project, environment).await?;
     Ok((project, env))
+}
+
+/// A slug someone else's project (of this tenant) holds.
+pub fn slug_taken(slug: &str) -> ControlError {
+    ControlError::conflict(
+        "PROJECT_SLUG_TAKEN",
+        format!("a project with slug {slug:?} already exists; choose another slug"),
+    )
+    .with_details(serde_json::json!({ "field": "slug" }))
+}
+
+/// Creates `project` with its `production` (the default) and `staging`
+/// environments, in one transaction. A slug the client chose must be
+/// free; one derived from the name gets a numeric suffix instead.
+pub async fn create_project(
+    store: &Store,
+    mut project: NewProject,
+    explicit_slug: bool,
+) -> ControlResult<Arc<ProjectRow>> {
+    let environments: Vec<NewEnvironment> = [PRODUCTION, STAGING]
+        .iter()
+        .map(|env| NewEnvironment {
+            id: IdKind::Environment.mint(),
+            name: env.to_string(),
+            slug: env.to_string(),
+            kind: names::environment_kind(env).to_string(),
+            is_default: *env == PRODUCTION,
+        })
+        .collect();
+    let base_slug = project.slug.clone();
+    for attempt in 2..=50u32 {
+        match store.create_project(&project, &environments).await {
+            Ok(row) => return Ok(row),
+            Err(StoreError::Conflict { constraint }) if constraint == "projects_slug_key" => {
+                if explicit_slug {
+                    return Err(slug_taken(&project.slug));
+                }
+                let suffix = format!("-{attempt}");
+                let mut slug = base_slug.clone();
+                slug.truncate(names::MAX_SLUG - suffix.len());
+                project.slug = format!("{}{suffix}", slug.trim_end_matches('-'));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(slug_taken(&base_slug))
 }

@@ -7,8 +7,8 @@ use axum::response::Response;
 use mds_api_types::{CreateProject, UpdateProject};
 use mds_core::ids::IdKind;
 use mds_core::names::{self, MAX_DESCRIPTION, MAX_PROJECT_NAME};
-use mds_core::tenancy::{DEFAULT_WORKSPACE_ID, PRODUCTION, STAGING};
-use mds_store::{NewEnvironment, NewProject, ProjectPatch, StoreError};
+use mds_core::tenancy::DEFAULT_WORKSPACE_ID;
+use mds_store::{NewProject, ProjectPatch, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -18,7 +18,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, Paging, PathParams, QueryParams};
 use crate::state::AppState;
 use crate::views::project_view;
-use mds_control::projects::load_project;
+use mds_control::projects::{create_project, load_project};
 
 fn validate_metadata(metadata: Option<Value>) -> ApiResult<Option<Value>> {
     match metadata {
@@ -39,11 +39,7 @@ fn validate_description(description: Option<String>) -> ApiResult<Option<String>
 }
 
 fn slug_taken(slug: &str) -> ApiError {
-    ApiError::conflict(
-        "PROJECT_SLUG_TAKEN",
-        format!("a project with slug {slug:?} already exists; choose another slug"),
-    )
-    .with_details(serde_json::json!({ "field": "slug" }))
+    mds_control::projects::slug_taken(slug).into()
 }
 
 pub async fn create(
@@ -72,45 +68,18 @@ pub async fn create(
             "must be at most 255 characters",
         ));
     }
-    let mut project = NewProject {
+    let project = NewProject {
         id: IdKind::Project.mint(),
         tenant_id: principal.tenant_id.clone(),
         workspace_id,
-        slug: base_slug.clone(),
+        slug: base_slug,
         name,
         description: validate_description(body.description)?,
         metadata: validate_metadata(body.metadata)?.unwrap_or_else(|| serde_json::json!({})),
         attribution: serde_json::to_value(&body.attribution).map_err(ApiError::internal)?,
     };
-    let environments: Vec<NewEnvironment> = [PRODUCTION, STAGING]
-        .iter()
-        .map(|env| NewEnvironment {
-            id: IdKind::Environment.mint(),
-            name: env.to_string(),
-            slug: env.to_string(),
-            kind: names::environment_kind(env).to_string(),
-            is_default: *env == PRODUCTION,
-        })
-        .collect();
-    let store = state.store()?;
-    // A slug the client chose must be free; one we derived from the name
-    // gets a numeric suffix instead.
-    for attempt in 2..=50u32 {
-        match store.create_project(&project, &environments).await {
-            Ok(row) => return Ok(data(StatusCode::CREATED, project_view(&row))),
-            Err(StoreError::Conflict { constraint }) if constraint == "projects_slug_key" => {
-                if explicit_slug {
-                    return Err(slug_taken(&project.slug));
-                }
-                let suffix = format!("-{attempt}");
-                let mut slug = base_slug.clone();
-                slug.truncate(names::MAX_SLUG - suffix.len());
-                project.slug = format!("{}{suffix}", slug.trim_end_matches('-'));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(slug_taken(&base_slug))
+    let row = create_project(state.store()?, project, explicit_slug).await?;
+    Ok(data(StatusCode::CREATED, project_view(&row)))
 }
 
 #[derive(Deserialize)]
