@@ -374,27 +374,9 @@ pub async fn get_object(
             StorageError::NoSuchKey => ApiError::not_found("object", &path.key),
             other => other.into(),
         })?;
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        Some(raw) => Some(parse_range(raw, object.size as u64).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "INVALID_RANGE",
-                format!("range {raw:?} is not satisfiable for {} bytes", object.size),
-            )
-        })?),
-        None => None,
-    };
+    let range = requested_range(&headers, object.size as u64)?;
     let (status, length) = match range {
-        Some((start, end)) if start <= end && end < object.size as u64 => {
-            (StatusCode::PARTIAL_CONTENT, end - start + 1)
-        }
-        Some(_) => {
-            return Err(ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "INVALID_RANGE",
-                format!("the range is not satisfiable for {} bytes", object.size),
-            ))
-        }
+        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, end - start + 1),
         None => (StatusCode::OK, object.size as u64),
     };
     let body = if method == Method::HEAD {
@@ -418,6 +400,25 @@ pub async fn get_object(
     }
     allow_any_origin(&mut response);
     Ok(response)
+}
+
+/// The byte range (inclusive) a `Range` header asks of an object of `size`
+/// bytes, if any; 416 when it cannot be served.
+fn requested_range(headers: &HeaderMap, size: u64) -> ApiResult<Option<(u64, u64)>> {
+    let unsatisfiable = |raw: &str| {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "INVALID_RANGE",
+            format!("range {raw:?} is not satisfiable for {size} bytes"),
+        )
+    };
+    let Some(raw) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    match parse_range(raw, size) {
+        Some((start, end)) if start <= end && end < size => Ok(Some((start, end))),
+        _ => Err(unsatisfiable(raw)),
+    }
 }
 
 /// The body as a byte stream for the blob layer.
