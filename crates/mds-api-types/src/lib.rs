@@ -12,7 +12,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod deployments;
+pub mod sandboxes;
 pub mod time;
+pub mod volumes;
 
 /// Written as [`time`] says: RFC 3339, UTC, milliseconds.
 pub type Timestamp = DateTime<Utc>;
