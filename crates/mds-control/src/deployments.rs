@@ -343,6 +343,37 @@ fn publish_project(deployment: &DeploymentRow, sandbox: &SandboxRow) -> ControlR
     }
 }
 
+/// The service a promoted version serves as, in MIOSA's terms.
+fn published_service(
+    deployment: &DeploymentRow,
+    env: &EnvironmentRow,
+    kind: &str,
+    url: &str,
+) -> PublishedService {
+    PublishedService {
+        id: format!(
+            "svc_{}_{}",
+            deployment.id.trim_start_matches("dep_"),
+            names::environment_slug(&env.name)
+        ),
+        deployment_id: deployment.id.clone(),
+        environment_id: env.id.clone(),
+        tenant_id: deployment.tenant_id.clone(),
+        kind: if kind == "static" {
+            "static_web"
+        } else {
+            "web"
+        }
+        .to_string(),
+        name: deployment.slug.clone(),
+        desired_replicas: 1,
+        state: "healthy".to_string(),
+        metadata: ServiceMetadata {
+            url: url.to_string(),
+        },
+    }
+}
+
 /// Only a built version can serve.
 fn check_servable(version: &VersionRow) -> ControlResult<()> {
     let details = || json!({ "version_id": version.id, "state": version.state });
@@ -695,26 +726,7 @@ impl Control {
         let version = self.version(&deployment, &version.id).await?;
         let url = deployer.public_url(&deployment.slug, &env.name);
         let services = if promote {
-            vec![PublishedService {
-                id: format!(
-                    "svc_{}_{}",
-                    deployment.id.trim_start_matches("dep_"),
-                    names::environment_slug(&env.name)
-                ),
-                deployment_id: deployment.id.clone(),
-                environment_id: env.id.clone(),
-                tenant_id: deployment.tenant_id.clone(),
-                kind: if plan.kind == "static" {
-                    "static_web"
-                } else {
-                    "web"
-                }
-                .to_string(),
-                name: deployment.slug.clone(),
-                desired_replicas: 1,
-                state: "healthy".to_string(),
-                metadata: ServiceMetadata { url: url.clone() },
-            }]
+            vec![published_service(&deployment, &env, plan.kind, &url)]
         } else {
             Vec::new()
         };

@@ -11,7 +11,7 @@ use std::time::Duration;
 use mds_api_types::sandboxes::{CreateSandbox, Exec, Readiness, Sandbox, SandboxEnv, SandboxVar};
 use mds_core::ids::IdKind;
 use mds_runtime::jail::Mount;
-use mds_store::{NewSandbox, SandboxRow, StoreError};
+use mds_store::{EnvironmentRow, NewSandbox, ProjectRow, SandboxRow, StoreError};
 use serde_json::{json, Map, Value};
 
 use crate::projects::{load_project, resolve_environment};
@@ -217,6 +217,32 @@ impl Control {
         Ok(row)
     }
 
+    /// The environment a new sandbox boots in: `wanted`, else staging when
+    /// the project has one, else its default; none without a project.
+    async fn sandbox_environment(
+        &self,
+        project: Option<&ProjectRow>,
+        wanted: Option<&str>,
+    ) -> ControlResult<Option<EnvironmentRow>> {
+        let Some(project) = project else {
+            if wanted.is_some() {
+                return Err(ControlError::invalid(
+                    "environment",
+                    "applies to a sandbox of a project; give project_id too",
+                ));
+            }
+            return Ok(None);
+        };
+        let has_default = project
+            .environments
+            .iter()
+            .any(|e| e.name == DEFAULT_ENVIRONMENT);
+        let reference = wanted.or(has_default.then_some(DEFAULT_ENVIRONMENT));
+        Ok(Some(
+            resolve_environment(self.store()?, project, reference).await?,
+        ))
+    }
+
     /// Makes a sandbox in a project environment (staging when the project
     /// has one and none is named) and boots it.
     pub async fn create_sandbox(
@@ -260,23 +286,7 @@ impl Control {
             .or(input.env_id.as_deref())
             .or_else(|| metadata["environment"].as_str());
         require_reveal(caller, project.as_ref().map(|p| p.id.as_str()))?;
-        let environment = match &project {
-            Some(project) => {
-                let has_default = project
-                    .environments
-                    .iter()
-                    .any(|e| e.name == DEFAULT_ENVIRONMENT);
-                let reference = wanted.or(has_default.then_some(DEFAULT_ENVIRONMENT));
-                Some(resolve_environment(store, project, reference).await?)
-            }
-            None if wanted.is_some() => {
-                return Err(ControlError::invalid(
-                    "environment",
-                    "applies to a sandbox of a project; give project_id too",
-                ))
-            }
-            None => None,
-        };
+        let environment = self.sandbox_environment(project.as_deref(), wanted).await?;
         let id = IdKind::Sandbox.mint();
         let template = input
             .template_id
