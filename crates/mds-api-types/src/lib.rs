@@ -12,8 +12,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod auth;
 pub mod deployments;
 pub mod sandboxes;
+pub mod services;
 pub mod time;
 pub mod volumes;
 
@@ -291,7 +293,7 @@ pub struct DataService {
     pub engine: String,
     pub engine_version: String,
     pub region: String,
-    pub connection_test: Option<Value>,
+    pub connection_test: Option<services::ConnectionTest>,
     #[serde(serialize_with = "time::serialize")]
     pub created_at: Timestamp,
     #[serde(serialize_with = "time::serialize")]

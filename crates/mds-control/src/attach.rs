@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use mds_core::ids::IdKind;
+use mds_core::kinds::ServiceKind;
 use mds_core::names;
 use mds_store::{DataServiceRow, NewDataService, ProjectRow, StoreError};
 use serde_json::json;
@@ -16,8 +17,6 @@ use serde_json::json;
 use crate::projects::resolve_environment;
 use crate::{Caller, Control, ControlError, ControlResult};
 
-/// Kinds that can be attached today.
-pub const KINDS: &[&str] = &["postgres", "redis", "storage", "auth", "volume"];
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 /// Attaches a data service of `kind` to `project`: the one path every API
@@ -25,7 +24,7 @@ const WAIT_LIMIT: Duration = Duration::from_secs(60);
 pub async fn attach(
     control: &Control,
     project: &ProjectRow,
-    kind: &str,
+    kind: ServiceKind,
     name: Option<String>,
     environment: Option<&str>,
     options: &KindOptions,
@@ -41,32 +40,7 @@ pub async fn attach(
         None => None,
     };
     let existing = store.data_services(&project.id).await?;
-    let first_of_kind = !existing.iter().any(|s| s.kind == kind);
-    if kind == "auth" && !first_of_kind {
-        return Err(ControlError::conflict(
-            "AUTH_ALREADY_ENABLED",
-            "this project already has auth (one per project, with users per environment); \
-             change its settings with PATCH /projects/{id}/auth",
-        ));
-    }
-    let (name, env_prefix) = match (name, first_of_kind) {
-        (name, true) => (name.unwrap_or_else(|| kind.to_string()), String::new()),
-        (Some(name), false) => {
-            let prefix = names::env_prefix(&name);
-            (name, prefix)
-        }
-        (None, false) => {
-            return Err(ControlError::conflict(
-                "DATA_SERVICE_NAME_REQUIRED",
-                format!(
-                    "this project already has a {kind} service, which injects the standard \
-                     names; give this one a name (for example \"analytics\") and it injects \
-                     prefixed ones (ANALYTICS_...)"
-                ),
-            )
-            .with_details(json!({ "field": "name" })))
-        }
-    };
+    let (name, env_prefix) = name_and_prefix(&existing, kind, name)?;
     let environments: Vec<_> = match &scope {
         Some(env) => vec![env.clone()],
         None => project.environments.clone(),
@@ -79,63 +53,94 @@ pub async fn attach(
     let new = NewDataService {
         id: IdKind::DataService.mint(),
         project_id: project.id.clone(),
-        kind: kind.to_string(),
+        kind: kind.as_str().to_string(),
         name: name.clone(),
         env_prefix,
         environment_id: scope.map(|e| e.id),
         config,
     };
-    let row = match store.create_data_service(&new, &bindings).await {
-        Ok(row) => row,
-        Err(StoreError::Conflict { constraint }) => {
-            let (code, message) = match constraint.as_str() {
-                "data_services_name_key" => (
-                    "DATA_SERVICE_NAME_TAKEN",
-                    format!("this project already has a data service named {name:?}"),
-                ),
-                "data_services_prefix_key" => (
-                    "DATA_SERVICE_NAME_TAKEN",
-                    format!("another {kind} service of this project injects the same names"),
-                ),
-                _ => (
-                    "CONFLICT",
-                    "the engine-side name is taken; retry".to_string(),
-                ),
-            };
-            return Err(
-                ControlError::conflict(code, message).with_details(json!({ "field": "name" }))
-            );
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let row = store
+        .create_data_service(&new, &bindings)
+        .await
+        .map_err(|e| taken(e, kind, &name))?;
+    let binding_ids: Vec<&str> = bindings.iter().map(|b| b.id.as_str()).collect();
     tracing::info!(
         service = row.id,
         project = project.id,
-        kind,
+        kind = %kind,
+        bindings = ?binding_ids,
         "attached a data service"
     );
     reconciler.wake();
     Ok(row)
 }
 
+/// The service's name and the prefix of the names it injects: the first
+/// of a kind injects the standard names, each further one needs a name
+/// and injects prefixed ones. Auth is one per project.
+fn name_and_prefix(
+    existing: &[DataServiceRow],
+    kind: ServiceKind,
+    name: Option<String>,
+) -> ControlResult<(String, String)> {
+    let first_of_kind = !existing.iter().any(|s| s.kind == kind.as_str());
+    if kind == ServiceKind::Auth && !first_of_kind {
+        return Err(ControlError::conflict(
+            "AUTH_ALREADY_ENABLED",
+            "this project already has auth (one per project, with users per environment); \
+             change its settings with PATCH /projects/{id}/auth",
+        ));
+    }
+    match (name, first_of_kind) {
+        (name, true) => Ok((name.unwrap_or_else(|| kind.to_string()), String::new())),
+        (Some(name), false) => {
+            let prefix = names::env_prefix(&name);
+            Ok((name, prefix))
+        }
+        (None, false) => Err(ControlError::conflict(
+            "DATA_SERVICE_NAME_REQUIRED",
+            format!(
+                "this project already has a {kind} service, which injects the standard \
+                 names; give this one a name (for example \"analytics\") and it injects \
+                 prefixed ones (ANALYTICS_...)"
+            ),
+        )
+        .with_details(json!({ "field": "name" }))),
+    }
+}
+
+/// A write of a new service that lost a race for a name, said as such.
+fn taken(e: StoreError, kind: ServiceKind, name: &str) -> ControlError {
+    let StoreError::Conflict { constraint } = e else {
+        return e.into();
+    };
+    let (code, message) = match constraint.as_str() {
+        "data_services_name_key" => (
+            "DATA_SERVICE_NAME_TAKEN",
+            format!("this project already has a data service named {name:?}"),
+        ),
+        "data_services_prefix_key" => (
+            "DATA_SERVICE_NAME_TAKEN",
+            format!("another {kind} service of this project injects the same names"),
+        ),
+        _ => (
+            "CONFLICT",
+            "the engine-side name is taken; retry".to_string(),
+        ),
+    };
+    ControlError::conflict(code, message).with_details(json!({ "field": "name" }))
+}
+
 /// Waits until every binding settles: reaches its desired state, or keeps
 /// failing (a first error is often a race that the retry clears).
 pub async fn wait_settled(control: &Control, service_id: &str) -> ControlResult<()> {
-    let store = control.store()?;
-    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
-    loop {
-        let bindings = store.bindings(service_id).await?;
-        if bindings
-            .iter()
-            .all(|b| b.state == b.desired || b.state == "error")
-        {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Woken by the bindings' change notices; a wait that runs out answers
+    // with the state as it is, which the client reads.
+    control
+        .reconciler()?
+        .wait_settled(service_id, WAIT_LIMIT)
+        .await?;
+    Ok(())
 }
 
 /// The caller's service `id`, or not found.
@@ -163,11 +168,24 @@ pub struct KindOptions {
 /// A service's engine settings, validated (each bad one names its field).
 fn kind_config(
     control: &Control,
-    kind: &str,
+    kind: ServiceKind,
     options: &KindOptions,
 ) -> ControlResult<serde_json::Value> {
+    if kind != ServiceKind::Redis {
+        for (field, given) in [
+            ("maxmemory", &options.maxmemory),
+            ("eviction", &options.eviction),
+        ] {
+            if given.is_some() {
+                return Err(ControlError::invalid(
+                    field,
+                    format!("applies to redis, not {kind}"),
+                ));
+            }
+        }
+    }
     match kind {
-        "redis" => {
+        ServiceKind::Redis => {
             let maxmemory = match &options.maxmemory {
                 None => mds_provision::DEFAULT_REDIS_MEMORY,
                 Some(text) => mds_engines::parse_memory(text).ok_or_else(|| {
@@ -189,57 +207,44 @@ fn kind_config(
             }
             Ok(json!({ "maxmemory_bytes": maxmemory, "eviction": eviction, "engine_version": "7" }))
         }
-        _ => {
-            for (field, given) in [
-                ("maxmemory", &options.maxmemory),
-                ("eviction", &options.eviction),
-            ] {
-                if given.is_some() {
-                    return Err(ControlError::invalid(
-                        field,
-                        format!("applies to redis, not {kind}"),
-                    ));
-                }
+        ServiceKind::Storage | ServiceKind::Volume => Ok(json!({})),
+        ServiceKind::Auth => {
+            let mut config = mds_auth::AuthConfig::default();
+            if let Some(patch) = &options.auth {
+                config
+                    .apply(patch)
+                    .map_err(|e| ControlError::invalid(e.field, e.message))?;
             }
-            Ok(match kind {
-                "storage" | "volume" => json!({}),
-                "auth" => {
-                    let mut config = mds_auth::AuthConfig::default();
-                    if let Some(patch) = &options.auth {
-                        config
-                            .apply(patch)
-                            .map_err(|e| ControlError::invalid(e.field, e.message))?;
-                    }
-                    config.to_stored()
-                }
-                _ => json!({ "engine_version": control.engine_version() }),
-            })
+            Ok(config.to_stored())
         }
+        ServiceKind::Postgres => Ok(json!({ "engine_version": control.engine_version() })),
     }
 }
 
-pub fn kind_of(raw: &str) -> ControlResult<&'static str> {
-    match raw.to_ascii_lowercase().as_str() {
-        "postgres" | "postgresql" | "pg" => Ok("postgres"),
-        "redis" => Ok("redis"),
-        "storage" | "s3" | "bucket" => Ok("storage"),
-        "auth" => Ok("auth"),
-        "volume" | "volumes" => Ok("volume"),
-        "mysql" | "mongodb" => Err(ControlError::invalid(
+/// The kind a client named (`postgres`, `pg`, `s3`...), or which kinds
+/// there are.
+pub fn kind_of(raw: &str) -> ControlResult<ServiceKind> {
+    let available = || {
+        ServiceKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let lowered = raw.to_ascii_lowercase();
+    ServiceKind::from_alias(&lowered).ok_or_else(|| match lowered.as_str() {
+        "mysql" | "mongodb" => ControlError::invalid(
             "type",
-            format!(
-                "{raw:?} cannot be attached yet; available: {}",
-                KINDS.join(", ")
-            ),
-        )),
-        _ => Err(ControlError::invalid(
+            format!("{raw:?} cannot be attached yet; available: {}", available()),
+        ),
+        _ => ControlError::invalid(
             "type",
             format!(
                 "unknown data-service type {raw:?}; available: {}",
-                KINDS.join(", ")
+                available()
             ),
-        )),
-    }
+        ),
+    })
 }
 
 /// Asks for a data service's data to be deleted (the caller confirmed).

@@ -26,7 +26,7 @@ use mds_store::{
 };
 
 use crate::projects::resolve_environment;
-use crate::{references, BootEnv, Control, ControlError, ControlResult};
+use crate::{is_running, references, BootEnv, Control, ControlError, ControlResult};
 
 /// The project and environment a process runs in.
 #[derive(Clone, Copy)]
@@ -160,7 +160,7 @@ impl Control {
         let reconciler = self.reconciler()?;
         let mut pending = Vec::new();
         for (service, binding) in store.environment_bindings(&place.env.id).await? {
-            if binding.state != "running" {
+            if !is_running(&binding) {
                 pending.push(binding);
                 continue;
             }
@@ -193,6 +193,7 @@ impl Control {
 impl Control {
     /// Resolves what a sandbox's processes get, and keeps it until the
     /// sandbox's next boot.
+    #[tracing::instrument(skip_all, fields(sandbox = %row.id))]
     pub async fn boot_sandbox(&self, row: &SandboxRow) -> ControlResult<BootEnv> {
         let own = self.open_sandbox_env(&row.id, &row.sealed_env)?;
         let target = Target::Sandbox {

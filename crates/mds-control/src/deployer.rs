@@ -20,21 +20,24 @@
 //!   static release. Desired state (which version is active where) is in
 //!   Postgres; after a restart, [`Deployer::restore`] starts it again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use mds_core::ids::IdKind;
 use mds_core::names;
+use mds_engines::supervisor::{CrashBudget, Event, Incarnation, Policy, Program, Supervisor};
+use mds_engines::EngineStatus;
 use mds_runtime::artifact::{ArtifactError, Artifacts, Stored};
 use mds_runtime::instance::{free_port, probe, LogRing};
 use mds_runtime::jail::Mount;
-use mds_runtime::sandbox::{forward_lines, Output, Sandboxes, Spawn};
+use mds_runtime::sandbox::{forward_lines, Output, Process, Sandboxes, Spawn};
 use mds_store::{AttachError, DeploymentRow, EnvironmentRow, ProjectRow, StoreError, VersionRow};
 use nix::sys::signal::Signal;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::boot::{Place, Target};
 use crate::{Control, ControlError};
@@ -128,14 +131,6 @@ enum Route {
     Dynamic(Vec<Arc<Live>>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Phase {
-    Starting,
-    Healthy,
-    Failed(String),
-    Ended,
-}
-
 /// A runtime instance of this process.
 pub struct Live {
     pub id: String,
@@ -146,17 +141,25 @@ pub struct Live {
     healthy: AtomicBool,
     stopping: AtomicBool,
     inflight: AtomicUsize,
-    /// Its process group (0: none now).
-    pgid: AtomicI32,
     pub logs: Arc<LogRing>,
-    phase: watch::Sender<Phase>,
+    /// Runs its process: set right after the instance is made.
+    supervisor: OnceLock<Supervisor>,
 }
 
 impl Live {
-    fn kill(&self) {
-        let pgid = self.pgid.load(Ordering::SeqCst);
-        if pgid > 0 {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
+    /// Waits until its first health check passed, or why it never will.
+    async fn wait_healthy(&self, grace: Duration) -> Result<(), String> {
+        let Some(supervisor) = self.supervisor.get() else {
+            return Err("it was not started".to_string());
+        };
+        // The supervisor bounds readiness by the grace itself.
+        match supervisor
+            .wait_running(grace + Duration::from_secs(10))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(EngineStatus::Failed { reason }) => Err(reason),
+            Err(_) => Err("it stopped".to_string()),
         }
     }
 
@@ -509,32 +512,20 @@ impl Deployer {
         }
         let started = self.start(control, deployment, project, env, version).await;
         let outcome = match started {
-            Ok(live) => {
-                let mut phase = live.phase.subscribe();
-                let phase = phase
-                    .wait_for(|p| *p != Phase::Starting)
-                    .await
-                    .map(|p| p.clone())
-                    .unwrap_or(Phase::Ended);
-                match phase {
-                    Phase::Healthy => Ok(live),
-                    other => {
-                        let reason = match other {
-                            Phase::Failed(why) => why,
-                            _ => "it stopped".to_string(),
-                        };
-                        let tail = live.logs.tail(20);
-                        self.stop(control, &live, false).await;
-                        Err(DeployError::HealthCheckFailed {
-                            version_number: version.version_number,
-                            version_id: version.id.clone(),
-                            instance_id: live.id.clone(),
-                            reason,
-                            logs: tail,
-                        })
-                    }
+            Ok(live) => match live.wait_healthy(grace_of(deployment)).await {
+                Ok(()) => Ok(live),
+                Err(reason) => {
+                    let tail = live.logs.tail(20);
+                    self.stop(control, &live, false).await;
+                    Err(DeployError::HealthCheckFailed {
+                        version_number: version.version_number,
+                        version_id: version.id.clone(),
+                        instance_id: live.id.clone(),
+                        reason,
+                        logs: tail,
+                    })
                 }
-            }
+            },
             Err(e) => Err(e),
         };
         let live = match outcome {
@@ -621,7 +612,6 @@ impl Deployer {
                 &version.id,
             )
             .await?;
-        let (phase, _) = watch::channel(Phase::Starting);
         let live = Arc::new(Live {
             id: id.clone(),
             deployment_id: deployment.id.clone(),
@@ -631,9 +621,8 @@ impl Deployer {
             healthy: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
-            pgid: AtomicI32::new(0),
             logs: Arc::default(),
-            phase,
+            supervisor: OnceLock::new(),
         });
         let prepared = async {
             self.unpack(&id, version.artifact_sha256.as_deref().unwrap_or_default())
@@ -656,10 +645,7 @@ impl Deployer {
             .lock()
             .expect("never poisoned")
             .insert(id.clone(), live.clone());
-        let grace = deployment.metadata["health_check_grace_sec"]
-            .as_u64()
-            .map(|s| Duration::from_secs(s.clamp(1, MAX_GRACE_SECS)))
-            .unwrap_or(DEFAULT_GRACE);
+        let grace = grace_of(deployment);
         let boot = Boot {
             control: control.clone(),
             project: project.clone(),
@@ -670,9 +656,19 @@ impl Deployer {
                 .clone()
                 .unwrap_or_else(|| "/".to_string()),
             mounts,
-            grace,
         };
-        tokio::spawn(supervise(live.clone(), boot));
+        let program = InstanceProgram {
+            live: live.clone(),
+            boot,
+        };
+        let span = tracing::info_span!(
+            "instance",
+            instance = %id,
+            deployment = %deployment.id,
+            environment = %env.name
+        );
+        let supervisor = span.in_scope(|| Supervisor::start(program, instance_policy(grace)));
+        let _ = live.supervisor.set(supervisor);
         Ok(live)
     }
 
@@ -727,11 +723,14 @@ impl Deployer {
 
     fn stop_later(&self, control: &Control, instance: Arc<Live>) {
         let control = control.clone();
-        tokio::spawn(async move {
-            if let Ok(deployer) = control.deployer() {
-                deployer.stop(&control, &instance, true).await;
+        tokio::spawn(
+            async move {
+                if let Ok(deployer) = control.deployer() {
+                    deployer.stop(&control, &instance, true).await;
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
 
     /// Stops an instance: out of the route, its requests finish (when
@@ -751,13 +750,14 @@ impl Deployer {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        instance.kill();
-        let mut phase = instance.phase.subscribe();
-        let _ = tokio::time::timeout(
-            Duration::from_secs(10),
-            phase.wait_for(|p| matches!(p, Phase::Ended | Phase::Failed(_))),
-        )
-        .await;
+        if let Some(supervisor) = instance.supervisor.get() {
+            // Its requests are done: no grace for the process.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                supervisor.stop_within(Duration::ZERO),
+            )
+            .await;
+        }
         if let Ok(store) = control.store() {
             let _ = store
                 .set_instance_state(&instance.id, "stopped", None, None, None)
@@ -1012,7 +1012,6 @@ struct Boot {
     command: String,
     health_path: String,
     mounts: Vec<Mount>,
-    grace: Duration,
 }
 
 impl Boot {
@@ -1050,60 +1049,92 @@ async fn set_state(
     }
 }
 
-/// Runs an instance until it is stopped: boots it, waits for its first
-/// health check (failing the instance if it does not pass within the
-/// grace period), then checks it and restarts it after crashes, up to the
-/// crashloop budget.
-async fn supervise(live: Arc<Live>, boot: Boot) {
-    let Ok(deployer) = boot.control.deployer() else {
-        return;
-    };
-    let mut crashes: VecDeque<Instant> = VecDeque::new();
-    let mut first = true;
-    let mut restarts = 0i32;
-    loop {
-        if live.stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        let started = async {
-            let port = free_port().map_err(DeployError::internal)?;
-            let env = boot.env(&live, port).await?;
-            let process = deployer
-                .runner
-                .spawn(
-                    &live.id,
-                    Spawn {
-                        env,
-                        argv: vec!["/bin/sh".into(), "-c".into(), boot.command.clone()],
-                        mounts: boot.mounts.clone(),
-                        stdin: false,
-                    },
-                )
-                .map_err(|e| DeployError::Internal(e.to_string()))?;
-            Ok::<_, DeployError>((port, process))
-        }
-        .await;
-        let (port, mut process) = match started {
-            Ok(started) => started,
-            Err(e) => {
-                let why = e.to_string();
-                live.note(format!("could not start: {why}"));
-                set_state(&live, &boot, "error", None, Some(&why), None).await;
-                live.phase.send_replace(Phase::Failed(why));
-                break;
-            }
-        };
+/// How long a new instance of `deployment` has to pass its health check.
+fn grace_of(deployment: &DeploymentRow) -> Duration {
+    deployment.metadata["health_check_grace_sec"]
+        .as_u64()
+        .map(|s| Duration::from_secs(s.clamp(1, MAX_GRACE_SECS)))
+        .unwrap_or(DEFAULT_GRACE)
+}
+
+/// How the supervisor runs an instance: its first health check within the
+/// grace or it fails (no traffic ever reaches it), checked every few
+/// seconds while it runs, restarted after a crash with backoff, `error`
+/// after the crashloop budget.
+fn instance_policy(grace: Duration) -> Policy {
+    Policy {
+        ready_timeout: grace,
+        // Often: a refused connection costs microseconds, and every
+        // millisecond here is a millisecond of a switch.
+        probe_every: Duration::from_millis(10),
+        health_every: Some(HEALTH_EVERY),
+        unhealthy_after: UNHEALTHY_AFTER,
+        backoff_min: Duration::from_millis(250),
+        backoff_max: Duration::from_secs(8),
+        stable_after: CRASH_WINDOW,
+        crash_budget: Some(CrashBudget {
+            crashes: CRASH_BUDGET,
+            window: CRASH_WINDOW,
+        }),
+        first_start_must_succeed: true,
+        // A stop comes after the instance's requests drained.
+        stop_signal: Signal::SIGKILL,
+        signal_group: true,
+        stop_grace: Duration::ZERO,
+    }
+}
+
+/// One incarnation of an instance: its jailed process and its port.
+struct InstanceRun {
+    port: u16,
+    process: Process,
+}
+
+impl Incarnation for InstanceRun {
+    fn child(&mut self) -> &mut tokio::process::Child {
+        &mut self.process.child
+    }
+}
+
+/// A runtime instance as a program for the supervisor.
+struct InstanceProgram {
+    live: Arc<Live>,
+    boot: Boot,
+}
+
+impl InstanceProgram {
+    async fn record(&self, state: &str, error: Option<&str>, restarts: Option<i32>) {
+        let port = Some(self.live.port.load(Ordering::SeqCst)).filter(|p| *p != 0);
+        set_state(&self.live, &self.boot, state, port, error, restarts).await;
+    }
+}
+
+impl Program for InstanceProgram {
+    type Run = InstanceRun;
+
+    fn name(&self) -> String {
+        format!("instance {}", self.live.id)
+    }
+
+    async fn start(&self) -> Result<InstanceRun, String> {
+        let live = &self.live;
+        let deployer = self.boot.control.deployer().map_err(|e| e.to_string())?;
+        let port = free_port().map_err(|e| e.to_string())?;
+        let env = self.boot.env(live, port).await.map_err(|e| e.to_string())?;
+        let mut process = deployer
+            .runner
+            .spawn(
+                &live.id,
+                Spawn {
+                    env,
+                    argv: vec!["/bin/sh".into(), "-c".into(), self.boot.command.clone()],
+                    mounts: self.boot.mounts.clone(),
+                    stdin: false,
+                },
+            )
+            .map_err(|e| e.to_string())?;
         live.port.store(port, Ordering::SeqCst);
-        live.pgid
-            .store(process.pgid.unwrap_or_default(), Ordering::SeqCst);
-        if live.stopping.load(Ordering::SeqCst) {
-            // Stopped while it was being started: it never runs.
-            process.signal(Signal::SIGKILL);
-            let _ = process.child.wait().await;
-            break;
-        }
-        live.note(format!("starting `{}` with PORT={port}", boot.command));
-        set_state(&live, &boot, "starting", Some(port), None, Some(restarts)).await;
+        live.note(format!("starting `{}` with PORT={port}", self.boot.command));
         let (lines_tx, mut lines_rx) = mpsc::channel(256);
         if let Some(stdout) = process.child.stdout.take() {
             tokio::spawn(forward_lines(stdout, lines_tx.clone(), Output::Stdout));
@@ -1115,137 +1146,58 @@ async fn supervise(live: Arc<Live>, boot: Boot) {
         tokio::spawn(async move {
             while let Some(line) = lines_rx.recv().await {
                 match line {
-                    Output::Stdout(l) => logs.push(l),
-                    Output::Stderr(l) => logs.push(l),
+                    Output::Stdout(l) | Output::Stderr(l) => logs.push(l),
                 }
             }
         });
-
-        // Up to the grace period for the first passing health check.
-        let deadline = Instant::now() + boot.grace;
-        let became_healthy = loop {
-            tokio::select! {
-                status = process.child.wait() => {
-                    break Err(format!("the process exited ({}) before passing its health check",
-                        status.map(|s| s.to_string()).unwrap_or_default()));
-                }
-                // Often: a refused connection costs microseconds, and
-                // every millisecond here is a millisecond of the switch.
-                _ = tokio::time::sleep(Duration::from_millis(10)) => {
-                    if probe(port, &boot.health_path, Duration::from_secs(1)).await {
-                        break Ok(());
-                    }
-                    if Instant::now() > deadline {
-                        break Err(format!("GET {} on port {port} did not answer 2xx within {} s",
-                            boot.health_path, boot.grace.as_secs()));
-                    }
-                }
-            }
-        };
-        let became = became_healthy.is_ok();
-        match became_healthy {
-            Ok(()) => {
-                live.healthy.store(true, Ordering::SeqCst);
-                live.note("healthy");
-                set_state(&live, &boot, "healthy", None, None, None).await;
-                live.phase.send_replace(Phase::Healthy);
-            }
-            Err(why) => {
-                live.note(&why);
-                process.signal(Signal::SIGKILL);
-                let _ = process.child.wait().await;
-                if live.stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                if first {
-                    set_state(&live, &boot, "error", None, Some(&why), None).await;
-                    live.phase.send_replace(Phase::Failed(why));
-                    return finish(&live);
-                }
-            }
-        }
-        first = false;
-
-        // Running: checked every few seconds until its process ends.
-        let mut failures = 0;
-        // None: it never became healthy on this boot (counted as a crash).
-        let status = if !became {
-            None
-        } else {
-            loop {
-                tokio::select! {
-                    status = process.child.wait() => break status.ok(),
-                    _ = tokio::time::sleep(HEALTH_EVERY) => {
-                        if live.stopping.load(Ordering::SeqCst) {
-                            continue;
-                        }
-                        if probe(port, &boot.health_path, Duration::from_secs(2)).await {
-                            failures = 0;
-                            if !live.healthy.swap(true, Ordering::SeqCst) {
-                                live.note("healthy again");
-                                set_state(&live, &boot, "healthy", None, None, None).await;
-                            }
-                        } else {
-                            failures += 1;
-                            if failures >= UNHEALTHY_AFTER && live.healthy.swap(false, Ordering::SeqCst) {
-                                live.note(format!("unhealthy: {failures} health checks failed"));
-                                set_state(&live, &boot, "unhealthy", None, Some("health checks failing"), None).await;
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        live.healthy.store(false, Ordering::SeqCst);
-        live.pgid.store(0, Ordering::SeqCst);
-        if live.stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        // It crashed: restart, unless it keeps crashing.
-        let now = Instant::now();
-        crashes.push_back(now);
-        while crashes
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
-        {
-            crashes.pop_front();
-        }
-        let how = status.map_or_else(|| "failed its health check".to_string(), |s| s.to_string());
-        if crashes.len() > CRASH_BUDGET {
-            let why = format!(
-                "crashed {} times in {} s ({how}); not restarting",
-                crashes.len(),
-                CRASH_WINDOW.as_secs()
-            );
-            live.note(&why);
-            set_state(&live, &boot, "error", None, Some(&why), None).await;
-            live.phase.send_replace(Phase::Failed(why));
-            return finish(&live);
-        }
-        restarts += 1;
-        let backoff = Duration::from_millis(250 << (crashes.len().min(6) - 1));
-        live.note(format!(
-            "exited ({how}); restarting in {} ms",
-            backoff.as_millis()
-        ));
-        set_state(
-            &live,
-            &boot,
-            "unhealthy",
-            None,
-            Some(&format!("exited ({how})")),
-            Some(restarts),
-        )
-        .await;
-        tokio::time::sleep(backoff).await;
+        Ok(InstanceRun { port, process })
     }
-    finish(&live)
-}
 
-fn finish(live: &Live) {
-    live.healthy.store(false, Ordering::SeqCst);
-    if !matches!(*live.phase.borrow(), Phase::Failed(_)) {
-        live.phase.send_replace(Phase::Ended);
+    async fn probe(&self, run: &InstanceRun) -> bool {
+        probe(run.port, &self.boot.health_path, Duration::from_secs(2)).await
+    }
+
+    async fn observe(&self, event: Event) {
+        let live = &self.live;
+        match event {
+            Event::Started { .. } => self.record("starting", None, None).await,
+            Event::Ready { .. } | Event::Healthy => {
+                live.healthy.store(true, Ordering::SeqCst);
+                live.note(if event == Event::Healthy {
+                    "healthy again"
+                } else {
+                    "healthy"
+                });
+                self.record("healthy", None, None).await;
+            }
+            Event::Unhealthy { failures } => {
+                live.healthy.store(false, Ordering::SeqCst);
+                live.note(format!("unhealthy: {failures} health checks failed"));
+                self.record("unhealthy", Some("health checks failing"), None)
+                    .await;
+            }
+            Event::NotReady { reason } | Event::Exited { reason } => {
+                live.healthy.store(false, Ordering::SeqCst);
+                live.note(format!("exited or failed its health check: {reason}"));
+            }
+            Event::StartFailed { reason } => live.note(format!("could not start: {reason}")),
+            Event::Restarting {
+                delay,
+                restarts,
+                reason,
+            } => {
+                live.note(format!("{reason}; restarting in {} ms", delay.as_millis()));
+                let restarts = i32::try_from(restarts).unwrap_or(i32::MAX);
+                self.record("unhealthy", Some(&reason), Some(restarts))
+                    .await;
+            }
+            Event::GaveUp { reason } => {
+                live.healthy.store(false, Ordering::SeqCst);
+                live.note(&reason);
+                self.record("error", Some(&reason), None).await;
+            }
+            Event::Stopped { .. } => live.healthy.store(false, Ordering::SeqCst),
+        }
     }
 }
 

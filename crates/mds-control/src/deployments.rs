@@ -1107,7 +1107,7 @@ impl Control {
                     crate::attach::attach(
                         self,
                         &project,
-                        "postgres",
+                        mds_core::kinds::ServiceKind::Postgres,
                         None,
                         None,
                         &Default::default(),

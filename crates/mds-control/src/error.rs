@@ -2,6 +2,8 @@
 //! variant to an HTTP status and MIOSA code in one place
 //! (`mds-server/src/error.rs`); nothing here knows HTTP.
 
+use std::time::Duration;
+
 use mds_core::FieldError;
 use mds_provision::ProvisionError;
 use mds_storage::StorageError;
@@ -59,6 +61,9 @@ pub enum ControlError {
     /// version, or by hand): nothing was done.
     #[error("{message}")]
     Unsupported { code: &'static str, message: String },
+    /// The end-user auth API refused, with a reason its clients branch on.
+    #[error(transparent)]
+    Auth(#[from] AuthRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -69,6 +74,82 @@ pub enum ControlError {
 }
 
 pub type ControlResult<T> = Result<T, ControlError>;
+
+/// Why the end-user auth API refused: the cases GoTrue's clients tell
+/// apart by `error_code` ([`AuthRefusal::code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthRefusal {
+    /// A field breaks a rule (`validation_failed`).
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// `rule` says what a password needs; `reasons` are GoTrue's names
+    /// for what this one lacks.
+    #[error("password: {rule}")]
+    WeakPassword {
+        rule: String,
+        reasons: Vec<&'static str>,
+    },
+    #[error("signups are turned off for this app")]
+    SignupDisabled,
+    #[error("a user with this email address already exists; log in instead")]
+    UserAlreadyExists,
+    /// Changing to an address another user has.
+    #[error("another user has this email address")]
+    EmailExists,
+    #[error("Invalid login credentials")]
+    InvalidCredentials,
+    #[error("confirm your email address first: follow the link in the message we sent")]
+    EmailNotConfirmed,
+    #[error("Invalid Refresh Token: Already Used (the session is revoked; log in again)")]
+    RefreshTokenAlreadyUsed,
+    #[error("Invalid Refresh Token: Refresh Token Not Found")]
+    RefreshTokenNotFound,
+    /// Forged, expired or of another realm.
+    #[error("{0}")]
+    BadJwt(String),
+    #[error("this session has ended (logged out or revoked); log in again")]
+    SessionNotFound,
+    #[error("this link or token is invalid or has expired")]
+    OtpExpired,
+    /// Over a rate limit for `what` (this address, this account).
+    #[error("too many attempts for {what}; retry in {retry_in_secs} s")]
+    RateLimited {
+        what: &'static str,
+        retry_in_secs: u64,
+        retry_after: Duration,
+    },
+}
+
+impl AuthRefusal {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// GoTrue's `error_code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid { .. } => "validation_failed",
+            Self::WeakPassword { .. } => "weak_password",
+            Self::SignupDisabled => "signup_disabled",
+            Self::UserAlreadyExists => "user_already_exists",
+            Self::EmailExists => "email_exists",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::EmailNotConfirmed => "email_not_confirmed",
+            Self::RefreshTokenAlreadyUsed => "refresh_token_already_used",
+            Self::RefreshTokenNotFound => "refresh_token_not_found",
+            Self::BadJwt(_) => "bad_jwt",
+            Self::SessionNotFound => "session_not_found",
+            Self::OtpExpired => "otp_expired",
+            Self::RateLimited { .. } => "over_request_rate_limit",
+        }
+    }
+}
 
 impl ControlError {
     pub fn not_found(what: &'static str, reference: &str) -> Self {
@@ -158,12 +239,10 @@ impl From<FieldError> for ControlError {
 impl From<ProvisionError> for ControlError {
     fn from(e: ProvisionError) -> Self {
         match e {
-            ProvisionError::UnknownKind(_) | ProvisionError::UnknownState(_) => {
-                Self::Unsupported {
-                    code: "UNKNOWN_KIND",
-                    message: e.to_string(),
-                }
-            }
+            ProvisionError::UnknownKind(_) | ProvisionError::UnknownState(_) => Self::Unsupported {
+                code: "UNKNOWN_KIND",
+                message: e.to_string(),
+            },
             ProvisionError::Store(e) => e.into(),
             other => Self::internal(other),
         }

@@ -5,20 +5,22 @@
 //! environment ([`projects`]), the variable store with its sealing
 //! contexts and its one validator ([`variables`]), and the one boot-env
 //! assembler ([`boot`]) behind `GET /env`, sandboxes and runtime
-//! instances. It knows no HTTP: errors are [`ControlError`]s, which the
+//! instances; end-user auth realms ([`realms`]) and their sessions
+//! ([`sessions`]). It knows no HTTP: errors are [`ControlError`]s, which the
 //! server maps to statuses and MIOSA codes in one place.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use mds_auth::mail::Mailer;
+use mds_core::kinds::BindingState;
 use mds_crypto::MasterKey;
 use mds_engines::PostgresEngine;
 use mds_provision::Reconciler;
 use mds_runtime::sandbox::Sandboxes;
 use mds_runtime::volume::Volumes;
 use mds_storage::Storage;
-use mds_store::Store;
+use mds_store::{BindingRow, Store};
 
 pub mod attach;
 pub mod boot;
@@ -30,11 +32,21 @@ pub mod projects;
 pub mod realms;
 pub mod references;
 pub mod sandboxes;
+pub mod sessions;
 pub mod variables;
 pub mod volumes;
 
 pub use caller::Caller;
-pub use error::{ControlError, ControlResult};
+pub use error::{AuthRefusal, ControlError, ControlResult};
+
+/// Whether a binding serves: `running` (a state this server does not know
+/// is not).
+pub fn is_running(binding: &BindingRow) -> bool {
+    matches!(
+        mds_provision::binding_state(binding),
+        Ok(BindingState::Running)
+    )
+}
 
 /// The variables a sandbox booted with: (name, value), sorted by name.
 pub type BootEnv = Arc<Vec<(String, String)>>;

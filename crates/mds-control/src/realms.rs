@@ -5,20 +5,29 @@
 //! Realms are cached for two seconds, like S3 keys: a setting changed or a
 //! key rotated elsewhere reaches every replica within that, and at once on
 //! the replica that made the change.
+//!
+//! The administration of auth lives here too: enabling it (attaching the
+//! `auth` data service on first use), its settings, disabling it (users
+//! are kept) and rotating an environment's signing keys. What a realm's
+//! users do with it is in [`crate::sessions`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mds_api_types::auth::Jwks;
 use mds_auth::jwt::{self, Signer, VerifyKeys};
 use mds_auth::mail::Mailer;
 use mds_auth::password::Hasher;
 use mds_auth::AuthConfig;
+use mds_core::kinds::ServiceKind;
 use mds_provision::Reconciler;
+use mds_store::{DataServiceRow, ProjectRow, SigningKeyRow};
 use p256::ecdsa::{SigningKey, VerifyingKey};
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
+use crate::attach::{attach, wait_settled, KindOptions};
 use crate::{Control, ControlError, ControlResult};
 
 const REALM_TTL: Duration = Duration::from_secs(2);
@@ -35,7 +44,7 @@ pub struct Realm {
     /// Published: standby, active and recently retired ES256 keys.
     es256: Vec<(String, VerifyingKey)>,
     active: Option<(String, SigningKey)>,
-    pub jwks: Value,
+    pub jwks: Jwks,
 }
 
 impl Realm {
@@ -132,7 +141,7 @@ pub async fn load(
     if !config.enabled {
         return Err(not_enabled());
     }
-    if binding.state != "running" {
+    if !crate::is_running(&binding) {
         return Err(ControlError::unavailable(
             "auth for this environment is being set up; retry shortly",
         ));
@@ -170,7 +179,7 @@ pub async fn load(
         config,
         es256,
         active,
-        jwks: json!({ "keys": published }),
+        jwks: Jwks { keys: published },
     });
     control
         .auth
@@ -179,4 +188,97 @@ pub async fn load(
         .expect("never poisoned")
         .insert(key, (Instant::now(), realm.clone()));
     Ok(realm)
+}
+
+/// The project's auth service (one per project; its bindings are the
+/// realms), unless it is being deleted.
+pub async fn service(control: &Control, project_id: &str) -> ControlResult<Option<DataServiceRow>> {
+    Ok(control
+        .store()?
+        .data_services(project_id)
+        .await?
+        .into_iter()
+        .find(|s| s.kind.parse() == Ok(ServiceKind::Auth) && !s.deleting))
+}
+
+/// Enables auth for `project` with `patch` applied: attaches it on first
+/// use (and waits for its bindings), else turns it back on.
+pub async fn enable(
+    control: &Control,
+    project: &ProjectRow,
+    patch: &Map<String, Value>,
+) -> ControlResult<()> {
+    match service(control, &project.id).await? {
+        None => {
+            let options = KindOptions {
+                auth: Some(patch.clone()),
+                ..KindOptions::default()
+            };
+            let service = attach(control, project, ServiceKind::Auth, None, None, &options).await?;
+            wait_settled(control, &service.id).await?;
+        }
+        Some(service) => {
+            let mut patch = patch.clone();
+            patch.insert("enabled".into(), Value::Bool(true));
+            configure(control, &service, &patch).await?;
+        }
+    }
+    control.auth.forget(&project.id);
+    Ok(())
+}
+
+/// Applies `patch` to the service's settings; every replica sees them
+/// within the realm cache's lifetime, this one at once.
+pub async fn configure(
+    control: &Control,
+    service: &DataServiceRow,
+    patch: &Map<String, Value>,
+) -> ControlResult<()> {
+    let mut config = AuthConfig::from_stored(&service.config);
+    config
+        .apply(patch)
+        .map_err(|e| ControlError::invalid(e.field, e.message))?;
+    control
+        .store()?
+        .set_service_config(&service.id, &config.to_stored())
+        .await?;
+    control.auth.forget(&service.project_id);
+    tracing::info!(service = service.id, "auth settings changed");
+    Ok(())
+}
+
+/// Turns auth off, keeping its users; a project without auth is left as
+/// it is.
+pub async fn disable(control: &Control, project_id: &str) -> ControlResult<()> {
+    if let Some(service) = service(control, project_id).await? {
+        let mut patch = Map::new();
+        patch.insert("enabled".into(), Value::Bool(false));
+        configure(control, &service, &patch).await?;
+    }
+    Ok(())
+}
+
+/// One rotation step for a binding's ES256 keys: the standby key starts
+/// signing, the active one retires (still published until its tokens
+/// expire) and a new standby is published. Answers every key.
+pub async fn rotate_keys(
+    control: &Control,
+    project_id: &str,
+    binding_id: &str,
+) -> ControlResult<Vec<SigningKeyRow>> {
+    let (kid, private, jwk) = jwt::new_es256_key();
+    let sealed = control
+        .master_key
+        .seal(&Reconciler::signing_key_context(&kid), &private);
+    let store = control.store()?;
+    store
+        .rotate_signing_keys(binding_id, &kid, &sealed, &jwk)
+        .await?;
+    control.auth.forget(project_id);
+    tracing::info!(
+        binding = binding_id,
+        standby = kid,
+        "auth signing keys rotated"
+    );
+    Ok(store.signing_keys(binding_id, 1e9).await?)
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use mds_core::env::{expand_references, BadReference, Reference};
 use mds_store::{DataServiceRow, EnvironmentRow, ProjectRow, VariableScope};
 
-use crate::{Control, ControlError, ControlResult};
+use crate::{is_running, Control, ControlError, ControlResult};
 
 /// How deep references may chain (`A -> B -> C`).
 const REFERENCE_DEPTH: u8 = 3;
@@ -38,7 +38,7 @@ async fn exposed(
         .bindings(&service.id)
         .await?
         .into_iter()
-        .find(|b| b.environment_id == env.id && b.state == "running")
+        .find(|b| b.environment_id == env.id && is_running(b))
     {
         let unprefixed = DataServiceRow {
             env_prefix: String::new(),

@@ -19,6 +19,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::kinds::ServiceKind;
+
 /// Where a value comes from. The order is the precedence, lowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Layer {
@@ -297,9 +299,96 @@ impl VolumeAccess<'_> {
     }
 }
 
+/// The names a binding of `kind` injects (unprefixed; a second service of
+/// a kind prefixes each), for messages such as `mds attach`'s. A test keeps
+/// it equal to what the `*Access` types above inject.
+pub fn injected_names(kind: ServiceKind) -> &'static [&'static str] {
+    match kind {
+        ServiceKind::Postgres => &[
+            "DATABASE_URL",
+            "DATABASE_URL_UNPOOLED",
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGPASSWORD",
+            "PGDATABASE",
+        ],
+        ServiceKind::Redis => &["REDIS_URL"],
+        ServiceKind::Storage => &[
+            "STORAGE_BUCKET",
+            "STORAGE_ENDPOINT",
+            "STORAGE_KEY_ID",
+            "STORAGE_KEY_SECRET",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+        ],
+        ServiceKind::Auth => &["AUTH_JWKS_URL", "AUTH_URL", "AUTH_JWT_SECRET"],
+        ServiceKind::Volume => &["VOLUME_ID", "VOLUME_NAME"],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn injected_names_are_what_each_kind_injects() {
+        fn names(vars: Vec<(String, String, bool)>) -> Vec<String> {
+            let mut names: Vec<String> = vars.into_iter().map(|(n, _, _)| n).collect();
+            names.sort();
+            names
+        }
+        let injected = |kind: ServiceKind| {
+            let mut names: Vec<String> =
+                injected_names(kind).iter().map(|n| n.to_string()).collect();
+            names.sort();
+            names
+        };
+        for kind in ServiceKind::ALL {
+            let actual = match kind {
+                ServiceKind::Postgres => names(
+                    PostgresAccess {
+                        host: "h",
+                        port: 1,
+                        user: "u",
+                        password: "p",
+                        database: "d",
+                    }
+                    .variables(""),
+                ),
+                ServiceKind::Redis => names(
+                    RedisAccess {
+                        host: "h",
+                        port: 1,
+                        user: "u",
+                        password: "p",
+                        key_prefix: None,
+                    }
+                    .variables(""),
+                ),
+                ServiceKind::Storage => names(
+                    StorageAccess {
+                        bucket: "b",
+                        endpoint: "e",
+                        key_id: "k",
+                        key_secret: "s",
+                    }
+                    .variables(""),
+                ),
+                ServiceKind::Auth => names(
+                    AuthAccess {
+                        url: "u",
+                        jwt_secret: "s",
+                    }
+                    .variables(""),
+                ),
+                ServiceKind::Volume => names(VolumeAccess { id: "i", name: "n" }.variables("")),
+            };
+            assert_eq!(actual, injected(*kind), "{kind}");
+        }
+    }
 
     #[test]
     fn object_keys_are_encoded_per_segment() {

@@ -44,6 +44,7 @@ use nix::sys::signal::Signal;
 use tokio::process::Child;
 use tokio::sync::{watch, Mutex};
 use tokio::task::{AbortHandle, JoinHandle};
+use tracing::Instrument;
 
 use crate::process::{kill_and_wait, kill_tree, signal, signal_group};
 use crate::EngineStatus;
@@ -226,7 +227,10 @@ impl Supervisor {
             restarts: AtomicU32::new(0),
             stop_grace: policy.stop_grace,
         });
-        let task = tokio::spawn(supervise(program, policy, shared.clone(), stop_rx));
+        // In the caller's span: the supervisor's log lines name what
+        // started it (the request, the instance).
+        let task =
+            tokio::spawn(supervise(program, policy, shared.clone(), stop_rx).in_current_span());
         Self {
             shared,
             abort: task.abort_handle(),
@@ -611,7 +615,7 @@ impl<P: Program> Loop<P> {
             }
             (self.crashes.len() > budget.crashes).then(|| {
                 format!(
-                    "failed {} times in {} s ({reason}); not restarting",
+                    "crashed {} times in {} s ({reason}); not restarting",
                     self.crashes.len(),
                     budget.window.as_secs()
                 )

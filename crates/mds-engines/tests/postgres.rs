@@ -2,6 +2,8 @@
 //! nothing of a server outlives a stop, and nothing an earlier server left
 //! blocks the next start.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

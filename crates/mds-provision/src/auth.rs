@@ -66,17 +66,6 @@ impl Provisioner for AuthProvisioner {
         Ok(Some(reached))
     }
 
-    /// No sessions to close: each request carries its own token.
-    async fn restart(
-        &self,
-        _ctx: &Ctx,
-        _service: &DataServiceRow,
-        _binding: &BindingRow,
-        _desired: Desired,
-    ) -> Result<(), ProvisionError> {
-        Ok(())
-    }
-
     fn endpoint(&self, _binding: &BindingRow) -> (String, u16) {
         url_host_port(&self.api_url)
     }
@@ -98,15 +87,5 @@ impl Provisioner for AuthProvisioner {
             jwt_secret: &secret,
         }
         .variables(&service.env_prefix))
-    }
-
-    /// Served by this API from the control plane: nothing to drift.
-    async fn check(
-        &self,
-        _ctx: &Ctx,
-        _service: &DataServiceRow,
-        _binding: &BindingRow,
-    ) -> Result<(), String> {
-        Ok(())
     }
 }

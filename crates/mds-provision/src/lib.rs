@@ -34,6 +34,7 @@ use mds_crypto::MasterKey;
 use mds_engines::PostgresEngine;
 use mds_store::{BindingRow, DataServiceRow, NewBinding, Store};
 use tokio::sync::{Notify, OnceCell};
+use tracing::Instrument;
 use zeroize::Zeroizing;
 
 pub use postgres::harden_engine;
@@ -139,13 +140,18 @@ pub(crate) trait Provisioner {
     }
 
     /// Closes the binding's client sessions; data and credentials stay.
+    /// Kinds without sessions (storage, auth, volumes: each request stands
+    /// alone) have nothing to close.
     async fn restart(
         &self,
         ctx: &Ctx,
         service: &DataServiceRow,
         binding: &BindingRow,
         desired: Desired,
-    ) -> Result<(), ProvisionError>;
+    ) -> Result<(), ProvisionError> {
+        let _ = (ctx, service, binding, desired);
+        Ok(())
+    }
 
     /// Where the binding's clients connect.
     fn endpoint(&self, binding: &BindingRow) -> (String, u16);
@@ -159,13 +165,17 @@ pub(crate) trait Provisioner {
     ) -> Result<Vec<Injected>, ProvisionError>;
 
     /// Uses the binding with its own credentials (the drift check); the
-    /// error says what failed.
+    /// error says what failed. Kinds whose data lives in mds itself
+    /// (storage, auth, volumes) cannot drift behind its back.
     async fn check(
         &self,
         ctx: &Ctx,
         service: &DataServiceRow,
         binding: &BindingRow,
-    ) -> Result<(), String>;
+    ) -> Result<(), String> {
+        let _ = (ctx, service, binding);
+        Ok(())
+    }
 }
 
 /// The one place a kind picks its provisioner: `$p` is bound to it in
@@ -521,10 +531,18 @@ impl Reconciler {
                 return Ok(worked);
             }
             worked += due.len();
-            join_all(
-                due.iter()
-                    .map(|(service, binding)| self.converge(service, binding)),
-            )
+            join_all(due.iter().map(|(service, binding)| {
+                // Each binding's log lines name it and its service,
+                // which the attach that made it logged with its
+                // request's id.
+                let span = tracing::info_span!(
+                    "converge",
+                    binding = %binding.id,
+                    service = %service.id,
+                    kind = %service.kind
+                );
+                self.converge(service, binding).instrument(span)
+            }))
             .await;
             // New bindings may have taken spares.
             self.inner.spares_wake.notify_one();

@@ -88,17 +88,6 @@ impl Provisioner for StorageProvisioner {
         Ok(Some(reached))
     }
 
-    /// No sessions to close: requests are independent.
-    async fn restart(
-        &self,
-        _ctx: &Ctx,
-        _service: &DataServiceRow,
-        _binding: &BindingRow,
-        _desired: Desired,
-    ) -> Result<(), ProvisionError> {
-        Ok(())
-    }
-
     fn endpoint(&self, _binding: &BindingRow) -> (String, u16) {
         url_host_port(&self.s3_endpoint)
     }
@@ -117,17 +106,6 @@ impl Provisioner for StorageProvisioner {
             key_secret: &password,
         }
         .variables(&service.env_prefix))
-    }
-
-    /// The bucket is a row of the control plane, not a separate engine:
-    /// nothing can drift behind mds's back.
-    async fn check(
-        &self,
-        _ctx: &Ctx,
-        _service: &DataServiceRow,
-        _binding: &BindingRow,
-    ) -> Result<(), String> {
-        Ok(())
     }
 }
 

@@ -70,17 +70,6 @@ impl Provisioner for VolumeProvisioner {
         Ok(Some(reached))
     }
 
-    /// A volume has no clients of its own: its holders' processes do.
-    async fn restart(
-        &self,
-        _ctx: &Ctx,
-        _service: &DataServiceRow,
-        _binding: &BindingRow,
-        _desired: Desired,
-    ) -> Result<(), ProvisionError> {
-        Ok(())
-    }
-
     /// Mounted, not connected to: no network endpoint.
     fn endpoint(&self, _binding: &BindingRow) -> (String, u16) {
         (String::new(), 0)
@@ -97,15 +86,5 @@ impl Provisioner for VolumeProvisioner {
             name: &binding.resource_name,
         }
         .variables(&service.env_prefix))
-    }
-
-    /// A row of the control plane; its files are checked where mounted.
-    async fn check(
-        &self,
-        _ctx: &Ctx,
-        _service: &DataServiceRow,
-        _binding: &BindingRow,
-    ) -> Result<(), String> {
-        Ok(())
     }
 }

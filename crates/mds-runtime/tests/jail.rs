@@ -1,6 +1,8 @@
 //! The jail against the real bubblewrap: what a jailed process can see,
 //! write and reach, and that killing its group ends everything in it.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -11,7 +11,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mds_api_types::{ErrorBody, ErrorEnvelope};
 use mds_control::deployer::DeployError;
-use mds_control::ControlError;
+use mds_control::{AuthRefusal, ControlError};
 use mds_core::FieldError;
 use mds_storage::StorageError;
 use mds_store::StoreError;
@@ -74,10 +74,15 @@ impl ApiError {
     }
 
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::field_error("VALIDATION_ERROR", field, message)
+    }
+
+    /// 422 with `details.field`, under `code`.
+    pub fn field_error(code: &'static str, field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "VALIDATION_ERROR",
+            code,
             format!("{field}: {message}"),
         )
         .with_details(json!({ "field": field, "reason": message }))
@@ -184,10 +189,39 @@ impl From<ControlError> for ApiError {
                 tracing::error!(request_id = %current_request_id(), error = %message, "refused");
                 Self::new(StatusCode::NOT_IMPLEMENTED, code, message)
             }
+            ControlError::Auth(e) => e.into(),
             ControlError::Store(e) => e.into(),
             ControlError::Storage(e) => e.into(),
             ControlError::Internal(cause) => Self::internal(cause),
         }
+    }
+}
+
+/// The end-user API's refusals, under GoTrue's `error_code`s.
+impl From<AuthRefusal> for ApiError {
+    fn from(err: AuthRefusal) -> Self {
+        let code = err.code();
+        let status = match &err {
+            AuthRefusal::Invalid { field, message } => {
+                return Self::field_error(code, field, message.clone())
+            }
+            AuthRefusal::WeakPassword { rule, .. } => {
+                return Self::field_error(code, "password", rule.clone())
+            }
+            AuthRefusal::RateLimited { retry_after, .. } => {
+                let after = *retry_after;
+                return Self::new(StatusCode::TOO_MANY_REQUESTS, code, err.to_string())
+                    .retry_after(after);
+            }
+            AuthRefusal::SignupDisabled | AuthRefusal::OtpExpired => StatusCode::FORBIDDEN,
+            AuthRefusal::UserAlreadyExists | AuthRefusal::EmailExists => StatusCode::CONFLICT,
+            AuthRefusal::InvalidCredentials
+            | AuthRefusal::EmailNotConfirmed
+            | AuthRefusal::RefreshTokenAlreadyUsed
+            | AuthRefusal::RefreshTokenNotFound => StatusCode::BAD_REQUEST,
+            AuthRefusal::BadJwt(_) | AuthRefusal::SessionNotFound => StatusCode::UNAUTHORIZED,
+        };
+        Self::new(status, code, err.to_string())
     }
 }
 

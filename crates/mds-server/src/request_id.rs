@@ -8,6 +8,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use mds_core::ids::IdKind;
+use tracing::Instrument;
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -39,7 +40,12 @@ pub async fn middleware(
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let started = Instant::now();
-    let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    // Every log line of the request, and of the work it starts (a
+    // supervisor's task, say), carries its id.
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut response = REQUEST_ID
+        .scope(id.clone(), next.run(request).instrument(span))
+        .await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
     }

@@ -2,6 +2,7 @@
 //! binding id and password, opening only its bucket), and the server's
 //! admin key (every bucket; written to `DIR/s3-admin.env`).
 
+use mds_core::kinds::{Desired, ServiceKind};
 use mds_storage::s3::{Grant, KeySource};
 use mds_storage::StorageError;
 
@@ -41,7 +42,8 @@ impl KeySource for ServerKeys {
             return Ok(None);
         };
         // A stopped or deleted binding's key opens nothing.
-        if service.kind != "storage" || binding.desired != "running" {
+        let storage = service.kind.parse() == Ok(ServiceKind::Storage);
+        if !storage || binding.desired.parse() != Ok(Desired::Running) {
             return Ok(None);
         }
         let Some(bucket) = store.binding_bucket(&binding.id).await? else {

@@ -2,12 +2,14 @@
 //! `mds_api_types` views that more than one route answers with.
 
 use axum::response::Response;
+use mds_api_types::services::ConnectionTest;
 use mds_api_types::{Binding, DataService, Environment, Project, Variable};
+use mds_core::kinds::{BindingState, Desired, ServiceKind};
 use mds_core::vars;
+use mds_provision::{binding_desired, binding_state};
 use mds_store::{
     BindingRow, DataServiceRow, EnvironmentRow, ProjectRow, VariableRow, VariableScope,
 };
-use serde_json::json;
 
 use crate::error::ApiResult;
 use crate::state::AppState;
@@ -67,14 +69,32 @@ pub fn binding_view(row: &BindingRow) -> Binding {
 }
 
 /// One state for the whole service, from its bindings'.
+/// A binding in a state or with a desire this server does not know counts
+/// as `error`: it is not acted on.
 fn aggregate_state(service: &DataServiceRow, bindings: &[BindingRow]) -> &'static str {
+    let states: Vec<Option<(BindingState, Desired)>> = bindings
+        .iter()
+        .map(|b| Some((binding_state(b).ok()?, binding_desired(b).ok()?)))
+        .collect();
     if service.deleting {
         "deleting"
-    } else if bindings.iter().any(|b| b.state == "error") {
+    } else if states
+        .iter()
+        .any(|s| matches!(s, None | Some((BindingState::Error, _))))
+    {
         "error"
-    } else if bindings.is_empty() || bindings.iter().any(|b| b.state != b.desired) {
+    } else if states.is_empty()
+        || states
+            .iter()
+            .flatten()
+            .any(|(state, desired)| desired.settled_state() != Some(*state))
+    {
         "provisioning"
-    } else if bindings.iter().all(|b| b.state == "stopped") {
+    } else if states
+        .iter()
+        .flatten()
+        .all(|(state, _)| *state == BindingState::Stopped)
+    {
         "stopped"
     } else {
         "running"
@@ -97,17 +117,18 @@ pub fn service_view(
         environment_id: service.environment_id.clone(),
         state: state.to_string(),
         bindings: bindings.iter().map(binding_view).collect(),
-        engine: match service.kind.as_str() {
-            "postgres" => "postgresql".to_string(),
-            "storage" => "s3".to_string(),
-            other => other.to_string(),
-        },
+        engine: service
+            .kind
+            .parse::<ServiceKind>()
+            .map_or_else(|_| service.kind.clone(), |k| k.engine_label().to_string()),
         engine_version: service.config["engine_version"]
             .as_str()
             .unwrap_or_default()
             .to_string(),
         region: "local".to_string(),
-        connection_test: (state == "running").then(|| json!({ "status": "ok" })),
+        connection_test: (state == "running").then(|| ConnectionTest {
+            status: "ok".to_string(),
+        }),
         created_at: service.created_at,
         updated_at: service.updated_at,
     }

@@ -49,39 +49,30 @@ fn from_row(row: &Row) -> ApiKeyRow {
 
 impl Store {
     pub async fn insert_api_key(&self, key: &NewApiKeyRow<'_>) -> Result<ApiKeyRow> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                &format!(
-                    "INSERT INTO api_keys (id, tenant_id, name, token_hash, token_prefix, scopes, expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     RETURNING {COLUMNS}"
-                ),
-                &[
-                    &key.id,
-                    &key.tenant_id,
-                    &key.name,
-                    &key.token_hash,
-                    &key.token_prefix,
-                    &key.scopes,
-                    &key.expires_at,
-                ],
-            )
-            .await?;
-        Ok(from_row(&row))
+        self.write_api_key(key, "").await
     }
 
     /// Makes sure a key with this hash exists and is active, with these
     /// scopes (an operator-given key, such as `MDS_ADMIN_API_KEY`).
     pub async fn ensure_api_key(&self, key: &NewApiKeyRow<'_>) -> Result<ApiKeyRow> {
+        self.write_api_key(
+            key,
+            "ON CONFLICT (token_hash) DO UPDATE
+             SET revoked_at = NULL, scopes = EXCLUDED.scopes, expires_at = NULL, updated_at = now()",
+        )
+        .await
+    }
+
+    /// Inserts `key`; `on_conflict` (a fixed clause, never input) says what
+    /// a taken hash does.
+    async fn write_api_key(&self, key: &NewApiKeyRow<'_>, on_conflict: &str) -> Result<ApiKeyRow> {
         let client = self.client().await?;
         let row = client
             .query_one(
                 &format!(
                     "INSERT INTO api_keys (id, tenant_id, name, token_hash, token_prefix, scopes, expires_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (token_hash) DO UPDATE
-                     SET revoked_at = NULL, scopes = EXCLUDED.scopes, expires_at = NULL, updated_at = now()
+                     {on_conflict}
                      RETURNING {COLUMNS}"
                 ),
                 &[

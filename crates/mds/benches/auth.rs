@@ -24,6 +24,8 @@
 //! descendants), the load generator (this process, or wrk) and the whole
 //! machine (busy, and steal), from /proc (utime + stime).
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -14,6 +14,8 @@
 //! and ranges over `BENCH_ROUNDS` (default 10). Target: 0 failed requests.
 //! Prints Markdown for BENCHMARKS.md; never a gate.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -9,6 +9,8 @@
 //!
 //! Prints Markdown for BENCHMARKS.md. Never a pass/fail gate.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -7,6 +7,8 @@
 //!    bare redis-server started with the same settings, in the same run.
 //! 3. Idle memory (RSS) of a managed instance.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -13,6 +13,8 @@
 //! `BENCH_ROUNDS` (default 30). Target: at most 50 ms at p50 on top of
 //! psql's own time. Prints Markdown for BENCHMARKS.md; never a gate.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

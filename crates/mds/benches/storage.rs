@@ -28,6 +28,8 @@
 //! Requests are signed with SigV4 (headers, `UNSIGNED-PAYLOAD`) here, over
 //! bare hyper HTTP/1.1 connections.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

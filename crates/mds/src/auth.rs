@@ -2,9 +2,10 @@
 //! per project; users, mail and keys per environment.
 
 use clap::{Args, Subcommand};
+use mds_api_types::auth::{AppUser, AuthMail, AuthStatus, Secs, SigningKeys};
 use serde_json::{json, Map, Value};
 
-use crate::client::segment;
+use crate::client::{data, segment};
 use crate::commands::{Ctx, Target};
 use crate::output::table;
 
@@ -117,31 +118,43 @@ fn path(target: &Target, rest: &str) -> String {
     format!("/projects/{}/auth{rest}", segment(&target.project))
 }
 
-fn print_status(ctx: &Ctx, answer: &Value) {
-    if ctx.printed_json(answer) {
-        return;
+/// A timestamp as the API sends it, `-` for none.
+fn when(t: Option<Secs>) -> String {
+    t.map_or_else(
+        || "-".to_string(),
+        |t| t.0.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
+}
+
+fn print_status(ctx: &Ctx, answer: Value) -> anyhow::Result<()> {
+    if ctx.printed_json(&answer) {
+        return Ok(());
     }
-    let d = &answer["data"];
+    let status: AuthStatus = data(answer)?;
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".to_string(),
         other => other.to_string(),
     };
+    let service = status.service.as_ref();
+    let auth_url = service.and_then(|s| s.auth_url.clone());
     let mut rows = vec![
-        vec!["enabled".to_string(), text(&d["enabled"])],
-        vec!["state".to_string(), text(&d["state"])],
-        vec!["environment".to_string(), text(&d["environment"])],
-        vec!["AUTH_URL".to_string(), text(&d["auth_url"])],
+        vec!["enabled".to_string(), status.enabled.to_string()],
+        vec!["state".to_string(), status.state.clone()],
+        vec!["environment".to_string(), status.environment.clone()],
+        vec![
+            "AUTH_URL".to_string(),
+            auth_url.unwrap_or_else(|| "-".into()),
+        ],
     ];
-    if let Some(config) = d["config"].as_object() {
-        for (name, value) in config {
-            rows.push(vec![name.clone(), text(value)]);
-        }
+    for (name, value) in &status.config {
+        rows.push(vec![name.clone(), text(value)]);
     }
     table(&["SETTING", "VALUE"], rows);
-    for warning in d["warnings"].as_array().into_iter().flatten() {
-        eprintln!("warning: {}", text(warning));
+    for warning in service.into_iter().flat_map(|s| &s.warnings) {
+        eprintln!("warning: {warning}");
     }
+    Ok(())
 }
 
 impl Auth {
@@ -154,7 +167,7 @@ impl Auth {
                     &[("environment", &target.environment)],
                     &settings.body(),
                 )?;
-                print_status(ctx, &answer);
+                print_status(ctx, answer)?;
             }
             Auth::Disable { target } => {
                 let answer = ctx.api.send_json(
@@ -163,13 +176,13 @@ impl Auth {
                     &[("environment", &target.environment)],
                     &json!({}),
                 )?;
-                print_status(ctx, &answer);
+                print_status(ctx, answer)?;
             }
             Auth::Status { target } => {
                 let answer = ctx
                     .api
                     .get_query(&path(&target, ""), &[("environment", &target.environment)])?;
-                print_status(ctx, &answer);
+                print_status(ctx, answer)?;
             }
             Auth::Users { target } => {
                 let answer = ctx.api.get_query(
@@ -179,20 +192,18 @@ impl Auth {
                 if ctx.printed_json(&answer) {
                     return Ok(());
                 }
-                let field = |u: &Value, k: &str| u[k].as_str().unwrap_or("-").to_string();
+                let users: Vec<AppUser> = data(answer)?;
                 table(
                     &["ID", "EMAIL", "CONFIRMED", "LAST SIGN-IN", "CREATED"],
-                    answer["data"]
-                        .as_array()
+                    users
                         .into_iter()
-                        .flatten()
                         .map(|u| {
                             vec![
-                                field(u, "id"),
-                                field(u, "email"),
-                                field(u, "email_confirmed_at"),
-                                field(u, "last_sign_in_at"),
-                                field(u, "created_at"),
+                                u.id,
+                                u.email,
+                                when(u.email_confirmed_at),
+                                when(u.last_sign_in_at),
+                                when(Some(u.created_at)),
                             ]
                         })
                         .collect(),
@@ -209,14 +220,14 @@ impl Auth {
                 if ctx.printed_json(&answer) {
                     return Ok(());
                 }
-                let messages = answer["data"].as_array().cloned().unwrap_or_default();
+                let messages: Vec<AuthMail> = data(answer)?;
                 if messages.is_empty() {
                     println!("no mail");
                 }
                 for m in messages {
-                    let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
-                    println!("--- {} to {} ({})", s("created_at"), s("to"), s("delivery"));
-                    println!("Subject: {}\n\n{}", s("subject"), s("body"));
+                    let sent = when(Some(m.created_at));
+                    println!("--- {sent} to {} ({})", m.to, m.delivery);
+                    println!("Subject: {}\n\n{}", m.subject, m.body);
                 }
             }
             Auth::RotateKeys { target } => {
@@ -229,19 +240,13 @@ impl Auth {
                 if ctx.printed_json(&answer) {
                     return Ok(());
                 }
+                let rotated: SigningKeys = data(answer)?;
                 table(
                     &["KID", "STATE", "RETIRED"],
-                    answer["data"]["keys"]
-                        .as_array()
+                    rotated
+                        .keys
                         .into_iter()
-                        .flatten()
-                        .map(|k| {
-                            vec![
-                                k["kid"].as_str().unwrap_or_default().to_string(),
-                                k["state"].as_str().unwrap_or_default().to_string(),
-                                k["retired_at"].as_str().unwrap_or("-").to_string(),
-                            ]
-                        })
+                        .map(|k| vec![k.kid, k.state, when(k.retired_at)])
                         .collect(),
                 );
             }

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use mds_api_types::{CreateDataService, DataService, EnvEntry, ResolvedEnv};
-use mds_core::env::{resolve_env, Candidate, Layer};
+use mds_core::env::{injected_names, resolve_env, Candidate, Layer};
+use mds_core::kinds::ServiceKind;
 use serde_json::Value;
 
 use crate::client::{data, segment};
@@ -60,18 +61,20 @@ impl Attach {
             service.kind, service.name, self.project, service.id, service.state
         );
         print_bindings(&service);
-        let prefix = &service.env_prefix;
-        let names = match service.kind.as_str() {
-            "redis" => format!("{prefix}REDIS_URL"),
-            "storage" => format!(
-                "{prefix}STORAGE_BUCKET, {prefix}STORAGE_ENDPOINT, ... and AWS_* for S3 SDKs"
-            ),
-            _ => format!("{prefix}DATABASE_URL, {prefix}PGHOST, ..."),
-        };
-        println!(
-            "Processes booting in these environments get {names} (see `mds env -p {} -e <env>`)",
-            self.project
-        );
+        // A kind this CLI does not know (a newer server's) names nothing.
+        if let Ok(kind) = service.kind.parse::<ServiceKind>() {
+            let prefix = &service.env_prefix;
+            let names: Vec<String> = injected_names(kind)
+                .iter()
+                .filter(|name| prefix.is_empty() || !name.starts_with("AWS_"))
+                .map(|name| format!("{prefix}{name}"))
+                .collect();
+            println!(
+                "Processes booting in these environments get {} (see `mds env -p {} -e <env>`)",
+                names.join(", "),
+                self.project
+            );
+        }
         Ok(())
     }
 }

@@ -2,6 +2,8 @@
 //! Postgres: envelopes, errors, projects, environments, variables, keys,
 //! scopes and idempotency.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::{answer, Mds};

@@ -2,6 +2,8 @@
 //! kill -9, the CLI, what is at rest (argon2id, no token in plaintext), and
 //! deletion only on an explicit, confirmed delete.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::{query, Mds};

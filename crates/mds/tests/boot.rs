@@ -1,5 +1,7 @@
 //! The boot from the CLI: `mds attach`, `mds env`, `mds run`, `mds psql`.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::process::{Command, Stdio};
@@ -37,6 +39,19 @@ fn attach_env_run_and_psql_from_the_cli() {
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("running") && out.contains("shop__staging"),
+        "{out}"
+    );
+    assert!(
+        out.contains("DATABASE_URL, DATABASE_URL_UNPOOLED, PGHOST"),
+        "{out}"
+    );
+    // Each kind names what it injects (auth is not a database).
+    let (code, _, err) = run(&mds, &["projects", "create", "site"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&mds, &["attach", "auth", "-p", "site"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("AUTH_URL") && !out.contains("DATABASE_URL"),
         "{out}"
     );
 

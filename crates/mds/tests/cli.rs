@@ -1,5 +1,7 @@
 //! The CLI against a real server: tables, --json, exit codes, discovery.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -1,6 +1,8 @@
 //! Deployments through the CLI, and across a crash of mds: the instance
 //! dies with it, and the restart serves the active version again.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! The platform's life: restarts keep everything, a killed postgres comes
 //! back by itself, a data dir has one server, secrets need their key.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Postgres data services against real peers: the `psql` client, the
 //! managed engine, and the real binary's reconciler.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;

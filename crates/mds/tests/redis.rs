@@ -1,6 +1,8 @@
 //! Managed Redis against real peers: `redis-cli`, real redis-server
 //! processes, and the real binary's supervisor.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Sandboxes across a crash of mds: nothing they ran survives it, and the
 //! next command after a restart boots them again.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::process::Command;

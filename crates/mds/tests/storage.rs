@@ -2,6 +2,8 @@
 //! verified reads, crash safety, collection) and the MIOSA object routes'
 //! edge cases. S3 clients (boto3, aws-cli) are driven from tests/sdk.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::io::Read;

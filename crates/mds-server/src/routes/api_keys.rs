@@ -5,6 +5,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use mds_api_types::services::KeyPreset;
 use mds_api_types::{ApiKey, CreateApiKey, UpdateApiKey};
 use mds_core::ids::IdKind;
 use mds_core::names;
@@ -53,18 +54,36 @@ fn grantable_scopes(principal: &Principal, requested: Option<Vec<String>>) -> Ap
 /// Named scope bundles, for clients that offer a choice.
 pub async fn presets(principal: Principal) -> ApiResult<Response> {
     principal.require("api-keys:read")?;
-    let presets = serde_json::json!([
-        {"name": "default", "description": "projects and variables, read and write; values stay masked",
-         "scopes": mds_core::scopes::DEFAULT_SCOPES},
-        {"name": "read-only", "description": "read projects and variable previews",
-         "scopes": ["projects:read", "env:read"]},
-        {"name": "deploy", "description": "what CI needs to read config and reveal values",
-         "scopes": ["projects:read", "env:read", "env:reveal", "deployments:write"]},
-        {"name": "admin", "description": "everything, including managing keys", "scopes": ["*"]},
-    ]);
-    let total = presets.as_array().map_or(0, Vec::len) as u64;
-    let items = presets.as_array().cloned().unwrap_or_default();
-    Ok(list_response(items, 1, total as u32, total))
+    let preset = |name: &str, description: &str, scopes: &[&str]| KeyPreset {
+        name: name.to_string(),
+        description: description.to_string(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+    };
+    let presets = vec![
+        preset(
+            "default",
+            "projects and variables, read and write; values stay masked",
+            mds_core::scopes::DEFAULT_SCOPES,
+        ),
+        preset(
+            "read-only",
+            "read projects and variable previews",
+            &["projects:read", "env:read"],
+        ),
+        preset(
+            "deploy",
+            "what CI needs to read config and reveal values",
+            &[
+                "projects:read",
+                "env:read",
+                "env:reveal",
+                "deployments:write",
+            ],
+        ),
+        preset("admin", "everything, including managing keys", &["*"]),
+    ];
+    let total = presets.len() as u64;
+    Ok(list_response(presets, 1, total as u32, total))
 }
 
 pub async fn create(

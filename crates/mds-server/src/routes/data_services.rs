@@ -10,14 +10,16 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use mds_api_types::services::{DatabaseLogLine, DatabaseLogs};
 use mds_api_types::{CreateDataService, CreateDatabase, Credentials, DataService};
 use mds_control::attach::{
-    attach, kind_of, load_service, remove_service, wait_settled, KindOptions, KINDS,
+    attach, kind_of, load_service, remove_service, wait_settled, KindOptions,
 };
 use mds_control::projects::{load_project, project_id_of, resolve_environment};
+use mds_core::kinds::{BindingState, Desired, ServiceKind};
+use mds_provision::binding_state;
 use mds_store::{BindingRow, DataServiceRow, ProjectRow};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{data, deleted};
 use crate::auth::Principal;
@@ -54,9 +56,26 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateDataService>,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
-    let kind = kind_of(&body.kind.ok_or_else(|| ApiError::missing_field("type"))?)?;
+    let kind = kind_of(
+        body.kind
+            .as_deref()
+            .ok_or_else(|| ApiError::missing_field("type"))?,
+    )?;
     let wait = parse_bool("wait", query.wait.as_deref())?;
-    let project = load_project(state.store()?, &principal, &project).await?;
+    attach_to(&state, &principal, &project, kind, body, wait).await
+}
+
+/// Attaches to the caller's project `project` (with Redis's settings,
+/// refused for other kinds) and answers 201, once settled if asked.
+async fn attach_to(
+    state: &AppState,
+    principal: &Principal,
+    project: &str,
+    kind: ServiceKind,
+    body: CreateDataService,
+    wait: bool,
+) -> ApiResult<Response> {
+    let project = load_project(state.store()?, principal, project).await?;
     let options = KindOptions {
         maxmemory: body.maxmemory,
         eviction: body.eviction,
@@ -72,7 +91,7 @@ pub async fn create(
         &options,
     )
     .await?;
-    created(&state, &principal, &service, wait).await
+    created(state, principal, &service, wait).await
 }
 
 /// The answer to an attach: 201 with the service, once settled if asked.
@@ -195,24 +214,15 @@ pub async fn db_create(
         .project_id
         .or(query.project_id)
         .ok_or_else(|| ApiError::missing_field("project_id"))?;
-    let project = load_project(state.store()?, &principal, &project_ref).await?;
-    let options = KindOptions {
+    let wait = parse_bool("wait", query.wait.as_deref())?;
+    let body = CreateDataService {
+        kind: None,
+        name: body.name,
+        environment: body.environment,
         maxmemory: body.maxmemory,
         eviction: body.eviction,
-        ..KindOptions::default()
     };
-    let environment = body.environment.as_deref();
-    let service = attach(
-        state.control(),
-        &project,
-        kind,
-        body.name,
-        environment,
-        &options,
-    )
-    .await?;
-    let wait = parse_bool("wait", query.wait.as_deref())?;
-    created(&state, &principal, &service, wait).await
+    attach_to(&state, &principal, &project_ref, kind, body, wait).await
 }
 
 pub async fn db_list(
@@ -223,8 +233,9 @@ pub async fn db_list(
     principal.require("projects:read")?;
     let store = state.store()?;
     let project_id = project_id_of(store, &principal, query.project_id.as_deref()).await?;
+    let all_kinds: Vec<&str> = ServiceKind::ALL.iter().map(|k| k.as_str()).collect();
     let services = store
-        .tenant_data_services(&principal.tenant_id, KINDS, project_id.as_deref())
+        .tenant_data_services(&principal.tenant_id, &all_kinds, project_id.as_deref())
         .await?;
     views(&state, &principal, services).await
 }
@@ -289,8 +300,13 @@ pub async fn db_credentials(
     let service = load_service(state.control(), &principal, &id).await?;
     let environment = query.environment.as_deref().or(query.env.as_deref());
     let binding = pick_binding(&state, &principal, &service, environment).await?;
-    if binding.state != "running" {
-        let retryable = binding.state == "provisioning";
+    let current = binding_state(&binding);
+    if !matches!(current, Ok(BindingState::Running)) {
+        // Being made, or coming back after a restart: soon.
+        let retryable = matches!(
+            current,
+            Ok(BindingState::Provisioning | BindingState::Starting)
+        );
         let mut err = ApiError::conflict(
             "DATABASE_NOT_RUNNING",
             format!(
@@ -341,7 +357,7 @@ async fn set_desired(
     state: &AppState,
     principal: &Principal,
     id: &str,
-    desired: &str,
+    desired: Desired,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
     let service = load_service(state.control(), principal, id).await?;
@@ -353,7 +369,7 @@ async fn set_desired(
     }
     state
         .store()?
-        .set_service_desired(&service.id, desired)
+        .set_service_desired(&service.id, desired.as_str())
         .await?;
     state.reconciler()?.wake();
     wait_settled(state.control(), &service.id).await?;
@@ -368,7 +384,7 @@ pub async fn db_start(
     principal: Principal,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Response> {
-    set_desired(&state, &principal, &id, "running").await
+    set_desired(&state, &principal, &id, Desired::Running).await
 }
 
 pub async fn db_stop(
@@ -376,7 +392,7 @@ pub async fn db_stop(
     principal: Principal,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Response> {
-    set_desired(&state, &principal, &id, "stopped").await
+    set_desired(&state, &principal, &id, Desired::Stopped).await
 }
 
 /// Ends every session of the database's roles; data and credentials stay.
@@ -425,12 +441,15 @@ pub async fn db_logs(
             })?,
     };
     let events = state.store()?.binding_events(&service.id, lines).await?;
-    let logs: Vec<_> = events
+    let logs = events
         .into_iter()
-        .map(|(t, stream, line)| json!({ "t": t, "stream": stream, "line": line }))
+        .map(|(t, stream, line)| DatabaseLogLine { line, stream, t })
         .collect();
     Ok(data(
         StatusCode::OK,
-        json!({ "database_id": service.id, "logs": logs }),
+        DatabaseLogs {
+            database_id: service.id,
+            logs,
+        },
     ))
 }

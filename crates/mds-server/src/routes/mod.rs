@@ -376,6 +376,9 @@ pub fn list_all<T: Serialize>(items: Vec<T>) -> Response {
 pub fn deleted(id: &str) -> Response {
     data(
         StatusCode::OK,
-        serde_json::json!({ "id": id, "deleted": true }),
+        mds_api_types::services::Deleted {
+            id: id.to_string(),
+            deleted: true,
+        },
     )
 }

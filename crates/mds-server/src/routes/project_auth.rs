@@ -16,11 +16,13 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::SecondsFormat;
+use mds_api_types::auth::{
+    AppUser, AuthMail, AuthServiceStatus, AuthStatus, Secs, SigningKey, SigningKeys,
+};
 use mds_auth::AuthConfig;
 use mds_store::{BindingRow, DataServiceRow, EnvironmentRow, ProjectRow, UserKey};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::data;
 use crate::auth::Principal;
@@ -28,8 +30,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
 use crate::views::binding_view;
-use mds_control::attach::{attach, wait_settled, KindOptions};
 use mds_control::projects::{load_project, resolve_environment};
+use mds_control::realms;
 
 #[derive(Deserialize, Default)]
 pub struct TargetQuery {
@@ -141,15 +143,6 @@ async fn resource_target(
     }
 }
 
-async fn auth_service(state: &AppState, project: &ProjectRow) -> ApiResult<Option<DataServiceRow>> {
-    Ok(state
-        .store()?
-        .data_services(&project.id)
-        .await?
-        .into_iter()
-        .find(|s| s.kind == "auth" && !s.deleting))
-}
-
 fn not_enabled(project: &ProjectRow) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -163,7 +156,7 @@ fn not_enabled(project: &ProjectRow) -> ApiError {
 
 /// The auth service and its binding in the target's environment.
 async fn binding(state: &AppState, target: &Target) -> ApiResult<(DataServiceRow, BindingRow)> {
-    let service = auth_service(state, &target.project)
+    let service = realms::service(state, &target.project.id)
         .await?
         .ok_or_else(|| not_enabled(&target.project))?;
     let binding = state
@@ -185,110 +178,98 @@ async fn binding(state: &AppState, target: &Target) -> ApiResult<(DataServiceRow
     Ok((service, binding))
 }
 
-/// `{enabled, state, database_id, config, auth_url, ...}` for one
-/// environment.
-async fn status_view(state: &AppState, target: &Target) -> ApiResult<Value> {
-    let Some(service) = auth_service(state, &target.project).await? else {
-        return Ok(json!({
-            "enabled": false,
-            "state": "disabled",
-            "project_id": target.project.id,
-            "environment": target.environment.name,
-            "database_id": null,
-            "config": AuthConfig { enabled: false, ..AuthConfig::default() }.to_stored(),
-        }));
+/// A setting set as the wire shows it.
+fn settings(config: &AuthConfig) -> Map<String, Value> {
+    match config.to_stored() {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// Whether auth is on in the target's environment, its settings and
+/// `AUTH_URL`.
+async fn status_view(state: &AppState, target: &Target) -> ApiResult<AuthStatus> {
+    let project_id = target.project.id.clone();
+    let environment = target.environment.name.clone();
+    let Some(service) = realms::service(state, &target.project.id).await? else {
+        let off = AuthConfig {
+            enabled: false,
+            ..AuthConfig::default()
+        };
+        return Ok(AuthStatus {
+            enabled: false,
+            state: "disabled".to_string(),
+            project_id,
+            environment,
+            database_id: None,
+            config: settings(&off),
+            service: None,
+        });
     };
     let config = AuthConfig::from_stored(&service.config);
     let bindings = state.store()?.bindings(&service.id).await?;
     let here = bindings
         .iter()
         .find(|b| b.environment_id == target.environment.id);
-    let reconciler = state.reconciler()?;
-    let auth_url = here.map(|b| reconciler.auth_url(&service, b));
+    let auth_url = here.map(|b| state.reconciler().map(|r| r.auth_url(&service, b)));
+    let auth_url = auth_url.transpose()?;
     let mut warnings = Vec::new();
     if config.email_confirm_required && !state.auth.mailer.delivers() {
         warnings.push(
             "email confirmation needs mail: non-production environments keep it in the sink \
-             (mds auth mail); production needs the server started with --smtp-url",
+             (mds auth mail); production needs the server started with --smtp-url"
+                .to_string(),
         );
     }
-    Ok(json!({
-        "enabled": config.enabled,
-        "state": if !config.enabled { "disabled" } else { here.map_or("unbound", |b| b.state.as_str()) },
-        "service_id": service.id,
-        "database_id": here.map(|b| b.id.clone()),
-        "project_id": target.project.id,
-        "environment": target.environment.name,
-        "environment_id": target.environment.id,
-        "auth_url": auth_url,
-        "jwks_url": auth_url.as_ref().map(|u| format!("{u}/.well-known/jwks.json")),
-        "config": config.to_stored(),
-        "bindings": bindings.iter().map(binding_view).collect::<Vec<_>>(),
-        "warnings": warnings,
-    }))
+    let binding_state = here.map_or("unbound", |b| b.state.as_str());
+    Ok(AuthStatus {
+        enabled: config.enabled,
+        state: if config.enabled {
+            binding_state
+        } else {
+            "disabled"
+        }
+        .to_string(),
+        project_id,
+        environment,
+        database_id: here.map(|b| b.id.clone()),
+        config: settings(&config),
+        service: Some(AuthServiceStatus {
+            service_id: service.id.clone(),
+            environment_id: target.environment.id.clone(),
+            jwks_url: auth_url
+                .as_ref()
+                .map(|u| format!("{u}/.well-known/jwks.json")),
+            auth_url,
+            bindings: bindings.iter().map(binding_view).collect(),
+            warnings,
+        }),
+    })
 }
 
-/// Enables auth (attaching it on first use) with `patch` applied.
-async fn enable(state: &AppState, target: &Target, patch: &Map<String, Value>) -> ApiResult<Value> {
-    match auth_service(state, &target.project).await? {
-        None => {
-            let options = KindOptions {
-                auth: Some(patch.clone()),
-                ..KindOptions::default()
-            };
-            let service = attach(
-                state.control(),
-                &target.project,
-                "auth",
-                None,
-                None,
-                &options,
-            )
-            .await?;
-            wait_settled(state.control(), &service.id).await?;
-        }
-        Some(service) => {
-            let mut patch = patch.clone();
-            patch.insert("enabled".into(), Value::Bool(true));
-            configure(state, &service, &patch).await?;
-        }
-    }
-    state.auth.forget(&target.project.id);
+async fn enable(
+    state: &AppState,
+    target: &Target,
+    patch: &Map<String, Value>,
+) -> ApiResult<AuthStatus> {
+    realms::enable(state, &target.project, patch).await?;
     status_view(state, target).await
 }
 
-async fn configure(
+async fn update(
     state: &AppState,
-    service: &DataServiceRow,
+    target: &Target,
     patch: &Map<String, Value>,
-) -> ApiResult<()> {
-    let mut config = AuthConfig::from_stored(&service.config);
-    config
-        .apply(patch)
-        .map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
-    state
-        .store()?
-        .set_service_config(&service.id, &config.to_stored())
-        .await?;
-    state.auth.forget(&service.project_id);
-    tracing::info!(service = service.id, "auth settings changed");
-    Ok(())
-}
-
-async fn update(state: &AppState, target: &Target, patch: &Map<String, Value>) -> ApiResult<Value> {
-    let service = auth_service(state, &target.project)
+) -> ApiResult<AuthStatus> {
+    let service = realms::service(state, &target.project.id)
         .await?
         .ok_or_else(|| not_enabled(&target.project))?;
-    configure(state, &service, patch).await?;
+    realms::configure(state, &service, patch).await?;
     status_view(state, target).await
 }
 
-async fn disable(state: &AppState, target: &Target) -> ApiResult<Value> {
-    if let Some(service) = auth_service(state, &target.project).await? {
-        let mut patch = Map::new();
-        patch.insert("enabled".into(), Value::Bool(false));
-        configure(state, &service, &patch).await?;
-    }
+async fn disable(state: &AppState, target: &Target) -> ApiResult<AuthStatus> {
+    realms::disable(state, &target.project.id).await?;
     status_view(state, target).await
 }
 
@@ -359,20 +340,17 @@ pub async fn native_disable(
     Ok(data(StatusCode::OK, disable(&state, &target).await?))
 }
 
-fn user_view(user: &mds_store::UserRow) -> Value {
-    let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-    };
-    json!({
-        "id": user.id,
-        "email": user.email,
-        "role": user.role,
-        "email_confirmed_at": ts(user.email_confirmed_at),
-        "last_sign_in_at": ts(user.last_sign_in_at),
-        "user_metadata": user.user_metadata,
-        "created_at": ts(Some(user.created_at)),
-        "updated_at": ts(Some(user.updated_at)),
-    })
+fn user_view(user: &mds_store::UserRow) -> AppUser {
+    AppUser {
+        id: user.id.clone(),
+        email: user.email.clone(),
+        role: user.role.clone(),
+        email_confirmed_at: user.email_confirmed_at.map(Secs),
+        last_sign_in_at: user.last_sign_in_at.map(Secs),
+        user_metadata: user.user_metadata.clone(),
+        created_at: Secs(user.created_at),
+        updated_at: Secs(user.updated_at),
+    }
 }
 
 pub async fn users(
@@ -442,26 +420,23 @@ pub async fn mail(
     let (_, binding) = binding(&state, &target).await?;
     let limit = query.limit.unwrap_or(20).clamp(1, 500);
     let rows = state.store()?.mail(&binding.id, limit).await?;
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|m| {
-            json!({
-                "id": m.id,
-                "to": m.recipient,
-                "subject": m.subject,
-                "body": m.body,
-                "delivery": m.delivery,
-                "created_at": m.created_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-            })
+    let items: Vec<AuthMail> = rows
+        .into_iter()
+        .map(|m| AuthMail {
+            id: m.id,
+            to: m.recipient,
+            subject: m.subject,
+            body: m.body,
+            delivery: m.delivery,
+            created_at: Secs(m.created_at),
         })
         .collect();
     let total = items.len() as u64;
     Ok(super::list(items, 1, limit as u32, total))
 }
 
-/// One rotation step for the environment's ES256 keys: the standby key
-/// starts signing, the active one retires (still published until its
-/// tokens expire) and a new standby is published.
+/// One rotation step for the environment's ES256 keys (see
+/// `realms::rotate_keys`).
 pub async fn rotate_keys(
     State(state): State<AppState>,
     principal: Principal,
@@ -471,32 +446,16 @@ pub async fn rotate_keys(
     principal.require("auth:write")?;
     let target = target(&state, &principal, &project, query.environment()).await?;
     let (_, binding) = binding(&state, &target).await?;
-    let (kid, private, jwk) = mds_auth::jwt::new_es256_key();
-    let sealed = state.master_key.seal(
-        &mds_provision::Reconciler::signing_key_context(&kid),
-        &private,
-    );
-    let store = state.store()?;
-    store
-        .rotate_signing_keys(&binding.id, &kid, &sealed, &jwk)
-        .await?;
-    state.auth.forget(&target.project.id);
-    let keys = store.signing_keys(&binding.id, 1e9).await?;
-    tracing::info!(
-        binding = binding.id,
-        standby = kid,
-        "auth signing keys rotated"
-    );
-    Ok(data(
-        StatusCode::OK,
-        json!({
-            "keys": keys.iter().map(|k| json!({
-                "kid": k.kid,
-                "state": k.state,
-                "retired_at": k.retired_at.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
-            })).collect::<Vec<_>>(),
-        }),
-    ))
+    let keys = realms::rotate_keys(&state, &target.project.id, &binding.id).await?;
+    let keys = keys
+        .into_iter()
+        .map(|k| SigningKey {
+            kid: k.kid,
+            state: k.state,
+            retired_at: k.retired_at.map(Secs),
+        })
+        .collect();
+    Ok(data(StatusCode::OK, SigningKeys { keys }))
 }
 
 // ---- MIOSA: /project-auth/* ----

@@ -7,22 +7,27 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use mds_api_types::services::{
+    EffectiveVariable, EffectiveVariables, ProjectService, RevealedVariable, ServiceConnection,
+    ServiceSettings,
+};
 use mds_api_types::SetVariables;
 use mds_control::attach::{attach, remove_service, KindOptions};
 use mds_control::projects::{load_project, resolve_environment};
 use mds_control::references::{draw_secrets, resolved_exposed};
 use mds_control::variables;
+use mds_core::kinds::ServiceKind;
 use mds_core::vars;
 use mds_store::{DataServiceRow, EnvironmentRow, ProjectRow, VariableScope};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{data, deleted};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{EnvQuery, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
-use crate::views::{binding_view, service_view, variables_list};
+use crate::views::{service_view, variables_list};
 
 #[derive(Deserialize, Default)]
 pub struct CreateService {
@@ -39,27 +44,30 @@ async fn service_json(
     state: &AppState,
     principal: &Principal,
     service: &DataServiceRow,
-) -> ApiResult<Value> {
+) -> ApiResult<ProjectService> {
     let bindings = state.store()?.bindings(&service.id).await?;
     let view = service_view(&principal.tenant_id, service, &bindings);
-    Ok(json!({
-        "id": service.id,
-        "project_id": service.project_id,
-        "tenant_id": principal.tenant_id,
-        "name": service.name,
-        "slug": mds_core::names::slugify(&service.name).unwrap_or_default(),
-        "kind": "database",
-        "type": "database",
-        "engine": view.engine,
-        "state": view.state,
-        "environment_id": service.environment_id,
-        "settings": { "engine": service.kind, "engine_version": view.engine_version },
-        "env_prefix": service.env_prefix,
-        "lock_version": 0,
-        "bindings": bindings.iter().map(binding_view).collect::<Vec<_>>(),
-        "created_at": service.created_at,
-        "updated_at": service.updated_at,
-    }))
+    Ok(ProjectService {
+        id: service.id.clone(),
+        project_id: service.project_id.clone(),
+        tenant_id: principal.tenant_id.clone(),
+        name: service.name.clone(),
+        slug: mds_core::names::slugify(&service.name).unwrap_or_default(),
+        kind: "database".to_string(),
+        service_type: "database".to_string(),
+        engine: view.engine,
+        state: view.state,
+        environment_id: service.environment_id.clone(),
+        settings: ServiceSettings {
+            engine: service.kind.clone(),
+            engine_version: view.engine_version,
+        },
+        env_prefix: service.env_prefix.clone(),
+        lock_version: 0,
+        bindings: view.bindings,
+        created_at: service.created_at,
+        updated_at: service.updated_at,
+    })
 }
 
 pub async fn create(
@@ -87,7 +95,7 @@ pub async fn create(
         .and_then(Value::as_str)
         .unwrap_or("postgres");
     let kind = match engine {
-        "postgres" | "postgresql" => "postgres",
+        "postgres" | "postgresql" => ServiceKind::Postgres,
         other => {
             return Err(ApiError::invalid_field(
                 "settings.engine",
@@ -274,21 +282,23 @@ pub async fn effective(
     principal.require("env:read")?;
     let (service, project) = load(&state, &principal, &id).await?;
     let env = environment(&state, &project, &service, &query).await?;
-    let vars_out: Vec<Value> = resolved_exposed(state.control(), &project, &service, &env)
+    let variables = resolved_exposed(state.control(), &project, &service, &env)
         .await?
         .into_iter()
-        .map(|v| {
-            json!({
-                "name": v.name,
-                "preview": vars::preview(&v.value, v.secret),
-                "is_secret": v.secret,
-                "source": v.origin,
-            })
+        .map(|v| EffectiveVariable {
+            preview: vars::preview(&v.value, v.secret),
+            name: v.name,
+            is_secret: v.secret,
+            source: v.origin,
         })
         .collect();
     Ok(data(
         StatusCode::OK,
-        json!({ "service_id": service.id, "environment": env.name, "variables": vars_out }),
+        EffectiveVariables {
+            service_id: service.id,
+            environment: env.name,
+            variables,
+        },
     ))
 }
 
@@ -309,7 +319,12 @@ pub async fn reveal(
     tracing::info!(key = %principal.key_id, service = service.id, variable = name, "service variable revealed");
     Ok(data(
         StatusCode::OK,
-        json!({ "name": var.name, "value": var.value, "source": var.origin, "environment": env.name }),
+        RevealedVariable {
+            name: var.name,
+            value: var.value,
+            source: var.origin,
+            environment: env.name,
+        },
     ))
 }
 
@@ -337,17 +352,17 @@ pub async fn connection(
     };
     Ok(data(
         StatusCode::OK,
-        json!({
-            "service_id": service.id,
-            "environment": env.name,
-            "private_url": url,
-            "url": url,
-            "public_url": null,
-            "host": get("PGHOST"),
-            "port": get("PGPORT").and_then(|p| p.parse::<u16>().ok()),
-            "database": get("PGDATABASE"),
-            "username": get("PGUSER"),
-            "password": get("PGPASSWORD"),
-        }),
+        ServiceConnection {
+            service_id: service.id,
+            environment: env.name,
+            private_url: url.clone(),
+            url,
+            public_url: None,
+            host: get("PGHOST"),
+            port: get("PGPORT").and_then(|p| p.parse::<u16>().ok()),
+            database: get("PGDATABASE"),
+            username: get("PGUSER"),
+            password: get("PGPASSWORD"),
+        },
     ))
 }

@@ -11,6 +11,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use mds_api_types::services::{BucketList, DeletedObject};
 use mds_api_types::{
     Bucket, CreateBucket, ObjectList, PresignRequest, Presigned, StorageObject, UpdateBucket,
 };
@@ -107,7 +108,11 @@ pub async fn list_buckets(
     for row in &rows {
         items.push(bucket_json(storage, row).await?);
     }
-    Ok(axum::Json(json!({ "data": items, "buckets": items })).into_response())
+    Ok(axum::Json(BucketList {
+        buckets: items.clone(),
+        data: items,
+    })
+    .into_response())
 }
 
 pub async fn create_bucket(
@@ -536,7 +541,10 @@ pub async fn delete_object(
     }
     Ok(data(
         StatusCode::OK,
-        json!({ "key": path.key, "deleted": true }),
+        DeletedObject {
+            key: path.key,
+            deleted: true,
+        },
     ))
 }
 

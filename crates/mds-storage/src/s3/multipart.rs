@@ -1,0 +1,284 @@
+//! Multipart uploads: create, upload a part (sent or copied), list parts,
+//! complete, abort, and list the uploads in progress.
+
+use std::time::SystemTime;
+
+use mds_store::UploadRow;
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+use serde_json::Map;
+
+use super::checksums::{Checksums, Sums};
+use super::wire::{
+    conditions_of, content_type, metadata_of, owner, s3_err, strip_quotes, timestamp,
+};
+use super::Gateway;
+use crate::BucketRow;
+
+fn check_part_number(part_number: i32) -> S3Result<()> {
+    if !(1..=10_000).contains(&part_number) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Part number must be an integer between 1 and 10000, inclusive"
+        ));
+    }
+    Ok(())
+}
+
+/// A multipart upload in progress, with its bucket.
+async fn upload(gw: &Gateway, bucket: &str, upload_id: &str) -> S3Result<(BucketRow, UploadRow)> {
+    let bucket = gw.bucket(bucket).await?;
+    let upload =
+        gw.0.storage
+            .upload(&bucket, upload_id)
+            .await
+            .map_err(s3_err)?;
+    Ok((bucket, upload))
+}
+
+pub(super) async fn create_multipart_upload(
+    gw: &Gateway,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    let input = req.input;
+    let bucket = gw.bucket(&input.bucket).await?;
+    let upload = UploadRow {
+        id: mds_core::ids::IdKind::Upload.mint(),
+        bucket_id: bucket.id.clone(),
+        key: input.key.clone(),
+        content_type: content_type(input.content_type.as_ref()),
+        metadata: metadata_of!(input, Map::new()),
+        created_at: chrono::Utc::now(),
+    };
+    gw.0.storage.create_upload(&upload).await.map_err(s3_err)?;
+    Ok(S3Response::new(CreateMultipartUploadOutput {
+        bucket: Some(bucket.name),
+        key: Some(input.key),
+        upload_id: Some(upload.id),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn upload_part(
+    gw: &Gateway,
+    req: S3Request<UploadPartInput>,
+) -> S3Result<S3Response<UploadPartOutput>> {
+    let input = req.input;
+    check_part_number(input.part_number)?;
+    let (_, upload) = upload(gw, &input.bucket, &input.upload_id).await?;
+    let checksums = Checksums::new(
+        &req.headers,
+        req.trailing_headers.clone(),
+        input.content_md5.as_deref(),
+        input.checksum_algorithm.as_ref(),
+    )?;
+    let mut computed = Map::new();
+    let md5 =
+        gw.0.storage
+            .put_part(
+                &upload,
+                input.part_number,
+                checksums.wrap(input.body),
+                |md5| {
+                    computed = checksums.finish(md5)?;
+                    Ok(())
+                },
+            )
+            .await
+            .map_err(s3_err)?;
+    let sums = Sums::from_json(&computed);
+    Ok(S3Response::new(UploadPartOutput {
+        e_tag: Some(ETag::Strong(md5)),
+        checksum_crc32: sums.crc32,
+        checksum_crc32c: sums.crc32c,
+        checksum_crc64nvme: sums.crc64nvme,
+        checksum_sha1: sums.sha1,
+        checksum_sha256: sums.sha256,
+        ..Default::default()
+    }))
+}
+
+/// The byte range (first, last) an x-amz-copy-source-range names within a
+/// source of `size` bytes.
+fn copy_range(raw: Option<&str>, size: u64) -> S3Result<Option<(u64, u64)>> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let bad = || {
+        s3_error!(
+            InvalidArgument,
+            "The x-amz-copy-source-range value must be bytes=first-last within the source object"
+        )
+    };
+    let (first, last) = raw
+        .trim()
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .ok_or_else(bad)?;
+    let first: u64 = first.parse().map_err(|_| bad())?;
+    let last: u64 = last.parse().map_err(|_| bad())?;
+    if first > last || last >= size {
+        return Err(bad());
+    }
+    Ok(Some((first, last)))
+}
+
+pub(super) async fn upload_part_copy(
+    gw: &Gateway,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let input = req.input;
+    check_part_number(input.part_number)?;
+    let (_, upload) = upload(gw, &input.bucket, &input.upload_id).await?;
+    let (_, source) = gw
+        .copy_source(
+            req.credentials.as_ref(),
+            &input.copy_source,
+            conditions_of!(copy source of input),
+        )
+        .await?;
+    let range = copy_range(input.copy_source_range.as_deref(), source.size as u64)?;
+    let body = gw.0.storage.read(&source, range).await.map_err(s3_err)?;
+    let md5 =
+        gw.0.storage
+            .put_part(&upload, input.part_number, body, |_| Ok(()))
+            .await
+            .map_err(s3_err)?;
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(ETag::Strong(md5)),
+            last_modified: Some(Timestamp::from(SystemTime::now())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn complete_multipart_upload(
+    gw: &Gateway,
+    req: S3Request<CompleteMultipartUploadInput>,
+) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    let input = req.input;
+    let (bucket, upload) = upload(gw, &input.bucket, &input.upload_id).await?;
+    let listed: Vec<(i32, String)> = input
+        .multipart_upload
+        .and_then(|m| m.parts)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            (
+                p.part_number.unwrap_or(0),
+                p.e_tag
+                    .map(|t| strip_quotes(t.value()).to_string())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    if listed.is_empty() {
+        return Err(s3_error!(
+            MalformedXML,
+            "You must specify at least one part"
+        ));
+    }
+    let row =
+        gw.0.storage
+            .complete_upload(&upload, &listed)
+            .await
+            .map_err(s3_err)?;
+    Ok(S3Response::new(CompleteMultipartUploadOutput {
+        bucket: Some(bucket.name),
+        key: Some(row.key),
+        e_tag: Some(ETag::Strong(row.etag)),
+        location: None,
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn abort_multipart_upload(
+    gw: &Gateway,
+    req: S3Request<AbortMultipartUploadInput>,
+) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    let (_, upload) = upload(gw, &req.input.bucket, &req.input.upload_id).await?;
+    gw.0.storage.abort_upload(&upload).await.map_err(s3_err)?;
+    Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+}
+
+pub(super) async fn list_parts(
+    gw: &Gateway,
+    req: S3Request<ListPartsInput>,
+) -> S3Result<S3Response<ListPartsOutput>> {
+    let input = req.input;
+    let (bucket, upload) = upload(gw, &input.bucket, &input.upload_id).await?;
+    let parts =
+        gw.0.storage
+            .store()
+            .parts(&upload.id)
+            .await
+            .map_err(|e| s3_err(e.into()))?;
+    let marker = input.part_number_marker.unwrap_or(0);
+    let max_parts = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
+    let after: Vec<_> = parts
+        .into_iter()
+        .filter(|p| p.part_number > marker)
+        .collect();
+    let truncated = after.len() > max_parts;
+    let shown: Vec<_> = after.into_iter().take(max_parts).collect();
+    let next = shown.last().map(|p| p.part_number);
+    Ok(S3Response::new(ListPartsOutput {
+        bucket: Some(bucket.name),
+        key: Some(upload.key),
+        upload_id: Some(upload.id),
+        max_parts: Some(max_parts as i32),
+        is_truncated: Some(truncated),
+        part_number_marker: input.part_number_marker,
+        next_part_number_marker: if truncated { next } else { None },
+        owner: Some(owner()),
+        parts: Some(
+            shown
+                .iter()
+                .map(|p| Part {
+                    part_number: Some(p.part_number),
+                    e_tag: Some(ETag::Strong(p.md5.clone())),
+                    size: Some(p.size),
+                    last_modified: Some(timestamp(p.last_modified)),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn list_multipart_uploads(
+    gw: &Gateway,
+    req: S3Request<ListMultipartUploadsInput>,
+) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    let input = req.input;
+    let bucket = gw.bucket(&input.bucket).await?;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let uploads =
+        gw.0.storage
+            .store()
+            .uploads(&bucket.id, &prefix)
+            .await
+            .map_err(|e| s3_err(e.into()))?;
+    Ok(S3Response::new(ListMultipartUploadsOutput {
+        bucket: Some(bucket.name),
+        prefix: input.prefix,
+        is_truncated: Some(false),
+        max_uploads: Some(1000),
+        uploads: Some(
+            uploads
+                .into_iter()
+                .map(|u| MultipartUpload {
+                    key: Some(u.key),
+                    upload_id: Some(u.id),
+                    initiated: Some(timestamp(u.created_at)),
+                    owner: Some(owner()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }))
+}

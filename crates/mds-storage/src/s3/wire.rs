@@ -1,0 +1,255 @@
+//! Between s3s's types and the storage layer: storage errors as S3 errors,
+//! an object's stored metadata to and from S3 headers, conditional
+//! requests, and the body stream s3s takes.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use mds_store::ObjectRow;
+use s3s::dto::{ETagCondition, Metadata, Owner, Timestamp, TimestampFormat};
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Result};
+use serde_json::{json, Map, Value};
+
+use crate::{KeyProblem, StorageError};
+
+/// The S3 error for a storage failure.
+pub(super) fn s3_err(e: StorageError) -> S3Error {
+    let message = e.to_string();
+    let code = match e {
+        StorageError::NoSuchBucket => S3ErrorCode::NoSuchBucket,
+        StorageError::NoSuchKey => S3ErrorCode::NoSuchKey,
+        StorageError::NoSuchUpload => S3ErrorCode::NoSuchUpload,
+        StorageError::BucketNotEmpty => S3ErrorCode::BucketNotEmpty,
+        StorageError::BucketExists => S3ErrorCode::BucketAlreadyOwnedByYou,
+        StorageError::InvalidBucketName(_) => S3ErrorCode::InvalidBucketName,
+        StorageError::InvalidKey(KeyProblem::TooLong) => S3ErrorCode::KeyTooLongError,
+        StorageError::InvalidKey(_) => S3ErrorCode::InvalidArgument,
+        StorageError::TooLarge { .. } => S3ErrorCode::EntityTooLarge,
+        StorageError::BadDigest => S3ErrorCode::BadDigest,
+        StorageError::InvalidPart(_) => S3ErrorCode::InvalidPart,
+        StorageError::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
+        StorageError::EntityTooSmall(_) => S3ErrorCode::EntityTooSmall,
+        StorageError::InvalidRange => S3ErrorCode::InvalidRange,
+        StorageError::Body(ref io) => return body_error(&io.to_string()),
+        StorageError::Io(ref io) => {
+            tracing::error!(error = %io, "S3 request failed on storage I/O");
+            S3ErrorCode::InternalError
+        }
+        StorageError::Store(mds_store::StoreError::Unavailable(_)) => {
+            S3ErrorCode::ServiceUnavailable
+        }
+        StorageError::Store(ref other) => {
+            tracing::error!(error = %other, "S3 request failed on the metadata database");
+            S3ErrorCode::InternalError
+        }
+    };
+    S3Error::with_message(code, message)
+}
+
+/// A body that failed to read: a bad aws-chunked signature, a payload that
+/// does not match its signed SHA-256, or a client that went away. s3s's
+/// error types are private, so their text decides.
+fn body_error(text: &str) -> S3Error {
+    if text.contains("SignatureMismatch") {
+        s3_error!(SignatureDoesNotMatch)
+    } else if text.contains("Sha256Mismatch") {
+        let mut err = S3Error::with_message(
+            S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        );
+        err.set_status_code(http::StatusCode::BAD_REQUEST);
+        err
+    } else {
+        S3Error::with_message(S3ErrorCode::IncompleteBody, text.to_string())
+    }
+}
+
+pub(super) fn timestamp(at: chrono::DateTime<chrono::Utc>) -> Timestamp {
+    Timestamp::from(SystemTime::from(at))
+}
+
+pub(super) fn owner() -> Owner {
+    Owner {
+        display_name: Some("mds".to_string()),
+        id: Some("mds".to_string()),
+    }
+}
+
+/// The Content-Type an object gets when the request names none.
+pub(super) fn content_type(given: Option<&String>) -> String {
+    given
+        .cloned()
+        .unwrap_or_else(|| "binary/octet-stream".to_string())
+}
+
+/// The stored metadata of an object: user metadata, standard headers,
+/// checksums.
+pub(super) fn metadata_json(
+    user: Option<&Metadata>,
+    headers: [(&str, Option<&String>); 4],
+    expires: Option<&Timestamp>,
+    checksums: Map<String, Value>,
+) -> Value {
+    let mut standard = Map::new();
+    if let Some(expires) = expires {
+        let mut buf = Vec::new();
+        if expires.format(TimestampFormat::HttpDate, &mut buf).is_ok() {
+            standard.insert(
+                "expires".to_string(),
+                Value::String(String::from_utf8_lossy(&buf).into_owned()),
+            );
+        }
+    }
+    for (name, value) in headers {
+        if let Some(value) = value {
+            standard.insert(name.to_string(), Value::String(value.clone()));
+        }
+    }
+    json!({
+        "user": user.cloned().unwrap_or_default(),
+        "headers": standard,
+        "checksums": checksums,
+    })
+}
+
+/// [`metadata_json`] of a request that sets an object's headers. PutObject,
+/// CopyObject and CreateMultipartUpload share these fields by name, not by
+/// a type, so the list of stored headers is written once here.
+macro_rules! metadata_of {
+    ($input:ident, $checksums:expr) => {
+        $crate::s3::wire::metadata_json(
+            $input.metadata.as_ref(),
+            [
+                ("cache-control", $input.cache_control.as_ref()),
+                ("content-disposition", $input.content_disposition.as_ref()),
+                ("content-encoding", $input.content_encoding.as_ref()),
+                ("content-language", $input.content_language.as_ref()),
+            ],
+            $input.expires.as_ref(),
+            $checksums,
+        )
+    };
+}
+pub(super) use metadata_of;
+
+pub(super) fn user_metadata(row: &ObjectRow) -> Option<Metadata> {
+    let map = row.metadata["user"].as_object()?;
+    let meta: Metadata = map
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect();
+    (!meta.is_empty()).then_some(meta)
+}
+
+pub(super) fn standard_header(row: &ObjectRow, name: &str) -> Option<String> {
+    row.metadata["headers"][name].as_str().map(str::to_string)
+}
+
+pub(super) fn expires(row: &ObjectRow) -> Option<Timestamp> {
+    let text = row.metadata["headers"]["expires"].as_str()?;
+    Timestamp::parse(TimestampFormat::HttpDate, text).ok()
+}
+
+pub(super) fn strip_quotes(etag: &str) -> &str {
+    etag.trim().trim_matches('"')
+}
+
+fn etag_matches(condition: &ETagCondition, etag: &str) -> bool {
+    match condition {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(tag) => strip_quotes(tag.value()) == etag,
+    }
+}
+
+/// The conditions of a request: If-Match, If-None-Match and
+/// If-(Un)Modified-Since, or their x-amz-copy-source-if-* forms.
+#[derive(Clone, Copy)]
+pub(super) struct Conditions<'a> {
+    pub if_match: Option<&'a ETagCondition>,
+    pub if_none_match: Option<&'a ETagCondition>,
+    pub if_modified_since: Option<&'a Timestamp>,
+    pub if_unmodified_since: Option<&'a Timestamp>,
+}
+
+/// The [`Conditions`] of a request. GetObject and HeadObject share these
+/// fields by name, as CopyObject and UploadPartCopy share their
+/// x-amz-copy-source-if-* forms, but not by a type.
+macro_rules! conditions_of {
+    ($input:ident) => {
+        $crate::s3::wire::Conditions {
+            if_match: $input.if_match.as_ref(),
+            if_none_match: $input.if_none_match.as_ref(),
+            if_modified_since: $input.if_modified_since.as_ref(),
+            if_unmodified_since: $input.if_unmodified_since.as_ref(),
+        }
+    };
+    (copy source of $input:ident) => {
+        $crate::s3::wire::Conditions {
+            if_match: $input.copy_source_if_match.as_ref(),
+            if_none_match: $input.copy_source_if_none_match.as_ref(),
+            if_modified_since: $input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: $input.copy_source_if_unmodified_since.as_ref(),
+        }
+    };
+}
+pub(super) use conditions_of;
+
+impl Conditions<'_> {
+    /// Checks `row` against the conditions, as S3 orders them.
+    pub(super) fn check(&self, row: &ObjectRow) -> S3Result<()> {
+        let modified = SystemTime::from(row.last_modified);
+        let seconds = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
+        let to_system = |t: &Timestamp| -> Option<SystemTime> {
+            let mut buf = Vec::new();
+            t.format(TimestampFormat::EpochSeconds, &mut buf).ok()?;
+            let secs: f64 = std::str::from_utf8(&buf).ok()?.parse().ok()?;
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)))
+        };
+        if let Some(condition) = self.if_match {
+            if !etag_matches(condition, &row.etag) {
+                return Err(s3_error!(PreconditionFailed));
+            }
+        } else if let Some(since) = self.if_unmodified_since.and_then(to_system) {
+            if seconds(modified) > seconds(since) {
+                return Err(s3_error!(PreconditionFailed));
+            }
+        }
+        if let Some(condition) = self.if_none_match {
+            if etag_matches(condition, &row.etag) {
+                return Err(s3_error!(NotModified));
+            }
+        } else if let Some(since) = self.if_modified_since.and_then(to_system) {
+            if seconds(modified) <= seconds(since) {
+                return Err(s3_error!(NotModified));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// s3s wants a `Sync` body stream; ours is `Send` only, so it is polled
+/// through a mutex that is never contended.
+pub(super) struct SyncStream(std::sync::Mutex<crate::ObjectStream>);
+
+impl SyncStream {
+    pub(super) fn new(inner: crate::ObjectStream) -> Self {
+        Self(std::sync::Mutex::new(inner))
+    }
+}
+
+impl Stream for SyncStream {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let inner = self.get_mut().0.get_mut().expect("stream lock");
+        inner.poll_next_unpin(cx)
+    }
+}
