@@ -18,7 +18,7 @@ use mds_store::{
     DeploymentPatch, DeploymentRow, EnvironmentRow, InstanceRow, NewDeployment, NewVersion,
     ProjectRow, SandboxRow, StoreError, VariableScope, VersionRow,
 };
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::projects::{load_project, resolve_environment};
 use crate::variables::{object_entries, Entry};
@@ -82,7 +82,7 @@ pub fn version_view(v: &VersionRow, project_id: Option<&str>) -> Version {
         build_log_uri: None,
         output_path: v.output_path.clone(),
         entrypoint: v.entrypoint.clone(),
-        metadata: json!({}),
+        metadata: Value::Object(Map::new()),
         promoted_at: v.promoted_at,
         archived_at: v.archived_at,
         ready_at: v.ready_at,
@@ -148,7 +148,7 @@ pub fn instance_view(i: &InstanceRow, health_check_path: Option<&str>) -> Instan
         stopped_at: i.stopped_at,
         error_message: i.error_message.clone(),
         restart_count: i.restart_count,
-        metadata: json!({}),
+        metadata: Value::Object(Map::new()),
         created_at: i.created_at,
         updated_at: i.updated_at,
     }
