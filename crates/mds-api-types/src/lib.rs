@@ -13,8 +13,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod auth;
+pub mod deployments;
+pub mod sandboxes;
 pub mod services;
+pub mod time;
+pub mod volumes;
 
+/// Written as [`time`] says: RFC 3339, UTC, milliseconds.
 pub type Timestamp = DateTime<Utc>;
 
 /// `{"data": T}`
@@ -89,7 +94,9 @@ pub struct Project {
     pub environments: Vec<Environment>,
     #[serde(flatten)]
     pub attribution: Attribution,
+    #[serde(serialize_with = "time::serialize")]
     pub created_at: Timestamp,
+    #[serde(serialize_with = "time::serialize")]
     pub updated_at: Timestamp,
 }
 
@@ -130,7 +137,9 @@ pub struct Environment {
     pub slug: String,
     pub kind: String,
     pub is_default: bool,
+    #[serde(serialize_with = "time::serialize")]
     pub created_at: Timestamp,
+    #[serde(serialize_with = "time::serialize")]
     pub updated_at: Timestamp,
 }
 
@@ -163,7 +172,9 @@ pub struct Variable {
     pub environment_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    #[serde(serialize_with = "time::serialize")]
     pub created_at: Timestamp,
+    #[serde(serialize_with = "time::serialize")]
     pub updated_at: Timestamp,
 }
 
@@ -204,9 +215,13 @@ pub struct ApiKey {
     pub prefix: String,
     pub scopes: Vec<String>,
     pub tenant_id: String,
+    #[serde(serialize_with = "time::serialize")]
     pub created_at: Timestamp,
+    #[serde(serialize_with = "time::serialize")]
     pub updated_at: Timestamp,
+    #[serde(serialize_with = "time::serialize_option")]
     pub last_used_at: Option<Timestamp>,
+    #[serde(serialize_with = "time::serialize_option")]
     pub expires_at: Option<Timestamp>,
     /// The plaintext key: present only in the answer to create and rotate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -279,7 +294,9 @@ pub struct DataService {
     pub engine_version: String,
     pub region: String,
     pub connection_test: Option<services::ConnectionTest>,
+    #[serde(serialize_with = "time::serialize")]
     pub created_at: Timestamp,
+    #[serde(serialize_with = "time::serialize")]
     pub updated_at: Timestamp,
 }
 
@@ -294,6 +311,7 @@ pub struct Binding {
     pub last_error: Option<String>,
     /// The database and role name on the engine.
     pub resource: String,
+    #[serde(serialize_with = "time::serialize_option")]
     pub ready_at: Option<Timestamp>,
 }
 
@@ -394,6 +412,7 @@ pub struct Bucket {
     pub region: String,
     pub object_count: i64,
     pub size_bytes: i64,
+    #[serde(serialize_with = "time::serialize")]
     pub created_at: Timestamp,
 }
 
@@ -423,6 +442,7 @@ pub struct StorageObject {
     pub size: i64,
     pub content_type: String,
     pub etag: String,
+    #[serde(serialize_with = "time::serialize")]
     pub last_modified: Timestamp,
 }
 
@@ -454,6 +474,7 @@ pub struct Presigned {
     pub presigned_url: String,
     pub method: String,
     pub key: String,
+    #[serde(serialize_with = "time::serialize")]
     pub expires_at: Timestamp,
     pub expires_in: i64,
 }

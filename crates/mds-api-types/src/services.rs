@@ -32,6 +32,7 @@ pub struct BucketList<T> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProjectService {
     pub bindings: Vec<Binding>,
+    #[serde(serialize_with = "crate::time::serialize")]
     pub created_at: Timestamp,
     pub engine: String,
     pub env_prefix: String,
@@ -47,6 +48,7 @@ pub struct ProjectService {
     pub tenant_id: String,
     #[serde(rename = "type")]
     pub service_type: String,
+    #[serde(serialize_with = "crate::time::serialize")]
     pub updated_at: Timestamp,
 }
 
@@ -110,6 +112,7 @@ pub struct DatabaseLogs {
 pub struct DatabaseLogLine {
     pub line: String,
     pub stream: String,
+    #[serde(serialize_with = "crate::time::serialize")]
     pub t: Timestamp,
 }
 

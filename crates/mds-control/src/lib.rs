@@ -26,13 +26,15 @@ pub mod attach;
 pub mod boot;
 mod caller;
 pub mod deployer;
+pub mod deployments;
 mod error;
 pub mod projects;
 pub mod realms;
 pub mod references;
-mod sandboxes;
+pub mod sandboxes;
 pub mod sessions;
 pub mod variables;
+pub mod volumes;
 
 pub use caller::Caller;
 pub use error::{AuthRefusal, ControlError, ControlResult};

@@ -5,9 +5,13 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use serde_json::{json, Value};
+use mds_api_types::deployments::{
+    Deployment, DeploymentLogs, Instance, InstanceLogs, Published, Version,
+};
+use mds_api_types::time;
+use serde_json::json;
 
-use crate::client::segment;
+use crate::client::{data, segment};
 use crate::commands::Ctx;
 use crate::output::table;
 
@@ -74,12 +78,9 @@ pub enum Deploy {
     },
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// An optional value, or `-`.
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
 /// The deployment's id, from an id or a name.
@@ -87,38 +88,82 @@ fn resolve(ctx: &Ctx, reference: &str) -> anyhow::Result<String> {
     let answer = ctx
         .api
         .get(&format!("/deployments/{}", segment(reference)))?;
-    answer["data"]["id"]
-        .as_str()
-        .map(str::to_string)
-        .context("the server's answer has no deployment id")
+    let deployment: Deployment = data(answer)?;
+    Ok(deployment.id)
 }
 
 /// A version's id, from an id or a number.
 fn version_id(ctx: &Ctx, deployment: &str, reference: &str) -> anyhow::Result<String> {
-    let Ok(number) = reference.trim_start_matches('v').parse::<i64>() else {
+    let Ok(number) = reference.trim_start_matches('v').parse::<i32>() else {
         return Ok(reference.to_string());
     };
     let answer = ctx
         .api
         .get(&format!("/deployments/{}/versions", segment(deployment)))?;
-    answer["data"]
-        .as_array()
+    let versions: Vec<Version> = data(answer)?;
+    versions
         .into_iter()
-        .flatten()
-        .find(|v| v["version_number"].as_i64() == Some(number))
-        .and_then(|v| v["id"].as_str())
-        .map(str::to_string)
+        .find(|v| v.version_number == number)
+        .map(|v| v.id)
         .with_context(|| format!("{deployment} has no version {number}"))
 }
 
-fn print_deployment(d: &Value) {
-    let environments = d["environments"].as_object();
+fn print_deployment(d: &Deployment) {
     table(
         &["ENVIRONMENT", "ACTIVE VERSION", "URL"],
-        environments
-            .into_iter()
-            .flatten()
-            .map(|(name, e)| vec![name.clone(), s(&e["active_version_id"]), s(&e["url"])])
+        d.environments
+            .iter()
+            .map(|(name, e)| vec![name.clone(), e.active_version_id.clone(), e.url.clone()])
+            .collect(),
+    );
+}
+
+fn print_versions(versions: &[Version]) {
+    table(
+        &["VERSION", "ID", "KIND", "STATE", "SHA256", "CREATED"],
+        versions
+            .iter()
+            .map(|v| {
+                vec![
+                    v.version_number.to_string(),
+                    v.id.clone(),
+                    v.kind.clone(),
+                    v.state.clone(),
+                    or_dash(v.artifact_sha256.as_deref())
+                        .chars()
+                        .take(12)
+                        .collect(),
+                    time::format(&v.created_at),
+                ]
+            })
+            .collect(),
+    );
+}
+
+fn print_instances(instances: &[Instance]) {
+    table(
+        &[
+            "ID",
+            "ENVIRONMENT",
+            "VERSION",
+            "STATE",
+            "PORT",
+            "RESTARTS",
+            "ERROR",
+        ],
+        instances
+            .iter()
+            .map(|i| {
+                vec![
+                    i.id.clone(),
+                    i.environment.clone(),
+                    i.version_id.clone(),
+                    i.state.clone(),
+                    or_dash(i.port),
+                    i.restart_count.to_string(),
+                    or_dash(i.error_message.as_deref()),
+                ]
+            })
             .collect(),
     );
 }
@@ -155,18 +200,18 @@ impl Deploy {
                     }),
                 )?;
                 if !ctx.printed_json(&answer) {
-                    let data = &answer["data"];
-                    let v = &data["version"];
+                    let published: Published = data(answer)?;
+                    let v = &published.version;
                     println!(
                         "published {} version {} ({}, {} files, sha256:{})",
-                        s(&data["deployment"]["slug"]),
-                        s(&v["version_number"]),
-                        s(&v["kind"]),
-                        s(&v["artifact_manifest"]["files"]),
-                        s(&v["artifact_sha256"]),
+                        published.deployment.slug,
+                        v.version_number,
+                        v.kind,
+                        or_dash(v.files()),
+                        or_dash(v.artifact_sha256.as_deref()),
                     );
-                    if data["promoted"].as_bool() == Some(true) {
-                        println!("serving at {}", s(&data["url"]));
+                    if published.promoted {
+                        println!("serving at {}", published.url);
                     }
                 }
             }
@@ -176,24 +221,7 @@ impl Deploy {
                     .api
                     .get(&format!("/deployments/{}/versions", segment(&id)))?;
                 if !ctx.printed_json(&answer) {
-                    table(
-                        &["VERSION", "ID", "KIND", "STATE", "SHA256", "CREATED"],
-                        answer["data"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|v| {
-                                vec![
-                                    s(&v["version_number"]),
-                                    s(&v["id"]),
-                                    s(&v["kind"]),
-                                    s(&v["state"]),
-                                    s(&v["artifact_sha256"]).chars().take(12).collect(),
-                                    s(&v["created_at"]),
-                                ]
-                            })
-                            .collect(),
-                    );
+                    print_versions(&data::<Vec<Version>>(answer)?);
                 }
             }
             Deploy::Promote {
@@ -212,7 +240,7 @@ impl Deploy {
                     &json!({ "environment": environment }),
                 )?;
                 if !ctx.printed_json(&answer) {
-                    print_deployment(&answer["data"]);
+                    print_deployment(&data(answer)?);
                 }
             }
             Deploy::Rollback {
@@ -227,7 +255,7 @@ impl Deploy {
                     &json!({ "version_id": version, "environment": environment }),
                 )?;
                 if !ctx.printed_json(&answer) {
-                    print_deployment(&answer["data"]);
+                    print_deployment(&data(answer)?);
                 }
             }
             Deploy::Instances { deployment } => {
@@ -236,33 +264,7 @@ impl Deploy {
                     .api
                     .get(&format!("/deployments/{}/runtime-instances", segment(&id)))?;
                 if !ctx.printed_json(&answer) {
-                    table(
-                        &[
-                            "ID",
-                            "ENVIRONMENT",
-                            "VERSION",
-                            "STATE",
-                            "PORT",
-                            "RESTARTS",
-                            "ERROR",
-                        ],
-                        answer["data"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|i| {
-                                vec![
-                                    s(&i["id"]),
-                                    s(&i["environment"]),
-                                    s(&i["version_id"]),
-                                    s(&i["state"]),
-                                    s(&i["port"]),
-                                    s(&i["restart_count"]),
-                                    s(&i["error_message"]),
-                                ]
-                            })
-                            .collect(),
-                    );
+                    print_instances(&data::<Vec<Instance>>(answer)?);
                 }
             }
             Deploy::Logs {
@@ -287,8 +289,13 @@ impl Deploy {
                 };
                 let answer = ctx.api.get_query(&path, &query)?;
                 if !ctx.printed_json(&answer) {
-                    for line in answer["data"]["lines"].as_array().into_iter().flatten() {
-                        println!("{}", line.as_str().unwrap_or_default());
+                    let lines = if instance.is_some() {
+                        data::<InstanceLogs>(answer)?.lines
+                    } else {
+                        data::<DeploymentLogs>(answer)?.lines
+                    };
+                    for line in lines {
+                        println!("{line}");
                     }
                 }
             }

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use serde_json::{json, Map, Value};
+use mds_api_types::sandboxes::{ExecResult, Sandbox as SandboxView};
+use mds_api_types::time;
+use serde_json::{json, Map};
 
-use crate::client::segment;
+use crate::client::{data, segment};
 use crate::commands::Ctx;
 use crate::output::table;
 
@@ -61,10 +63,7 @@ fn resolve(ctx: &Ctx, reference: &str) -> anyhow::Result<String> {
     let answer = ctx
         .api
         .get(&format!("/sandboxes/by-name/{}", segment(reference)))?;
-    answer["data"]["id"]
-        .as_str()
-        .map(str::to_string)
-        .context("the server's answer has no sandbox id")
+    Ok(data::<SandboxView>(answer)?.id)
 }
 
 /// Runs one command; prints its output; returns its exit code.
@@ -73,29 +72,29 @@ fn exec(ctx: &Ctx, id: &str, command: &str, timeout: u32) -> anyhow::Result<i64>
         &format!("/sandboxes/{}/exec", segment(id)),
         &json!({ "command": command, "timeout": timeout }),
     )?;
-    let data = &answer["data"];
-    print!("{}", data["stdout"].as_str().unwrap_or_default());
-    eprint!("{}", data["stderr"].as_str().unwrap_or_default());
+    let finished: ExecResult = data(answer)?;
+    print!("{}", finished.stdout);
+    eprint!("{}", finished.stderr);
     std::io::stdout().flush()?;
-    if data["timed_out"].as_bool() == Some(true) {
+    if finished.timed_out {
         eprintln!("mds sandbox: the command ran past {timeout} s and was killed");
     }
-    Ok(data["exit_code"].as_i64().unwrap_or(1))
+    Ok(finished.exit_code.into())
 }
 
-fn print_sandboxes(rows: &[Value]) {
-    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+fn print_sandboxes(rows: &[SandboxView]) {
+    let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
     table(
         &["ID", "NAME", "STATE", "PROJECT", "ENVIRONMENT", "CREATED"],
         rows.iter()
             .map(|r| {
                 vec![
-                    s(&r["id"]),
-                    s(&r["name"]),
-                    s(&r["state"]),
-                    s(&r["project_slug"]),
-                    s(&r["environment"]),
-                    s(&r["created_at"]),
+                    r.id.clone(),
+                    s(&r.name),
+                    r.state.clone(),
+                    s(&r.project_slug),
+                    s(&r.environment),
+                    time::format(&r.created_at),
                 ]
             })
             .collect(),
@@ -128,7 +127,7 @@ impl Sandbox {
                     }),
                 )?;
                 if !ctx.printed_json(&answer) {
-                    print_sandboxes(&[answer["data"].clone()]);
+                    print_sandboxes(&[data(answer)?]);
                 }
             }
             Sandbox::List { project, state } => {
@@ -141,7 +140,7 @@ impl Sandbox {
                 }
                 let answer = ctx.api.get_query("/sandboxes", &query)?;
                 if !ctx.printed_json(&answer) {
-                    print_sandboxes(answer["data"].as_array().map_or(&[], Vec::as_slice));
+                    print_sandboxes(&data::<Vec<SandboxView>>(answer)?);
                 }
             }
             Sandbox::Exec {

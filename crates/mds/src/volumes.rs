@@ -1,11 +1,12 @@
 //! `mds volumes`: filesystems that outlive sandboxes, attached to one at a
 //! time. Volumes and sandboxes are named by id or name.
 
-use anyhow::Context;
 use clap::Subcommand;
-use serde_json::{json, Value};
+use mds_api_types::sandboxes::Sandbox;
+use mds_api_types::volumes::{Attachment, Snapshot, Volume};
+use serde_json::json;
 
-use crate::client::segment;
+use crate::client::{data, segment};
 use crate::commands::Ctx;
 use crate::output::table;
 
@@ -46,8 +47,8 @@ pub enum Volumes {
     Delete { volume: String },
 }
 
-fn volume(ctx: &Ctx, reference: &str) -> anyhow::Result<Value> {
-    Ok(ctx.api.get(&format!("/volumes/{}", segment(reference)))?["data"].clone())
+fn volume(ctx: &Ctx, reference: &str) -> anyhow::Result<Volume> {
+    data(ctx.api.get(&format!("/volumes/{}", segment(reference)))?)
 }
 
 fn sandbox_id(ctx: &Ctx, reference: &str) -> anyhow::Result<String> {
@@ -56,18 +57,10 @@ fn sandbox_id(ctx: &Ctx, reference: &str) -> anyhow::Result<String> {
     } else {
         format!("/sandboxes/by-name/{}", segment(reference))
     };
-    ctx.api.get(&path)?["data"]["id"]
-        .as_str()
-        .map(str::to_string)
-        .context("the server's answer has no sandbox id")
+    Ok(data::<Sandbox>(ctx.api.get(&path)?)?.id)
 }
 
-fn print_volumes(rows: &[Value]) {
-    let s = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_string(),
-        other => other.to_string(),
-    };
+fn print_volumes(rows: &[Volume]) {
     table(
         &[
             "ID",
@@ -81,13 +74,13 @@ fn print_volumes(rows: &[Value]) {
         rows.iter()
             .map(|r| {
                 vec![
-                    s(&r["id"]),
-                    s(&r["name"]),
-                    format!("{:.2} GB", r["size_gb"].as_f64().unwrap_or_default()),
-                    format!("{} B", r["used_bytes"].as_u64().unwrap_or_default()),
-                    s(&r["backend"]),
-                    s(&r["state"]),
-                    s(&r["attached_to"]),
+                    r.id.clone(),
+                    r.name.clone(),
+                    format!("{:.2} GB", r.size_gb),
+                    format!("{} B", r.used_bytes),
+                    r.backend.clone(),
+                    r.state.clone(),
+                    r.attached_to.clone().unwrap_or_else(|| "-".to_string()),
                 ]
             })
             .collect(),
@@ -108,7 +101,7 @@ impl Volumes {
                     &json!({ "name": name, "size_gb": size_gb, "backend": backend, "project_id": project }),
                 )?;
                 if !ctx.printed_json(&answer) {
-                    print_volumes(&[answer["data"].clone()]);
+                    print_volumes(&[data(answer)?]);
                 }
             }
             Volumes::List { project } => {
@@ -118,7 +111,7 @@ impl Volumes {
                     .unwrap_or_default();
                 let answer = ctx.api.get_query("/volumes", &query)?;
                 if !ctx.printed_json(&answer) {
-                    print_volumes(answer["data"].as_array().map_or(&[], Vec::as_slice));
+                    print_volumes(&data::<Vec<Volume>>(answer)?);
                 }
             }
             Volumes::Attach {
@@ -126,64 +119,47 @@ impl Volumes {
                 sandbox,
                 mount_path,
             } => {
-                let id = volume(ctx, &reference)?["id"].clone();
+                let id = volume(ctx, &reference)?.id;
                 let sandbox = sandbox_id(ctx, &sandbox)?;
                 let answer = ctx.api.post(
                     &format!("/computers/{}/volumes", segment(&sandbox)),
                     &json!({ "volume_id": id, "mount_path": mount_path }),
                 )?;
                 if !ctx.printed_json(&answer) {
-                    let a = &answer["data"];
+                    let a: Attachment = data(answer)?;
                     println!(
                         "attached {} to {} at {} (lease {}, fencing token {})",
-                        reference,
-                        sandbox,
-                        a["mount_path"].as_str().unwrap_or_default(),
-                        a["id"].as_str().unwrap_or_default(),
-                        a["fencing_token"]
+                        reference, sandbox, a.mount_path, a.id, a.fencing_token
                     );
                 }
             }
             Volumes::Detach { volume: reference } => {
-                let v = volume(ctx, &reference)?;
-                let attachment = &v["attachment"];
-                let (Some(holder), Some(id)) = (
-                    attachment["computer_id"].as_str(),
-                    attachment["id"].as_str(),
-                ) else {
+                let Some(attachment) = volume(ctx, &reference)?.attachment else {
                     println!("{reference} is not attached");
                     return Ok(());
                 };
+                let holder = attachment.computer_id;
                 ctx.api.delete(&format!(
                     "/computers/{}/volumes/{}",
-                    segment(holder),
-                    segment(id)
+                    segment(&holder),
+                    segment(&attachment.id)
                 ))?;
                 println!("detached {reference} from {holder}");
             }
             Volumes::Snapshot { volume: reference } => {
-                let id = volume(ctx, &reference)?["id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
+                let id = volume(ctx, &reference)?.id;
                 let answer = ctx
                     .api
                     .post(&format!("/volumes/{}/snapshots", segment(&id)), &json!({}))?;
                 if !ctx.printed_json(&answer) {
-                    println!(
-                        "snapshot {}",
-                        answer["data"]["id"].as_str().unwrap_or_default()
-                    );
+                    println!("snapshot {}", data::<Snapshot>(answer)?.id);
                 }
             }
             Volumes::Restore {
                 volume: reference,
                 snapshot,
             } => {
-                let id = volume(ctx, &reference)?["id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
+                let id = volume(ctx, &reference)?.id;
                 ctx.api.post(
                     &format!("/volumes/{}/restore", segment(&id)),
                     &json!({ "snapshot_id": snapshot }),
@@ -191,10 +167,7 @@ impl Volumes {
                 println!("restored {reference} to {snapshot}");
             }
             Volumes::Delete { volume: reference } => {
-                let id = volume(ctx, &reference)?["id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
+                let id = volume(ctx, &reference)?.id;
                 ctx.api.delete(&format!("/volumes/{}", segment(&id)))?;
                 println!("deleted {reference}");
             }

@@ -348,13 +348,6 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// A timestamp as the SDK reads it (RFC 3339, milliseconds), or null.
-pub fn ts(t: Option<chrono::DateTime<chrono::Utc>>) -> serde_json::Value {
-    t.map_or(serde_json::Value::Null, |t| {
-        serde_json::json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-    })
-}
-
 /// `{"data": value}` with a status.
 pub fn data<T: Serialize>(status: StatusCode, value: T) -> Response {
     (status, axum::Json(mds_api_types::Data { data: value })).into_response()
