@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use mds_core::ids::IdKind;
+use mds_core::kinds::{ReleaseKind, UnknownValue};
 use mds_core::names;
 use mds_engines::supervisor::{CrashBudget, Event, Incarnation, Policy, Program, Supervisor};
 use mds_engines::EngineStatus;
@@ -480,7 +481,16 @@ impl Deployer {
             return Err(artifact_gone(sha));
         }
         let old = self.current(&key);
-        if version.kind == "static" {
+        // A kind this server does not know is refused, never run.
+        let kind: ReleaseKind =
+            version
+                .kind
+                .parse()
+                .map_err(|e: UnknownValue| ControlError::Unsupported {
+                    code: "UNKNOWN_KIND",
+                    message: e.to_string(),
+                })?;
+        if kind == ReleaseKind::Static {
             let root = self.static_root(version).await?;
             if record {
                 store

@@ -13,6 +13,7 @@ use mds_api_types::deployments::{
     ReleaseMetadata, ServiceMetadata, SetDeploymentVariables, Version, VolumeClaim,
 };
 use mds_core::ids::IdKind;
+use mds_core::kinds::{ReleaseKind, ServiceKind};
 use mds_core::{names, vars};
 use mds_store::{
     DeploymentPatch, DeploymentRow, EnvironmentRow, InstanceRow, NewDeployment, NewVersion,
@@ -99,10 +100,9 @@ pub fn release_view(v: &VersionRow, project_id: Option<&str>) -> Release {
         tenant_id: v.tenant_id.clone(),
         project_id: project_id.map(str::to_string),
         source_sandbox_id: v.source_sandbox_id.clone(),
-        kind: if v.kind == "static" {
-            "static"
-        } else {
-            "rootfs"
+        kind: match v.kind.parse() {
+            Ok(ReleaseKind::Static) => "static",
+            Ok(ReleaseKind::Dynamic) | Err(_) => "rootfs",
         }
         .to_string(),
         state: v.state.clone(),
@@ -262,7 +262,7 @@ fn check_entrypoint(entrypoint: &str) -> ControlResult<()> {
 
 /// A checked version-to-be: its kind and how it runs.
 struct Plan {
-    kind: &'static str,
+    kind: ReleaseKind,
     dir: String,
     entrypoint: Option<String>,
     run_command: Option<String>,
@@ -279,8 +279,8 @@ impl Plan {
         }
         let run_command = input.run_command.clone().or(deployment.run_command.clone());
         let kind = match (input.kind.as_deref().unwrap_or("auto"), &run_command) {
-            ("auto", Some(_)) | ("dynamic", Some(_)) => "dynamic",
-            ("auto", None) | ("static", _) => "static",
+            ("auto", Some(_)) | ("dynamic", Some(_)) => ReleaseKind::Dynamic,
+            ("auto", None) | ("static", _) => ReleaseKind::Static,
             ("dynamic", None) => {
                 return Err(ControlError::invalid(
                     "run_command",
@@ -294,7 +294,7 @@ impl Plan {
                 ))
             }
         };
-        let (port, health) = if kind == "dynamic" {
+        let (port, health) = if kind == ReleaseKind::Dynamic {
             let port = match input.port {
                 Some(p) => check_port(p)?,
                 None => deployment.port.unwrap_or(DEFAULT_PORT),
@@ -317,7 +317,7 @@ impl Plan {
             kind,
             dir,
             entrypoint,
-            run_command: run_command.filter(|_| kind == "dynamic"),
+            run_command: run_command.filter(|_| kind == ReleaseKind::Dynamic),
             port,
             health,
         })
@@ -347,7 +347,7 @@ fn publish_project(deployment: &DeploymentRow, sandbox: &SandboxRow) -> ControlR
 fn published_service(
     deployment: &DeploymentRow,
     env: &EnvironmentRow,
-    kind: &str,
+    kind: ReleaseKind,
     url: &str,
 ) -> PublishedService {
     PublishedService {
@@ -359,10 +359,9 @@ fn published_service(
         deployment_id: deployment.id.clone(),
         environment_id: env.id.clone(),
         tenant_id: deployment.tenant_id.clone(),
-        kind: if kind == "static" {
-            "static_web"
-        } else {
-            "web"
+        kind: match kind {
+            ReleaseKind::Static => "static_web",
+            ReleaseKind::Dynamic => "web",
         }
         .to_string(),
         name: deployment.slug.clone(),
@@ -775,7 +774,7 @@ impl Control {
                 id: &IdKind::Version.mint(),
                 deployment_id: &deployment.id,
                 tenant_id: &deployment.tenant_id,
-                kind: plan.kind,
+                kind: plan.kind.as_str(),
                 source_sandbox_id: &sandbox.id,
                 output_path: Some(&plan.dir),
                 entrypoint: plan.entrypoint.as_deref(),
@@ -1096,7 +1095,7 @@ impl Control {
             .data_services(&project.id)
             .await?
             .into_iter()
-            .filter(|s| s.kind == "postgres");
+            .filter(|s| s.kind.parse() == Ok(ServiceKind::Postgres));
         let service = match reference {
             Some(reference) => postgres
                 .find(|s| s.id == reference || s.name.eq_ignore_ascii_case(reference))

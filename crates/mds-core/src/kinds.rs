@@ -111,6 +111,16 @@ words! {
 }
 
 words! {
+    /// How a deployment version runs (`deployment_versions.kind`).
+    ReleaseKind, "release kind" {
+        /// Files the router serves.
+        Static = "static",
+        /// A process on `$PORT` behind the router.
+        Dynamic = "dynamic",
+    }
+}
+
+words! {
     /// What a binding should be (`bindings.desired`).
     Desired, "desired state" {
         Running = "running",
