@@ -1,7 +1,6 @@
 //! Rows as the wire shows them: the conversions from `mds_store` rows to
 //! `mds_api_types` views that more than one route answers with.
 
-use axum::response::Response;
 use mds_api_types::services::ConnectionTest;
 use mds_api_types::{Binding, DataService, Environment, Project, Variable};
 use mds_core::kinds::{BindingState, Desired, ServiceKind};
@@ -154,18 +153,18 @@ pub fn variable_view(
     })
 }
 
-/// A scope's variables as a whole list.
-pub async fn variables_list(
+/// A scope's variables, as views.
+pub async fn variable_views(
     state: &AppState,
     scope: VariableScope<'_>,
     env: &EnvironmentRow,
     reveal: bool,
-) -> ApiResult<Response> {
-    let rows = state.store()?.variables(scope).await?;
-    let total = rows.len() as u64;
-    let views = rows
+) -> ApiResult<Vec<Variable>> {
+    state
+        .store()?
+        .variables(scope)
+        .await?
         .into_iter()
         .map(|row| variable_view(state, scope, env, row, reveal))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(crate::routes::list(views, 1, total.max(1) as u32, total))
+        .collect()
 }

@@ -22,12 +22,12 @@ use mds_store::{DataServiceRow, EnvironmentRow, ProjectRow, VariableScope};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{data, deleted};
+use super::{data, deleted, list_all};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{EnvQuery, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
-use crate::views::{service_view, variables_list};
+use crate::views::{service_view, variable_views};
 
 #[derive(Deserialize, Default)]
 pub struct CreateService {
@@ -215,7 +215,7 @@ pub async fn variables(
         service_id: &service.id,
         environment_id: &env.id,
     };
-    variables_list(&state, scope, &env, false).await
+    Ok(list_all(variable_views(&state, scope, &env, false).await?))
 }
 
 pub async fn set_variables(
@@ -248,7 +248,7 @@ pub async fn set_variables(
         environment_id: &env.id,
     };
     state.write_variables(&principal, scope, entries).await?;
-    variables_list(&state, scope, &env, false).await
+    Ok(list_all(variable_views(&state, scope, &env, false).await?))
 }
 
 pub async fn delete_variables(

@@ -9,12 +9,12 @@ use mds_control::projects::load_environment;
 use mds_control::variables;
 use mds_store::{EnvironmentRow, VariableScope};
 
-use super::{data, deleted};
+use super::{data, deleted, list_all};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, EnvQuery, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
-use crate::views::{variable_view, variables_list};
+use crate::views::{variable_view, variable_views};
 
 fn shared(env: &EnvironmentRow) -> VariableScope<'_> {
     VariableScope::Shared {
@@ -44,7 +44,9 @@ pub async fn list(
         principal.require("env:reveal")?;
     }
     let env = environment_for(&state, &principal, &project, query.environment()).await?;
-    variables_list(&state, shared(&env), &env, reveal).await
+    Ok(list_all(
+        variable_views(&state, shared(&env), &env, reveal).await?,
+    ))
 }
 
 pub async fn set(
@@ -65,7 +67,9 @@ pub async fn set(
     state
         .write_variables(&principal, shared(&env), entries)
         .await?;
-    variables_list(&state, shared(&env), &env, false).await
+    Ok(list_all(
+        variable_views(&state, shared(&env), &env, false).await?,
+    ))
 }
 
 async fn one(
