@@ -46,7 +46,7 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::{AbortHandle, JoinHandle};
 use tracing::Instrument;
 
-use crate::process::{kill_and_wait, kill_tree, signal, signal_group};
+use crate::process::{kill_and_wait, kill_tree, signal, signal_group, wait_gone};
 use crate::EngineStatus;
 
 /// How long the sweep of leftovers waits for SIGKILLed processes to go.
@@ -687,12 +687,20 @@ impl<P: Program> Loop<P> {
     /// SIGKILL of the child's tree (before it is reaped, while its
     /// descendants can still be found through it), then the leftovers.
     async fn kill_child(&mut self, guard: &mut Guard<P::Run>) {
+        let mut killed = Vec::new();
         if matches!(guard.run.child().try_wait(), Ok(None)) {
-            kill_tree(guard.pid);
+            killed = kill_tree(guard.pid);
         }
         let _ = guard.run.child().wait().await;
         signal_group(guard.pid, Signal::SIGKILL);
         self.set_pid(0);
+        // A process that is exiting may no longer show what it held (its
+        // working directory), so the sweep may not see it: wait for the
+        // tree itself.
+        let survivors = wait_gone(&killed, SWEEP_WAIT).await;
+        if !survivors.is_empty() {
+            tracing::error!(program = %self.name, ?survivors, "processes outlived SIGKILL");
+        }
         self.sweep().await;
     }
 
