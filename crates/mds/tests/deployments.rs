@@ -135,8 +135,13 @@ fn the_cli_publishes_promotes_and_rolls_back_and_a_restart_serves_again() {
         "{out}"
     );
     assert_eq!(through_router(&mds, "web.localhost").as_deref(), Some("v1"));
-    let out = cli(&mds, &["deploy", "instances", "web"]);
-    assert_eq!(out.matches("healthy").count(), 2, "{out}");
+    // The instance switched out drains and stops in the background.
+    let mut out = String::new();
+    let settled = wait_until(Duration::from_secs(10), || {
+        out = cli(&mds, &["deploy", "instances", "web"]);
+        out.matches("healthy").count() == 2
+    });
+    assert!(settled.is_some(), "{out}");
     let out = cli(&mds, &["deploy", "logs", "web", "-e", "production"]);
     assert!(out.contains("listening on"), "{out}");
     let (ok, _, err) = mds.cli(&["deploy", "promote", "web", "9"]);
