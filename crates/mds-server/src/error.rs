@@ -60,6 +60,16 @@ impl ApiError {
         )
     }
 
+    /// An SDK call this server knows but does not offer: 501, naming the
+    /// feature, so a client can tell "not here" from a wrong path.
+    pub fn not_implemented(feature: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NOT_IMPLEMENTED",
+            format!("{feature} is not implemented by this server"),
+        )
+    }
+
     pub fn environment_not_found(reference: &str, project: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
