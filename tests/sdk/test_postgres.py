@@ -27,7 +27,7 @@ def wait_running(client, database_id: str, limit: float = 30.0) -> dict:
 def test_databases_create_get_list_credentials_delete(client, mds):
     project = client.projects.create(f"pg-{uuid.uuid4().hex[:6]}")
     db = client.databases.create(
-        engine="postgresql", name="main", project_id=project["id"], size="small", version="16"
+        engine="postgresql", name="main", project_id=project["id"], size="small"
     )
     assert db["id"].startswith("ds_") and db["engine"] == "postgresql"
     db = wait_running(client, db["id"])
@@ -77,8 +77,8 @@ def test_database_errors(client):
         client.databases.create(engine="mongodb", project_id="whatever")
     assert raised.value.details["field"] == "engine"
     with pytest.raises(errors.ValidationError) as raised:
-        client.databases.create(engine="postgresql")
-    assert raised.value.details["field"] == "project_id"
+        client.databases.create(engine="postgresql", environment="staging")
+    assert raised.value.details["field"] == "environment"
     with pytest.raises(errors.NotFoundError):
         client.databases.create(engine="postgresql", project_id="no-such-project")
     with pytest.raises(errors.NotFoundError):

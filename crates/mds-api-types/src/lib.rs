@@ -276,7 +276,9 @@ pub struct ServerInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataService {
     pub id: String,
-    pub project_id: String,
+    /// `None` for a standalone database or bucket (made without a project).
+    pub project_id: Option<String>,
+    pub standalone: bool,
     pub tenant_id: String,
     /// `postgres`, later `redis`, `storage`, ...
     #[serde(rename = "type")]
@@ -329,6 +331,12 @@ pub struct CreateDataService {
     /// Redis: the eviction policy (`noeviction`, `allkeys-lru`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eviction: Option<String>,
+    /// The major version (`"15"`); refused when this server has not got it.
+    #[serde(default, alias = "version", skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    /// Attach this standalone database or bucket instead of making one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -339,7 +347,7 @@ pub struct CreateDatabase {
     pub project_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, alias = "version", skip_serializing_if = "Option::is_none")]
     pub engine_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maxmemory: Option<String>,
@@ -414,6 +422,20 @@ pub struct Bucket {
     pub size_bytes: i64,
     #[serde(serialize_with = "time::serialize")]
     pub created_at: Timestamp,
+    /// The bucket's own S3 key pair: in the answer to its create, and from
+    /// `GET /storage/buckets/{id}/credentials`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<BucketCredentials>,
+}
+
+/// A bucket's own S3 key pair, which opens that bucket only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BucketCredentials {
+    pub bucket: String,
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
 }
 
 /// `POST /storage/buckets`
@@ -421,7 +443,9 @@ pub struct Bucket {
 #[serde(deny_unknown_fields)]
 pub struct CreateBucket {
     pub name: Option<String>,
+    /// With a project, the bucket is that environment's storage service.
     pub project_id: Option<String>,
+    pub environment: Option<String>,
     pub visibility: Option<String>,
     pub public: Option<bool>,
     pub region: Option<String>,

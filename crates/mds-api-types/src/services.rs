@@ -27,14 +27,15 @@ pub struct BucketList<T> {
     pub data: Vec<T>,
 }
 
-/// A data service as the SDK's `client.services` reads it: always of
-/// kind `database`.
+/// A service as the SDK's `client.services` reads it: a data service in
+/// one environment (kind `database`), or an app service (`server`,
+/// `worker`, `cron`, `static`) backed by a deployment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProjectService {
     pub bindings: Vec<Binding>,
     #[serde(serialize_with = "crate::time::serialize")]
     pub created_at: Timestamp,
-    pub engine: String,
+    pub engine: Option<String>,
     pub env_prefix: String,
     pub environment_id: Option<String>,
     pub id: String,
@@ -42,20 +43,19 @@ pub struct ProjectService {
     pub lock_version: u32,
     pub name: String,
     pub project_id: String,
-    pub settings: ServiceSettings,
+    /// A database's `{engine, engine_version}`; an app service's own.
+    pub settings: serde_json::Value,
     pub slug: String,
     pub state: String,
+    /// Why the state is what it is, when it is not running.
+    pub state_reason: Option<String>,
+    /// The deployment an app service's releases go to.
+    pub deployment_id: Option<String>,
     pub tenant_id: String,
     #[serde(rename = "type")]
     pub service_type: String,
     #[serde(serialize_with = "crate::time::serialize")]
     pub updated_at: Timestamp,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceSettings {
-    pub engine: String,
-    pub engine_version: String,
 }
 
 /// What a boot of a service would receive, references resolved, previews

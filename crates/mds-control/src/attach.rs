@@ -21,6 +21,12 @@ const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 /// Attaches a data service of `kind` to `project`: the one path every API
 /// takes.
+///
+/// With an `environment`, a name the project already has for a service of
+/// this kind bound elsewhere binds that service in this environment too: the
+/// SDK's "service of the same name in another environment". In the
+/// tenant's standalone project, the service is a standalone database or
+/// bucket.
 pub async fn attach(
     control: &Control,
     project: &ProjectRow,
@@ -40,24 +46,46 @@ pub async fn attach(
         None => None,
     };
     let existing = store.data_services(&project.id).await?;
-    let (name, env_prefix) = name_and_prefix(&existing, kind, name)?;
+    if let (Some(env), Some(name)) = (&scope, &name) {
+        if let Some(same) = existing.iter().find(|s| s.name.eq_ignore_ascii_case(name)) {
+            return bind_in_environment(control, project, same, kind, env).await;
+        }
+    }
     let environments: Vec<_> = match &scope {
         Some(env) => vec![env.clone()],
         None => project.environments.clone(),
     };
-    let service_part = (!env_prefix.is_empty()).then_some(name.as_str());
+    let id = IdKind::DataService.mint();
+    let (name, env_prefix) = if project.standalone {
+        // Standalone services inject nothing until attached (which sets
+        // the prefix they have there); a prefix of their own keeps them
+        // apart meanwhile.
+        let name = name.unwrap_or_else(|| format!("{kind}-{}", short_id(&id)));
+        (name, names::env_prefix(&id))
+    } else {
+        let in_targets = kinds_in(control, &environments).await?;
+        name_and_prefix(&existing, &in_targets, kind, name)?
+    };
+    // The engine-side names: a further service of a kind, and every
+    // standalone one, get a part of their own.
+    let service_part = if project.standalone {
+        Some(id.as_str())
+    } else {
+        (!env_prefix.is_empty()).then_some(name.as_str())
+    };
     let bindings: Vec<_> = environments
         .iter()
         .map(|env| reconciler.new_binding(&project.slug, &env.id, &env.slug, service_part))
         .collect();
     let new = NewDataService {
-        id: IdKind::DataService.mint(),
+        id: id.clone(),
         project_id: project.id.clone(),
         kind: kind.as_str().to_string(),
         name: name.clone(),
         env_prefix,
         environment_id: scope.map(|e| e.id),
         config,
+        standalone: project.standalone,
     };
     let row = store
         .create_data_service(&new, &bindings)
@@ -75,22 +103,98 @@ pub async fn attach(
     Ok(row)
 }
 
+/// The last characters of an id: its random part, short enough for a name.
+fn short_id(id: &str) -> String {
+    let tail = id.len().saturating_sub(8);
+    id[tail..].to_ascii_lowercase()
+}
+
+/// The kinds of service already bound in any of `environments`.
+pub(crate) async fn kinds_in(
+    control: &Control,
+    environments: &[mds_store::EnvironmentRow],
+) -> ControlResult<Vec<String>> {
+    let mut kinds = Vec::new();
+    for env in environments {
+        for (service, _) in control.store()?.environment_bindings(&env.id).await? {
+            kinds.push(service.kind);
+        }
+    }
+    Ok(kinds)
+}
+
+/// Binds `service` in `env` as well (the SDK's service of one name in
+/// several environments), with the same injected names.
+async fn bind_in_environment(
+    control: &Control,
+    project: &ProjectRow,
+    service: &DataServiceRow,
+    kind: ServiceKind,
+    env: &mds_store::EnvironmentRow,
+) -> ControlResult<DataServiceRow> {
+    let taken_here = || {
+        ControlError::conflict(
+            "DATA_SERVICE_NAME_TAKEN",
+            format!(
+                "environment {:?} already has a service named {:?}",
+                env.name, service.name
+            ),
+        )
+        .with_details(json!({ "field": "name" }))
+    };
+    if service.kind != kind.as_str() {
+        return Err(ControlError::conflict(
+            "DATA_SERVICE_NAME_TAKEN",
+            format!(
+                "{:?} is a {} service in this project; a name has one kind in every \
+                 environment, so choose another name",
+                service.name, service.kind
+            ),
+        )
+        .with_details(json!({ "field": "name" })));
+    }
+    if service.deleting || service.environment_id.is_none() {
+        // Being deleted, or bound everywhere already.
+        return Err(taken_here());
+    }
+    let reconciler = control.reconciler()?;
+    let service_part = (!service.env_prefix.is_empty()).then_some(service.name.as_str());
+    let binding = reconciler.new_binding(&project.slug, &env.id, &env.slug, service_part);
+    let added = control
+        .store()?
+        .add_environment_binding(service, &binding)
+        .await
+        .map_err(|e| taken(e, kind, &service.name))?;
+    if !added {
+        return Err(taken_here());
+    }
+    tracing::info!(
+        service = service.id,
+        binding = binding.id,
+        environment = env.name,
+        "bound a service in one more environment"
+    );
+    reconciler.wake();
+    Ok(service.clone())
+}
+
 /// The service's name and the prefix of the names it injects: the first
-/// of a kind injects the standard names, each further one needs a name
-/// and injects prefixed ones. Auth is one per project.
-fn name_and_prefix(
+/// of a kind in its environments injects the standard names, each further
+/// one needs a name and injects prefixed ones. Auth is one per project.
+pub(crate) fn name_and_prefix(
     existing: &[DataServiceRow],
+    kinds_in_targets: &[String],
     kind: ServiceKind,
     name: Option<String>,
 ) -> ControlResult<(String, String)> {
-    let first_of_kind = !existing.iter().any(|s| s.kind == kind.as_str());
-    if kind == ServiceKind::Auth && !first_of_kind {
+    if kind == ServiceKind::Auth && existing.iter().any(|s| s.kind == kind.as_str()) {
         return Err(ControlError::conflict(
             "AUTH_ALREADY_ENABLED",
             "this project already has auth (one per project, with users per environment); \
              change its settings with PATCH /projects/{id}/auth",
         ));
     }
+    let first_of_kind = !kinds_in_targets.iter().any(|k| k == kind.as_str());
     match (name, first_of_kind) {
         (name, true) => Ok((name.unwrap_or_else(|| kind.to_string()), String::new())),
         (Some(name), false) => {
@@ -110,7 +214,7 @@ fn name_and_prefix(
 }
 
 /// A write of a new service that lost a race for a name, said as such.
-fn taken(e: StoreError, kind: ServiceKind, name: &str) -> ControlError {
+pub(crate) fn taken(e: StoreError, kind: ServiceKind, name: &str) -> ControlError {
     let StoreError::Conflict { constraint } = e else {
         return e.into();
     };
@@ -163,6 +267,10 @@ pub struct KindOptions {
     pub eviction: Option<String>,
     /// Auth settings (`allow_signups`, `token_expiry_sec`, ...).
     pub auth: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The engine's major version the client asked for (`"15"`, `"7"`).
+    pub engine_version: Option<String>,
+    /// Storage: the bucket's name, when the client chose it.
+    pub bucket: Option<String>,
 }
 
 /// A service's engine settings, validated (each bad one names its field).
@@ -184,6 +292,13 @@ fn kind_config(
             }
         }
     }
+    if kind != ServiceKind::Storage && options.bucket.is_some() {
+        return Err(ControlError::invalid(
+            "bucket",
+            format!("applies to storage, not {kind}"),
+        ));
+    }
+    let engine_version = engine_version(control, kind, options.engine_version.as_deref())?;
     match kind {
         ServiceKind::Redis => {
             let maxmemory = match &options.maxmemory {
@@ -205,9 +320,15 @@ fn kind_config(
                     ),
                 ));
             }
-            Ok(json!({ "maxmemory_bytes": maxmemory, "eviction": eviction, "engine_version": "7" }))
+            Ok(
+                json!({ "maxmemory_bytes": maxmemory, "eviction": eviction, "engine_version": engine_version }),
+            )
         }
-        ServiceKind::Storage | ServiceKind::Volume => Ok(json!({})),
+        ServiceKind::Storage => Ok(match &options.bucket {
+            Some(bucket) => json!({ "bucket": bucket }),
+            None => json!({}),
+        }),
+        ServiceKind::Volume => Ok(json!({})),
         ServiceKind::Auth => {
             let mut config = mds_auth::AuthConfig::default();
             if let Some(patch) = &options.auth {
@@ -217,7 +338,56 @@ fn kind_config(
             }
             Ok(config.to_stored())
         }
-        ServiceKind::Postgres => Ok(json!({ "engine_version": control.engine_version() })),
+        ServiceKind::Postgres => Ok(json!({ "engine_version": engine_version })),
+    }
+}
+
+/// The major version a new service of `kind` runs: the one asked for when
+/// this server runs it, else a refusal naming the versions it has. Nothing
+/// is silently changed.
+fn engine_version(
+    control: &Control,
+    kind: ServiceKind,
+    asked: Option<&str>,
+) -> ControlResult<Option<String>> {
+    let running = match kind {
+        ServiceKind::Postgres => Some(control.engine_version()),
+        ServiceKind::Redis => control.redis_version(),
+        _ => {
+            return match asked {
+                Some(_) => Err(ControlError::invalid(
+                    "engine_version",
+                    format!("{kind} has no engine version to choose"),
+                )),
+                None => Ok(None),
+            }
+        }
+    };
+    let Some(asked) = asked.map(str::trim) else {
+        return Ok(running);
+    };
+    // "16", "16.2" and "v16" all ask for major 16.
+    let major = asked
+        .trim_start_matches(['v', 'V'])
+        .split('.')
+        .next()
+        .unwrap_or_default();
+    match running {
+        Some(running) if running == major => Ok(Some(running)),
+        Some(running) => Err(ControlError::invalid(
+            "engine_version",
+            format!(
+                "{kind} {asked:?} is not available on this server; it runs {kind} {running} \
+                 (available: [\"{running}\"])"
+            ),
+        )),
+        None => Err(ControlError::invalid(
+            "engine_version",
+            format!(
+                "this server's {kind} is external and its version is not known; \
+                 leave engine_version out"
+            ),
+        )),
     }
 }
 

@@ -126,13 +126,21 @@ impl Control {
                         deployment_id,
                         environment_id: &place.env.id,
                     };
-                    for (row, value) in self.open_variables(scope).await? {
+                    let own = self
+                        .open_variables(scope)
+                        .await?
+                        .into_iter()
+                        .map(|(row, value)| (row.name, value.to_string(), row.is_secret))
+                        .collect();
+                    for (name, value, secret) in
+                        references::resolve_all(self, place.project, place.env, own).await?
+                    {
                         candidates.push(Candidate::new(
                             Layer::Service,
                             "deployment",
-                            &row.name,
+                            &name,
                             &value,
-                            row.is_secret,
+                            secret,
                         ));
                     }
                 }

@@ -33,6 +33,7 @@ pub mod realms;
 pub mod references;
 pub mod sandboxes;
 pub mod sessions;
+pub mod standalone;
 pub mod variables;
 pub mod volumes;
 
@@ -66,6 +67,7 @@ pub struct Shared {
     reconciler: OnceLock<Reconciler>,
     storage: OnceLock<Storage>,
     engine_version: OnceLock<String>,
+    redis_version: OnceLock<String>,
     sandboxes: OnceLock<Sandboxes>,
     volumes: OnceLock<Volumes>,
     deployer: OnceLock<deployer::Deployer>,
@@ -91,6 +93,7 @@ impl Control {
             reconciler: OnceLock::new(),
             storage: OnceLock::new(),
             engine_version: OnceLock::new(),
+            redis_version: OnceLock::new(),
             sandboxes: OnceLock::new(),
             volumes: OnceLock::new(),
             deployer: OnceLock::new(),
@@ -112,6 +115,11 @@ impl Control {
         let _ = self.engine_version.set(engine_version);
         let _ = self.reconciler.set(reconciler);
         let _ = self.store.set(store);
+    }
+
+    /// The managed Redis's major version, once known.
+    pub fn set_redis_version(&self, version: String) {
+        let _ = self.redis_version.set(version);
     }
 
     pub fn set_sandboxes(&self, sandboxes: Sandboxes) {
@@ -154,6 +162,11 @@ impl Control {
 
     pub fn engine(&self) -> Option<&PostgresEngine> {
         self.engine.get()
+    }
+
+    /// The managed Redis's major version ("7"); `None` for an external one.
+    pub fn redis_version(&self) -> Option<String> {
+        self.redis_version.get().cloned()
     }
 
     /// The Postgres engine's major version ("15").

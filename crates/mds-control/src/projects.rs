@@ -5,11 +5,14 @@ use std::sync::Arc;
 use mds_core::ids::IdKind;
 use mds_core::names;
 use mds_core::tenancy::{PRODUCTION, STAGING};
-use mds_store::{EnvironmentRow, NewEnvironment, NewProject, ProjectRow, Store, StoreError};
+use mds_store::{
+    DataServiceRow, EnvironmentRow, NewEnvironment, NewProject, ProjectRow, Store, StoreError,
+};
 
 use crate::{Caller, ControlError, ControlResult};
 
 /// The caller's project named by `reference` (id or slug), or not found.
+/// The hidden holder of standalone services is no project of theirs.
 pub async fn load_project(
     store: &Store,
     caller: &Caller,
@@ -18,7 +21,21 @@ pub async fn load_project(
     store
         .project(&caller.tenant_id, reference)
         .await?
+        .filter(|p| !p.standalone)
         .ok_or_else(|| ControlError::not_found("project", reference))
+}
+
+/// The project a service of the caller's lives in, the standalone holder
+/// included.
+pub async fn service_project(
+    store: &Store,
+    caller: &Caller,
+    service: &DataServiceRow,
+) -> ControlResult<Arc<ProjectRow>> {
+    store
+        .project(&caller.tenant_id, &service.project_id)
+        .await?
+        .ok_or_else(|| ControlError::not_found("project", &service.project_id))
 }
 
 /// The id of the caller's project named by an optional reference (a

@@ -203,3 +203,20 @@ pub async fn service_layer(
         .map(|v| (v.name, v.value, v.secret))
         .collect())
 }
+
+/// Variables that are not a data service's own (a deployment's, which a
+/// web or worker service's are), references resolved in `env` as a data
+/// service's are: `${{Postgres.DATABASE_URL}}` is that environment's.
+pub async fn resolve_all(
+    control: &Control,
+    project: &ProjectRow,
+    env: &EnvironmentRow,
+    own: Vec<(String, String, bool)>,
+) -> ControlResult<Vec<(String, String, bool)>> {
+    let mut out = Vec::with_capacity(own.len());
+    for (name, raw, secret) in &own {
+        let value = expand(control, project, env, raw, &own, REFERENCE_DEPTH).await?;
+        out.push((name.clone(), value, *secret));
+    }
+    Ok(out)
+}

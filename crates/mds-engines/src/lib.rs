@@ -12,7 +12,8 @@ pub mod supervisor;
 pub use os_user::OsUser;
 pub use postgres::{find_postgres_binaries, ManagedPostgres, PostgresBinaries, PostgresEngine};
 pub use redis::{
-    find_redis_server, free_port, parse_memory, RedisEngine, RedisSpec, EVICTION_POLICIES,
+    find_redis_server, free_port, parse_memory, redis_major_version, RedisEngine, RedisSpec,
+    EVICTION_POLICIES,
 };
 pub use supervisor::{CrashBudget, Event, Incarnation, Policy, Program, Supervisor};
 

@@ -54,6 +54,18 @@ pub const EVICTION_POLICIES: &[&str] = &[
     "volatile-ttl",
 ];
 
+/// The major version `binary --version` reports ("7" of `v=7.0.15`).
+pub fn redis_major_version(binary: &Path) -> Option<String> {
+    let out = std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().find_map(|w| w.strip_prefix("v="))?;
+    let major = version.split('.').next()?;
+    (!major.is_empty() && major.chars().all(|c| c.is_ascii_digit())).then(|| major.to_string())
+}
+
 /// `redis-server` in PATH.
 pub fn find_redis_server() -> Result<PathBuf, EngineError> {
     std::env::var_os("PATH")

@@ -40,7 +40,9 @@ use zeroize::Zeroizing;
 pub use postgres::harden_engine;
 pub use redis::DEFAULT_REDIS_MEMORY;
 pub use redis_external::ExternalRedis;
-pub use storage::{binding_bucket, storage_access_key_id, storage_key_binding, STORAGE_KEY_PREFIX};
+pub use storage::{
+    binding_bucket, service_bucket, storage_access_key_id, storage_key_binding, STORAGE_KEY_PREFIX,
+};
 pub use volume::{binding_volume, DEFAULT_VOLUME_BYTES};
 
 #[derive(Debug, thiserror::Error)]

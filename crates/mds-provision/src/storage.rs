@@ -45,6 +45,16 @@ pub fn binding_bucket(resource_name: &str) -> String {
     }
 }
 
+/// The bucket a storage binding owns: the name the client chose when it
+/// made the bucket itself (`POST /storage/buckets`), else one from the
+/// binding's resource name.
+pub fn service_bucket(service: &DataServiceRow, binding: &BindingRow) -> String {
+    match service.config["bucket"].as_str() {
+        Some(chosen) => chosen.to_string(),
+        None => binding_bucket(&binding.resource_name),
+    }
+}
+
 pub(crate) struct StorageProvisioner {
     /// The S3 endpoint's URL, which storage bindings inject.
     pub s3_endpoint: String,
@@ -74,12 +84,13 @@ impl Provisioner for StorageProvisioner {
         };
         if existing.is_none() {
             let id = IdKind::Bucket.mint();
-            let name = binding_bucket(&binding.resource_name);
+            let name = service_bucket(service, binding);
             store
                 .create_bucket(&mds_store::NewBucket {
                     id: &id,
                     name: &name,
-                    project_id: Some(&service.project_id),
+                    // A standalone bucket belongs to no project until attached.
+                    project_id: (!service.standalone).then_some(service.project_id.as_str()),
                     binding_id: Some(&binding.id),
                     visibility: "private",
                 })
@@ -100,7 +111,7 @@ impl Provisioner for StorageProvisioner {
     ) -> Result<Vec<Injected>, ProvisionError> {
         let password = ctx.password(binding)?;
         Ok(StorageAccess {
-            bucket: &binding_bucket(&binding.resource_name),
+            bucket: &service_bucket(service, binding),
             endpoint: &self.s3_endpoint,
             key_id: &storage_access_key_id(&binding.id),
             key_secret: &password,

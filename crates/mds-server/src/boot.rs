@@ -342,7 +342,7 @@ async fn start_platform(
         Ok((store, version)) => {
             let redis = match external_redis(config)? {
                 Some(external) => RedisHosting::External(external),
-                None => managed_redis(data_dir)
+                None => managed_redis(data_dir, state)
                     .map(RedisHosting::Managed)
                     .unwrap_or(RedisHosting::Unavailable),
             };
@@ -417,7 +417,7 @@ fn external_redis(config: &ServerConfig) -> anyhow::Result<Option<mds_provision:
 
 /// Managed Redis, when redis-server is installed; without it, Redis
 /// bindings fail with a message saying how to install it.
-fn managed_redis(data_dir: &Path) -> Option<mds_engines::RedisEngine> {
+fn managed_redis(data_dir: &Path, state: &AppState) -> Option<mds_engines::RedisEngine> {
     let binary = match mds_engines::find_redis_server() {
         Ok(binary) => binary,
         Err(e) => {
@@ -425,6 +425,9 @@ fn managed_redis(data_dir: &Path) -> Option<mds_engines::RedisEngine> {
             return None;
         }
     };
+    if let Some(version) = mds_engines::redis_major_version(&binary) {
+        state.set_redis_version(version);
+    }
     // Redis runs as its own account (Debian's `redis`), apart from postgres.
     let os_user = OsUser::for_engines(Some("redis"))
         .or_else(|_| OsUser::for_engines(Some("nobody")))

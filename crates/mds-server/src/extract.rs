@@ -184,4 +184,9 @@ impl EnvQuery {
     pub fn environment(&self) -> Option<&str> {
         self.env.as_deref().or(self.environment.as_deref())
     }
+
+    /// Names the environment when the query did not (a body's `env`).
+    pub fn set_environment(&mut self, environment: Option<String>) {
+        self.environment = environment;
+    }
 }

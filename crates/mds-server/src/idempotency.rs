@@ -2,6 +2,10 @@
 //! for 24 hours and replayed to any retry with the same key, method, path
 //! and body; the same key with another body is a 409. Records are scoped to
 //! the calling API key, so one key can never read another's responses.
+//!
+//! "The same body" means the same meaning: a JSON body is compared in a
+//! canonical form (keys sorted, the SDK's renames folded), because the SDK
+//! rebuilds bodies between attempts and may reorder or rename fields.
 
 use std::sync::Arc;
 
@@ -69,7 +73,9 @@ async fn run(
     )
     .await
     .map_err(IntoResponse::into_response)?;
-    let request_hash = mds_crypto::digest_parts(&[method.as_bytes(), path.as_bytes(), &body]);
+    let fingerprint = fingerprint(&path, &body);
+    let request_hash =
+        mds_crypto::digest_parts(&[method.as_bytes(), path.as_bytes(), &fingerprint]);
 
     let store = state
         .store()
@@ -156,4 +162,74 @@ fn replay(state: &AppState, seal_context: &str, stored: StoredResponse) -> Respo
         .headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     response
+}
+
+/// What a body means, for comparing a retry with the first attempt: JSON
+/// with its keys sorted (serde_json's map is ordered) and, for data-service
+/// creates, the SDK's documented renames folded (`version` is
+/// `engine_version`, engine `postgres` is `postgresql`). Anything that is
+/// not JSON is compared byte for byte.
+fn fingerprint(path: &str, body: &[u8]) -> Vec<u8> {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.to_vec();
+    };
+    let creates_data_service = path.contains("/databases") || path.contains("/services");
+    if let (true, Some(fields)) = (creates_data_service, value.as_object_mut()) {
+        fold_renames(fields);
+        if let Some(settings) = fields.get_mut("settings").and_then(|s| s.as_object_mut()) {
+            fold_renames(settings);
+        }
+    }
+    value.to_string().into_bytes()
+}
+
+fn fold_renames(fields: &mut serde_json::Map<String, serde_json::Value>) {
+    if !fields.contains_key("engine_version") {
+        if let Some(version) = fields.remove("version") {
+            fields.insert("engine_version".to_string(), version);
+        }
+    }
+    if fields.get("engine").and_then(|e| e.as_str()) == Some("postgres") {
+        fields.insert("engine".to_string(), "postgresql".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+
+    #[test]
+    fn key_order_and_the_sdks_renames_do_not_change_the_fingerprint() {
+        let a = fingerprint(
+            "/api/v1/databases",
+            br#"{"name":"db","version":"15","engine":"postgres"}"#,
+        );
+        let b = fingerprint(
+            "/api/v1/databases",
+            br#"{"engine":"postgresql","name":"db","engine_version":"15"}"#,
+        );
+        assert_eq!(a, b);
+        let other = fingerprint(
+            "/api/v1/databases",
+            br#"{"engine":"postgresql","name":"db","engine_version":"16"}"#,
+        );
+        assert_ne!(a, other);
+        // Nested objects are canonical too; renames stay on data services.
+        assert_eq!(
+            fingerprint(
+                "/api/v1/deployments",
+                br#"{"a":{"y":1,"x":2},"version":"1"}"#
+            ),
+            fingerprint(
+                "/api/v1/deployments",
+                br#"{"version":"1","a":{"x":2,"y":1}}"#
+            ),
+        );
+        assert_ne!(
+            fingerprint("/api/v1/deployments", br#"{"version":"1"}"#),
+            fingerprint("/api/v1/deployments", br#"{"engine_version":"1"}"#),
+        );
+        // Not JSON: bytes as they are.
+        assert_eq!(fingerprint("/x", b"\xff raw"), b"\xff raw".to_vec());
+    }
 }

@@ -108,7 +108,8 @@ pub fn service_view(
     let state = aggregate_state(service, bindings);
     DataService {
         id: service.id.clone(),
-        project_id: service.project_id.clone(),
+        project_id: (!service.standalone).then(|| service.project_id.clone()),
+        standalone: service.standalone,
         tenant_id: tenant_id.to_string(),
         kind: service.kind.clone(),
         name: service.name.clone(),

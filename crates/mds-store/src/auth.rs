@@ -7,7 +7,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_postgres::Row;
 
-use crate::data_services::{binding_from_row, service_from_row, BINDING_COLUMNS, SERVICE_COLUMNS};
+use crate::data_services::{
+    binding_from_row, service_from_row, BINDING_COLUMNS, BINDING_COLUMN_COUNT, SERVICE_COLUMNS,
+    SERVICE_COLUMN_COUNT,
+};
 use crate::{BindingRow, DataServiceRow, Result, Store};
 
 #[derive(Debug, Clone)]
@@ -135,7 +138,13 @@ impl Store {
         let row = client
             .query_opt(&statement, &[&project_id, &environment])
             .await?;
-        Ok(row.map(|r| (service_from_row(&r), binding_from_row(&r, 10), r.get(24))))
+        Ok(row.map(|r| {
+            (
+                service_from_row(&r),
+                binding_from_row(&r, SERVICE_COLUMN_COUNT),
+                r.get(SERVICE_COLUMN_COUNT + BINDING_COLUMN_COUNT),
+            )
+        }))
     }
 
     /// Replaces a service's settings.

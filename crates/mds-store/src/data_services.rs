@@ -19,6 +19,9 @@ pub struct DataServiceRow {
     pub deleting: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Made without a project (`POST /databases`, `POST /storage/buckets`);
+    /// it lives in the tenant's hidden project until attached to one.
+    pub standalone: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +51,7 @@ pub struct NewDataService {
     pub env_prefix: String,
     pub environment_id: Option<String>,
     pub config: Value,
+    pub standalone: bool,
 }
 
 pub struct NewBinding {
@@ -70,7 +74,11 @@ pub struct MissingBinding {
 
 pub(crate) const SERVICE_COLUMNS: &str =
     "s.id, s.project_id, s.kind, s.name, s.env_prefix, s.environment_id, \
-     s.config, s.deleting, s.created_at, s.updated_at";
+     s.config, s.deleting, s.created_at, s.updated_at, s.standalone";
+/// How many columns `SERVICE_COLUMNS` and `BINDING_COLUMNS` name: where a
+/// joined row's next part starts.
+pub(crate) const SERVICE_COLUMN_COUNT: usize = 11;
+pub(crate) const BINDING_COLUMN_COUNT: usize = 14;
 pub(crate) const BINDING_COLUMNS: &str =
     "b.id, b.service_id, b.environment_id, e.name, b.desired, b.state, \
      b.last_error, b.attempts, b.resource_name, b.sealed_password, b.created_at, b.updated_at, \
@@ -88,6 +96,7 @@ pub(crate) fn service_from_row(row: &Row) -> DataServiceRow {
         deleting: row.get(7),
         created_at: row.get(8),
         updated_at: row.get(9),
+        standalone: row.get(10),
     }
 }
 
@@ -133,6 +142,47 @@ async fn insert_binding(
     Ok(n > 0)
 }
 
+/// Refuses, as a conflict on `data_services_prefix_key`, a service whose
+/// injected names another service of its kind in `project_id` already
+/// injects in one of `environments` (two `DATABASE_URL`s in one
+/// environment). Holds the project's row lock to the end of the
+/// transaction, so attaches to one project check one after another.
+async fn check_prefix_free(
+    tx: &deadpool_postgres::Transaction<'_>,
+    project_id: &str,
+    kind: &str,
+    env_prefix: &str,
+    environments: &[&str],
+    except_service: Option<&str>,
+) -> Result<()> {
+    tx.execute(
+        "SELECT 1 FROM projects WHERE id = $1 FOR UPDATE",
+        &[&project_id],
+    )
+    .await?;
+    let clash = tx
+        .query_opt(
+            "SELECT 1 FROM bindings b JOIN data_services s ON s.id = b.service_id
+             WHERE s.project_id = $1 AND s.kind = $2 AND s.env_prefix = $3
+               AND b.environment_id = ANY($4) AND s.id IS DISTINCT FROM $5
+             LIMIT 1",
+            &[
+                &project_id,
+                &kind,
+                &env_prefix,
+                &environments,
+                &except_service,
+            ],
+        )
+        .await?;
+    match clash {
+        Some(_) => Err(crate::StoreError::Conflict {
+            constraint: "data_services_prefix_key".to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 impl Store {
     /// Records a service and its first bindings in one transaction.
     pub async fn create_data_service(
@@ -142,11 +192,21 @@ impl Store {
     ) -> Result<DataServiceRow> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let environments: Vec<&str> = bindings.iter().map(|b| b.environment_id.as_str()).collect();
+        check_prefix_free(
+            &tx,
+            &service.project_id,
+            &service.kind,
+            &service.env_prefix,
+            &environments,
+            None,
+        )
+        .await?;
         let row = tx
             .query_one(
                 &format!(
-                    "INSERT INTO data_services AS s (id, project_id, kind, name, env_prefix, environment_id, config)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                    "INSERT INTO data_services AS s (id, project_id, kind, name, env_prefix, environment_id, config, standalone)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                      RETURNING {SERVICE_COLUMNS}"
                 ),
                 &[
@@ -157,6 +217,7 @@ impl Store {
                     &service.env_prefix,
                     &service.environment_id,
                     &service.config,
+                    &service.standalone,
                 ],
             )
             .await?;
@@ -255,7 +316,12 @@ impl Store {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| (service_from_row(r), binding_from_row(r, 10)))
+            .map(|r| {
+                (
+                    service_from_row(r),
+                    binding_from_row(r, SERVICE_COLUMN_COUNT),
+                )
+            })
             .collect())
     }
 
@@ -278,6 +344,22 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.bindings_changed();
+        Ok(())
+    }
+
+    /// Sets what one binding should be (a service's member in one
+    /// environment) and wakes it for the reconciler.
+    pub async fn set_binding_desired(&self, binding_id: &str, desired: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE bindings SET desired = $2, attempts = 0, next_attempt_at = now(), updated_at = now()
+                 WHERE id = $1",
+                &[&binding_id, &desired],
+            )
+            .await?;
+        drop(client);
         self.bindings_changed();
         Ok(())
     }
@@ -331,6 +413,89 @@ impl Store {
         insert_binding(&client, service_id, binding).await
     }
 
+    /// Binds an existing service in one more environment (the SDK's
+    /// service of the same name in another environment); false when it is
+    /// bound there already.
+    pub async fn add_environment_binding(
+        &self,
+        service: &DataServiceRow,
+        binding: &NewBinding,
+    ) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        check_prefix_free(
+            &tx,
+            &service.project_id,
+            &service.kind,
+            &service.env_prefix,
+            &[binding.environment_id.as_str()],
+            Some(&service.id),
+        )
+        .await?;
+        let added = insert_binding(&tx, &service.id, binding).await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Moves a standalone service, its one binding and its bucket into a
+    /// project environment, under the name and prefix it has there. The
+    /// engine-side database, role and bucket keep their names. `None` when
+    /// it is no longer standalone (someone attached it first).
+    pub async fn adopt_data_service(
+        &self,
+        service: &DataServiceRow,
+        project_id: &str,
+        environment_id: &str,
+        name: &str,
+        env_prefix: &str,
+    ) -> Result<Option<DataServiceRow>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        check_prefix_free(
+            &tx,
+            project_id,
+            &service.kind,
+            env_prefix,
+            &[environment_id],
+            Some(&service.id),
+        )
+        .await?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE data_services AS s
+                     SET project_id = $2, environment_id = $3, name = $4, env_prefix = $5,
+                         standalone = false, updated_at = now()
+                     WHERE s.id = $1 AND s.standalone AND NOT s.deleting
+                     RETURNING {SERVICE_COLUMNS}"
+                ),
+                &[
+                    &service.id,
+                    &project_id,
+                    &environment_id,
+                    &name,
+                    &env_prefix,
+                ],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE bindings SET environment_id = $2, updated_at = now() WHERE service_id = $1",
+            &[&service.id, &environment_id],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE storage_buckets SET project_id = $2
+             WHERE binding_id IN (SELECT id FROM bindings WHERE service_id = $1)",
+            &[&service.id, &project_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(service_from_row(&row)))
+    }
+
     /// Leases up to `limit` bindings that need work to `incarnation`, so
     /// that no other replica works on them for `lease_secs`. A lease held
     /// by an incarnation that ended (a clean stop, or the next start of
@@ -375,7 +540,12 @@ impl Store {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| (service_from_row(r), binding_from_row(r, 10)))
+            .map(|r| {
+                (
+                    service_from_row(r),
+                    binding_from_row(r, SERVICE_COLUMN_COUNT),
+                )
+            })
             .collect())
     }
 
@@ -644,7 +814,12 @@ impl Store {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| (service_from_row(r), binding_from_row(r, 10)))
+            .map(|r| {
+                (
+                    service_from_row(r),
+                    binding_from_row(r, SERVICE_COLUMN_COUNT),
+                )
+            })
             .collect())
     }
 
@@ -666,7 +841,12 @@ impl Store {
                 &[&binding_id],
             )
             .await?;
-        Ok(row.map(|r| (service_from_row(&r), binding_from_row(&r, 10))))
+        Ok(row.map(|r| {
+            (
+                service_from_row(&r),
+                binding_from_row(&r, SERVICE_COLUMN_COUNT),
+            )
+        }))
     }
 
     /// Whether anything still binds data in this environment.

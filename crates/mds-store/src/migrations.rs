@@ -70,6 +70,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "lease_holders",
         include_str!("../migrations/0014_lease_holders.sql"),
     ),
+    (
+        15,
+        "standalone_and_per_environment_services",
+        include_str!("../migrations/0015_standalone_and_per_environment_services.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

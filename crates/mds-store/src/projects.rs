@@ -20,6 +20,8 @@ pub struct ProjectRow {
     pub attribution: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The tenant's hidden holder of standalone databases and buckets.
+    pub standalone: bool,
     /// Live environments, oldest first.
     pub environments: Vec<EnvironmentRow>,
 }
@@ -45,6 +47,7 @@ pub struct NewProject {
     pub description: Option<String>,
     pub metadata: Value,
     pub attribution: Value,
+    pub standalone: bool,
 }
 
 pub struct NewEnvironment {
@@ -65,7 +68,7 @@ pub struct ProjectPatch {
 }
 
 const PROJECT_COLUMNS: &str = "p.id, p.tenant_id, p.workspace_id, p.slug, p.name, p.description, \
-     p.metadata, p.attribution, p.created_at, p.updated_at";
+     p.metadata, p.attribution, p.created_at, p.updated_at, p.standalone";
 const ENVIRONMENT_COLUMNS: &str =
     "e.id, e.project_id, e.name, e.slug, e.kind, e.is_default, e.created_at, e.updated_at";
 
@@ -81,6 +84,7 @@ fn project_from_row(row: &Row) -> ProjectRow {
         attribution: row.get(7),
         created_at: row.get(8),
         updated_at: row.get(9),
+        standalone: row.get(10),
         environments: Vec::new(),
     }
 }
@@ -108,10 +112,10 @@ fn fold_projects(rows: &[Row]) -> Vec<ProjectRow> {
         if projects.last().is_none_or(|p| p.id != id) {
             projects.push(project_from_row(row));
         }
-        let env_id: Option<&str> = row.get(10);
+        let env_id: Option<&str> = row.get(11);
         if env_id.is_some() {
             let project = projects.last_mut().expect("pushed above");
-            project.environments.push(environment_from_row(row, 10));
+            project.environments.push(environment_from_row(row, 11));
         }
     }
     projects
@@ -127,8 +131,8 @@ impl Store {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
-            "INSERT INTO projects (id, tenant_id, workspace_id, slug, name, description, metadata, attribution)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO projects (id, tenant_id, workspace_id, slug, name, description, metadata, attribution, standalone)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &project.id,
                 &project.tenant_id,
@@ -138,6 +142,7 @@ impl Store {
                 &project.description,
                 &project.metadata,
                 &project.attribution,
+                &project.standalone,
             ],
         )
         .await?;
@@ -183,6 +188,23 @@ impl Store {
         Ok(Some(row))
     }
 
+    /// The tenant's holder of standalone databases and buckets, if made.
+    pub async fn standalone_project(&self, tenant_id: &str) -> Result<Option<Arc<ProjectRow>>> {
+        let client = self.client().await?;
+        let id: Option<String> = client
+            .query_opt(
+                "SELECT id FROM projects WHERE tenant_id = $1 AND standalone",
+                &[&tenant_id],
+            )
+            .await?
+            .map(|row| row.get(0));
+        drop(client);
+        match id {
+            Some(id) => self.project(tenant_id, &id).await,
+            None => Ok(None),
+        }
+    }
+
     /// A page of projects, newest first, and the total count.
     pub async fn projects(
         &self,
@@ -194,7 +216,8 @@ impl Store {
         let client = self.client().await?;
         let total: i64 = client
             .query_one(
-                "SELECT count(*) FROM projects WHERE tenant_id = $1 AND ($2::text IS NULL OR workspace_id = $2)",
+                "SELECT count(*) FROM projects
+                 WHERE tenant_id = $1 AND NOT standalone AND ($2::text IS NULL OR workspace_id = $2)",
                 &[&tenant_id, &workspace_id],
             )
             .await?
@@ -204,7 +227,8 @@ impl Store {
                 &format!(
                     "WITH page AS (
                          SELECT * FROM projects
-                         WHERE tenant_id = $1 AND ($2::text IS NULL OR workspace_id = $2)
+                         WHERE tenant_id = $1 AND NOT standalone
+                           AND ($2::text IS NULL OR workspace_id = $2)
                          ORDER BY created_at DESC, id DESC OFFSET $3 LIMIT $4
                      )
                      SELECT {PROJECT_COLUMNS}, {ENVIRONMENT_COLUMNS}

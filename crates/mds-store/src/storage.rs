@@ -118,7 +118,8 @@ pub struct PartRow {
 
 const BUCKET_COLUMNS: &str = "id, name, project_id, binding_id, visibility, region, created_at,
      (SELECT e.name FROM bindings b JOIN environments e ON e.id = b.environment_id
-      WHERE b.id = storage_buckets.binding_id) AS environment_name";
+      JOIN data_services s ON s.id = b.service_id
+      WHERE b.id = storage_buckets.binding_id AND NOT s.standalone) AS environment_name";
 const OBJECT_COLUMNS: &str =
     "key, size, etag, content_type, metadata, chunks, chunk_sizes, last_modified";
 

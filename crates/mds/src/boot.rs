@@ -18,8 +18,9 @@ use crate::output::table;
 
 #[derive(Args)]
 pub struct Attach {
-    /// What to attach: postgres, redis or storage
-    kind: String,
+    /// What to attach: postgres, redis or storage (leave out with --existing)
+    #[arg(required_unless_present = "existing")]
+    kind: Option<String>,
     #[arg(short, long)]
     project: String,
     /// A name; required for a second service of the same kind, whose
@@ -35,6 +36,12 @@ pub struct Attach {
     /// Redis: eviction policy, e.g. allkeys-lru (default noeviction)
     #[arg(long)]
     eviction: Option<String>,
+    /// The engine's major version, e.g. 15 (refused unless this server has it)
+    #[arg(long)]
+    engine_version: Option<String>,
+    /// Attach this standalone database or bucket (its id) instead of making one
+    #[arg(long, conflicts_with_all = ["kind", "maxmemory", "eviction", "engine_version"])]
+    existing: Option<String>,
 }
 
 impl Attach {
@@ -45,11 +52,13 @@ impl Attach {
                 segment(&self.project)
             ),
             &CreateDataService {
-                kind: Some(self.kind),
+                kind: self.kind,
                 name: self.name,
                 environment: self.environment,
                 maxmemory: self.maxmemory,
                 eviction: self.eviction,
+                engine_version: self.engine_version,
+                existing: self.existing,
             },
         )?;
         if ctx.printed_json(&answer) {

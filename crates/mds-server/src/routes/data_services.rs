@@ -15,7 +15,8 @@ use mds_api_types::{CreateDataService, CreateDatabase, Credentials, DataService}
 use mds_control::attach::{
     attach, kind_of, load_service, remove_service, wait_settled, KindOptions,
 };
-use mds_control::projects::{load_project, project_id_of, resolve_environment};
+use mds_control::projects::{load_project, project_id_of, resolve_environment, service_project};
+use mds_control::standalone;
 use mds_core::kinds::{BindingState, Desired, ServiceKind};
 use mds_provision::binding_state;
 use mds_store::{BindingRow, DataServiceRow, ProjectRow};
@@ -56,17 +57,19 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateDataService>,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
-    let kind = kind_of(
-        body.kind
-            .as_deref()
-            .ok_or_else(|| ApiError::missing_field("type"))?,
-    )?;
+    let kind = match (&body.kind, &body.existing) {
+        (Some(kind), _) => kind_of(kind)?,
+        // Attaching an existing one: its kind is its own.
+        (None, Some(_)) => ServiceKind::Postgres,
+        (None, None) => return Err(ApiError::missing_field("type")),
+    };
     let wait = parse_bool("wait", query.wait.as_deref())?;
     attach_to(&state, &principal, &project, kind, body, wait).await
 }
 
-/// Attaches to the caller's project `project` (with Redis's settings,
-/// refused for other kinds) and answers 201, once settled if asked.
+/// Attaches to the caller's project `project` (with Redis's settings and
+/// an engine version, refused for kinds without them), or attaches the
+/// standalone service `existing` to it; answers 201, once settled if asked.
 async fn attach_to(
     state: &AppState,
     principal: &Principal,
@@ -76,12 +79,18 @@ async fn attach_to(
     wait: bool,
 ) -> ApiResult<Response> {
     let project = load_project(state.store()?, principal, project).await?;
+    let environment = body.environment.as_deref();
+    if let Some(existing) = &body.existing {
+        let service = load_service(state.control(), principal, existing).await?;
+        let adopted = standalone::adopt(state.control(), &service, &project, environment).await?;
+        return created(state, principal, &adopted, wait).await;
+    }
     let options = KindOptions {
         maxmemory: body.maxmemory,
         eviction: body.eviction,
+        engine_version: body.engine_version,
         ..KindOptions::default()
     };
-    let environment = body.environment.as_deref();
     let service = attach(
         state.control(),
         &project,
@@ -196,6 +205,8 @@ pub struct DatabaseListQuery {
     project_id: Option<String>,
 }
 
+/// A database in a project environment, or, without a project, a
+/// standalone one (attach it to a project later).
 pub async fn db_create(
     State(state): State<AppState>,
     principal: Principal,
@@ -204,25 +215,51 @@ pub async fn db_create(
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
     let engine = body.engine.unwrap_or_else(|| "postgresql".to_string());
-    let kind = kind_of(&engine).map_err(|_| {
-        ApiError::invalid_field(
-            "engine",
-            format!("engine {engine:?} is not available here; use postgresql or redis"),
-        )
-    })?;
-    let project_ref = body
-        .project_id
-        .or(query.project_id)
-        .ok_or_else(|| ApiError::missing_field("project_id"))?;
+    let kind = kind_of(&engine)
+        .ok()
+        .filter(|k| matches!(k, ServiceKind::Postgres | ServiceKind::Redis))
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "engine",
+                format!("engine {engine:?} is not available here; use postgresql or redis"),
+            )
+        })?;
     let wait = parse_bool("wait", query.wait.as_deref())?;
-    let body = CreateDataService {
+    let project = body.project_id.or(query.project_id);
+    let attach_body = CreateDataService {
         kind: None,
         name: body.name,
         environment: body.environment,
         maxmemory: body.maxmemory,
         eviction: body.eviction,
+        engine_version: body.engine_version,
+        existing: None,
     };
-    attach_to(&state, &principal, &project_ref, kind, body, wait).await
+    if let Some(project) = project {
+        return attach_to(&state, &principal, &project, kind, attach_body, wait).await;
+    }
+    if attach_body.environment.is_some() {
+        return Err(ApiError::invalid_field(
+            "environment",
+            "names an environment of a project: give project_id as well, or leave both out \
+             for a standalone database",
+        ));
+    }
+    let options = KindOptions {
+        maxmemory: attach_body.maxmemory,
+        eviction: attach_body.eviction,
+        engine_version: attach_body.engine_version,
+        ..KindOptions::default()
+    };
+    let service = standalone::create(
+        state.control(),
+        &principal,
+        kind,
+        attach_body.name,
+        &options,
+    )
+    .await?;
+    created(&state, &principal, &service, wait).await
 }
 
 pub async fn db_list(
@@ -274,7 +311,7 @@ async fn pick_binding(
     environment: Option<&str>,
 ) -> ApiResult<BindingRow> {
     let store = state.store()?;
-    let project = load_project(store, principal, &service.project_id).await?;
+    let project = service_project(store, principal, service).await?;
     let env = match (environment, &service.environment_id) {
         (Some(reference), _) => resolve_environment(store, &project, Some(reference)).await?,
         (None, Some(id)) => resolve_environment(store, &project, Some(id)).await?,

@@ -119,6 +119,10 @@ pub fn router(state: AppState) -> Router {
                 .patch(storage::update_bucket)
                 .delete(storage::delete_bucket),
         )
+        .route(
+            "/storage/buckets/{id}/credentials",
+            get(storage::get_bucket_credentials),
+        )
         .route("/storage/buckets/{id}/objects", get(storage::list_objects))
         .route(
             "/storage/buckets/{bucket}/objects/{*key}",

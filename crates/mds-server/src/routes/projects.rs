@@ -77,6 +77,7 @@ pub async fn create(
         description: validate_description(body.description)?,
         metadata: validate_metadata(body.metadata)?.unwrap_or_else(|| serde_json::json!({})),
         attribution: serde_json::to_value(&body.attribution).map_err(ApiError::internal)?,
+        standalone: false,
     };
     let row = create_project(state.store()?, project, explicit_slug).await?;
     Ok(data(StatusCode::CREATED, project_view(&row)))

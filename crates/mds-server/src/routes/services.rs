@@ -1,26 +1,35 @@
-//! MIOSA project services (`/projects/{p}/services`, `/services/{id}`) of
-//! kind `database`: the same data services, in the shape the SDK's
-//! `client.services` reads, with per-environment variables that may hold
-//! references (`${{Postgres.DATABASE_URL}}`, `${{shared.NAME}}`,
-//! `${{NAME}}`, `${{secret(32)}}`). Other kinds are deployments' work.
+//! MIOSA project services (`/projects/{p}/services`, `/services/{id}`), as
+//! the SDK's `client.services` models them: a service lives in one
+//! environment, with variables that may hold references
+//! (`${{Postgres.DATABASE_URL}}`, `${{shared.NAME}}`, `${{NAME}}`,
+//! `${{secret(32)}}`) resolved in that environment.
+//!
+//! A `database` service is a data service; the same name in another
+//! environment is that data service bound there too (its member there has
+//! the binding's id). `web`/`private` (`server`), `worker`, `cron` and
+//! `static` services are deployments of the project, one per environment.
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+
+use mds_api_types::deployments::CreateDeployment;
 use mds_api_types::services::{
     EffectiveVariable, EffectiveVariables, ProjectService, RevealedVariable, ServiceConnection,
-    ServiceSettings,
 };
 use mds_api_types::SetVariables;
-use mds_control::attach::{attach, remove_service, KindOptions};
+use mds_control::attach::{attach, kind_of, remove_service, KindOptions};
 use mds_control::projects::{load_project, resolve_environment};
-use mds_control::references::{draw_secrets, resolved_exposed};
+use mds_control::references::{draw_secrets, resolve_all, resolved_exposed, Exposed};
 use mds_control::variables;
+use mds_core::ids::IdKind;
 use mds_core::kinds::ServiceKind;
 use mds_core::vars;
-use mds_store::{DataServiceRow, EnvironmentRow, ProjectRow, VariableScope};
+use mds_store::{DataServiceRow, DeploymentRow, EnvironmentRow, ProjectRow, VariableScope};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{data, deleted, list_all};
 use crate::auth::Principal;
@@ -36,38 +45,173 @@ pub struct CreateService {
     #[serde(rename = "type")]
     service_type: Option<String>,
     settings: Option<Value>,
+    source: Option<Value>,
     env: Option<String>,
     environment: Option<String>,
 }
 
-async fn service_json(
+/// What a service id names: a data service (all its environments, or the
+/// one it is scoped to), a data service in one environment (a binding id:
+/// the SDK's service of one name in several environments), or an app
+/// service (a deployment id).
+enum Subject {
+    Data(DataServiceRow),
+    App(DeploymentRow),
+}
+
+/// A service, its project and the environment a call on it means.
+struct Loaded {
+    subject: Subject,
+    project: Arc<ProjectRow>,
+    env: EnvironmentRow,
+}
+
+impl Loaded {
+    fn scope(&self) -> VariableScope<'_> {
+        match &self.subject {
+            Subject::Data(service) => VariableScope::Service {
+                service_id: &service.id,
+                environment_id: &self.env.id,
+            },
+            Subject::App(d) => VariableScope::Deployment {
+                deployment_id: &d.id,
+                environment_id: &self.env.id,
+            },
+        }
+    }
+
+    fn id(&self) -> &str {
+        match &self.subject {
+            Subject::Data(service) => &service.id,
+            Subject::App(d) => &d.id,
+        }
+    }
+}
+
+/// The app kinds (`web` and `private` are `server`, as the SDK maps them)
+/// and whether this server runs them.
+const APP_KINDS: [(&str, bool); 4] = [
+    ("server", true),
+    ("worker", true),
+    ("cron", false),
+    ("static", false),
+];
+
+fn app_kind(d: &DeploymentRow) -> Option<&str> {
+    d.metadata["service"]["kind"].as_str()
+}
+
+/// A data service as the SDK's service in `env` (`None`: as a whole).
+async fn data_view(
     state: &AppState,
     principal: &Principal,
     service: &DataServiceRow,
+    env: Option<&EnvironmentRow>,
 ) -> ApiResult<ProjectService> {
-    let bindings = state.store()?.bindings(&service.id).await?;
+    let mut bindings = state.store()?.bindings(&service.id).await?;
+    let mut id = service.id.clone();
+    let mut environment_id = service.environment_id.clone();
+    if let (Some(env), Some(home)) = (env, &service.environment_id) {
+        bindings.retain(|b| b.environment_id == env.id);
+        if &env.id != home {
+            // Its member in another environment has the binding's id.
+            if let Some(b) = bindings.first() {
+                id = b.id.clone();
+            }
+            environment_id = Some(env.id.clone());
+        }
+    }
     let view = service_view(&principal.tenant_id, service, &bindings);
     Ok(ProjectService {
-        id: service.id.clone(),
+        id,
         project_id: service.project_id.clone(),
         tenant_id: principal.tenant_id.clone(),
         name: service.name.clone(),
         slug: mds_core::names::slugify(&service.name).unwrap_or_default(),
         kind: "database".to_string(),
         service_type: "database".to_string(),
-        engine: view.engine,
+        engine: Some(view.engine),
         state: view.state,
-        environment_id: service.environment_id.clone(),
-        settings: ServiceSettings {
-            engine: service.kind.clone(),
-            engine_version: view.engine_version,
-        },
+        state_reason: bindings.iter().find_map(|b| b.last_error.clone()),
+        deployment_id: None,
+        environment_id,
+        settings: json!({ "engine": service.kind, "engine_version": view.engine_version }),
         env_prefix: service.env_prefix.clone(),
         lock_version: 0,
         bindings: view.bindings,
         created_at: service.created_at,
         updated_at: service.updated_at,
     })
+}
+
+/// An app service: a deployment whose releases run its kind.
+async fn app_view(state: &AppState, d: &DeploymentRow) -> ApiResult<ProjectService> {
+    let kind = app_kind(d).unwrap_or("server").to_string();
+    let environment_id = d.metadata["service"]["environment_id"]
+        .as_str()
+        .map(str::to_string);
+    let runs = APP_KINDS.iter().any(|(k, runs)| *k == kind && *runs);
+    let active = state
+        .store()?
+        .active_versions(&d.id)
+        .await?
+        .into_iter()
+        .any(|a| Some(&a.environment_id) == environment_id.as_ref());
+    let (service_state, reason) = match (runs, active, d.stopped) {
+        (false, _, _) => (
+            "unsupported",
+            Some(format!(
+                "{kind} services do not run on this server yet; the service and its \
+                 variables are stored"
+            )),
+        ),
+        (true, _, true) => ("stopped", Some("stopped: start it to serve again".into())),
+        (true, true, false) => ("active", None),
+        (true, false, false) => (
+            "inactive",
+            Some(format!(
+                "no release yet: publish one to deployment {} (client.deployments.publish, \
+                 or `mds deploy`); its instances get this service's variables with \
+                 references resolved at boot",
+                d.id
+            )),
+        ),
+    };
+    let name = d.metadata["service"]["name"]
+        .as_str()
+        .unwrap_or(&d.name)
+        .to_string();
+    Ok(ProjectService {
+        id: d.id.clone(),
+        project_id: d.project_id.clone().unwrap_or_default(),
+        tenant_id: d.tenant_id.clone(),
+        slug: mds_core::names::slugify(&name).unwrap_or_default(),
+        name,
+        service_type: kind.clone(),
+        kind,
+        engine: None,
+        state: service_state.to_string(),
+        state_reason: reason,
+        deployment_id: Some(d.id.clone()),
+        environment_id,
+        settings: d.metadata["service"]["settings"].clone(),
+        env_prefix: String::new(),
+        lock_version: 0,
+        bindings: Vec::new(),
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+    })
+}
+
+async fn loaded_view(
+    state: &AppState,
+    principal: &Principal,
+    loaded: &Loaded,
+) -> ApiResult<ProjectService> {
+    match &loaded.subject {
+        Subject::Data(service) => data_view(state, principal, service, Some(&loaded.env)).await,
+        Subject::App(d) => app_view(state, d).await,
+    }
 }
 
 pub async fn create(
@@ -80,13 +224,37 @@ pub async fn create(
     principal.require("projects:write")?;
     let kind = body
         .kind
-        .or(body.service_type)
+        .clone()
+        .or(body.service_type.clone())
         .unwrap_or_else(|| "server".to_string());
+    let kind = match kind.as_str() {
+        "web" | "private" => "server".to_string(),
+        _ => kind,
+    };
+    let name = body
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::missing_field("name"))?;
+    let environment = query
+        .environment()
+        .map(str::to_string)
+        .or(body.env.clone())
+        .or(body.environment.clone());
+    let store = state.store()?;
+    let project = load_project(store, &principal, &project).await?;
     if kind != "database" {
-        return Err(ApiError::invalid_field(
-            "kind",
-            format!("services of kind {kind:?} are not available yet; kind \"database\" is"),
-        ));
+        if !APP_KINDS.iter().any(|(k, _)| *k == kind) {
+            return Err(ApiError::invalid_field(
+                "kind",
+                format!(
+                    "unknown service kind {kind:?}; use web, private, worker, cron, static or \
+                     database"
+                ),
+            ));
+        }
+        let env = resolve_environment(store, &project, environment.as_deref()).await?;
+        let d = create_app(&state, &principal, &project, &env, &kind, &name, body).await?;
+        return Ok(data(StatusCode::CREATED, app_view(&state, &d).await?));
     }
     let engine = body
         .settings
@@ -94,35 +262,119 @@ pub async fn create(
         .and_then(|s| s.get("engine"))
         .and_then(Value::as_str)
         .unwrap_or("postgres");
-    let kind = match engine {
-        "postgres" | "postgresql" => ServiceKind::Postgres,
-        other => {
+    let kind = match kind_of(engine) {
+        Ok(kind @ (ServiceKind::Postgres | ServiceKind::Redis)) => kind,
+        _ => {
             return Err(ApiError::invalid_field(
                 "settings.engine",
-                format!("engine {other:?} is not available; use postgres"),
+                format!("engine {engine:?} is not available; use postgres or redis"),
             ))
         }
     };
-    let name = body.name.ok_or_else(|| ApiError::missing_field("name"))?;
-    let environment = query
-        .environment()
-        .map(str::to_string)
-        .or(body.env)
-        .or(body.environment);
-    let project = load_project(state.store()?, &principal, &project).await?;
+    let options = KindOptions {
+        engine_version: body
+            .settings
+            .as_ref()
+            .and_then(|s| s.get("engine_version").or_else(|| s.get("version")))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        ..KindOptions::default()
+    };
+    let env = match &environment {
+        Some(reference) => Some(resolve_environment(store, &project, Some(reference)).await?),
+        None => None,
+    };
     let service = attach(
         state.control(),
         &project,
         kind,
         Some(name),
-        environment.as_deref(),
-        &KindOptions::default(),
+        env.as_ref().map(|e| e.id.as_str()),
+        &options,
     )
     .await?;
     Ok(data(
         StatusCode::CREATED,
-        service_json(&state, &principal, &service).await?,
+        data_view(&state, &principal, &service, env.as_ref()).await?,
     ))
+}
+
+/// Stores an app service as a deployment of the project, one per
+/// (name, environment), with the service's settings.
+async fn create_app(
+    state: &AppState,
+    principal: &Principal,
+    project: &ProjectRow,
+    env: &EnvironmentRow,
+    kind: &str,
+    name: &str,
+    body: CreateService,
+) -> ApiResult<DeploymentRow> {
+    mds_core::names::validate_service_name("name", name)?;
+    let store = state.store()?;
+    let apps = store
+        .deployments(&principal.tenant_id, Some(&project.id))
+        .await?;
+    let same_name = |d: &&DeploymentRow| {
+        d.metadata["service"]["name"]
+            .as_str()
+            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+    };
+    let data_taken = store
+        .environment_bindings(&env.id)
+        .await?
+        .iter()
+        .any(|(s, _)| s.name.eq_ignore_ascii_case(name));
+    let in_env = apps
+        .iter()
+        .filter(same_name)
+        .any(|d| d.metadata["service"]["environment_id"].as_str() == Some(env.id.as_str()));
+    if data_taken || in_env {
+        return Err(ApiError::conflict(
+            "SERVICE_NAME_TAKEN",
+            format!(
+                "environment {:?} already has a service named {name:?}",
+                env.name
+            ),
+        ));
+    }
+    let settings = match body.settings {
+        None | Some(Value::Null) => json!({}),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(ApiError::invalid_field("settings", "must be an object")),
+    };
+    // A deployment's name is its address; the same service name in a
+    // second environment gets the environment in its deployment's name.
+    let deployment_name = if apps.iter().any(|d| same_name(&d)) {
+        format!("{name}-{}", env.slug)
+    } else {
+        name.to_string()
+    };
+    let text = |key: &str| {
+        settings
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let input = CreateDeployment {
+        name: Some(deployment_name),
+        run_command: text("start_command").or_else(|| text("run_command")),
+        build_command: text("build_command"),
+        port: settings.get("port").and_then(Value::as_i64),
+        health_check_path: text("health_check_path"),
+        metadata: Some(json!({
+            "service": {
+                "kind": kind,
+                "name": name,
+                "environment_id": env.id,
+                "settings": settings,
+                "source": body.source,
+            }
+        })),
+        project_id: Some(project.id.clone()),
+        project_slug: None,
+    };
+    Ok(state.create_deployment(principal, input).await?)
 }
 
 pub async fn list(
@@ -140,66 +392,136 @@ pub async fn list(
     };
     let mut rows = Vec::new();
     for service in store.data_services(&project.id).await? {
-        let in_env = match (&env, &service.environment_id) {
-            (Some(env), Some(scope)) => &env.id == scope,
-            _ => true,
+        let bindings = store.bindings(&service.id).await?;
+        match (&env, &service.environment_id) {
+            // Bound everywhere: one service, in every listing.
+            (_, None) => rows.push(data_view(&state, &principal, &service, env.as_ref()).await?),
+            (Some(env), Some(_)) => {
+                if bindings.iter().any(|b| b.environment_id == env.id) {
+                    rows.push(data_view(&state, &principal, &service, Some(env)).await?);
+                }
+            }
+            // Each environment's member of a scoped service.
+            (None, Some(_)) => {
+                for b in &bindings {
+                    if let Some(member_env) = project
+                        .environments
+                        .iter()
+                        .find(|e| e.id == b.environment_id)
+                    {
+                        rows.push(data_view(&state, &principal, &service, Some(member_env)).await?);
+                    }
+                }
+            }
+        }
+    }
+    for d in store
+        .deployments(&principal.tenant_id, Some(&project.id))
+        .await?
+    {
+        let Some(home) = app_kind(&d).and(d.metadata["service"]["environment_id"].as_str()) else {
+            continue;
         };
-        if in_env {
-            rows.push(service_json(&state, &principal, &service).await?);
+        if env.as_ref().is_none_or(|e| e.id == home) {
+            rows.push(app_view(&state, &d).await?);
         }
     }
     Ok(super::list_all(rows))
 }
 
-/// The caller's service `id` with its project.
+/// The caller's service `id`, its project, and the environment a call
+/// means: the one a binding id names, else `?env=`, else the service's own,
+/// else the project's default.
 async fn load(
     state: &AppState,
     principal: &Principal,
     id: &str,
-) -> ApiResult<(DataServiceRow, std::sync::Arc<ProjectRow>)> {
-    let store = state.store()?;
-    let service = store
-        .data_service(&principal.tenant_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("service", id))?;
-    let project = load_project(store, principal, &service.project_id).await?;
-    Ok((service, project))
-}
-
-/// `?env=`, else the service's own environment, else the default.
-async fn environment(
-    state: &AppState,
-    project: &ProjectRow,
-    service: &DataServiceRow,
     query: &EnvQuery,
-) -> ApiResult<EnvironmentRow> {
-    let reference = query.environment().or(service.environment_id.as_deref());
-    Ok(resolve_environment(state.store()?, project, reference).await?)
+) -> ApiResult<Loaded> {
+    let store = state.store()?;
+    let not_found = || ApiError::not_found("service", id);
+    if IdKind::Deployment.matches(id) {
+        let d = state.deployment(principal, id).await?;
+        if app_kind(&d).is_none() {
+            return Err(not_found());
+        }
+        let project = state.deployment_project(&d).await?;
+        let home = d.metadata["service"]["environment_id"].as_str();
+        let env = resolve_environment(store, &project, query.environment().or(home)).await?;
+        return Ok(Loaded {
+            subject: Subject::App(d),
+            project,
+            env,
+        });
+    }
+    let (service, pinned) = if IdKind::Binding.matches(id) {
+        let (service, binding) = store
+            .binding_with_service(id)
+            .await?
+            .ok_or_else(not_found)?;
+        (service, Some(binding.environment_id))
+    } else {
+        (
+            store
+                .data_service(&principal.tenant_id, id)
+                .await?
+                .ok_or_else(not_found)?,
+            None,
+        )
+    };
+    // The tenant check (a binding id names no tenant) and no standalone one.
+    store
+        .data_service(&principal.tenant_id, &service.id)
+        .await?
+        .filter(|s| !s.standalone)
+        .ok_or_else(not_found)?;
+    let project = load_project(store, principal, &service.project_id).await?;
+    let reference = pinned
+        .as_deref()
+        .or(query.environment())
+        .or(service.environment_id.as_deref());
+    let env = resolve_environment(store, &project, reference).await?;
+    Ok(Loaded {
+        subject: Subject::Data(service),
+        project,
+        env,
+    })
 }
 
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     PathParams(id): PathParams<String>,
+    QueryParams(query): QueryParams<EnvQuery>,
 ) -> ApiResult<Response> {
     principal.require("projects:read")?;
-    let (service, _) = load(&state, &principal, &id).await?;
+    let loaded = load(&state, &principal, &id, &query).await?;
     Ok(data(
         StatusCode::OK,
-        service_json(&state, &principal, &service).await?,
+        loaded_view(&state, &principal, &loaded).await?,
     ))
 }
 
 /// The SDK's delete of one service: the call itself is the explicit act.
+/// A database service's member in one environment goes alone; the
+/// service as a whole takes its data in every environment with it.
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,
     PathParams(id): PathParams<String>,
+    QueryParams(query): QueryParams<EnvQuery>,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
-    let (service, _) = load(&state, &principal, &id).await?;
-    remove_service(state.control(), &service).await?;
-    Ok(deleted(&service.id))
+    let loaded = load(&state, &principal, &id, &query).await?;
+    match &loaded.subject {
+        Subject::Data(_) if IdKind::Binding.matches(&id) => {
+            state.store()?.set_binding_desired(&id, "deleted").await?;
+            state.reconciler()?.wake();
+        }
+        Subject::Data(service) => remove_service(state.control(), service).await?,
+        Subject::App(d) => state.deployer()?.remove(&state, d).await?,
+    }
+    Ok(deleted(&id))
 }
 
 pub async fn variables(
@@ -209,20 +531,17 @@ pub async fn variables(
     QueryParams(query): QueryParams<EnvQuery>,
 ) -> ApiResult<Response> {
     principal.require("env:read")?;
-    let (service, project) = load(&state, &principal, &id).await?;
-    let env = environment(&state, &project, &service, &query).await?;
-    let scope = VariableScope::Service {
-        service_id: &service.id,
-        environment_id: &env.id,
-    };
-    Ok(list_all(variable_views(&state, scope, &env, false).await?))
+    let loaded = load(&state, &principal, &id, &query).await?;
+    Ok(list_all(
+        variable_views(&state, loaded.scope(), &loaded.env, false).await?,
+    ))
 }
 
 pub async fn set_variables(
     State(state): State<AppState>,
     principal: Principal,
     PathParams(id): PathParams<String>,
-    QueryParams(query): QueryParams<EnvQuery>,
+    QueryParams(mut query): QueryParams<EnvQuery>,
     JsonBody(body): JsonBody<SetVariables>,
 ) -> ApiResult<Response> {
     principal.require("env:write")?;
@@ -231,24 +550,16 @@ pub async fn set_variables(
         entry.value = draw_secrets(&entry.value)
             .map_err(|e| ApiError::invalid_field("variables", format!("{}: {e}", entry.name)))?;
     }
-    let (service, project) = load(&state, &principal, &id).await?;
-    let target = query
-        .environment()
-        .map(str::to_string)
-        .or(body.env)
-        .or(body.environment);
-    let env = resolve_environment(
-        state.store()?,
-        &project,
-        target.as_deref().or(service.environment_id.as_deref()),
-    )
-    .await?;
-    let scope = VariableScope::Service {
-        service_id: &service.id,
-        environment_id: &env.id,
-    };
-    state.write_variables(&principal, scope, entries).await?;
-    Ok(list_all(variable_views(&state, scope, &env, false).await?))
+    if query.environment().is_none() {
+        query.set_environment(body.env.or(body.environment));
+    }
+    let loaded = load(&state, &principal, &id, &query).await?;
+    state
+        .write_variables(&principal, loaded.scope(), entries)
+        .await?;
+    Ok(list_all(
+        variable_views(&state, loaded.scope(), &loaded.env, false).await?,
+    ))
 }
 
 pub async fn delete_variables(
@@ -258,17 +569,42 @@ pub async fn delete_variables(
     QueryParams(query): QueryParams<EnvQuery>,
 ) -> ApiResult<Response> {
     principal.require("env:write")?;
-    let (service, project) = load(&state, &principal, &id).await?;
-    let env = environment(&state, &project, &service, &query).await?;
-    let scope = VariableScope::Service {
-        service_id: &service.id,
-        environment_id: &env.id,
-    };
+    let loaded = load(&state, &principal, &id, &query).await?;
     let store = state.store()?;
     for name in names.split(',').filter(|n| !n.is_empty()) {
-        store.delete_variable(scope, name).await?;
+        store.delete_variable(loaded.scope(), name).await?;
     }
     Ok(deleted(&names))
+}
+
+/// What a boot of the service would receive from it, references resolved:
+/// a database's binding and own variables, an app service's variables.
+async fn effective_of(state: &AppState, loaded: &Loaded) -> ApiResult<Vec<Exposed>> {
+    match &loaded.subject {
+        Subject::Data(service) => {
+            Ok(resolved_exposed(state.control(), &loaded.project, service, &loaded.env).await?)
+        }
+        Subject::App(d) => {
+            let own = state
+                .open_variables(loaded.scope())
+                .await?
+                .into_iter()
+                .map(|(row, value)| (row.name, value.to_string(), row.is_secret))
+                .collect();
+            Ok(
+                resolve_all(state.control(), &loaded.project, &loaded.env, own)
+                    .await?
+                    .into_iter()
+                    .map(|(name, value, secret)| Exposed {
+                        name,
+                        value,
+                        secret,
+                        origin: format!("{} (variable)", d.name),
+                    })
+                    .collect(),
+            )
+        }
+    }
 }
 
 /// Every variable a boot of this service would receive, references
@@ -280,9 +616,8 @@ pub async fn effective(
     QueryParams(query): QueryParams<EnvQuery>,
 ) -> ApiResult<Response> {
     principal.require("env:read")?;
-    let (service, project) = load(&state, &principal, &id).await?;
-    let env = environment(&state, &project, &service, &query).await?;
-    let variables = resolved_exposed(state.control(), &project, &service, &env)
+    let loaded = load(&state, &principal, &id, &query).await?;
+    let variables = effective_of(&state, &loaded)
         .await?
         .into_iter()
         .map(|v| EffectiveVariable {
@@ -295,8 +630,8 @@ pub async fn effective(
     Ok(data(
         StatusCode::OK,
         EffectiveVariables {
-            service_id: service.id,
-            environment: env.name,
+            service_id: loaded.id().to_string(),
+            environment: loaded.env.name.clone(),
             variables,
         },
     ))
@@ -309,26 +644,26 @@ pub async fn reveal(
     QueryParams(query): QueryParams<EnvQuery>,
 ) -> ApiResult<Response> {
     principal.require("env:reveal")?;
-    let (service, project) = load(&state, &principal, &id).await?;
-    let env = environment(&state, &project, &service, &query).await?;
-    let var = resolved_exposed(state.control(), &project, &service, &env)
+    let loaded = load(&state, &principal, &id, &query).await?;
+    let var = effective_of(&state, &loaded)
         .await?
         .into_iter()
         .find(|v| v.name == name)
         .ok_or_else(|| ApiError::not_found("variable", &name))?;
-    tracing::info!(key = %principal.key_id, service = service.id, variable = name, "service variable revealed");
+    tracing::info!(key = %principal.key_id, service = loaded.id(), variable = name, "service variable revealed");
     Ok(data(
         StatusCode::OK,
         RevealedVariable {
             name: var.name,
             value: var.value,
             source: var.origin,
-            environment: env.name,
+            environment: loaded.env.name,
         },
     ))
 }
 
-/// A database service's connection (it holds a password).
+/// A database service's connection in its environment (it holds a
+/// password).
 pub async fn connection(
     State(state): State<AppState>,
     principal: Principal,
@@ -336,11 +671,17 @@ pub async fn connection(
     QueryParams(query): QueryParams<EnvQuery>,
 ) -> ApiResult<Response> {
     principal.require("env:reveal")?;
-    let (service, project) = load(&state, &principal, &id).await?;
-    let env = environment(&state, &project, &service, &query).await?;
-    let vars = resolved_exposed(state.control(), &project, &service, &env).await?;
+    let loaded = load(&state, &principal, &id, &query).await?;
+    let Subject::Data(service) = &loaded.subject else {
+        return Err(ApiError::invalid_field(
+            "id",
+            "an app service has no database connection; read its variables instead",
+        ));
+    };
+    let env = &loaded.env;
+    let vars = resolved_exposed(state.control(), &loaded.project, service, env).await?;
     let get = |n: &str| vars.iter().find(|v| v.name == n).map(|v| v.value.clone());
-    let Some(url) = get("DATABASE_URL") else {
+    let Some(url) = get("DATABASE_URL").or_else(|| get("REDIS_URL")) else {
         return Err(ApiError::conflict(
             "DATABASE_NOT_RUNNING",
             format!(
@@ -353,16 +694,18 @@ pub async fn connection(
     Ok(data(
         StatusCode::OK,
         ServiceConnection {
-            service_id: service.id,
-            environment: env.name,
+            service_id: loaded.id().to_string(),
+            environment: env.name.clone(),
             private_url: url.clone(),
             url,
             public_url: None,
-            host: get("PGHOST"),
-            port: get("PGPORT").and_then(|p| p.parse::<u16>().ok()),
+            host: get("PGHOST").or_else(|| get("REDIS_HOST")),
+            port: get("PGPORT")
+                .or_else(|| get("REDIS_PORT"))
+                .and_then(|p| p.parse::<u16>().ok()),
             database: get("PGDATABASE"),
             username: get("PGUSER"),
-            password: get("PGPASSWORD"),
+            password: get("PGPASSWORD").or_else(|| get("REDIS_PASSWORD")),
         },
     ))
 }

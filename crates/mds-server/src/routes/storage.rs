@@ -13,7 +13,8 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use mds_api_types::services::{BucketList, DeletedObject};
 use mds_api_types::{
-    Bucket, CreateBucket, ObjectList, PresignRequest, Presigned, StorageObject, UpdateBucket,
+    Bucket, BucketCredentials, CreateBucket, ObjectList, PresignRequest, Presigned, StorageObject,
+    UpdateBucket,
 };
 use mds_core::ids::IdKind;
 use mds_storage::{presign, BucketRow, Storage, StorageError};
@@ -26,7 +27,10 @@ use crate::auth::{self, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
-use mds_control::projects::load_project;
+use mds_control::attach::{attach, remove_service, wait_settled, KindOptions};
+use mds_control::projects::{load_project, resolve_environment};
+use mds_control::standalone;
+use mds_core::kinds::ServiceKind;
 
 /// S3's most keys per list call.
 const MAX_KEYS: i64 = 1000;
@@ -46,6 +50,7 @@ pub async fn bucket_json(storage: &Storage, row: &BucketRow) -> ApiResult<Bucket
         object_count,
         size_bytes,
         created_at: row.created_at,
+        credentials: None,
     })
 }
 
@@ -115,6 +120,10 @@ pub async fn list_buckets(
     .into_response())
 }
 
+/// A bucket is a storage service with a name of the client's choosing:
+/// standalone without a project, else the storage service of the
+/// project's environment (`environment`, else the default one). Its own S3
+/// key pair comes back once, in this answer.
 pub async fn create_bucket(
     State(state): State<AppState>,
     principal: Principal,
@@ -124,10 +133,6 @@ pub async fn create_bucket(
     let storage = state.storage()?;
     let name = input.name.ok_or_else(|| ApiError::missing_field("name"))?;
     mds_storage::check_bucket_name(&name).map_err(|e| ApiError::invalid_field("name", e))?;
-    let project_ref = input
-        .project_id
-        .ok_or_else(|| ApiError::missing_field("project_id"))?;
-    let project = load_project(state.store()?, &principal, &project_ref).await?;
     if input.region.as_deref().is_some_and(|r| r != "us-east-1") {
         return Err(ApiError::invalid_field(
             "region",
@@ -135,19 +140,114 @@ pub async fn create_bucket(
         ));
     }
     let visibility = visibility(input.visibility, input.public)?.unwrap_or("private".into());
-    let id = IdKind::Bucket.mint();
-    let row = storage
-        .store()
-        .create_bucket(&mds_store::NewBucket {
-            id: &id,
-            name: &name,
-            project_id: Some(&project.id),
-            binding_id: None,
-            visibility: &visibility,
-        })
-        .await
-        .map_err(StorageError::from)?;
-    Ok(data(StatusCode::CREATED, bucket_json(storage, &row).await?))
+    if storage.store().bucket_by_name(&name).await?.is_some() {
+        return Err(bucket_taken(&name));
+    }
+    let options = KindOptions {
+        bucket: Some(name.clone()),
+        ..KindOptions::default()
+    };
+    let service = match input.project_id {
+        Some(reference) => {
+            let store = state.store()?;
+            let project = load_project(store, &principal, &reference).await?;
+            // One bucket is one environment's: the default unless named.
+            let env = resolve_environment(store, &project, input.environment.as_deref()).await?;
+            attach(
+                state.control(),
+                &project,
+                ServiceKind::Storage,
+                Some(name.clone()),
+                Some(&env.id),
+                &options,
+            )
+            .await?
+        }
+        None if input.environment.is_some() => {
+            return Err(ApiError::invalid_field(
+                "environment",
+                "names an environment of a project: give project_id as well",
+            ))
+        }
+        None => {
+            standalone::create(
+                state.control(),
+                &principal,
+                ServiceKind::Storage,
+                Some(name.clone()),
+                &options,
+            )
+            .await?
+        }
+    };
+    wait_settled(state.control(), &service.id).await?;
+    let Some(mut row) = storage.store().bucket_by_name(&name).await? else {
+        // Someone else's bucket of this name won the race: undo ours.
+        remove_service(state.control(), &service).await?;
+        return Err(bucket_taken(&name));
+    };
+    if visibility != row.visibility {
+        storage
+            .store()
+            .set_bucket_visibility(&row.id, &visibility)
+            .await?;
+        row.visibility = visibility;
+    }
+    let mut bucket = bucket_json(storage, &row).await?;
+    bucket.credentials = Some(bucket_credentials(&state, &row).await?);
+    Ok(data(StatusCode::CREATED, bucket))
+}
+
+fn bucket_taken(name: &str) -> ApiError {
+    ApiError::conflict(
+        "BUCKET_ALREADY_EXISTS",
+        format!("a bucket named {name:?} already exists; bucket names are unique on the server"),
+    )
+}
+
+/// The S3 key pair of the storage binding that owns `row`.
+async fn bucket_credentials(state: &AppState, row: &BucketRow) -> ApiResult<BucketCredentials> {
+    let store = state.store()?;
+    let binding_id = row.binding_id.as_deref().ok_or_else(|| {
+        ApiError::conflict(
+            "BUCKET_HAS_NO_KEYS",
+            "this bucket was made over S3 with the admin key and has no key pair of its own",
+        )
+    })?;
+    let (service, binding) = store
+        .binding_with_service(binding_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("bucket", &row.name))?;
+    let reconciler = state.reconciler()?;
+    let endpoint = reconciler
+        .binding_variables(&service, &binding)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .find(|(name, _, _)| name.ends_with("STORAGE_ENDPOINT"))
+        .map(|(_, value, _)| value)
+        .unwrap_or_default();
+    let secret = reconciler.password(&binding).map_err(ApiError::internal)?;
+    Ok(BucketCredentials {
+        bucket: row.name.clone(),
+        endpoint,
+        region: row.region.clone(),
+        access_key_id: mds_provision::storage_access_key_id(&binding.id),
+        secret_access_key: secret.to_string(),
+    })
+}
+
+/// A bucket's own S3 key pair (it opens that bucket only).
+pub async fn get_bucket_credentials(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(reference): PathParams<String>,
+) -> ApiResult<Response> {
+    principal.require("storage:read")?;
+    let storage = state.storage()?;
+    let row = load_bucket(storage, &reference).await?;
+    let credentials = bucket_credentials(&state, &row).await?;
+    tracing::info!(key = %principal.key_id, bucket = row.id, "bucket credentials revealed");
+    Ok(data(StatusCode::OK, credentials))
 }
 
 pub async fn get_bucket(
@@ -189,7 +289,15 @@ pub async fn delete_bucket(
     principal.require("storage:write")?;
     let storage = state.storage()?;
     let row = load_bucket(storage, &reference).await?;
-    if row.binding_id.is_some() {
+    let force = parse_bool("force", query.force.as_deref())?;
+    let Some(binding_id) = &row.binding_id else {
+        storage.delete_bucket(&row, force).await?;
+        return Ok(deleted(&row.id));
+    };
+    // A bucket made with this API is its storage service: deleting one
+    // deletes the other. A bucket an attach made goes with its service.
+    let owner = state.store()?.binding_with_service(binding_id).await?;
+    let Some((service, _)) = owner.filter(|(s, _)| s.config["bucket"] == row.name.as_str()) else {
         return Err(ApiError::conflict(
             "BUCKET_ATTACHED",
             format!(
@@ -198,9 +306,12 @@ pub async fn delete_bucket(
                 row.name
             ),
         ));
+    };
+    let (objects, _) = storage.store().bucket_usage(&row.id).await?;
+    if objects > 0 && !force {
+        return Err(StorageError::BucketNotEmpty.into());
     }
-    let force = parse_bool("force", query.force.as_deref())?;
-    storage.delete_bucket(&row, force).await?;
+    remove_service(state.control(), &service).await?;
     Ok(deleted(&row.id))
 }
 
