@@ -130,8 +130,9 @@ def test_services_of_kind_database(client, mds):
     with pytest.raises(errors.ValidationError) as raised:
         client.services.set_variables(service["id"], {"BAD": "${{secret(0)}}"})
     assert raised.value.details["field"] == "variables"
-    with pytest.raises(errors.ValidationError):
-        client.services.create(project["id"], "web", type="web")
+    # A web service is accepted and says why it does not run yet.
+    web = client.services.create(project["id"], "web", type="web")
+    assert web["state"] == "inactive" and web["state_reason"]
 
     client.services.delete_variables(service["id"], ["GREETING"])
     assert "GREETING" not in {r["name"] for r in client.services.variables(service["id"])}

@@ -312,6 +312,8 @@ pub async fn delete_bucket(
         return Err(StorageError::BucketNotEmpty.into());
     }
     remove_service(state.control(), &service).await?;
+    // Gone when this answers, as for a bucket of no service.
+    wait_settled(state.control(), &service.id).await?;
     Ok(deleted(&row.id))
 }
 
