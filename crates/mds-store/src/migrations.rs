@@ -70,6 +70,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "lease_holders",
         include_str!("../migrations/0014_lease_holders.sql"),
     ),
+    (
+        18,
+        "public_networking",
+        include_str!("../migrations/0018_public_networking.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.
