@@ -208,9 +208,17 @@ pub(crate) fn listen_addresses(host: Option<IpAddr>) -> String {
     }
 }
 
-/// Fails unless `host` is an address of this machine: PostgreSQL only
-/// warns about an address it cannot bind and serves without it.
-pub(crate) fn check_bindable(host: IpAddr) -> Result<(), EngineError> {
+/// Fails unless `host` is an address of this machine other than loopback:
+/// PostgreSQL only warns about an address it cannot bind and serves
+/// without it, and a loopback source matches the loopback lines, which
+/// admit every database to any client with its password.
+pub(crate) fn check_host(host: IpAddr) -> Result<(), EngineError> {
+    if host.is_loopback() {
+        return Err(EngineError::Other(format!(
+            "--public-host {host} is a loopback address, where mds already listens for \
+             itself; give an address other machines reach"
+        )));
+    }
     std::net::TcpListener::bind((host, 0))
         .map(drop)
         .map_err(|e| {
@@ -263,6 +271,14 @@ mod tests {
                 "{database:?} {source:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_public_host_is_an_address_of_this_machine_and_not_loopback() {
+        for host in ["127.0.0.1", "127.0.0.2", "::1", "192.0.2.1"] {
+            assert!(check_host(host.parse().expect("ip")).is_err(), "{host}");
+        }
+        assert!(check_host("0.0.0.0".parse().expect("ip")).is_ok());
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl ManagedPostgres {
         public: Option<PublicListener>,
     ) -> Result<Self, EngineError> {
         if let Some(listener) = &public {
-            pg_public::check_bindable(listener.host)?;
+            pg_public::check_host(listener.host)?;
         }
         let home = engines_dir.join("postgres");
         let data = home.join("data");
