@@ -210,9 +210,13 @@ def test_the_allowlist_decides_who_reaches_a_database_over_tls(public, netns):
        "-nodes", "-days", "2", "-subj", "/CN=mds-test", "-addext",
        f"subjectAltName=IP:{HOST_ADDR}", "-keyout", str(tls / "key.pem"),
        "-out", str(tls / "cert.pem"))
-    restart(public, "--tls-cert", str(tls / "cert.pem"), "--tls-key", str(tls / "key.pem"))
+    restart(public, "--tls-cert", str(tls / "cert.pem"), "--tls-key", str(tls / "key.pem"),
+            "--public-hostname", "pg.mds.test")
     client = Miosa(api_key=public.admin_key, base_url=public.url, max_retries=0)
-    assert client.databases.public_networking(db["id"])["self_signed_certificate"] is False
+    named = client.databases.public_networking(db["id"])
+    assert named["self_signed_certificate"] is False and named["host"] == "pg.mds.test"
+    assert named["environments"][0]["public_url"].startswith(
+        f"postgresql://{creds['username']}@pg.mds.test:{port}/")
     assert admitted(psql(netns, creds, HOST_ADDR, port, "verify-full", "SELECT 1",
                          sslrootcert=str(tls / "cert.pem"))) == "1"
     # The self-signed certificate is not it.

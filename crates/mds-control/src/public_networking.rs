@@ -185,7 +185,7 @@ async fn view(control: &Control, service: &DataServiceRow) -> ControlResult<Publ
         enabled: endpoint.is_some(),
         supported: supported.is_ok(),
         reason: supported.err().map(|e| e.to_string()),
-        host: endpoint.map(|e| e.host.to_string()),
+        host: endpoint.map(|e| e.name.clone()),
         port: endpoint.map(|e| e.port),
         allowlist,
         sslmode: "require".to_string(),
@@ -198,9 +198,9 @@ async fn view(control: &Control, service: &DataServiceRow) -> ControlResult<Publ
 /// `postgresql://NAME@HOST:PORT/NAME?sslmode=require`; the password is the
 /// binding's own.
 fn public_url(endpoint: &PublicEndpoint, name: &str) -> String {
-    let host = match endpoint.host {
-        IpAddr::V6(v6) => format!("[{v6}]"),
-        IpAddr::V4(v4) => v4.to_string(),
+    let host = match endpoint.name.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+        _ => endpoint.name.clone(),
     };
     format!(
         "postgresql://{name}@{host}:{}/{name}?sslmode=require",

@@ -24,6 +24,9 @@ use crate::{EngineError, OsUser};
 #[derive(Debug, Clone)]
 pub struct PublicListener {
     pub host: IpAddr,
+    /// The name (or address) clients use, when not `host` (a wildcard
+    /// host, an address behind NAT).
+    pub name: Option<String>,
     /// A certificate chain and its private key (PEM) to serve; without
     /// them, a self-signed pair is made at first start and kept.
     pub tls: Option<GivenTls>,
@@ -38,7 +41,10 @@ pub struct GivenTls {
 /// Where the public listener answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicEndpoint {
+    /// The address listened on.
     pub host: IpAddr,
+    /// What clients connect to: `--public-hostname`, else `host`.
+    pub name: String,
     pub port: u16,
     /// The certificate is the one mds made (clients cannot verify it:
     /// `sslmode=require`).
@@ -175,13 +181,17 @@ pub(crate) fn tls_material(
         return Ok((cert_path, key_path, false));
     }
     let (cert_path, key_path) = (dir.join("self-signed.crt"), dir.join("self-signed.key"));
-    let host_path = dir.join("self-signed.host");
+    // Made again when the names it must carry change.
+    let names_path = dir.join("self-signed.names");
     let host = listener.host.to_string();
+    let mut names = vec![host.clone()];
+    names.extend(listener.name.iter().filter(|n| **n != host).cloned());
+    names.push("localhost".to_string());
+    let joined = names.join(" ");
     let current = cert_path.is_file()
         && key_path.is_file()
-        && fs::read_to_string(&host_path).is_ok_and(|made_for| made_for == host);
+        && fs::read_to_string(&names_path).is_ok_and(|made_for| made_for == joined);
     if !current {
-        let names = vec![host.clone(), "localhost".to_string()];
         let made = rcgen::generate_simple_self_signed(names)
             .map_err(|e| EngineError::Other(format!("making a self-signed certificate: {e}")))?;
         // Key first: a certificate is never kept without its key.
@@ -191,8 +201,8 @@ pub(crate) fn tls_material(
             os_user,
         )?;
         write_owned(&cert_path, made.cert.pem().as_bytes(), os_user)?;
-        write_owned(&host_path, host.as_bytes(), os_user)?;
-        tracing::info!(%host, path = %cert_path.display(), "made a self-signed certificate for the public listener");
+        write_owned(&names_path, joined.as_bytes(), os_user)?;
+        tracing::info!(names = %joined, path = %cert_path.display(), "made a self-signed certificate for the public listener");
     }
     Ok((cert_path, key_path, true))
 }
@@ -212,7 +222,21 @@ pub(crate) fn listen_addresses(host: Option<IpAddr>) -> String {
 /// PostgreSQL only warns about an address it cannot bind and serves
 /// without it, and a loopback source matches the loopback lines, which
 /// admit every database to any client with its password.
-pub(crate) fn check_host(host: IpAddr) -> Result<(), EngineError> {
+pub(crate) fn check_host(listener: &PublicListener) -> Result<(), EngineError> {
+    if let Some(name) = &listener.name {
+        let dns = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+        let fits = dns || name.parse::<IpAddr>().is_ok();
+        if !fits {
+            return Err(EngineError::Other(format!(
+                "--public-hostname {name:?} is not a DNS name or an address"
+            )));
+        }
+    }
+    let host = listener.host;
     if host.is_loopback() {
         return Err(EngineError::Other(format!(
             "--public-host {host} is a loopback address, where mds already listens for \
@@ -275,10 +299,27 @@ mod tests {
 
     #[test]
     fn the_public_host_is_an_address_of_this_machine_and_not_loopback() {
+        let listener = |host: &str, name: Option<&str>| PublicListener {
+            host: host.parse().expect("ip"),
+            name: name.map(String::from),
+            tls: None,
+        };
         for host in ["127.0.0.1", "127.0.0.2", "::1", "192.0.2.1"] {
-            assert!(check_host(host.parse().expect("ip")).is_err(), "{host}");
+            assert!(check_host(&listener(host, None)).is_err(), "{host}");
         }
-        assert!(check_host("0.0.0.0".parse().expect("ip")).is_ok());
+        assert!(check_host(&listener("0.0.0.0", None)).is_ok());
+        for name in ["db.example.com", "203.0.113.7", "2001:db8::7"] {
+            assert!(
+                check_host(&listener("0.0.0.0", Some(name))).is_ok(),
+                "{name}"
+            );
+        }
+        for name in ["", "db example", "db/x", "a\nb", "db:5432"] {
+            assert!(
+                check_host(&listener("0.0.0.0", Some(name))).is_err(),
+                "{name:?}"
+            );
+        }
     }
 
     #[test]

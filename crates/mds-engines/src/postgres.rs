@@ -189,7 +189,7 @@ impl ManagedPostgres {
         public: Option<PublicListener>,
     ) -> Result<Self, EngineError> {
         if let Some(listener) = &public {
-            pg_public::check_host(listener.host)?;
+            pg_public::check_host(listener)?;
         }
         let home = engines_dir.join("postgres");
         let data = home.join("data");
@@ -216,6 +216,10 @@ impl ManagedPostgres {
                     pg_public::tls_material(&home, listener, os_user.as_ref())?;
                 let endpoint = PublicEndpoint {
                     host: listener.host,
+                    name: listener
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| listener.host.to_string()),
                     port,
                     self_signed,
                 };

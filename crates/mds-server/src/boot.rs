@@ -81,6 +81,9 @@ pub struct ServerConfig {
     pub public_host: Option<std::net::IpAddr>,
     /// The certificate chain and key (PEM) the public listener serves;
     /// without them a self-signed pair is made at first start.
+    /// What clients use to reach the public listener, when not
+    /// `public_host` (a wildcard, NAT); in answers and the certificate.
+    pub public_hostname: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
 }
@@ -433,7 +436,8 @@ async fn start_platform(
     }
 }
 
-/// `--public-host` with `--tls-cert`/`--tls-key` (both or neither).
+/// `--public-host` with `--public-hostname` and `--tls-cert`/`--tls-key`
+/// (both or neither).
 fn public_listener(config: &ServerConfig) -> anyhow::Result<Option<PublicListener>> {
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(GivenTls {
@@ -444,10 +448,15 @@ fn public_listener(config: &ServerConfig) -> anyhow::Result<Option<PublicListene
         _ => bail!("--tls-cert and --tls-key go together"),
     };
     match config.public_host {
-        Some(host) => Ok(Some(PublicListener { host, tls })),
-        None if tls.is_some() => {
-            bail!("--tls-cert and --tls-key are for the public listener: add --public-host")
-        }
+        Some(host) => Ok(Some(PublicListener {
+            host,
+            name: config.public_hostname.clone(),
+            tls,
+        })),
+        None if tls.is_some() || config.public_hostname.is_some() => bail!(
+            "--public-hostname, --tls-cert and --tls-key are for the public listener: add \
+             --public-host"
+        ),
         None => Ok(None),
     }
 }

@@ -180,6 +180,11 @@ struct ServeArgs {
     /// enabled and the sources they allow [default: off]
     #[arg(long, env = "MDS_PUBLIC_HOST")]
     public_host: Option<std::net::IpAddr>,
+    /// The name or address clients use to reach --public-host (a DNS
+    /// name, an address behind NAT; needed with 0.0.0.0) [default: the
+    /// --public-host address]
+    #[arg(long, env = "MDS_PUBLIC_HOSTNAME", requires = "public_host")]
+    public_hostname: Option<String>,
     /// The certificate chain (PEM) of the public listener [default: a
     /// self-signed one made at first start]
     #[arg(long, env = "MDS_TLS_CERT", requires = "tls_key")]
@@ -251,6 +256,7 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         max_release_bytes: args.max_release_bytes.max(1),
         keep_releases: args.keep_releases.max(1),
         public_host: args.public_host,
+        public_hostname: args.public_hostname,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
     };
