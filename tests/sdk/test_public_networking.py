@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -286,3 +287,22 @@ def test_a_server_without_a_public_address_says_which_flag(client):
     assert raised.value.code == "PUBLIC_ADDRESS_NOT_CONFIGURED"
     assert "--public-host" in raised.value.message
     assert client.databases.disable_public_networking(db["id"])["enabled"] is False
+
+
+@pytest.mark.parametrize("host, said", [
+    ("127.0.0.1", "loopback"),
+    # TEST-NET-1: an address of no machine here; nothing is sent to it.
+    ("192.0.2.1", "cannot be listened on"),
+])
+def test_a_public_host_that_cannot_serve_is_refused_at_start(tmp_path, host, said):
+    tmp_path.chmod(0o711)
+    binary = os.environ.get("MDS_BIN", str(Path(__file__).resolve().parents[2]
+                                           / "target" / "debug" / "mds"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MDS_", "MIOSA_"))}
+    run = subprocess.run(
+        [binary, "server", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0",
+         "--public-host", host],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode != 0
+    assert said in run.stderr and "--public-host" in run.stderr, run.stderr

@@ -79,11 +79,11 @@ pub struct ServerConfig {
     /// The managed Postgres also listens here, TLS only, for databases
     /// with public networking enabled.
     pub public_host: Option<std::net::IpAddr>,
-    /// The certificate chain and key (PEM) the public listener serves;
-    /// without them a self-signed pair is made at first start.
     /// What clients use to reach the public listener, when not
     /// `public_host` (a wildcard, NAT); in answers and the certificate.
     pub public_hostname: Option<String>,
+    /// The certificate chain and key (PEM) the public listener serves;
+    /// without them a self-signed pair is made at first start.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
 }
