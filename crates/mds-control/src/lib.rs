@@ -29,6 +29,7 @@ pub mod deployer;
 pub mod deployments;
 mod error;
 pub mod projects;
+pub mod public_networking;
 pub mod realms;
 pub mod references;
 pub mod sandboxes;

@@ -3,6 +3,7 @@
 //! redis-servers. Every managed child runs under the one [`Supervisor`].
 
 mod os_user;
+mod pg_public;
 mod postgres;
 mod process;
 mod redis;
@@ -10,7 +11,10 @@ pub mod resp;
 pub mod supervisor;
 
 pub use os_user::OsUser;
-pub use postgres::{find_postgres_binaries, ManagedPostgres, PostgresBinaries, PostgresEngine};
+pub use pg_public::{GivenTls, HbaRule, PublicEndpoint, PublicListener};
+pub use postgres::{
+    find_postgres_binaries, ManagedPostgres, PostgresBinaries, PostgresEngine, PublicRules,
+};
 pub use redis::{
     find_redis_server, free_port, parse_memory, redis_major_version, RedisEngine, RedisSpec,
     EVICTION_POLICIES,

@@ -6,6 +6,7 @@
 //! engines/postgres/          owned by the engine OS user, 0700
 //!   data/                    PGDATA
 //!   postgres.log             the server's stdout and stderr
+//!   tls/                     the public listener's certificate and key
 //! engines/postgres.json      port and superuser name (owned by mds)
 //! engines/postgres.secret    the superuser password, sealed under the master key
 //! ```
@@ -18,8 +19,13 @@
 //! that outlasts its grace kills the postmaster's whole tree, and every
 //! start first ends whatever still works in the data dir (found through
 //! /proc) and waits until the old shared memory is free.
+//!
+//! With a [`PublicListener`] the server also listens on a public address
+//! with TLS; `pg_hba.conf` then says which databases are reachable there
+//! from where (see `pg_public.rs`).
 
 use std::fs;
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -33,6 +39,7 @@ use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use zeroize::Zeroizing;
 
+use crate::pg_public::{self, HbaRule, PublicEndpoint, PublicListener};
 use crate::process::{processes_in, stop_foreign, tail};
 use crate::supervisor::{Policy, Program, Supervisor};
 use crate::{EngineError, EngineStatus, OsUser};
@@ -140,6 +147,12 @@ struct Inner {
     password: Zeroizing<String>,
     supervisor: Supervisor,
     log_path: PathBuf,
+    public: Option<PublicEndpoint>,
+    hba_path: PathBuf,
+    os_user: Option<OsUser>,
+    /// The public rules `pg_hba.conf` holds now; the lock serialises
+    /// changes to it.
+    hba: tokio::sync::Mutex<Vec<HbaRule>>,
 }
 
 struct Launch {
@@ -150,6 +163,8 @@ struct Launch {
     port: u16,
     os_user: Option<OsUser>,
     admin: tokio_postgres::Config,
+    /// The public host with the certificate and key it serves.
+    public: Option<(IpAddr, PathBuf, PathBuf)>,
 }
 
 impl ManagedPostgres {
@@ -161,6 +176,21 @@ impl ManagedPostgres {
         os_user: Option<OsUser>,
         master_key: &MasterKey,
     ) -> Result<Self, EngineError> {
+        Self::start_with(engines_dir, binaries, os_user, master_key, None).await
+    }
+
+    /// [`ManagedPostgres::start`], also listening on a public address
+    /// (TLS only, nothing admitted there until [`PublicRules::apply`]).
+    pub async fn start_with(
+        engines_dir: &Path,
+        binaries: PostgresBinaries,
+        os_user: Option<OsUser>,
+        master_key: &MasterKey,
+        public: Option<PublicListener>,
+    ) -> Result<Self, EngineError> {
+        if let Some(listener) = &public {
+            pg_public::check_host(listener)?;
+        }
         let home = engines_dir.join("postgres");
         let data = home.join("data");
         let meta_path = engines_dir.join("postgres.json");
@@ -173,6 +203,31 @@ impl ManagedPostgres {
         let password = open_password(&secret_path, master_key)?;
         let port = choose_port(&meta_path)?;
 
+        // Loopback only until the stored allowlists are applied again.
+        let hba_path = data.join("pg_hba.conf");
+        pg_public::write_owned(
+            &hba_path,
+            pg_public::render(&[])?.as_bytes(),
+            os_user.as_ref(),
+        )?;
+        let (tls, endpoint) = match &public {
+            Some(listener) => {
+                let (cert, key, self_signed) =
+                    pg_public::tls_material(&home, listener, os_user.as_ref())?;
+                let endpoint = PublicEndpoint {
+                    host: listener.host,
+                    name: listener
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| listener.host.to_string()),
+                    port,
+                    self_signed,
+                };
+                (Some((listener.host, cert, key)), Some(endpoint))
+            }
+            None => (None, None),
+        };
+
         let admin = admin_config(port, &password);
         let log_path = home.join("postgres.log");
         let launch = Launch {
@@ -181,8 +236,9 @@ impl ManagedPostgres {
             home,
             log_path: log_path.clone(),
             port,
-            os_user,
+            os_user: os_user.clone(),
             admin,
+            public: tls,
         };
 
         let supervisor = Supervisor::start(Postgres { launch }, policy());
@@ -192,10 +248,59 @@ impl ManagedPostgres {
                 password,
                 supervisor,
                 log_path,
+                public: endpoint,
+                hba_path,
+                os_user,
+                hba: tokio::sync::Mutex::new(Vec::new()),
             }),
         };
         engine.wait_running(READY_TIMEOUT).await?;
+        if let Some(endpoint) = &engine.inner.public {
+            engine.check_public_listener(endpoint).await?;
+        }
         Ok(engine)
+    }
+
+    /// PostgreSQL serves on without an address it could not bind (the
+    /// port taken there): said at start, not found out by a client.
+    async fn check_public_listener(&self, endpoint: &PublicEndpoint) -> Result<(), EngineError> {
+        if endpoint.host.is_unspecified() {
+            return Ok(());
+        }
+        let connect = tokio::net::TcpStream::connect((endpoint.host, endpoint.port));
+        match tokio::time::timeout(Duration::from_secs(3), connect).await {
+            Ok(Ok(_)) => Ok(()),
+            outcome => {
+                self.shutdown().await;
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_string(),
+                };
+                Err(EngineError::Other(format!(
+                    "postgres does not listen on the public address {}:{} ({why}); is \
+                     the port taken there? The end of {}:\n{}",
+                    endpoint.host,
+                    endpoint.port,
+                    self.inner.log_path.display(),
+                    tail(&self.inner.log_path, 2000)
+                )))
+            }
+        }
+    }
+
+    /// The public listener, when the engine has one.
+    pub fn public_endpoint(&self) -> Option<&PublicEndpoint> {
+        self.inner.public.as_ref()
+    }
+
+    /// Holds the right to change the public rules until dropped: a caller
+    /// reads what they should be and applies them under it, so two changes
+    /// never interleave.
+    pub async fn public_rules(&self) -> PublicRules<'_> {
+        PublicRules {
+            engine: self,
+            current: self.inner.hba.lock().await,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -245,6 +350,110 @@ impl ManagedPostgres {
     /// 20 s: once it has passed, every process of the server is killed.
     pub async fn shutdown_within(&self, grace: Duration) {
         self.inner.supervisor.stop_within(grace).await;
+    }
+}
+
+/// The right to change the public lines of `pg_hba.conf`
+/// ([`ManagedPostgres::public_rules`]).
+pub struct PublicRules<'a> {
+    engine: &'a ManagedPostgres,
+    current: tokio::sync::MutexGuard<'a, Vec<HbaRule>>,
+}
+
+impl PublicRules<'_> {
+    /// What the public listener admits now.
+    pub fn current(&self) -> &[HbaRule] {
+        &self.current
+    }
+
+    /// Makes the public listener admit exactly `rules` (sorted, without
+    /// duplicates) and returns once new connections are checked against
+    /// them. Nothing is written when they are what the file holds;
+    /// `Ok(true)` when they changed.
+    pub async fn apply(&mut self, mut rules: Vec<HbaRule>) -> Result<bool, EngineError> {
+        rules.sort();
+        rules.dedup();
+        if *self.current == rules {
+            return Ok(false);
+        }
+        let inner = &self.engine.inner;
+        let text = pg_public::render(&rules)?;
+        let before = fs::read(&inner.hba_path).map_err(EngineError::io(format!(
+            "read {}",
+            inner.hba_path.display()
+        )))?;
+        pg_public::write_owned(&inner.hba_path, text.as_bytes(), inner.os_user.as_ref())?;
+        if let Err(e) = self.reload().await {
+            // The server keeps the rules it had when a file does not load;
+            // the file says so too.
+            let _ = pg_public::write_owned(&inner.hba_path, &before, inner.os_user.as_ref());
+            return Err(e);
+        }
+        *self.current = rules;
+        Ok(true)
+    }
+
+    /// Checks the file as the server reads it, reloads, and waits until a
+    /// new session sees the reload (`pg_conf_load_time` is the
+    /// postmaster's, inherited by every backend it forks after).
+    async fn reload(&self) -> Result<(), EngineError> {
+        let config = self.engine.admin_config();
+        let failed =
+            |e: tokio_postgres::Error| EngineError::Other(format!("reloading pg_hba.conf: {e}"));
+        let (client, conn) = config.connect(NoTls).await.map_err(failed)?;
+        let task = tokio::spawn(conn);
+        let result = async {
+            let bad = client
+                .query(
+                    "SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL",
+                    &[],
+                )
+                .await?;
+            if let Some(row) = bad.first() {
+                let line: Option<i32> = row.get(0);
+                let error: String = row.get(1);
+                return Ok(Err(EngineError::Other(format!(
+                    "the pg_hba.conf mds wrote does not load (line {}: {error})",
+                    line.unwrap_or_default()
+                ))));
+            }
+            let loaded_at: f64 = client
+                .query_one(
+                    "SELECT extract(epoch FROM pg_conf_load_time())::float8",
+                    &[],
+                )
+                .await?
+                .get(0);
+            client.execute("SELECT pg_reload_conf()", &[]).await?;
+            Ok(Ok(loaded_at))
+        }
+        .await;
+        drop(client);
+        let _ = task.await;
+        let loaded_at = result.map_err(failed)??;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (client, conn) = config.connect(NoTls).await.map_err(failed)?;
+            let task = tokio::spawn(conn);
+            let now: Result<f64, _> = client
+                .query_one(
+                    "SELECT extract(epoch FROM pg_conf_load_time())::float8",
+                    &[],
+                )
+                .await
+                .map(|row| row.get(0));
+            drop(client);
+            let _ = task.await;
+            if now.map_err(failed)? > loaded_at {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(EngineError::Other(
+                    "postgres did not reload pg_hba.conf within 10 s".to_string(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -432,26 +641,36 @@ fn spawn(launch: &Launch) -> Result<Child, EngineError> {
         .try_clone()
         .map_err(EngineError::io("duplicate the log handle"))?;
     let mut cmd = Command::new(launch.binaries.program("postgres"));
+    let host = launch.public.as_ref().map(|(host, _, _)| *host);
     cmd.arg("-D")
         .arg(&launch.data)
         .arg("-p")
         .arg(launch.port.to_string())
-        .args([
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "unix_socket_directories=",
-            "-c",
-            "max_connections=300",
-            "-c",
-            "password_encryption=scram-sha-256",
-        ])
-        .current_dir(&launch.home)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .process_group(0)
-        .kill_on_drop(true);
+        .arg("-c")
+        .arg(format!(
+            "listen_addresses={}",
+            pg_public::listen_addresses(host)
+        ));
+    if let Some((_, cert, key)) = &launch.public {
+        cmd.args(["-c", "ssl=on", "-c"])
+            .arg(format!("ssl_cert_file={}", cert.display()))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", key.display()));
+    }
+    cmd.args([
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "max_connections=300",
+        "-c",
+        "password_encryption=scram-sha-256",
+    ])
+    .current_dir(&launch.home)
+    .stdin(Stdio::null())
+    .stdout(log)
+    .stderr(log_err)
+    .process_group(0)
+    .kill_on_drop(true);
     as_user(&mut cmd, launch.os_user.as_ref());
     cmd.spawn().map_err(EngineError::io("start postgres"))
 }

@@ -19,7 +19,7 @@ use mds_core::ids::IdKind;
 use mds_core::scopes::Scopes;
 use mds_core::tenancy::DEFAULT_TENANT_ID;
 use mds_crypto::MasterKey;
-use mds_engines::{ManagedPostgres, OsUser, PostgresEngine};
+use mds_engines::{GivenTls, ManagedPostgres, OsUser, PostgresEngine, PublicListener};
 use mds_provision::{Reconciler, RedisHosting, Settings};
 use mds_store::{NewApiKeyRow, Store, CONTROL_DATABASE};
 use nix::fcntl::{Flock, FlockArg};
@@ -76,6 +76,16 @@ pub struct ServerConfig {
     /// Versions per deployment whose artifacts are kept, besides the
     /// active and previous ones of each environment.
     pub keep_releases: u32,
+    /// The managed Postgres also listens here, TLS only, for databases
+    /// with public networking enabled.
+    pub public_host: Option<std::net::IpAddr>,
+    /// What clients use to reach the public listener, when not
+    /// `public_host` (a wildcard, NAT); in answers and the certificate.
+    pub public_hostname: Option<String>,
+    /// The certificate chain and key (PEM) the public listener serves;
+    /// without them a self-signed pair is made at first start.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -291,7 +301,14 @@ async fn start_platform(
     public_url: &str,
 ) -> anyhow::Result<PostgresEngine> {
     let server_id = mds_provision::server_id(data_dir).context("reading DIR/server-id")?;
+    let public = public_listener(config)?;
     let engine = match &config.postgres_url {
+        Some(_) if public.is_some() => {
+            bail!(
+                "--public-host opens the managed postgres; with --postgres-url, networking is \
+                 that server's to configure"
+            )
+        }
         Some(url) => {
             let pg: tokio_postgres::Config = url
                 .parse()
@@ -305,9 +322,15 @@ async fn start_platform(
             fs::create_dir_all(&engines_dir)?;
             fs::set_permissions(&engines_dir, fs::Permissions::from_mode(0o711))?;
             PostgresEngine::Managed(
-                ManagedPostgres::start(&engines_dir, binaries, os_user, &state.master_key)
-                    .await
-                    .context("starting the managed postgres")?,
+                ManagedPostgres::start_with(
+                    &engines_dir,
+                    binaries,
+                    os_user,
+                    &state.master_key,
+                    public,
+                )
+                .await
+                .context("starting the managed postgres")?,
             )
         }
     };
@@ -334,6 +357,13 @@ async fn start_platform(
         )
         .await
         .context("closing the control-plane database to tenants")?;
+        if let PostgresEngine::Managed(managed) = &engine {
+            // The stored allowlists, again: every start writes pg_hba.conf
+            // with loopback only.
+            if let Err(e) = mds_control::public_networking::apply(&store, managed).await {
+                tracing::error!(error = %e, "applying public networking; retried on changes");
+            }
+        }
         let version = store.server_version().await?;
         Ok::<_, anyhow::Error>((store, version))
     }
@@ -389,6 +419,7 @@ async fn start_platform(
                 return Err(anyhow::Error::new(e).context("starting the reconciler"));
             }
             state.set_ready(engine.clone(), version, store, reconciler, storage);
+            mds_control::public_networking::spawn_follow(state.control().clone());
             // Deployments serve again once their bindings can be resolved.
             let restoring = state.clone();
             tokio::spawn(async move {
@@ -402,6 +433,31 @@ async fn start_platform(
             engine.shutdown().await;
             Err(e)
         }
+    }
+}
+
+/// `--public-host` with `--public-hostname` and `--tls-cert`/`--tls-key`
+/// (both or neither).
+fn public_listener(config: &ServerConfig) -> anyhow::Result<Option<PublicListener>> {
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(GivenTls {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => None,
+        _ => bail!("--tls-cert and --tls-key go together"),
+    };
+    match config.public_host {
+        Some(host) => Ok(Some(PublicListener {
+            host,
+            name: config.public_hostname.clone(),
+            tls,
+        })),
+        None if tls.is_some() || config.public_hostname.is_some() => bail!(
+            "--public-hostname, --tls-cert and --tls-key are for the public listener: add \
+             --public-host"
+        ),
+        None => Ok(None),
     }
 }
 

@@ -14,6 +14,7 @@ mod error;
 mod idempotency;
 mod migrations;
 mod projects;
+mod public_networking;
 pub mod quote;
 mod sandboxes;
 mod settings;
@@ -39,6 +40,7 @@ pub use deployments::{
 pub use error::StoreError;
 pub use idempotency::{IdempotencyBegin, IdempotencyKey, StoredResponse};
 pub use projects::{EnvironmentRow, NewEnvironment, NewProject, ProjectPatch, ProjectRow};
+pub use public_networking::{PublicAccessRow, PublicEndpointRow};
 pub use sandboxes::{NewSandbox, SandboxRow};
 pub use storage::{
     BucketRow, Manifest, NewBucket, NewObject, ObjectRow, PartRow, StorageRule, UploadRow,

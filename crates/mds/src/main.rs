@@ -175,6 +175,23 @@ struct ServeArgs {
     /// collected and can no longer be rolled back to
     #[arg(long, env = "MDS_KEEP_RELEASES", default_value_t = 20)]
     keep_releases: u32,
+    /// Also serve the managed PostgreSQL on this address (its port is the
+    /// engine's), TLS only, to the databases whose public networking is
+    /// enabled and the sources they allow [default: off]
+    #[arg(long, env = "MDS_PUBLIC_HOST")]
+    public_host: Option<std::net::IpAddr>,
+    /// The name or address clients use to reach --public-host (a DNS
+    /// name, an address behind NAT; needed with 0.0.0.0) [default: the
+    /// --public-host address]
+    #[arg(long, env = "MDS_PUBLIC_HOSTNAME", requires = "public_host")]
+    public_hostname: Option<String>,
+    /// The certificate chain (PEM) of the public listener [default: a
+    /// self-signed one made at first start]
+    #[arg(long, env = "MDS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, env = "MDS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -238,6 +255,10 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         smtp_from: args.smtp_from,
         max_release_bytes: args.max_release_bytes.max(1),
         keep_releases: args.keep_releases.max(1),
+        public_host: args.public_host,
+        public_hostname: args.public_hostname,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

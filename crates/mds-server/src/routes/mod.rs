@@ -10,6 +10,7 @@ mod environments;
 mod health;
 mod project_auth;
 mod projects;
+mod public_networking;
 mod sandboxes;
 mod services;
 mod storage;
@@ -109,6 +110,12 @@ pub fn router(state: AppState) -> Router {
         .route("/databases/{id}/stop", post(data_services::db_stop))
         .route("/databases/{id}/restart", post(data_services::db_restart))
         .route("/databases/{id}/logs", get(data_services::db_logs))
+        .route(
+            "/databases/{id}/public-networking",
+            get(public_networking::get)
+                .post(public_networking::enable)
+                .delete(public_networking::disable),
+        )
         .route(
             "/storage/buckets",
             get(storage::list_buckets).post(storage::create_bucket),
