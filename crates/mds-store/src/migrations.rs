@@ -74,6 +74,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         15,
         "standalone_and_per_environment_services",
         include_str!("../migrations/0015_standalone_and_per_environment_services.sql"),
+    ),
+    (
         18,
         "public_networking",
         include_str!("../migrations/0018_public_networking.sql"),
