@@ -8,6 +8,7 @@ mod deployments;
 pub(crate) mod env;
 mod environments;
 mod health;
+mod not_offered;
 mod project_auth;
 mod projects;
 mod public_networking;
@@ -75,7 +76,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/services/{id}",
-            get(services::get).delete(services::delete),
+            get(services::get)
+                .delete(services::delete)
+                .patch(not_offered::update_service),
         )
         .route("/services/{id}/connection", get(services::connection))
         .route(
@@ -286,6 +289,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(api_keys::delete),
         )
         .route("/api-keys/{key}/rotate", post(api_keys::rotate))
+        .merge(not_offered::routes())
         // Inner layers run last: authenticate, then deduplicate.
         .route_layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .route_layer(from_fn_with_state(state.clone(), auth::middleware))
