@@ -351,11 +351,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> ApiError {
+// The fallbacks read the body they refuse, so the connection stays usable
+// for the client's next request (an unread body makes the server close it).
+async fn not_found(_: axum::body::Bytes) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
 }
 
-async fn method_not_allowed() -> ApiError {
+async fn method_not_allowed(_: axum::body::Bytes) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",

@@ -3,6 +3,7 @@
 //! checked), never 404 "no such route", so a client can tell "not here"
 //! from a wrong path. The README lists them.
 
+use axum::body::Bytes;
 use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::Router;
 
@@ -229,14 +230,16 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `PATCH /services/{id}` (the SDK's `services.update`).
-pub async fn update_service(principal: Principal) -> Result<(), ApiError> {
-    refuse("updating a service's name, source or settings")(principal).await
+pub async fn update_service(principal: Principal, body: Bytes) -> Result<(), ApiError> {
+    refuse("updating a service's name, source or settings")(principal, body).await
 }
 
 /// A handler that answers 501 for `feature` to a caller with a valid key.
+/// It reads the body it ignores: a request body left unread makes the
+/// server close the connection, which a client reusing it sees as a reset.
 fn refuse(
     feature: &'static str,
-) -> impl Fn(Principal) -> std::future::Ready<Result<(), ApiError>> + Clone + Send + Sync + 'static
+) -> impl Fn(Principal, Bytes) -> std::future::Ready<Result<(), ApiError>> + Clone + Send + Sync + 'static
 {
-    move |_| std::future::ready(Err(ApiError::not_implemented(feature)))
+    move |_, _| std::future::ready(Err(ApiError::not_implemented(feature)))
 }

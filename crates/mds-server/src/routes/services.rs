@@ -280,22 +280,21 @@ pub async fn create(
             .map(str::to_string),
         ..KindOptions::default()
     };
-    let env = match &environment {
-        Some(reference) => Some(resolve_environment(store, &project, Some(reference)).await?),
-        None => None,
-    };
+    // As the SDK documents it: a service lives in one environment, the
+    // default one unless named.
+    let env = resolve_environment(store, &project, environment.as_deref()).await?;
     let service = attach(
         state.control(),
         &project,
         kind,
         Some(name),
-        env.as_ref().map(|e| e.id.as_str()),
+        Some(&env.id),
         &options,
     )
     .await?;
     Ok(data(
         StatusCode::CREATED,
-        data_view(&state, &principal, &service, env.as_ref()).await?,
+        data_view(&state, &principal, &service, Some(&env)).await?,
     ))
 }
 
@@ -343,12 +342,13 @@ async fn create_app(
         Some(v @ Value::Object(_)) => v,
         Some(_) => return Err(ApiError::invalid_field("settings", "must be an object")),
     };
-    // A deployment's name is its address; the same service name in a
-    // second environment gets the environment in its deployment's name.
+    // A deployment's name is its address, unique on the server: the
+    // project's slug goes in front, and the same service name in a second
+    // environment adds the environment.
     let deployment_name = if apps.iter().any(|d| same_name(&d)) {
-        format!("{name}-{}", env.slug)
+        format!("{}-{name}-{}", project.slug, env.slug)
     } else {
-        name.to_string()
+        format!("{}-{name}", project.slug)
     };
     let text = |key: &str| {
         settings
