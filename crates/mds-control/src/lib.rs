@@ -31,6 +31,7 @@ mod error;
 pub mod projects;
 pub mod realms;
 pub mod references;
+pub mod runtime_env;
 pub mod sandboxes;
 pub mod sessions;
 pub mod variables;

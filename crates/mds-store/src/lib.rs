@@ -15,6 +15,7 @@ mod idempotency;
 mod migrations;
 mod projects;
 pub mod quote;
+mod runtime_env;
 mod sandboxes;
 mod settings;
 mod storage;
@@ -39,6 +40,7 @@ pub use deployments::{
 pub use error::StoreError;
 pub use idempotency::{IdempotencyBegin, IdempotencyKey, StoredResponse};
 pub use projects::{EnvironmentRow, NewEnvironment, NewProject, ProjectPatch, ProjectRow};
+pub use runtime_env::{NewRuntimeEnv, RuntimeEnvFilter, RuntimeEnvRow};
 pub use sandboxes::{NewSandbox, SandboxRow};
 pub use storage::{
     BucketRow, Manifest, NewBucket, NewObject, ObjectRow, PartRow, StorageRule, UploadRow,

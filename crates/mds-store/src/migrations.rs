@@ -70,6 +70,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "lease_holders",
         include_str!("../migrations/0014_lease_holders.sql"),
     ),
+    (
+        19,
+        "runtime_env",
+        include_str!("../migrations/0019_runtime_env.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

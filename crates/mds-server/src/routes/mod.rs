@@ -10,6 +10,7 @@ mod environments;
 mod health;
 mod project_auth;
 mod projects;
+mod runtime_env;
 mod sandboxes;
 mod services;
 mod storage;
@@ -275,6 +276,14 @@ pub fn router(state: AppState) -> Router {
                 .delete(api_keys::delete),
         )
         .route("/api-keys/{key}/rotate", post(api_keys::rotate))
+        .route(
+            "/runtime-env",
+            get(runtime_env::list).post(runtime_env::set),
+        )
+        .route(
+            "/runtime-env/{id}",
+            get(runtime_env::get).delete(runtime_env::delete),
+        )
         // Inner layers run last: authenticate, then deduplicate.
         .route_layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .route_layer(from_fn_with_state(state.clone(), auth::middleware))
