@@ -49,6 +49,23 @@ pub fn router(state: AppState) -> Router {
                 .delete(environments::delete),
         )
         .route(
+            "/projects/{project}/environments/{environment}/duplicate",
+            post(environments::duplicate),
+        )
+        .route(
+            "/projects/{project}/environments/{environment}/sync",
+            post(environments::sync),
+        )
+        .route("/projects/{project}/summary", get(projects::summary))
+        .route("/projects/{project}/move", post(projects::move_project))
+        .route(
+            "/projects/{project}/templates/{slug}/apply",
+            post(projects::templates),
+        )
+        .route("/project-capabilities", get(projects::capabilities))
+        .route("/project-templates", get(projects::templates))
+        .route("/project-templates/{slug}", get(projects::templates))
+        .route(
             "/projects/{project}/shared-variables",
             get(variables::list).put(variables::set),
         )
