@@ -202,3 +202,59 @@ def test_every_other_projects_method_answers(client, mds):
 
     client.projects.delete(pid)
     assert error_of(lambda: client.projects.get(pid)).status_code == 404
+
+
+def test_database_logs_stream_recent_then_new_events(client, mds):
+    import json
+    import queue
+    import threading
+
+    project = client.projects.create(f"logs-{uuid.uuid4().hex[:6]}")
+    db = attach(mds, project["id"], {"type": "postgres"})
+    events: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        try:
+            for event in client.databases.stream_logs(db["id"]):
+                events.put(event)
+        except Exception as e:  # the stream ends when the test's server does
+            events.put(e)
+
+    threading.Thread(target=read, daemon=True).start()
+    first = events.get(timeout=10)
+    assert first["type"] == "log" and int(first["id"]) > 0
+    recent = json.loads(first["data"])
+    assert set(recent) == {"line", "stream", "t"} and recent["stream"] == "provision"
+    # Drain what is already there, then a restart appears as a new event.
+    while True:
+        try:
+            events.get(timeout=1)
+        except queue.Empty:
+            break
+    client.databases.restart(db["id"])
+    deadline = time.monotonic() + 10
+    seen = []
+    while time.monotonic() < deadline:
+        event = events.get(timeout=10)
+        assert not isinstance(event, Exception), event
+        seen.append(json.loads(event["data"])["line"])
+        if any(line.startswith("restarted") for line in seen):
+            break
+    assert any(line.startswith("restarted") for line in seen), seen
+
+    # Reconnecting with Last-Event-ID resumes after it: nothing older.
+    with httpx.stream("GET", f"{mds.url}/api/v1/databases/{db['id']}/logs/stream",
+                      headers={**admin(mds), "Last-Event-ID": first["id"]}, timeout=10) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        ids = []
+        for line in r.iter_lines():
+            if line.startswith("id:"):
+                ids.append(int(line[3:]))
+            if len(ids) >= 2:
+                break
+        assert ids and min(ids) > int(first["id"])
+    # A database that is not there is a 404 before any stream starts.
+    gone = httpx.get(f"{mds.url}/api/v1/databases/ds_01HX0000000000000000000000/logs/stream",
+                     headers=admin(mds))
+    assert gone.status_code == 404

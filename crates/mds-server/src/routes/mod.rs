@@ -4,6 +4,7 @@
 mod api_keys;
 mod app_auth;
 mod data_services;
+mod database_logs;
 mod deployments;
 pub(crate) mod env;
 mod environments;
@@ -127,6 +128,10 @@ pub fn router(state: AppState) -> Router {
         .route("/databases/{id}/stop", post(data_services::db_stop))
         .route("/databases/{id}/restart", post(data_services::db_restart))
         .route("/databases/{id}/logs", get(data_services::db_logs))
+        .route(
+            "/databases/{id}/logs/stream",
+            get(database_logs::stream_logs),
+        )
         .route(
             "/storage/buckets",
             get(storage::list_buckets).post(storage::create_bucket),
