@@ -258,3 +258,55 @@ def test_database_logs_stream_recent_then_new_events(client, mds):
     gone = httpx.get(f"{mds.url}/api/v1/databases/ds_01HX0000000000000000000000/logs/stream",
                      headers=admin(mds))
     assert gone.status_code == 404
+
+
+def test_database_metrics_are_the_engines_numbers(client, mds):
+    import redis
+
+    project = client.projects.create(f"metrics-{uuid.uuid4().hex[:6]}")
+    pid = project["id"]
+    pg = attach(mds, pid, {"type": "postgres"})
+    rd = attach(mds, pid, {"type": "redis"})
+    env = resolved(mds, pid, "production")
+
+    def metrics(service_id: str, window: str = "1h") -> dict:
+        answer = httpx.get(f"{mds.url}/api/v1/databases/{service_id}/metrics",
+                           params={"window": window}, headers=admin(mds))
+        assert answer.status_code == 200, answer.text
+        return answer.json()["data"]
+
+    def production(m: dict) -> dict:
+        [b] = [b for b in m["bindings"] if b["environment"] == "production"]
+        [point] = b["points"]
+        return point["values"]
+
+    before = production(metrics(pg["id"]))
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
+        conn.execute("CREATE TABLE big AS SELECT g, repeat('x', 200) AS pad "
+                     "FROM generate_series(1, 20000) g")
+        conn.commit()
+        held = metrics(pg["id"], "5m")
+        assert held["window"] == "5m" and held["engine"] == "postgresql"
+        assert held["resolution"] == "current"
+        now = production(held)
+        assert now["connections"] >= 1
+        assert now["database_size_bytes"] > before["database_size_bytes"] + 2_000_000
+        assert now["xact_commit"] > before["xact_commit"]
+    assert {b["environment"] for b in held["bindings"]} == {"production", "staging"}
+
+    r = redis.Redis.from_url(env["REDIS_URL"])
+    for i in range(25):
+        r.set(f"k{i}", "v" * 100)
+    values = production(metrics(rd["id"], "24h"))
+    assert values["keys"] == 25
+    assert values["connections"] >= 1 and values["used_memory_bytes"] > 0
+    r.close()
+
+    for bad in ("2h", "", "1d"):
+        answer = httpx.get(f"{mds.url}/api/v1/databases/{pg['id']}/metrics",
+                           params={"window": bad}, headers=admin(mds))
+        assert answer.status_code == 422, (bad, answer.text)
+        assert answer.json()["error"]["details"]["field"] == "window"
+    missing = httpx.get(f"{mds.url}/api/v1/databases/ds_01HX0000000000000000000000/metrics",
+                        headers=admin(mds))
+    assert missing.status_code == 404

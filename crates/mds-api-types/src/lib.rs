@@ -14,6 +14,7 @@ use serde_json::Value;
 
 pub mod auth;
 pub mod deployments;
+pub mod metrics;
 pub mod projects;
 pub mod runtime_env;
 pub mod sandboxes;

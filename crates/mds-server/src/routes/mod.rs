@@ -5,6 +5,7 @@ mod api_keys;
 mod app_auth;
 mod data_services;
 mod database_logs;
+mod database_metrics;
 mod deployments;
 pub(crate) mod env;
 mod environments;
@@ -128,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .route("/databases/{id}/stop", post(data_services::db_stop))
         .route("/databases/{id}/restart", post(data_services::db_restart))
         .route("/databases/{id}/logs", get(data_services::db_logs))
+        .route("/databases/{id}/metrics", get(database_metrics::metrics))
         .route(
             "/databases/{id}/logs/stream",
             get(database_logs::stream_logs),
