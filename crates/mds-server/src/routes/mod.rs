@@ -62,7 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/projects/{project}/move", post(projects::move_project))
         .route(
             "/projects/{project}/templates/{slug}/apply",
-            post(projects::templates),
+            post(projects::apply_template),
         )
         .route("/project-capabilities", get(projects::capabilities))
         .route("/project-templates", get(projects::templates))

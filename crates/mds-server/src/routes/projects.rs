@@ -355,10 +355,15 @@ pub async fn capabilities(principal: Principal) -> ApiResult<Response> {
     ))
 }
 
-/// Templates (`/project-templates`, `.../templates/{slug}/apply`): there is
-/// no catalog here.
+/// Templates (`/project-templates[/{slug}]`, `.../templates/{slug}/apply`):
+/// there is no catalog here.
 pub async fn templates(principal: Principal) -> ApiResult<Response> {
     principal.require("projects:read")?;
+    Err(ApiError::not_implemented("project templates"))
+}
+
+pub async fn apply_template(principal: Principal) -> ApiResult<Response> {
+    principal.require("projects:write")?;
     Err(ApiError::not_implemented("project templates"))
 }
 
