@@ -302,6 +302,19 @@ def test_database_metrics_are_the_engines_numbers(client, mds):
     assert values["connections"] >= 1 and values["used_memory_bytes"] > 0
     r.close()
 
+    # A storage binding's numbers are its bucket's, from the object index.
+    import boto3
+
+    st = attach(mds, pid, {"type": "storage"})
+    env = resolved(mds, pid, "production")
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"],
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                      region_name=env["AWS_REGION"])
+    for i in range(3):
+        s3.put_object(Bucket=env["STORAGE_BUCKET"], Key=f"o/{i}", Body=b"x" * (10 + i))
+    assert production(metrics(st["id"])) == {"objects": 3, "bytes": 33}
+
     for bad in ("2h", "", "1d"):
         answer = httpx.get(f"{mds.url}/api/v1/databases/{pg['id']}/metrics",
                            params={"window": bad}, headers=admin(mds))

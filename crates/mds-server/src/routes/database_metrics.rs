@@ -1,7 +1,7 @@
 //! `GET /databases/{id}/metrics?window=5m|1h|24h|7d`: each binding's
 //! current numbers, read from its engine now (Postgres: size, sessions,
 //! transaction and block counters; a managed Redis: memory, clients,
-//! keys, command counters). No history is kept, so every window answers
+//! keys, command counters; a bucket: objects and bytes). No history is kept, so every window answers
 //! one point per binding; the window is checked and echoed.
 
 use axum::extract::State;
