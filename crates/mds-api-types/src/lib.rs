@@ -14,7 +14,10 @@ use serde_json::Value;
 
 pub mod auth;
 pub mod deployments;
+pub mod metrics;
+pub mod projects;
 pub mod public_networking;
+pub mod runtime_env;
 pub mod sandboxes;
 pub mod services;
 pub mod time;

@@ -8,6 +8,7 @@
 //! | layer | what | targets |
 //! |---|---|---|
 //! | binding | the environment's running bindings (`DATABASE_URL`, `REDIS_URL`, ...) | all with a project |
+//! | runtime_env | `/runtime-env`: the tenant's, the workspace's, then the project's; `target` `all`, plus `sandbox` or `runtime` for those | all (`GET /env`: `all` only; a sandbox of no project: tenant and workspace only) |
 //! | shared | the environment's shared variables | all with a project |
 //! | service | a data service's own variables (`GET /env?service=`), or the deployment's variables in the environment | environment, instance |
 //! | run | a sandbox's own variables | sandbox |
@@ -26,7 +27,7 @@ use mds_store::{
 };
 
 use crate::projects::resolve_environment;
-use crate::{is_running, references, BootEnv, Control, ControlError, ControlResult};
+use crate::{is_running, references, runtime_env, BootEnv, Control, ControlError, ControlResult};
 
 /// The project and environment a process runs in.
 #[derive(Clone, Copy)]
@@ -43,6 +44,7 @@ pub enum Target<'a> {
     /// A sandbox, with its own variables.
     Sandbox {
         id: &'a str,
+        tenant_id: &'a str,
         own: &'a BTreeMap<String, String>,
     },
     /// A runtime instance of a deployment version, listening on `port`.
@@ -85,6 +87,21 @@ impl Control {
     ) -> ControlResult<Assembled> {
         let mut candidates = Vec::new();
         let mut pending = Vec::new();
+        let runtime_target = match target {
+            Target::Environment { .. } => runtime_env::Target::All,
+            Target::Sandbox { .. } => runtime_env::Target::Sandbox,
+            Target::Instance { .. } => runtime_env::Target::Runtime,
+        };
+        let tenant = match (place, &target) {
+            (Some(place), _) => Some(place.project.tenant_id.as_str()),
+            (None, Target::Sandbox { tenant_id, .. }) => Some(*tenant_id),
+            (None, _) => None,
+        };
+        if let Some(tenant) = tenant {
+            let project_id = place.map(|p| p.project.id.as_str());
+            self.runtime_env_layer(tenant, project_id, runtime_target, &mut candidates)
+                .await?;
+        }
         if let Some(place) = place {
             pending = self.environment_layers(place, &mut candidates).await?;
             candidates.push(platform("MIOSA_PROJECT_ID", &place.project.id));
@@ -109,7 +126,7 @@ impl Control {
                     }
                 }
             }
-            Target::Sandbox { id, own } => {
+            Target::Sandbox { id, own, .. } => {
                 for (name, value) in own {
                     candidates.push(Candidate::new(Layer::Run, "sandbox", name, value, false));
                 }
@@ -206,6 +223,7 @@ impl Control {
         let own = self.open_sandbox_env(&row.id, &row.sealed_env)?;
         let target = Target::Sandbox {
             id: &row.id,
+            tenant_id: &row.tenant_id,
             own: &own,
         };
         let assembled = match (&row.project_id, &row.environment_id) {

@@ -32,6 +32,7 @@ pub mod projects;
 pub mod public_networking;
 pub mod realms;
 pub mod references;
+pub mod runtime_env;
 pub mod sandboxes;
 pub mod sessions;
 pub mod standalone;

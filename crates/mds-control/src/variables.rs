@@ -29,6 +29,15 @@ pub enum Context<'a> {
     Variable(VariableScope<'a>, &'a str),
     /// A sandbox's own variables, sealed together.
     SandboxEnv(&'a str),
+    /// A runtime-env variable, bound to its unique key (so an upsert
+    /// seals without reading the row's id first).
+    RuntimeEnv {
+        tenant_id: &'a str,
+        scope: &'a str,
+        project_id: Option<&'a str>,
+        target: &'a str,
+        name: &'a str,
+    },
 }
 
 impl Context<'_> {
@@ -52,6 +61,16 @@ impl Context<'_> {
                 name,
             ) => format!("depvar:{deployment_id}:{environment_id}:{name}"),
             Context::SandboxEnv(id) => format!("sandbox:{id}:env"),
+            Context::RuntimeEnv {
+                tenant_id,
+                scope,
+                project_id,
+                target,
+                name,
+            } => format!(
+                "rtenv:{tenant_id}:{scope}:{}:{target}:{name}",
+                project_id.unwrap_or("-")
+            ),
         }
     }
 }
@@ -328,5 +347,24 @@ mod tests {
             Context::SandboxEnv("sbx_1").associated_data(),
             "sandbox:sbx_1:env"
         );
+        let runtime = Context::RuntimeEnv {
+            tenant_id: "ten_1",
+            scope: "project",
+            project_id: Some("proj_1"),
+            target: "all",
+            name: "X",
+        };
+        assert_eq!(
+            runtime.associated_data(),
+            "rtenv:ten_1:project:proj_1:all:X"
+        );
+        let tenant = Context::RuntimeEnv {
+            tenant_id: "ten_1",
+            scope: "tenant",
+            project_id: None,
+            target: "sandbox",
+            name: "X",
+        };
+        assert_eq!(tenant.associated_data(), "rtenv:ten_1:tenant:-:sandbox:X");
     }
 }

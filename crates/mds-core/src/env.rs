@@ -5,10 +5,12 @@
 //! explain` prints. Precedence, lowest first:
 //!
 //! 1. bindings: `DATABASE_URL`, `PG*`, ... of the environment's data services;
-//! 2. shared variables of the environment;
-//! 3. service or deployment variables;
-//! 4. run-level env (`mds run -E`, a sandbox's own `env`);
-//! 5. platform: the identity mds gives a process (`MIOSA_PROJECT_ID`,
+//! 2. runtime env (`POST /runtime-env`): the tenant's, then the workspace's,
+//!    then the project's, each for all processes or one target;
+//! 3. shared variables of the environment;
+//! 4. service or deployment variables;
+//! 5. run-level env (`mds run -E`, a sandbox's own `env`);
+//! 6. platform: the identity mds gives a process (`MIOSA_PROJECT_ID`,
 //!    `MIOSA_ENVIRONMENT`, `MIOSA_SANDBOX_ID`, `MIOSA_DEPLOYMENT_ID`,
 //!    `MIOSA_VERSION_ID`, `MIOSA_INSTANCE_ID`) and an instance's `PORT`.
 //!
@@ -25,6 +27,9 @@ use crate::kinds::ServiceKind;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Layer {
     Binding,
+    /// Tenant-, workspace- or project-wide defaults: below everything a
+    /// project's environment says about itself.
+    RuntimeEnv,
     Shared,
     Service,
     Run,
@@ -36,6 +41,7 @@ impl Layer {
         match self {
             Layer::Platform => "platform",
             Layer::Binding => "binding",
+            Layer::RuntimeEnv => "runtime_env",
             Layer::Shared => "shared",
             Layer::Service => "service",
             Layer::Run => "run",
@@ -452,6 +458,17 @@ mod tests {
                 c(Binding, "PGHOST", "h"),
             ],
             &[("MIOSA_ENVIRONMENT", "staging"), ("PGHOST", "h")],
+        );
+        // Runtime env overrides a binding and yields to the environment's
+        // own shared variables.
+        check(
+            vec![
+                c(Shared, "A", "shared"),
+                c(RuntimeEnv, "A", "runtime"),
+                c(RuntimeEnv, "B", "runtime"),
+                c(Binding, "B", "binding"),
+            ],
+            &[("A", "shared"), ("B", "runtime")],
         );
         // Within one layer the later candidate wins.
         check(vec![c(Run, "A", "1"), c(Run, "A", "2")], &[("A", "2")]);

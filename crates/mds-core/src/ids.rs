@@ -26,6 +26,8 @@ pub enum IdKind {
     Version,
     /// A process running a version in an environment.
     Instance,
+    /// A runtime-env variable (tenant, workspace or project wide).
+    RuntimeEnv,
 }
 
 impl IdKind {
@@ -48,6 +50,7 @@ impl IdKind {
             IdKind::Deployment => "dep",
             IdKind::Version => "ver",
             IdKind::Instance => "ri",
+            IdKind::RuntimeEnv => "rtenv",
         }
     }
 
@@ -89,6 +92,7 @@ mod tests {
             IdKind::Deployment,
             IdKind::Version,
             IdKind::Instance,
+            IdKind::RuntimeEnv,
         ] {
             let id = kind.mint();
             assert!(id.starts_with(&format!("{}_", kind.prefix())), "{id}");

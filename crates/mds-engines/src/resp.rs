@@ -107,3 +107,28 @@ pub async fn auth_ping(host: &str, port: u16, user: &str, password: &str) -> Res
         other => Err(format!("unexpected PING reply {other:?}")),
     }
 }
+
+/// Logs in as `user` and returns its server's `INFO` text.
+pub async fn auth_info(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+) -> Result<String, String> {
+    let mut conn = Resp::connect(host, port)
+        .await
+        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    conn.call(&["AUTH", user, password])
+        .await
+        .map_err(|e| e.to_string())?
+        .ok()?;
+    match conn
+        .call(&["INFO"])
+        .await
+        .map_err(|e| e.to_string())?
+        .ok()?
+    {
+        Reply::Bulk(Some(text)) => Ok(String::from_utf8_lossy(&text).into_owned()),
+        other => Err(format!("unexpected INFO reply {other:?}")),
+    }
+}

@@ -114,6 +114,9 @@ impl Ctx {
     }
 }
 
+/// A binding's current numbers: (name, value).
+pub type Metrics = Vec<(&'static str, f64)>;
+
 /// One kind's provisioner. The reconciler picks one with an exhaustive
 /// `match` on [`ServiceKind`] (`with_provisioner!`), after parsing the
 /// rows, so none of these ever sees a kind or state it does not know.
@@ -165,6 +168,19 @@ pub(crate) trait Provisioner {
         service: &DataServiceRow,
         binding: &BindingRow,
     ) -> Result<Vec<Injected>, ProvisionError>;
+
+    /// The binding's current numbers from its engine (sizes, sessions,
+    /// counters), by name. Kinds without an engine of their own report
+    /// none.
+    async fn metrics(
+        &self,
+        ctx: &Ctx,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<Metrics, ProvisionError> {
+        let _ = (ctx, service, binding);
+        Ok(Vec::new())
+    }
 
     /// Uses the binding with its own credentials (the drift check); the
     /// error says what failed. Kinds whose data lives in mds itself
@@ -756,6 +772,17 @@ impl Reconciler {
         with_provisioner!(self.inner, kind, p => {
             p.restart(ctx, service, binding, desired).await
         })
+    }
+
+    /// A running binding's current numbers from its engine.
+    pub async fn binding_metrics(
+        &self,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<Metrics, ProvisionError> {
+        let (kind, _) = self.parsed(service, binding).await?;
+        let ctx = &self.inner.ctx;
+        with_provisioner!(self.inner, kind, p => p.metrics(ctx, service, binding).await)
     }
 
     /// Drops a binding's data now (a purge), then its row.

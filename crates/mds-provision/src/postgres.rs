@@ -13,7 +13,7 @@ use mds_store::{quote, BindingRow, DataServiceRow};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use crate::{describe, Ctx, Injected, ProvisionError, Provisioner};
+use crate::{describe, Ctx, Injected, Metrics, ProvisionError, Provisioner};
 
 /// Postgres bindings: a database and a login role each, on the shared
 /// engine.
@@ -41,6 +41,38 @@ impl PostgresProvisioner {
 }
 
 impl Provisioner for PostgresProvisioner {
+    /// The database's size, its sessions, and its transaction and block
+    /// counters since the engine's statistics were last reset.
+    async fn metrics(
+        &self,
+        _ctx: &Ctx,
+        _service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<Metrics, ProvisionError> {
+        let admin = self.admin().await?;
+        let row = admin
+            .client
+            .query_one(
+                "SELECT pg_database_size(d.datname)::float8,
+                        (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname)::float8,
+                        s.xact_commit::float8, s.xact_rollback::float8,
+                        s.blks_hit::float8, s.blks_read::float8, s.deadlocks::float8
+                 FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid
+                 WHERE d.datname = $1",
+                &[&binding.resource_name],
+            )
+            .await?;
+        Ok(vec![
+            ("database_size_bytes", row.get(0)),
+            ("connections", row.get(1)),
+            ("xact_commit", row.get(2)),
+            ("xact_rollback", row.get(3)),
+            ("blocks_hit", row.get(4)),
+            ("blocks_read", row.get(5)),
+            ("deadlocks", row.get(6)),
+        ])
+    }
+
     async fn converge(
         &self,
         ctx: &Ctx,

@@ -8,7 +8,7 @@ use mds_engines::{RedisEngine, RedisSpec};
 use mds_store::{BindingRow, DataServiceRow};
 
 use crate::redis_external::key_prefix;
-use crate::{Ctx, Injected, ProvisionError, Provisioner, RedisHosting};
+use crate::{Ctx, Injected, Metrics, ProvisionError, Provisioner, RedisHosting};
 
 /// A Redis without a size gets 64 MiB.
 pub const DEFAULT_REDIS_MEMORY: u64 = 64 * 1024 * 1024;
@@ -169,6 +169,26 @@ impl Provisioner for RedisHosting {
         .variables(&service.env_prefix))
     }
 
+    /// From `INFO`, logged in as the binding's own user: memory, clients,
+    /// keys and command counters of its own redis-server. On a shared
+    /// external server those numbers would be everyone's: none.
+    async fn metrics(
+        &self,
+        ctx: &Ctx,
+        _service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<Metrics, ProvisionError> {
+        if !matches!(self, RedisHosting::Managed(_)) {
+            return Ok(Vec::new());
+        }
+        let password = ctx.password(binding)?;
+        let (host, port) = self.endpoint(binding);
+        let info = mds_engines::resp::auth_info(&host, port, &binding.resource_name, &password)
+            .await
+            .map_err(ProvisionError::Redis)?;
+        Ok(info_metrics(&info))
+    }
+
     async fn check(
         &self,
         ctx: &Ctx,
@@ -178,5 +198,56 @@ impl Provisioner for RedisHosting {
         let password = ctx.password(binding).map_err(|e| e.to_string())?;
         let (host, port) = self.endpoint(binding);
         mds_engines::resp::auth_ping(&host, port, &binding.resource_name, &password).await
+    }
+}
+
+/// The numbers a binding's `INFO` answer reports, by our names; keys are
+/// summed over its databases (`db0:keys=3,expires=0,...`).
+fn info_metrics(info: &str) -> Metrics {
+    const FIELDS: &[(&str, &str)] = &[
+        ("used_memory", "used_memory_bytes"),
+        ("maxmemory", "maxmemory_bytes"),
+        ("connected_clients", "connections"),
+        ("total_commands_processed", "commands_processed"),
+        ("keyspace_hits", "keyspace_hits"),
+        ("keyspace_misses", "keyspace_misses"),
+        ("evicted_keys", "evicted_keys"),
+    ];
+    let mut out = Vec::new();
+    let mut keys = 0.0;
+    for line in info.lines() {
+        let Some((field, value)) = line.trim_end().split_once(':') else {
+            continue;
+        };
+        if let Some((_, name)) = FIELDS.iter().find(|(f, _)| *f == field) {
+            if let Ok(v) = value.parse::<f64>() {
+                out.push((*name, v));
+            }
+        } else if field.starts_with("db") {
+            keys += value
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("keys="))
+                .and_then(|n| n.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    out.push(("keys", keys));
+    out
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::info_metrics;
+
+    #[test]
+    fn info_fields_and_keys_over_databases() {
+        let info = "# Memory\r\nused_memory:1024\r\nmaxmemory:0\r\n# Clients\r\n\
+                    connected_clients:2\r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n\
+                    db1:keys=4,expires=1,avg_ttl=0\r\nredis_version:7.0.15\r\n";
+        let m = info_metrics(info);
+        assert!(m.contains(&("used_memory_bytes", 1024.0)));
+        assert!(m.contains(&("connections", 2.0)));
+        assert!(m.contains(&("keys", 7.0)));
+        assert!(!m.iter().any(|(n, _)| *n == "redis_version"));
     }
 }

@@ -6,7 +6,7 @@ use mds_core::ids::IdKind;
 use mds_core::kinds::{BindingState, Desired};
 use mds_store::{BindingRow, DataServiceRow};
 
-use crate::{url_host_port, Ctx, Injected, ProvisionError, Provisioner};
+use crate::{url_host_port, Ctx, Injected, Metrics, ProvisionError, Provisioner};
 
 /// The prefix of a storage binding's S3 access key id; the rest is the
 /// binding's ULID, so the key names its binding without a lookup table.
@@ -61,6 +61,20 @@ pub(crate) struct StorageProvisioner {
 }
 
 impl Provisioner for StorageProvisioner {
+    /// The bucket's objects and bytes, from the object index.
+    async fn metrics(
+        &self,
+        ctx: &Ctx,
+        _service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<Metrics, ProvisionError> {
+        let Some(bucket) = ctx.store.binding_bucket(&binding.id).await? else {
+            return Ok(Vec::new());
+        };
+        let (objects, bytes) = ctx.store.bucket_usage(&bucket.id).await?;
+        Ok(vec![("objects", objects as f64), ("bytes", bytes as f64)])
+    }
+
     /// Creates (or removes) the binding's bucket.
     async fn converge(
         &self,

@@ -10,6 +10,7 @@ mod request_id;
 mod router;
 mod routes;
 mod s3_keys;
+mod sse;
 mod state;
 mod views;
 

@@ -746,6 +746,34 @@ impl Store {
             .collect())
     }
 
+    /// A service's events after event `after` (`None`: the newest
+    /// `limit`), oldest first, as (id, at, stream, line): what a log stream
+    /// sends next.
+    pub async fn binding_events_after(
+        &self,
+        service_id: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, DateTime<Utc>, String, String)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, at, stream, line FROM (
+                     SELECT ev.id, ev.at, ev.stream, ev.line FROM binding_events ev
+                     JOIN bindings b ON b.id = ev.binding_id
+                     WHERE b.service_id = $1 AND ev.id > COALESCE($2::bigint, 0)
+                     ORDER BY CASE WHEN $2::bigint IS NULL THEN -ev.id ELSE ev.id END
+                     LIMIT $3
+                 ) page ORDER BY id",
+                &[&service_id, &after, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+
     /// Sends a running binding whose resource no longer answers back to the
     /// reconciler.
     pub async fn binding_drifted(&self, id: &str, reason: &str) -> Result<()> {

@@ -16,6 +16,7 @@ mod migrations;
 mod projects;
 mod public_networking;
 pub mod quote;
+mod runtime_env;
 mod sandboxes;
 mod settings;
 mod storage;
@@ -41,6 +42,7 @@ pub use error::StoreError;
 pub use idempotency::{IdempotencyBegin, IdempotencyKey, StoredResponse};
 pub use projects::{EnvironmentRow, NewEnvironment, NewProject, ProjectPatch, ProjectRow};
 pub use public_networking::{PublicAccessRow, PublicEndpointRow};
+pub use runtime_env::{NewRuntimeEnv, RuntimeEnvFilter, RuntimeEnvRow};
 pub use sandboxes::{NewSandbox, SandboxRow};
 pub use storage::{
     BucketRow, Manifest, NewBucket, NewObject, ObjectRow, PartRow, StorageRule, UploadRow,

@@ -80,6 +80,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "public_networking",
         include_str!("../migrations/0018_public_networking.sql"),
     ),
+    (
+        19,
+        "runtime_env",
+        include_str!("../migrations/0019_runtime_env.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

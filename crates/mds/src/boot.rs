@@ -442,6 +442,7 @@ fn layer_of(label: &str) -> Layer {
     match label {
         "platform" => Layer::Platform,
         "binding" => Layer::Binding,
+        "runtime_env" => Layer::RuntimeEnv,
         "shared" => Layer::Shared,
         "service" => Layer::Service,
         _ => Layer::Run,

@@ -1,14 +1,16 @@
 //! A project's environments. `production` (the default) and `staging`
 //! come with every project; custom ones (`qa`, `preview/pr-42`) are added
 //! and removed. The default environment can be neither renamed nor deleted.
+//! An environment can be duplicated (its configuration, not its data) and
+//! synced from another (variables added or updated, never removed).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use mds_api_types::projects::{DuplicateEnvironment, DuplicatedEnvironment, SyncEnvironment};
 use mds_api_types::{CreateEnvironment, Environment, UpdateEnvironment};
-use mds_core::ids::IdKind;
-use mds_core::names::{self, ENVIRONMENT_KINDS};
-use mds_store::{NewEnvironment, StoreError};
+use mds_core::names;
+use mds_store::StoreError;
 use serde::Deserialize;
 
 use super::{data, deleted, list as list_response};
@@ -17,14 +19,12 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
 use crate::views::environment_view;
-use mds_control::projects::{load_project, resolve_environment};
+use mds_control::projects::{
+    create_environment, environment_name_taken, load_project, resolve_environment,
+};
 
 fn name_taken(name: &str) -> ApiError {
-    ApiError::conflict(
-        "ENVIRONMENT_NAME_TAKEN",
-        format!("this project already has an environment named {name:?}"),
-    )
-    .with_details(serde_json::json!({ "field": "name" }))
+    environment_name_taken(name).into()
 }
 
 fn is_default_error(action: &str) -> ApiError {
@@ -70,45 +70,67 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateEnvironment>,
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
-    let name = body.name.ok_or_else(|| ApiError::missing_field("name"))?;
-    names::validate_environment_name("name", &name)?;
-    let slug = match body.slug {
-        Some(slug) => {
-            names::validate_slug("slug", &slug)?;
-            slug
-        }
-        None => names::environment_slug(&name),
-    };
-    let kind = match body.kind {
-        Some(kind) if ENVIRONMENT_KINDS.contains(&kind.as_str()) => kind,
-        Some(kind) => {
-            return Err(ApiError::invalid_field(
-                "kind",
-                format!("must be one of {ENVIRONMENT_KINDS:?}, got {kind:?}"),
-            ))
-        }
-        None => names::environment_kind(&name).to_string(),
-    };
+    let project = load_project(state.store()?, &principal, &project).await?;
+    let row = create_environment(&state, &project, body.name, body.slug, body.kind).await?;
+    Ok(data(StatusCode::CREATED, environment_view(row)))
+}
+
+/// A new environment with the source's variables and new, empty bindings
+/// of its data services ("secrets are generated again; no data is
+/// copied").
+pub async fn duplicate(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams((project, environment)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<DuplicateEnvironment>,
+) -> ApiResult<Response> {
+    principal.require("projects:write")?;
+    principal.require("env:write")?;
     let store = state.store()?;
     let project = load_project(store, &principal, &project).await?;
-    let new = NewEnvironment {
-        id: IdKind::Environment.mint(),
-        name: name.clone(),
-        slug,
-        kind,
-        is_default: false,
-    };
-    match store.create_environment(&project.id, &new).await {
-        Ok(row) => {
-            // Its data-service bindings are added by the next pass.
-            if let Ok(reconciler) = state.reconciler() {
-                reconciler.wake();
-            }
-            Ok(data(StatusCode::CREATED, environment_view(row)))
-        }
-        Err(StoreError::Conflict { .. }) => Err(name_taken(&name)),
-        Err(e) => Err(e.into()),
-    }
+    let source = resolve_environment(store, &project, Some(&environment)).await?;
+    let (created, report) = state
+        .duplicate_environment(&principal, &project, &source, body.name, body.slug)
+        .await?;
+    let services = store
+        .data_services(&project.id)
+        .await?
+        .into_iter()
+        .filter(|s| s.environment_id.is_none())
+        .map(|s| s.name)
+        .collect();
+    Ok(data(
+        StatusCode::CREATED,
+        DuplicatedEnvironment {
+            environment: environment_view(created),
+            duplicated_from: source.id,
+            copied: report.changes,
+            services,
+            skipped: report.skipped,
+        },
+    ))
+}
+
+/// The diff of this environment against another; with `apply`, written.
+pub async fn sync(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams((project, environment)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<SyncEnvironment>,
+) -> ApiResult<Response> {
+    let apply = body.apply.unwrap_or(false);
+    principal.require(if apply { "env:write" } else { "env:read" })?;
+    let from = body
+        .from_environment_id
+        .ok_or_else(|| ApiError::missing_field("from_environment_id"))?;
+    let store = state.store()?;
+    let project = load_project(store, &principal, &project).await?;
+    let target = resolve_environment(store, &project, Some(&environment)).await?;
+    let from = resolve_environment(store, &project, Some(&from)).await?;
+    let report = state
+        .sync_environment(&principal, &project, &target, &from, apply)
+        .await?;
+    Ok(data(StatusCode::OK, report))
 }
 
 pub async fn update(

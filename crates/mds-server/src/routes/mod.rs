@@ -4,6 +4,8 @@
 mod api_keys;
 mod app_auth;
 mod data_services;
+mod database_logs;
+mod database_metrics;
 mod deployments;
 pub(crate) mod env;
 mod environments;
@@ -12,6 +14,7 @@ mod not_offered;
 mod project_auth;
 mod projects;
 mod public_networking;
+mod runtime_env;
 mod sandboxes;
 mod services;
 mod storage;
@@ -49,6 +52,23 @@ pub fn router(state: AppState) -> Router {
                 .patch(environments::update)
                 .delete(environments::delete),
         )
+        .route(
+            "/projects/{project}/environments/{environment}/duplicate",
+            post(environments::duplicate),
+        )
+        .route(
+            "/projects/{project}/environments/{environment}/sync",
+            post(environments::sync),
+        )
+        .route("/projects/{project}/summary", get(projects::summary))
+        .route("/projects/{project}/move", post(projects::move_project))
+        .route(
+            "/projects/{project}/templates/{slug}/apply",
+            post(projects::apply_template),
+        )
+        .route("/project-capabilities", get(projects::capabilities))
+        .route("/project-templates", get(projects::templates))
+        .route("/project-templates/{slug}", get(projects::templates))
         .route(
             "/projects/{project}/shared-variables",
             get(variables::list).put(variables::set),
@@ -113,6 +133,11 @@ pub fn router(state: AppState) -> Router {
         .route("/databases/{id}/stop", post(data_services::db_stop))
         .route("/databases/{id}/restart", post(data_services::db_restart))
         .route("/databases/{id}/logs", get(data_services::db_logs))
+        .route("/databases/{id}/metrics", get(database_metrics::metrics))
+        .route(
+            "/databases/{id}/logs/stream",
+            get(database_logs::stream_logs),
+        )
         .route(
             "/databases/{id}/public-networking",
             get(public_networking::get)
@@ -290,6 +315,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api-keys/{key}/rotate", post(api_keys::rotate))
         .merge(not_offered::routes())
+        .route(
+            "/runtime-env",
+            get(runtime_env::list).post(runtime_env::set),
+        )
+        .route(
+            "/runtime-env/{id}",
+            get(runtime_env::get).delete(runtime_env::delete),
+        )
         // Inner layers run last: authenticate, then deduplicate.
         .route_layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .route_layer(from_fn_with_state(state.clone(), auth::middleware))

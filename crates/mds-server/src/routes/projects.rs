@@ -1,14 +1,21 @@
 //! Projects: create (with `production` and `staging`), get, list, update,
-//! delete. Projects are named by id or slug.
+//! delete, summary. Projects are named by id or slug. Templates and moves
+//! are answered 501.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use std::collections::BTreeMap;
+
+use mds_api_types::projects::{
+    BucketSummary, DeploymentSummary, EnvironmentSummary, ProjectCapabilities, ProjectSummary,
+    ServiceSummary, SummaryCounts, VolumeSummary,
+};
 use mds_api_types::{CreateProject, UpdateProject};
 use mds_core::ids::IdKind;
 use mds_core::names::{self, MAX_DESCRIPTION, MAX_PROJECT_NAME};
 use mds_core::tenancy::DEFAULT_WORKSPACE_ID;
-use mds_store::{NewProject, ProjectPatch, StoreError};
+use mds_store::{NewProject, ProjectPatch, SandboxRow, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -17,7 +24,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, Paging, PathParams, QueryParams};
 use crate::state::AppState;
-use crate::views::project_view;
+use crate::views::{project_view, service_view};
 use mds_control::projects::{create_project, load_project};
 
 fn validate_metadata(metadata: Option<Value>) -> ApiResult<Option<Value>> {
@@ -214,4 +221,157 @@ pub async fn delete(
         return Err(ApiError::not_found("project", &reference));
     }
     Ok(deleted(&project.id))
+}
+
+/// `GET /projects/{id}/summary`: the project's environments, data services
+/// (with their state in each environment), sandboxes, deployments and
+/// their runtime instances, volumes and buckets, counted.
+pub async fn summary(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(project): PathParams<String>,
+) -> ApiResult<Response> {
+    principal.require("projects:read")?;
+    let inv = state.project_inventory(&principal, &project).await?;
+    let live = |s: &&SandboxRow| s.state != "destroyed";
+    let mut environments: Vec<EnvironmentSummary> = inv
+        .project
+        .environments
+        .iter()
+        .map(|e| EnvironmentSummary {
+            id: e.id.clone(),
+            name: e.name.clone(),
+            is_default: e.is_default,
+            services: BTreeMap::new(),
+            sandboxes: inv
+                .sandboxes
+                .iter()
+                .filter(live)
+                .filter(|s| s.environment_id.as_deref() == Some(&e.id))
+                .count() as u64,
+            runtime_instances: count_by(
+                inv.deployments
+                    .iter()
+                    .flat_map(|(_, i)| i)
+                    .filter(|i| i.environment_id == e.id)
+                    .map(|i| i.state.as_str()),
+            ),
+        })
+        .collect();
+    let mut data_services = Vec::new();
+    for (service, bindings) in &inv.services {
+        for binding in bindings {
+            if let Some(env) = environments
+                .iter_mut()
+                .find(|e| e.id == binding.environment_id)
+            {
+                env.services
+                    .insert(service.name.clone(), binding.state.clone());
+            }
+        }
+        let view = service_view(&inv.project.tenant_id, service, bindings);
+        data_services.push(ServiceSummary {
+            id: view.id,
+            name: view.name,
+            kind: view.kind,
+            state: view.state,
+            environments: bindings
+                .iter()
+                .map(|b| (b.environment_name.clone(), b.state.clone()))
+                .collect(),
+        });
+    }
+    let deployments: Vec<DeploymentSummary> = inv
+        .deployments
+        .iter()
+        .map(|(d, instances)| DeploymentSummary {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            slug: d.slug.clone(),
+            stopped: d.stopped,
+            runtime_instances: count_by(instances.iter().map(|i| i.state.as_str())),
+        })
+        .collect();
+    let counts = SummaryCounts {
+        environments: environments.len() as u64,
+        data_services: data_services.len() as u64,
+        sandboxes: inv.sandboxes.iter().filter(live).count() as u64,
+        deployments: deployments.len() as u64,
+        runtime_instances: inv.deployments.iter().map(|(_, i)| i.len() as u64).sum(),
+        volumes: inv.volumes.len() as u64,
+        buckets: inv.buckets.len() as u64,
+    };
+    environments.sort_by_key(|e| !e.is_default);
+    Ok(data(
+        StatusCode::OK,
+        ProjectSummary {
+            project_id: inv.project.id.clone(),
+            name: inv.project.name.clone(),
+            slug: inv.project.slug.clone(),
+            counts,
+            environments,
+            data_services,
+            sandboxes: count_by(inv.sandboxes.iter().map(|s| s.state.as_str())),
+            deployments,
+            volumes: VolumeSummary {
+                total: inv.volumes.len() as u64,
+                attached: inv
+                    .volumes
+                    .iter()
+                    .filter(|v| v.attachment.is_some())
+                    .count() as u64,
+                size_bytes: inv.volumes.iter().map(|v| v.size_bytes).sum(),
+            },
+            buckets: BucketSummary {
+                total: inv.buckets.len() as u64,
+                public: inv
+                    .buckets
+                    .iter()
+                    .filter(|b| b.visibility == "public")
+                    .count() as u64,
+            },
+        },
+    ))
+}
+
+fn count_by<'a>(states: impl Iterator<Item = &'a str>) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for state in states {
+        *counts.entry(state.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// `GET /project-capabilities`: what this server can do of the SDK's
+/// project features.
+pub async fn capabilities(principal: Principal) -> ApiResult<Response> {
+    principal.require("projects:read")?;
+    Ok(data(
+        StatusCode::OK,
+        ProjectCapabilities {
+            services_api: true,
+            image_source: false,
+            template_apply: false,
+        },
+    ))
+}
+
+/// Templates (`/project-templates[/{slug}]`, `.../templates/{slug}/apply`):
+/// there is no catalog here.
+pub async fn templates(principal: Principal) -> ApiResult<Response> {
+    principal.require("projects:read")?;
+    Err(ApiError::not_implemented("project templates"))
+}
+
+pub async fn apply_template(principal: Principal) -> ApiResult<Response> {
+    principal.require("projects:write")?;
+    Err(ApiError::not_implemented("project templates"))
+}
+
+/// `POST /projects/{id}/move`: one workspace per server, nowhere to move to.
+pub async fn move_project(principal: Principal) -> ApiResult<Response> {
+    principal.require("projects:write")?;
+    Err(ApiError::not_implemented(
+        "moving a project to another workspace (this server has one workspace)",
+    ))
 }

@@ -5,16 +5,15 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use futures_util::stream;
 use mds_api_types::sandboxes::{CreateSandbox, Exec, ExecExit, ExecLine, ExecResult};
 use mds_control::projects::project_id_of;
 use mds_control::sandboxes::{readiness_view, sandbox_view, PreparedExec};
 use mds_runtime::sandbox::{Command, Output};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -22,6 +21,7 @@ use super::data;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
+use crate::sse::{sse, sse_frame};
 use crate::state::AppState;
 
 pub async fn create(
@@ -101,25 +101,6 @@ pub async fn readiness(
     principal.require("projects:read")?;
     let row = state.sandbox(&principal, &id).await?;
     Ok(data(StatusCode::OK, readiness_view(&row)))
-}
-
-fn sse_frame<T: Serialize>(event: &str, data: &T) -> String {
-    let data = serde_json::to_string(data).unwrap_or_else(|_| "null".to_string());
-    format!("event: {event}\ndata: {data}\n\n")
-}
-
-fn sse(frames: impl futures_util::Stream<Item = String> + Send + 'static) -> Response {
-    let body = Body::from_stream(futures_util::StreamExt::map(frames, |f| {
-        Ok::<_, std::convert::Infallible>(f)
-    }));
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
 }
 
 /// `event: ready` once the sandbox runs (at once if it does), `event:
