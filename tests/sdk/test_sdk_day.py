@@ -272,3 +272,64 @@ def test_another_tenants_view_of_standalone_things(client, mds):
 
 def client_get_status(mds, path: str) -> int:
     return api(mds, "GET", path).status_code
+
+
+def test_one_users_day_as_issue_15_tells_it(client, mds):
+    """The scenario that failed, step by step, in the order a new user
+    meets it; each step is what the issue says went wrong."""
+    project = client.projects.create(f"day-{hexid()}")
+    p = project["id"]
+
+    # 1. A standalone cache and a bucket, without a project.
+    cache = client.databases.create(name=f"cache-{hexid()}", engine="redis")
+    assert cache["project_id"] is None
+    uploads = client.storage.create_bucket(f"uploads-{hexid()}")
+    assert uploads["project_id"] is None and uploads["credentials"]["access_key_id"]
+
+    # 2. A version this server does not run is refused, not changed.
+    with pytest.raises(errors.ValidationError):
+        client.databases.create(engine="postgresql", name="db16", project_id=p, version="99")
+
+    # 3. The SDK renames `version`; a retry with the same key replays.
+    key = f"day-{hexid()}"
+    major = client.databases.create(engine="postgresql", name="main", project_id=p)["engine_version"]
+    made = client.databases.create(
+        engine="postgresql", name="ledger", project_id=p, version=major, idempotency_key=key
+    )
+    again = client.databases.create(
+        project_id=p, version=major, name="ledger", engine="postgresql", idempotency_key=key
+    )
+    assert again["id"] == made["id"]
+
+    # 4. A service per environment, and references resolved in each.
+    prod = client.services.create(p, "Postgres", type="database", environment="production")
+    staging = client.services.create(p, "Postgres", type="database", environment="staging")
+    assert prod["id"] != staging["id"]
+    web = client.services.create(p, "web", type="web", environment="staging")
+    client.services.set_variables(web["id"], {"APP_DB": "${{Postgres.DATABASE_URL}}"})
+    wait_service(client, staging["id"])
+    assert (
+        client.services.reveal_variable(web["id"], "APP_DB")["value"]
+        == client.services.connection(staging["id"])["private_url"]
+    )
+
+    # 5. Runtime env for sandboxes of the project.
+    name = f"DAY_{hexid().upper()}"
+    client.runtime_env.set(scope="project", project_id=p, target="sandbox", name=name, value="on")
+    sandbox = client.sandboxes.create(project_id=p)
+    try:
+        out = sandbox.exec.run(f"printenv {name}")
+        assert out.exit_code == 0 and out.stdout.strip() == "on"
+    finally:
+        sandbox.destroy()
+
+    # 6. A bucket made for the project is what its boots see.
+    assets = client.storage.create_bucket(f"assets-{hexid()}", project_id=p)
+    assert resolved(mds, p, "production")["STORAGE_BUCKET"] == assets["name"]
+
+    # 7. Public networking answers honestly on a server without a public address.
+    status = client.databases.public_networking(made["id"])
+    assert status["enabled"] is False and status["supported"] is False
+    with pytest.raises(errors.MiosaError) as raised:
+        client.databases.enable_public_networking(made["id"], allowlist=["127.0.0.1/32"])
+    assert raised.value.status_code == 409

@@ -31,9 +31,8 @@ def test_service_calls_not_offered_say_so(client, mds):
     s_ = client.services
     cases = [
         (lambda: s_.update(s, name="api", settings={"replicas": 2}), "updating a service"),
-        (lambda: s_.restart(s, idempotency_key=uuid.uuid4().hex), "service restarts"),
-        (lambda: s_.start(s), "service start"),
-        (lambda: s_.stop(s), "service stop"),
+        (lambda: s_.restart(s, idempotency_key=uuid.uuid4().hex), "restarting an app service"),
+        (lambda: s_.start(s), "starting an app service"),
         (lambda: s_.scale(s, replicas=2, region="local", limits={"cpu": 1}), "scaling"),
         (lambda: s_.redeploy(s), "redeploys"),
         (lambda: s_.deploy(s, source={"type": "git", "ref": "main"}, message="m"), "service releases"),
@@ -79,6 +78,33 @@ def test_service_calls_not_offered_say_so(client, mds):
         not_offered(call, feature)
     # Without a key the answer is 401, as for every route.
     assert httpx.get(f"{mds.url}/api/v1/services/{s}/runs").status_code == 401
+
+
+def test_service_lifecycle_of_a_database_service(client, mds):
+    project = client.projects.create(f"svcl-{uuid.uuid4().hex[:6]}")
+    p = project["id"]
+    prod = client.services.create(p, "Cache", type="database", settings={"engine": "redis"})
+    staging = client.services.create(p, "Cache", type="database", environment="staging",
+                                     settings={"engine": "redis"})
+    for service in (prod, staging):
+        deadline = time.monotonic() + 30
+        while client.services.get(service["id"])["state"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    with pytest.raises(errors.MiosaError) as raised:
+        client.services.start(prod["id"])
+    assert raised.value.status_code == 409
+    # Stopping staging's member leaves production running.
+    assert client.services.stop(staging["id"]) == {"stopped": 1}
+    assert client.services.get(staging["id"])["state"] == "stopped"
+    assert client.services.get(prod["id"])["state"] == "running"
+    started = client.services.start(staging["id"], idempotency_key=uuid.uuid4().hex)
+    assert started["id"] == staging["id"]
+    restarted = client.services.restart(prod["id"])
+    assert restarted["id"] == prod["id"]
+    # An app service stops (nothing serves yet) and says it cannot start here.
+    web = client.services.create(p, "web", type="web")
+    assert client.services.stop(web["id"]) == {"stopped": 0}
 
 
 def test_database_lifecycle_and_volume_listing(client, mds):

@@ -417,6 +417,41 @@ pub fn kind_of(raw: &str) -> ControlResult<ServiceKind> {
     })
 }
 
+/// Starts or stops every binding of `service` and waits for them to
+/// settle. Data and credentials stay either way.
+pub async fn set_desired(
+    control: &Control,
+    service: &DataServiceRow,
+    desired: mds_core::kinds::Desired,
+) -> ControlResult<()> {
+    if service.deleting {
+        return Err(ControlError::conflict(
+            "RESOURCE_STATE",
+            "this database is being deleted",
+        ));
+    }
+    control
+        .store()?
+        .set_service_desired(&service.id, desired.as_str())
+        .await?;
+    control.reconciler()?.wake();
+    wait_settled(control, &service.id).await
+}
+
+/// Ends every session of the service's roles in every environment; data
+/// and credentials stay.
+pub async fn restart(control: &Control, service: &DataServiceRow) -> ControlResult<()> {
+    let store = control.store()?;
+    let reconciler = control.reconciler()?;
+    for binding in store.bindings(&service.id).await? {
+        reconciler.restart(service, &binding).await?;
+        let _ = store
+            .add_binding_event(&binding.id, "lifecycle", "restarted: sessions closed")
+            .await;
+    }
+    Ok(())
+}
+
 /// Asks for a data service's data to be deleted (the caller confirmed).
 pub async fn remove_service(control: &Control, service: &DataServiceRow) -> ControlResult<()> {
     control

@@ -13,7 +13,7 @@ use axum::response::Response;
 use mds_api_types::services::{DatabaseLogLine, DatabaseLogs};
 use mds_api_types::{CreateDataService, CreateDatabase, Credentials, DataService};
 use mds_control::attach::{
-    attach, kind_of, load_service, remove_service, wait_settled, KindOptions,
+    self, attach, kind_of, load_service, remove_service, wait_settled, KindOptions,
 };
 use mds_control::projects::{load_project, project_id_of, resolve_environment, service_project};
 use mds_control::standalone;
@@ -398,18 +398,7 @@ async fn set_desired(
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
     let service = load_service(state.control(), principal, id).await?;
-    if service.deleting {
-        return Err(ApiError::conflict(
-            "RESOURCE_STATE",
-            "this database is being deleted",
-        ));
-    }
-    state
-        .store()?
-        .set_service_desired(&service.id, desired.as_str())
-        .await?;
-    state.reconciler()?.wake();
-    wait_settled(state.control(), &service.id).await?;
+    attach::set_desired(state.control(), &service, desired).await?;
     Ok(data(
         StatusCode::OK,
         view(state, principal, &service).await?,
@@ -440,14 +429,7 @@ pub async fn db_restart(
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
     let service = load_service(state.control(), &principal, &id).await?;
-    let reconciler = state.reconciler()?;
-    for binding in state.store()?.bindings(&service.id).await? {
-        reconciler.restart(&service, &binding).await?;
-        let _ = state
-            .store()?
-            .add_binding_event(&binding.id, "lifecycle", "restarted: sessions closed")
-            .await;
-    }
+    attach::restart(state.control(), &service).await?;
     Ok(data(
         StatusCode::OK,
         view(&state, &principal, &service).await?,

@@ -101,6 +101,9 @@ pub fn router(state: AppState) -> Router {
                 .patch(not_offered::update_service),
         )
         .route("/services/{id}/connection", get(services::connection))
+        .route("/services/{id}/start", post(services::start))
+        .route("/services/{id}/stop", post(services::stop))
+        .route("/services/{id}/restart", post(services::restart))
         .route(
             "/services/{id}/variables",
             get(services::variables).put(services::set_variables),

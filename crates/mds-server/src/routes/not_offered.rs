@@ -15,21 +15,6 @@ use crate::state::AppState;
 const NOT_OFFERED: &[(&str, &str, &str)] = &[
     (
         "POST",
-        "/services/{id}/restart",
-        "service restarts (database services: POST /databases/{id}/restart)",
-    ),
-    (
-        "POST",
-        "/services/{id}/start",
-        "service start (database services: POST /databases/{id}/start)",
-    ),
-    (
-        "POST",
-        "/services/{id}/stop",
-        "service stop (database services: POST /databases/{id}/stop)",
-    ),
-    (
-        "POST",
         "/services/{id}/scale",
         "scaling a service's replicas",
     ),

@@ -20,11 +20,12 @@ use mds_api_types::services::{
     EffectiveVariable, EffectiveVariables, ProjectService, RevealedVariable, ServiceConnection,
 };
 use mds_api_types::SetVariables;
-use mds_control::attach::{attach, kind_of, remove_service, KindOptions};
+use mds_control::attach::{attach, kind_of, remove_service, wait_settled, KindOptions};
 use mds_control::projects::{load_project, resolve_environment};
 use mds_control::references::{draw_secrets, resolve_all, resolved_exposed, Exposed};
 use mds_control::variables;
 use mds_core::ids::IdKind;
+use mds_core::kinds::Desired;
 use mds_core::kinds::ServiceKind;
 use mds_core::vars;
 use mds_store::{DataServiceRow, DeploymentRow, EnvironmentRow, ProjectRow, VariableScope};
@@ -64,6 +65,8 @@ struct Loaded {
     subject: Subject,
     project: Arc<ProjectRow>,
     env: EnvironmentRow,
+    /// The binding a member id names: calls act on that environment only.
+    member: Option<String>,
 }
 
 impl Loaded {
@@ -452,6 +455,7 @@ async fn load(
             subject: Subject::App(d),
             project,
             env,
+            member: None,
         });
     }
     let (service, pinned) = if IdKind::Binding.matches(id) {
@@ -485,6 +489,7 @@ async fn load(
         subject: Subject::Data(service),
         project,
         env,
+        member: IdKind::Binding.matches(id).then(|| id.to_string()),
     })
 }
 
@@ -513,15 +518,115 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
     let loaded = load(&state, &principal, &id, &query).await?;
-    match &loaded.subject {
-        Subject::Data(_) if IdKind::Binding.matches(&id) => {
-            state.store()?.set_binding_desired(&id, "deleted").await?;
+    match (&loaded.subject, &loaded.member) {
+        (Subject::Data(_), Some(member)) => {
+            state
+                .store()?
+                .set_binding_desired(member, "deleted")
+                .await?;
             state.reconciler()?.wake();
         }
-        Subject::Data(service) => remove_service(state.control(), service).await?,
-        Subject::App(d) => state.deployer()?.remove(&state, d).await?,
+        (Subject::Data(service), None) => remove_service(state.control(), service).await?,
+        (Subject::App(d), _) => state.deployer()?.remove(&state, d).await?,
     }
     Ok(deleted(&id))
+}
+
+/// Starts a stopped database service (in its one environment, for a
+/// member id). Already running is a conflict, as the SDK documents.
+pub async fn start(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(id): PathParams<String>,
+    QueryParams(query): QueryParams<EnvQuery>,
+) -> ApiResult<Response> {
+    principal.require("projects:write")?;
+    let loaded = load(&state, &principal, &id, &query).await?;
+    let Subject::Data(service) = &loaded.subject else {
+        return Err(ApiError::not_implemented(
+            "starting an app service (publish a release to its deployment)",
+        ));
+    };
+    let view = loaded_view(&state, &principal, &loaded).await?;
+    if view.state == "running" {
+        return Err(ApiError::conflict(
+            "SERVICE_RUNNING",
+            format!("{} is already running", service.name),
+        ));
+    }
+    lifecycle(&state, &loaded, service, Desired::Running).await?;
+    Ok(data(
+        StatusCode::OK,
+        loaded_view(&state, &principal, &loaded).await?,
+    ))
+}
+
+/// Stops a service now: a database service's engine-side sessions end and
+/// its data stays; an app service's instances stop. `{"stopped": n}`.
+pub async fn stop(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(id): PathParams<String>,
+    QueryParams(query): QueryParams<EnvQuery>,
+) -> ApiResult<Response> {
+    principal.require("projects:write")?;
+    let loaded = load(&state, &principal, &id, &query).await?;
+    let stopped = match &loaded.subject {
+        Subject::Data(service) => lifecycle(&state, &loaded, service, Desired::Stopped).await?,
+        Subject::App(d) => {
+            let serving = state.store()?.active_versions(&d.id).await?.len();
+            state.stop_deployment(d).await?;
+            serving
+        }
+    };
+    Ok(data(StatusCode::OK, json!({ "stopped": stopped })))
+}
+
+/// Ends every session of a database service's roles (data and credentials
+/// stay).
+pub async fn restart(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(id): PathParams<String>,
+    QueryParams(query): QueryParams<EnvQuery>,
+) -> ApiResult<Response> {
+    principal.require("projects:write")?;
+    let loaded = load(&state, &principal, &id, &query).await?;
+    let Subject::Data(service) = &loaded.subject else {
+        return Err(ApiError::not_implemented(
+            "restarting an app service (publish or promote a release of its deployment)",
+        ));
+    };
+    mds_control::attach::restart(state.control(), service).await?;
+    Ok(data(
+        StatusCode::OK,
+        loaded_view(&state, &principal, &loaded).await?,
+    ))
+}
+
+/// Sets a database service's bindings (a member's one binding) to
+/// `desired` and waits; how many bindings that covered.
+async fn lifecycle(
+    state: &AppState,
+    loaded: &Loaded,
+    service: &DataServiceRow,
+    desired: Desired,
+) -> ApiResult<usize> {
+    match &loaded.member {
+        Some(member) => {
+            state
+                .store()?
+                .set_binding_desired(member, desired.as_str())
+                .await?;
+            state.reconciler()?.wake();
+            wait_settled(state.control(), &service.id).await?;
+            Ok(1)
+        }
+        None => {
+            mds_control::attach::set_desired(state.control(), service, desired).await?;
+            Ok(state.store()?.bindings(&service.id).await?.len())
+        }
+    }
 }
 
 pub async fn variables(
