@@ -113,7 +113,12 @@ pub fn service_view(
         tenant_id: tenant_id.to_string(),
         kind: service.kind.clone(),
         name: service.name.clone(),
-        env_prefix: service.env_prefix.clone(),
+        // A standalone service injects nothing until attached.
+        env_prefix: if service.standalone {
+            String::new()
+        } else {
+            service.env_prefix.clone()
+        },
         environment_id: service.environment_id.clone(),
         state: state.to_string(),
         bindings: bindings.iter().map(binding_view).collect(),

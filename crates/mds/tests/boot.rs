@@ -305,3 +305,76 @@ fn attach_redis_and_redis_cli_from_the_cli() {
     );
     assert!(out.contains("NOPERM"), "{out}");
 }
+
+#[test]
+fn a_standalone_database_attached_from_the_cli_keeps_its_data() {
+    let mds = Mds::start();
+    let db = mds
+        .post(
+            "/api/v1/databases?wait=true",
+            serde_json::json!({"engine": "postgresql", "name": "orders"}),
+        )
+        .expect(201);
+    assert_eq!(db.data()["project_id"], Value::Null);
+    let id = db.data()["id"].as_str().unwrap().to_string();
+    let creds = mds
+        .get(&format!("/api/v1/databases/{id}/credentials"))
+        .expect(200);
+    let url = creds.data()["url"].as_str().unwrap().to_string();
+    let psql = |url: &str, sql: &str| {
+        let out = Command::new("psql")
+            .args(["-X", "-tAc", sql, url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    psql(
+        &url,
+        "CREATE TABLE orders (n int); INSERT INTO orders VALUES (7)",
+    );
+
+    let (code, _, err) = run(&mds, &["projects", "create", "shop"]);
+    assert_eq!(code, 0, "{err}");
+    // Kind and --existing do not go together.
+    let (code, _, _) = run(&mds, &["attach", "redis", "--existing", &id, "-p", "shop"]);
+    assert_ne!(code, 0);
+    let (code, out, err) = run(
+        &mds,
+        &["attach", "--existing", &id, "-p", "shop", "-e", "staging"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("DATABASE_URL"), "{out}");
+    // The staging boot gets it, with the data it had; production does not.
+    let (code, out, err) = run(
+        &mds,
+        &[
+            "run",
+            "-p",
+            "shop",
+            "-e",
+            "staging",
+            "--",
+            "sh",
+            "-c",
+            "psql -X -tAc 'SELECT n FROM orders' \"$DATABASE_URL\"",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "7");
+    let (_, out, _) = run(&mds, &["env", "-p", "shop", "-e", "production"]);
+    assert!(!out.contains("DATABASE_URL"), "{out}");
+    // Attached once; a second project is refused.
+    let (code, _, _) = run(&mds, &["projects", "create", "other"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = run(&mds, &["attach", "--existing", &id, "-p", "other"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("DATABASE_ALREADY_ATTACHED") || err.contains("already attached"),
+        "{err}"
+    );
+}

@@ -399,8 +399,12 @@ fn databases_lifecycle_credentials_stop_and_start() {
         json!({"engine": "mysql", "project_id": "life"}),
     )
     .expect_error(422, "VALIDATION_ERROR");
-    mds.post("/api/v1/databases", json!({"engine": "postgresql"}))
-        .expect_error(422, "VALIDATION_ERROR");
+    // An environment names a project's: without one it is a mistake.
+    mds.post(
+        "/api/v1/databases",
+        json!({"engine": "postgresql", "environment": "staging"}),
+    )
+    .expect_error(422, "VALIDATION_ERROR");
     let db = mds
         .post(
             "/api/v1/databases?wait=true",
