@@ -644,3 +644,29 @@ def test_releases_past_retention_are_collected_and_then_gone():
         assert get_app(server, published[1].deployment.slug).text == "v1"
     finally:
         server.stop()
+
+
+def test_a_web_service_runs_as_its_deployment_with_references_resolved_in_its_environment(client, mds):
+    project = project_with_postgres(client, mds, "websvc")
+    web = client.services.create(
+        project["id"], "web", type="web", environment="staging",
+        settings={"start_command": "python3 app.py", "health_check_path": "/health"},
+    )
+    MADE.append(("deployments", web["deployment_id"]))
+    assert web["state"] == "inactive" and web["deployment_id"] in web["state_reason"]
+    client.services.set_variables(web["id"], {"FEATURE": "${{postgres.DATABASE_URL}}"})
+    sandbox = app_sandbox(client, project, environment="staging")
+    published = client.deployments.publish(
+        web["deployment_id"], source_sandbox_id=sandbox.id, environment="staging"
+    )
+    answer = get_app(mds, published.deployment.slug, "staging", "/env")
+    assert answer.status_code == 200, (answer.status_code, answer.text, published)
+    booted = answer.json()
+    staging = resolved(mds, project["id"], "staging")
+    # The reference resolved at boot, in the service's own environment.
+    assert booted["FEATURE"] == staging["DATABASE_URL"]
+    assert booted["MIOSA_ENVIRONMENT"] == "staging"
+    assert client.services.get(web["id"])["state"] == "active"
+    # Stopping the service stops what serves.
+    assert client.services.stop(web["id"]) == {"stopped": 1}
+    assert client.services.get(web["id"])["state"] == "stopped"

@@ -438,6 +438,22 @@ pub async fn set_desired(
     wait_settled(control, &service.id).await
 }
 
+/// Sets what one binding (a service's member in one environment) should
+/// be, and wakes the reconciler; deleting it deletes that environment's
+/// data only.
+pub async fn set_member_desired(
+    control: &Control,
+    binding_id: &str,
+    desired: mds_core::kinds::Desired,
+) -> ControlResult<()> {
+    control
+        .store()?
+        .set_binding_desired(binding_id, desired.as_str())
+        .await?;
+    control.reconciler()?.wake();
+    Ok(())
+}
+
 /// Ends every session of the service's roles in every environment; data
 /// and credentials stay.
 pub async fn restart(control: &Control, service: &DataServiceRow) -> ControlResult<()> {

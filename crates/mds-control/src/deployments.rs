@@ -697,10 +697,19 @@ impl Control {
         }
         let project_id = publish_project(&deployment, &sandbox)?;
         let project = load_project(store, caller, &project_id).await?;
+        // An app service's deployment serves in the service's environment
+        // unless told otherwise (the SDK's publish does not send one).
+        let home = deployment.metadata["service"]["environment_id"].as_str();
         let env = resolve_environment(
             store,
             &project,
-            Some(input.environment.as_deref().unwrap_or(DEFAULT_ENVIRONMENT)),
+            Some(
+                input
+                    .environment
+                    .as_deref()
+                    .or(home)
+                    .unwrap_or(DEFAULT_ENVIRONMENT),
+            ),
         )
         .await?;
         let plan = Plan::of(&input, &deployment)?;

@@ -20,7 +20,9 @@ use mds_api_types::services::{
     EffectiveVariable, EffectiveVariables, ProjectService, RevealedVariable, ServiceConnection,
 };
 use mds_api_types::SetVariables;
-use mds_control::attach::{attach, kind_of, remove_service, wait_settled, KindOptions};
+use mds_control::attach::{
+    attach, kind_of, remove_service, set_member_desired, wait_settled, KindOptions,
+};
 use mds_control::projects::{load_project, resolve_environment};
 use mds_control::references::{draw_secrets, resolve_all, resolved_exposed, Exposed};
 use mds_control::variables;
@@ -520,11 +522,7 @@ pub async fn delete(
     let loaded = load(&state, &principal, &id, &query).await?;
     match (&loaded.subject, &loaded.member) {
         (Subject::Data(_), Some(member)) => {
-            state
-                .store()?
-                .set_binding_desired(member, "deleted")
-                .await?;
-            state.reconciler()?.wake();
+            set_member_desired(state.control(), member, Desired::Deleted).await?
         }
         (Subject::Data(service), None) => remove_service(state.control(), service).await?,
         (Subject::App(d), _) => state.deployer()?.remove(&state, d).await?,
@@ -614,11 +612,7 @@ async fn lifecycle(
 ) -> ApiResult<usize> {
     match &loaded.member {
         Some(member) => {
-            state
-                .store()?
-                .set_binding_desired(member, desired.as_str())
-                .await?;
-            state.reconciler()?.wake();
+            set_member_desired(state.control(), member, desired).await?;
             wait_settled(state.control(), &service.id).await?;
             Ok(1)
         }
