@@ -112,6 +112,7 @@ impl S3Auth for Auth {
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        refuse_encryption(cx.headers())?;
         let op = cx.s3_op().name();
         let bucket_name = match cx.s3_path() {
             S3Path::Root => None,
@@ -145,6 +146,27 @@ impl S3Access for Access {
                 _ => Err(s3_error!(AccessDenied, "Access Denied")),
             },
         }
+    }
+}
+
+/// Server-side encryption (SSE-S3, SSE-KMS, SSE-C, on an object or a copy
+/// source) is not offered. A request asking for it is refused before it
+/// stores or reads anything: storing the bytes unencrypted while the client
+/// believes them sealed, or serving an SSE-C object without its key, would
+/// be silent data exposure.
+fn refuse_encryption(headers: &http::HeaderMap) -> S3Result<()> {
+    let asked = headers.keys().find(|name| {
+        let name = name.as_str();
+        name.starts_with("x-amz-server-side-encryption")
+            || name.starts_with("x-amz-copy-source-server-side-encryption")
+    });
+    match asked {
+        Some(name) => Err(s3_error!(
+            NotImplemented,
+            "server-side encryption is not supported by this server ({name} given); \
+             nothing was stored or read"
+        )),
+        None => Ok(()),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use mds_store::UploadRow;
+use mds_store::{ObjectRow, UploadRow};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 use serde_json::Map;
@@ -13,7 +13,7 @@ use super::wire::{
     conditions_of, content_type, metadata_of, owner, s3_err, strip_quotes, timestamp,
 };
 use super::Gateway;
-use crate::BucketRow;
+use crate::{BucketRow, StorageError};
 
 fn check_part_number(part_number: i32) -> S3Result<()> {
     if !(1..=10_000).contains(&part_number) {
@@ -42,6 +42,17 @@ pub(super) async fn create_multipart_upload(
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let input = req.input;
     let bucket = gw.bucket(&input.bucket).await?;
+    // The algorithm the parts are checksummed with, as S3 echoes it; a
+    // type not given is S3's default for the algorithm.
+    let checksum_type = input.checksum_algorithm.as_ref().map(|a| {
+        input.checksum_type.clone().unwrap_or_else(|| {
+            ChecksumType::from_static(if a.as_str() == ChecksumAlgorithm::CRC64NVME {
+                ChecksumType::FULL_OBJECT
+            } else {
+                ChecksumType::COMPOSITE
+            })
+        })
+    });
     let upload = UploadRow {
         id: mds_core::ids::IdKind::Upload.mint(),
         bucket_id: bucket.id.clone(),
@@ -55,6 +66,8 @@ pub(super) async fn create_multipart_upload(
         bucket: Some(bucket.name),
         key: Some(input.key),
         upload_id: Some(upload.id),
+        checksum_algorithm: input.checksum_algorithm,
+        checksum_type,
         ..Default::default()
     }))
 }
@@ -117,8 +130,12 @@ fn copy_range(raw: Option<&str>, size: u64) -> S3Result<Option<(u64, u64)>> {
         .ok_or_else(bad)?;
     let first: u64 = first.parse().map_err(|_| bad())?;
     let last: u64 = last.parse().map_err(|_| bad())?;
-    if first > last || last >= size {
+    if first > last {
         return Err(bad());
+    }
+    // Well-formed but past the source's end: S3's answer is 416.
+    if last >= size {
+        return Err(s3_err(StorageError::InvalidRange));
     }
     Ok(Some((first, last)))
 }
@@ -159,7 +176,14 @@ pub(super) async fn complete_multipart_upload(
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     let input = req.input;
-    let (bucket, upload) = upload(gw, &input.bucket, &input.upload_id).await?;
+    let bucket = gw.bucket(&input.bucket).await?;
+    let upload = match gw.0.storage.upload(&bucket, &input.upload_id).await {
+        Ok(upload) => upload,
+        Err(StorageError::NoSuchUpload) => {
+            return completed_before(gw, bucket, &input.key, &input.upload_id).await
+        }
+        Err(e) => return Err(s3_err(e)),
+    };
     let listed: Vec<(i32, String)> = input
         .multipart_upload
         .and_then(|m| m.parts)
@@ -180,18 +204,76 @@ pub(super) async fn complete_multipart_upload(
             "You must specify at least one part"
         ));
     }
-    let row =
+    let upload = with_parts(gw, upload, &listed).await?;
+    let row = match gw.0.storage.complete_upload(&upload, &listed).await {
+        Ok(row) => row,
+        // Completed meanwhile by another request.
+        Err(StorageError::NoSuchUpload) => {
+            return completed_before(gw, bucket, &input.key, &input.upload_id).await
+        }
+        Err(e) => return Err(s3_err(e)),
+    };
+    Ok(completed(bucket, row))
+}
+
+/// `upload` with what its object keeps of it: the upload's id (a repeated
+/// Complete is answered from it) and the listed parts' sizes (a GET or
+/// HEAD of one `partNumber` reads them). A part re-sent meanwhile has
+/// another MD5, so the commit, which checks them, fails instead.
+async fn with_parts(
+    gw: &Gateway,
+    mut upload: UploadRow,
+    listed: &[(i32, String)],
+) -> S3Result<UploadRow> {
+    let parts =
         gw.0.storage
-            .complete_upload(&upload, &listed)
+            .store()
+            .parts(&upload.id)
             .await
-            .map_err(s3_err)?;
-    Ok(S3Response::new(CompleteMultipartUploadOutput {
+            .map_err(|e| s3_err(e.into()))?;
+    let sizes: Vec<i64> = listed
+        .iter()
+        .filter_map(|(number, _)| parts.iter().find(|p| p.part_number == *number))
+        .map(|p| p.size)
+        .collect();
+    if let Some(metadata) = upload.metadata.as_object_mut() {
+        metadata.insert(UPLOAD_ID.into(), upload.id.clone().into());
+        metadata.insert("parts".into(), sizes.into());
+    }
+    Ok(upload)
+}
+
+/// The metadata key naming the multipart upload an object came from.
+pub(super) const UPLOAD_ID: &str = "upload_id";
+
+/// S3 answers a Complete of an upload it completed already as it did the
+/// first time; an upload never completed (or since overwritten) is gone.
+async fn completed_before(
+    gw: &Gateway,
+    bucket: BucketRow,
+    key: &str,
+    upload_id: &str,
+) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    let no_such_upload = || s3_err(StorageError::NoSuchUpload);
+    let row = match gw.0.storage.object(&bucket, key).await {
+        Ok(row) => row,
+        Err(StorageError::NoSuchKey) => return Err(no_such_upload()),
+        Err(e) => return Err(s3_err(e)),
+    };
+    if row.metadata[UPLOAD_ID].as_str() != Some(upload_id) {
+        return Err(no_such_upload());
+    }
+    Ok(completed(bucket, row))
+}
+
+fn completed(bucket: BucketRow, row: ObjectRow) -> S3Response<CompleteMultipartUploadOutput> {
+    S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(bucket.name),
         key: Some(row.key),
         e_tag: Some(ETag::Strong(row.etag)),
         location: None,
         ..Default::default()
-    }))
+    })
 }
 
 pub(super) async fn abort_multipart_upload(

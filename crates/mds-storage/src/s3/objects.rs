@@ -95,17 +95,93 @@ macro_rules! object_headers {
     }};
 }
 
+/// What a GET or HEAD reads of an object: the bytes (first, last) of a
+/// `partNumber` or a Range (`None`: all of them), the Content-Range that
+/// says so, and the object's part count when a part was asked for.
+struct Extent {
+    range: Option<(u64, u64)>,
+    content_range: Option<String>,
+    parts_count: Option<i32>,
+}
+
+impl Extent {
+    fn of(row: &ObjectRow, part_number: Option<i32>, range: Option<&Range>) -> S3Result<Self> {
+        let size = row.size as u64;
+        let range = match (part_number, range) {
+            (Some(_), Some(_)) => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Cannot specify both Range header and partNumber query parameter"
+                ))
+            }
+            (Some(n), None) => Some(part_range(row, n)?),
+            (None, Some(range)) => {
+                let r = range.check(size)?;
+                Some((r.start, r.end.saturating_sub(1)))
+            }
+            (None, None) => None,
+        };
+        // An empty object has no bytes to name: it is sent whole.
+        let range = range.filter(|_| size > 0);
+        Ok(Self {
+            range,
+            content_range: range.map(|(start, end)| format!("bytes {start}-{end}/{size}")),
+            parts_count: part_number.and_then(|_| part_sizes(row).map(|p| p.len() as i32)),
+        })
+    }
+
+    fn length(&self, row: &ObjectRow) -> i64 {
+        match self.range {
+            Some((start, end)) => (end - start + 1) as i64,
+            None => row.size,
+        }
+    }
+}
+
+/// The sizes of a multipart object's parts, in order (kept at completion).
+fn part_sizes(row: &ObjectRow) -> Option<Vec<u64>> {
+    row.metadata["parts"]
+        .as_array()
+        .map(|parts| parts.iter().filter_map(|p| p.as_u64()).collect())
+}
+
+/// The bytes (first, last) of part `n`; an object uploaded whole is its
+/// own part 1.
+fn part_range(row: &ObjectRow, n: i32) -> S3Result<(u64, u64)> {
+    let sizes = part_sizes(row).unwrap_or_else(|| vec![row.size as u64]);
+    let bad = || s3_error!(InvalidPart, "The requested partnumber is not satisfiable");
+    let index = usize::try_from(n)
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(bad)?
+        - 1;
+    let size = *sizes.get(index).ok_or_else(bad)?;
+    let start: u64 = sizes[..index].iter().sum();
+    Ok((start, (start + size).saturating_sub(1)))
+}
+
+/// The stored checksums, only if the client asked for them
+/// (`x-amz-checksum-mode: ENABLED`) and reads the whole object: a range has
+/// none of its own.
+fn sums_for(row: &ObjectRow, mode: Option<&ChecksumMode>, extent: &Extent) -> Sums {
+    let enabled = mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    Sums::stored(row).only_if(enabled && extent.range.is_none())
+}
+
 pub(super) async fn head_object(
     gw: &Gateway,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let input = req.input;
     let row = readable(gw, &input.bucket, &input.key, conditions_of!(input)).await?;
+    let extent = Extent::of(&row, input.part_number, input.range.as_ref())?;
     Ok(S3Response::new(object_headers!(
         &row,
-        Sums::stored(&row),
+        sums_for(&row, input.checksum_mode.as_ref(), &extent),
         HeadObjectOutput {
-            content_length: Some(row.size),
+            content_length: Some(extent.length(&row)),
+            content_range: extent.content_range.clone(),
+            parts_count: extent.parts_count,
         }
     )))
 }
@@ -116,31 +192,20 @@ pub(super) async fn get_object(
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let input = req.input;
     let row = readable(gw, &input.bucket, &input.key, conditions_of!(input)).await?;
-    let size = row.size as u64;
-    let range = match &input.range {
-        Some(range) => {
-            let r = range.check(size)?;
-            Some((r.start, r.end.saturating_sub(1)))
-        }
-        None => None,
-    };
-    let (length, content_range) = match range {
-        Some((start, end)) if size > 0 => {
-            (end - start + 1, Some(format!("bytes {start}-{end}/{size}")))
-        }
-        _ => (size, None),
-    };
-    let read_range = range.filter(|_| size > 0);
-    let body = gw.0.storage.read(&row, read_range).await.map_err(s3_err)?;
-    // A range's checksums would be the whole object's: S3 sends none.
-    let sums = Sums::stored(&row).only_if(content_range.is_none());
+    let extent = Extent::of(&row, input.part_number, input.range.as_ref())?;
+    let body =
+        gw.0.storage
+            .read(&row, extent.range)
+            .await
+            .map_err(s3_err)?;
     Ok(S3Response::new(object_headers!(
         &row,
-        sums,
+        sums_for(&row, input.checksum_mode.as_ref(), &extent),
         GetObjectOutput {
             body: Some(StreamingBlob::wrap(SyncStream::new(body))),
-            content_length: Some(length as i64),
-            content_range: content_range,
+            content_length: Some(extent.length(&row)),
+            content_range: extent.content_range.clone(),
+            parts_count: extent.parts_count,
         }
     )))
 }
@@ -234,7 +299,13 @@ pub(super) async fn copy_object(
             metadata_of!(input, checksums),
         )
     } else {
-        (source.content_type.clone(), source.metadata.clone())
+        // The copy is no upload's result: a repeated Complete of the
+        // source's upload must not answer from it.
+        let mut metadata = source.metadata.clone();
+        if let Some(m) = metadata.as_object_mut() {
+            m.remove(super::multipart::UPLOAD_ID);
+        }
+        (source.content_type.clone(), metadata)
     };
     let row =
         gw.0.storage
