@@ -144,6 +144,9 @@ struct Inner {
     blobs: Blobs,
     config: StorageConfig,
     presigner: presign::Presigner,
+    /// SSE-S3 object keys are derived from this (itself derived from the
+    /// master key), each with the object's own random IV.
+    sse_root: zeroize::Zeroizing<[u8; 32]>,
 }
 
 /// The ETag of a multipart object: MD5 of the parts' MD5s, then `-N`.
@@ -172,6 +175,7 @@ impl Storage {
                 store,
                 blobs,
                 presigner: presign::Presigner::new(master),
+                sse_root: master.derive("storage:sse-s3"),
                 config,
             }),
         })
@@ -179,6 +183,10 @@ impl Storage {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub(crate) fn sse_root(&self) -> &[u8; 32] {
+        &self.inner.sse_root
     }
 
     pub fn config(&self) -> &StorageConfig {

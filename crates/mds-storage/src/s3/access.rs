@@ -112,8 +112,8 @@ impl S3Auth for Auth {
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        refuse_encryption(cx.headers())?;
         let op = cx.s3_op().name();
+        refuse_encryption(op, cx.headers())?;
         let bucket_name = match cx.s3_path() {
             S3Path::Root => None,
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(bucket.to_string()),
@@ -149,21 +149,27 @@ impl S3Access for Access {
     }
 }
 
-/// Server-side encryption (SSE-S3, SSE-KMS, SSE-C, on an object or a copy
-/// source) is not offered. A request asking for it is refused before it
-/// stores or reads anything: storing the bytes unencrypted while the client
-/// believes them sealed, or serving an SSE-C object without its key, would
-/// be silent data exposure.
-fn refuse_encryption(headers: &http::HeaderMap) -> S3Result<()> {
+/// Server-side encryption is offered where it is implemented (`sse.rs`):
+/// PutObject (SSE-C and SSE-S3), and GetObject and HeadObject (an SSE-C
+/// key). Anywhere else (multipart, copies) a request asking for it is
+/// refused before it stores or reads anything: storing bytes unencrypted
+/// while the client believes them sealed would be silent data exposure.
+fn refuse_encryption(op: &str, headers: &http::HeaderMap) -> S3Result<()> {
     let asked = headers.keys().find(|name| {
         let name = name.as_str();
-        name.starts_with("x-amz-server-side-encryption")
-            || name.starts_with("x-amz-copy-source-server-side-encryption")
+        let customer = name.starts_with("x-amz-server-side-encryption-customer-");
+        let any = name.starts_with("x-amz-server-side-encryption")
+            || name.starts_with("x-amz-copy-source-server-side-encryption");
+        match op {
+            "PutObject" => name.starts_with("x-amz-copy-source-server-side-encryption"),
+            "GetObject" | "HeadObject" => any && !customer,
+            _ => any,
+        }
     });
     match asked {
         Some(name) => Err(s3_error!(
             NotImplemented,
-            "server-side encryption is not supported by this server ({name} given); \
+            "server-side encryption is not supported for this operation ({name} given); \
              nothing was stored or read"
         )),
         None => Ok(()),
@@ -197,6 +203,12 @@ impl Gateway {
         }
         let bucket = self.bucket(bucket).await?;
         let object = self.object(&bucket, key).await?;
+        if super::sse::is_sealed(&object) {
+            return Err(s3_error!(
+                NotImplemented,
+                "copying a server-side encrypted object is not supported"
+            ));
+        }
         // A copy has nothing to answer 304 with: an unmet condition of
         // either kind fails it.
         conditions

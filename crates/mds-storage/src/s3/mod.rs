@@ -18,6 +18,7 @@ mod front;
 mod listing;
 mod multipart;
 mod objects;
+mod sse;
 mod wire;
 
 use std::sync::Arc;

@@ -1,11 +1,13 @@
 //! Object operations: put, get, head, delete (one or many) and copy.
 
+use futures_util::StreamExt;
 use mds_store::ObjectRow;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 use serde_json::Map;
 
 use super::checksums::{Checksums, Sums};
+use super::sse::{self, customer_key_of, Seal};
 use super::wire::{
     conditions_of, content_type, expires, metadata_of, s3_err, standard_header, timestamp,
     user_metadata, Conditions, SyncStream,
@@ -30,18 +32,36 @@ pub(super) async fn put_object(
         input.content_md5.as_deref(),
         input.checksum_algorithm.as_ref(),
     )?;
+    let seal = Seal::for_put(
+        gw.0.storage.sse_root(),
+        customer_key_of!(input)?,
+        input.server_side_encryption.as_ref(),
+    )?;
+    // Checksums are of the plaintext; the store sees ciphertext if sealed.
     let stream = checksums.wrap(input.body);
+    let stream = match &seal {
+        Some(seal) => seal.encrypt(stream),
+        None => stream.boxed(),
+    };
     let content_type = content_type(input.content_type.as_ref());
     let mut computed = Map::new();
     let row =
         gw.0.storage
             .put_object(&bucket, &input.key, &content_type, stream, |md5| {
+                let md5 = seal.as_ref().map_or(md5, Seal::plain_md5);
                 computed = checksums.finish(md5)?;
-                Ok(metadata_of!(input, computed.clone()))
+                let mut metadata = metadata_of!(input, computed.clone());
+                if let (Some(seal), Some(m)) = (&seal, metadata.as_object_mut()) {
+                    m.insert("sse".into(), seal.record());
+                }
+                Ok(metadata)
             })
             .await
             .map_err(s3_err)?;
     let sums = Sums::from_json(&computed);
+    let sse = seal
+        .map(|s| s.reported(input.sse_customer_key_md5.clone()))
+        .unwrap_or_default();
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(ETag::Strong(row.etag)),
         checksum_crc32: sums.crc32,
@@ -49,6 +69,9 @@ pub(super) async fn put_object(
         checksum_crc64nvme: sums.crc64nvme,
         checksum_sha1: sums.sha1,
         checksum_sha256: sums.sha256,
+        server_side_encryption: sse.server_side_encryption,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
         ..Default::default()
     }))
 }
@@ -174,6 +197,8 @@ pub(super) async fn head_object(
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let input = req.input;
     let row = readable(gw, &input.bucket, &input.key, conditions_of!(input)).await?;
+    let opened = sse::open(gw.0.storage.sse_root(), &row, customer_key_of!(input)?)?;
+    let sse = opened.map(|o| o.reported).unwrap_or_default();
     let extent = Extent::of(&row, input.part_number, input.range.as_ref())?;
     Ok(S3Response::new(object_headers!(
         &row,
@@ -182,6 +207,9 @@ pub(super) async fn head_object(
             content_length: Some(extent.length(&row)),
             content_range: extent.content_range.clone(),
             parts_count: extent.parts_count,
+            server_side_encryption: sse.server_side_encryption,
+            sse_customer_algorithm: sse.sse_customer_algorithm,
+            sse_customer_key_md5: sse.sse_customer_key_md5,
         }
     )))
 }
@@ -192,12 +220,20 @@ pub(super) async fn get_object(
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let input = req.input;
     let row = readable(gw, &input.bucket, &input.key, conditions_of!(input)).await?;
+    let opened = sse::open(gw.0.storage.sse_root(), &row, customer_key_of!(input)?)?;
     let extent = Extent::of(&row, input.part_number, input.range.as_ref())?;
     let body =
         gw.0.storage
             .read(&row, extent.range)
             .await
             .map_err(s3_err)?;
+    let (body, sse) = match opened {
+        Some(opened) => {
+            let offset = extent.range.map_or(0, |(start, _)| start);
+            (opened.decrypt(body, offset)?, opened.reported)
+        }
+        None => (body, Default::default()),
+    };
     Ok(S3Response::new(object_headers!(
         &row,
         sums_for(&row, input.checksum_mode.as_ref(), &extent),
@@ -206,6 +242,9 @@ pub(super) async fn get_object(
             content_length: Some(extent.length(&row)),
             content_range: extent.content_range.clone(),
             parts_count: extent.parts_count,
+            server_side_encryption: sse.server_side_encryption,
+            sse_customer_algorithm: sse.sse_customer_algorithm,
+            sse_customer_key_md5: sse.sse_customer_key_md5,
         }
     )))
 }
