@@ -3,14 +3,15 @@
 PutObject with SSE-C (the client's AES-256 key) or SSE-S3 stores
 ciphertext: the chunk files on disk never hold the plaintext, an SSE-C
 object reads back only with its key (400 without, 403 with another), and
-the key itself is stored nowhere. What is not implemented (SSE-KMS,
-multipart and copies with encryption, copies of an encrypted source) is
-refused with 501 NotImplemented and stores nothing."""
+the key itself is stored nowhere; multipart uploads are encrypted part by
+part. What is not implemented (SSE-KMS, copies with encryption or of an
+encrypted source) is refused with 501 NotImplemented and stores nothing."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import uuid
 from pathlib import Path
@@ -176,27 +177,92 @@ def test_sse_kms_is_refused_and_stores_nothing(s3, bucket):
     assert keys(s3, bucket) == []
 
 
-@pytest.mark.parametrize("sse", [SSE_C, SSE_S3, SSE_KMS], ids=["sse-c", "sse-s3", "sse-kms"])
-def test_multipart_and_copies_with_encryption_are_refused(s3, bucket, sse):
-    refused(s3.create_multipart_upload, Bucket=bucket, Key="secret-mp", **sse)
+def upload_in_parts(s3, bucket, key, parts, create=None, each=None):
+    create = create or {}
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, **create)["UploadId"]
+    listed = []
+    for number, body in enumerate(parts, start=1):
+        etag = s3.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=body, **(each or {})
+        )["ETag"]
+        listed.append({"ETag": etag, "PartNumber": number})
+    return upload, listed
+
+
+@pytest.mark.parametrize("sse", [SSE_C, SSE_S3], ids=["sse-c", "sse-s3"])
+def test_multipart_uploads_are_encrypted_part_by_part(mds, s3, bucket, sse):
+    marker = b"mds-mp-marker-" + uuid.uuid4().hex.encode()
+    parts = [os.urandom(5 * 1024 * 1024), os.urandom(3000) + marker + os.urandom(3000)]
+    plain = b"".join(parts)
+    customer = sse if sse is SSE_C else {}
+    created = s3.create_multipart_upload(Bucket=bucket, Key="mp-probe", **sse)
+    if sse is SSE_C:
+        assert created["SSECustomerKeyMD5"] == SSE_C["SSECustomerKeyMD5"]
+    else:
+        assert created["ServerSideEncryption"] == "AES256"
+    s3.abort_multipart_upload(Bucket=bucket, Key="mp-probe", UploadId=created["UploadId"])
+
+    upload, listed = upload_in_parts(s3, bucket, "mp", parts, create=sse, each=customer)
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="mp", UploadId=upload, MultipartUpload={"Parts": listed}
+    )
+    assert s3.get_object(Bucket=bucket, Key="mp", **customer)["Body"].read() == plain
+    edge = len(parts[0])
+    for first, last in ((edge - 5, edge + 5), (1, edge - 1), (edge, len(plain) - 1)):
+        got = s3.get_object(Bucket=bucket, Key="mp", Range=f"bytes={first}-{last}", **customer)
+        assert got["Body"].read() == plain[first : last + 1], (first, last)
+    second = s3.get_object(Bucket=bucket, Key="mp", PartNumber=2, **customer)
+    assert second["Body"].read() == parts[1]
+    assert marker not in stored_bytes(mds)
+    if sse is SSE_C:
+        assert failed(s3.get_object, Bucket=bucket, Key="mp") == (400, "InvalidRequest")
+        assert failed(s3.get_object, Bucket=bucket, Key="mp", **OTHER) == (403, "AccessDenied")
+
+
+def test_parts_of_an_sse_c_upload_need_its_key(s3, bucket):
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp", **SSE_C)["UploadId"]
+    part = {"Bucket": bucket, "Key": "mp", "UploadId": upload, "PartNumber": 1, "Body": b"x"}
+    assert failed(s3.upload_part, **part) == (400, "InvalidRequest")
+    assert failed(s3.upload_part, **part, **OTHER) == (403, "AccessDenied")
+    assert s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload).get("Parts", []) == []
+    # And a plain upload takes no key.
+    plain = s3.create_multipart_upload(Bucket=bucket, Key="plain")["UploadId"]
+    assert failed(
+        s3.upload_part, Bucket=bucket, Key="plain", UploadId=plain, PartNumber=1, Body=b"x",
+        **SSE_C,
+    ) == (400, "InvalidRequest")
+
+
+def test_the_transfer_manager_round_trips_sse_c(s3, bucket):
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
+    data = os.urandom(12 * 1024 * 1024 + 17)
+    s3.upload_fileobj(io.BytesIO(data), bucket, "big", ExtraArgs=SSE_C, Config=config)
+    out = io.BytesIO()
+    s3.download_fileobj(bucket, "big", out, ExtraArgs=SSE_C, Config=config)
+    assert out.getvalue() == data
+    assert s3.head_object(Bucket=bucket, Key="big", **SSE_C)["ContentLength"] == len(data)
+
+
+def test_sse_kms_multipart_and_encrypted_copies_are_refused(s3, bucket):
+    refused(s3.create_multipart_upload, Bucket=bucket, Key="secret-mp", **SSE_KMS)
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     s3.put_object(Bucket=bucket, Key="plain", Body=b"plain")
-    refused(
-        s3.copy_object, Bucket=bucket, Key="copy",
-        CopySource={"Bucket": bucket, "Key": "plain"}, **sse,
-    )
+    for sse in (SSE_C, SSE_S3, SSE_KMS):
+        refused(
+            s3.copy_object, Bucket=bucket, Key="copy",
+            CopySource={"Bucket": bucket, "Key": "plain"}, **sse,
+        )
     assert keys(s3, bucket) == ["plain"]
 
 
-def test_sse_c_parts_and_copies_of_encrypted_objects_are_refused(s3, bucket):
-    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
-    refused(
-        s3.upload_part, Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1,
-        Body=b"part", **SSE_C,
-    )
-    assert s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload).get("Parts", []) == []
+def test_copies_of_encrypted_objects_are_refused(s3, bucket):
     s3.put_object(Bucket=bucket, Key="secret", Body=b"secret", **SSE_C)
     s3.put_object(Bucket=bucket, Key="sealed", Body=b"sealed", **SSE_S3)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    sealed_upload = s3.create_multipart_upload(Bucket=bucket, Key="mp2", **SSE_S3)["UploadId"]
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"plain")
     copy_source_key = {
         "CopySourceSSECustomerAlgorithm": "AES256",
         "CopySourceSSECustomerKey": SSE_C["SSECustomerKey"],
@@ -215,4 +281,10 @@ def test_sse_c_parts_and_copies_of_encrypted_objects_are_refused(s3, bucket):
             s3.upload_part_copy, Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1,
             CopySource={"Bucket": bucket, "Key": source},
         )
-    assert sorted(keys(s3, bucket)) == ["sealed", "secret"]
+    # Nor is a plain object copied into an encrypted upload.
+    refused(
+        s3.upload_part_copy, Bucket=bucket, Key="mp2", UploadId=sealed_upload, PartNumber=1,
+        CopySource={"Bucket": bucket, "Key": "plain"},
+    )
+    assert sorted(keys(s3, bucket)) == ["plain", "sealed", "secret"]
+    assert s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload).get("Parts", []) == []

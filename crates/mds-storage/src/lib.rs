@@ -420,20 +420,21 @@ impl Storage {
             .ok_or(StorageError::NoSuchUpload)
     }
 
-    /// Stores one part; returns its MD5 (hex), the part's ETag. `check`
-    /// works as in [`put_object`](Self::put_object).
+    /// Stores one part; returns its MD5 (hex), the part's ETag. `finish`
+    /// works as in [`put_object`](Self::put_object), and returns what the
+    /// part keeps beside its bytes.
     pub async fn put_part<S>(
         &self,
         upload: &UploadRow,
         part_number: i32,
         body: S,
-        check: impl FnOnce([u8; 16]) -> Result<()>,
+        finish: impl FnOnce([u8; 16]) -> Result<Value>,
     ) -> Result<String>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
         // Parts are always files: they are joined into objects later.
-        let (written, ()) = self.write(body, 0, check).await?;
+        let (written, meta) = self.write(body, 0, finish).await?;
         let md5 = hex::encode(written.md5);
         self.inner
             .store
@@ -442,6 +443,7 @@ impl Storage {
                 part_number,
                 &md5,
                 &written.manifest,
+                &meta,
                 self.grace_secs(),
             )
             .await?;

@@ -70,6 +70,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "lease_holders",
         include_str!("../migrations/0014_lease_holders.sql"),
     ),
+    (
+        20,
+        "upload_part_meta",
+        include_str!("../migrations/0020_upload_part_meta.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

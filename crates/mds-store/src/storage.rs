@@ -114,6 +114,8 @@ pub struct PartRow {
     pub md5: String,
     pub manifest: Manifest,
     pub last_modified: DateTime<Utc>,
+    /// What the part keeps beside its bytes (an encryption IV, checksums).
+    pub meta: Value,
 }
 
 const BUCKET_COLUMNS: &str = "id, name, project_id, binding_id, visibility, region, created_at,
@@ -170,6 +172,7 @@ fn part_from_row(row: &Row) -> PartRow {
             chunk_sizes: row.get(4),
         },
         last_modified: row.get(5),
+        meta: row.get(6),
     }
 }
 
@@ -593,6 +596,7 @@ impl Store {
         part_number: i32,
         md5: &str,
         manifest: &Manifest,
+        meta: &Value,
         grace_secs: f64,
     ) -> Result<()> {
         let mut client = self.client().await?;
@@ -620,8 +624,9 @@ impl Store {
             drop_references(&tx, &chunks, grace_secs).await?;
         }
         tx.execute(
-            "INSERT INTO storage_upload_parts (upload_id, part_number, size, md5, chunks, chunk_sizes)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO storage_upload_parts
+                 (upload_id, part_number, size, md5, chunks, chunk_sizes, meta)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &upload_id,
                 &part_number,
@@ -629,6 +634,7 @@ impl Store {
                 &md5,
                 &manifest.chunks,
                 &manifest.chunk_sizes,
+                meta,
             ],
         )
         .await?;
@@ -640,7 +646,7 @@ impl Store {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT part_number, size, md5, chunks, chunk_sizes, last_modified
+                "SELECT part_number, size, md5, chunks, chunk_sizes, last_modified, meta
                  FROM storage_upload_parts WHERE upload_id = $1 ORDER BY part_number",
                 &[&upload_id],
             )
@@ -674,7 +680,7 @@ impl Store {
         }
         let rows = tx
             .query(
-                "SELECT part_number, size, md5, chunks, chunk_sizes, last_modified
+                "SELECT part_number, size, md5, chunks, chunk_sizes, last_modified, meta
                  FROM storage_upload_parts WHERE upload_id = $1 ORDER BY part_number",
                 &[&upload.id],
             )

@@ -150,10 +150,11 @@ impl S3Access for Access {
 }
 
 /// Server-side encryption is offered where it is implemented (`sse.rs`):
-/// PutObject (SSE-C and SSE-S3), and GetObject and HeadObject (an SSE-C
-/// key). Anywhere else (multipart, copies) a request asking for it is
-/// refused before it stores or reads anything: storing bytes unencrypted
-/// while the client believes them sealed would be silent data exposure.
+/// PutObject and CreateMultipartUpload (SSE-C and SSE-S3), and an SSE-C
+/// key on UploadPart, CompleteMultipartUpload, GetObject and HeadObject.
+/// Anywhere else (copies) a request asking for it is refused before it
+/// stores or reads anything: storing bytes unencrypted while the client
+/// believes them sealed would be silent data exposure.
 fn refuse_encryption(op: &str, headers: &http::HeaderMap) -> S3Result<()> {
     let asked = headers.keys().find(|name| {
         let name = name.as_str();
@@ -161,8 +162,12 @@ fn refuse_encryption(op: &str, headers: &http::HeaderMap) -> S3Result<()> {
         let any = name.starts_with("x-amz-server-side-encryption")
             || name.starts_with("x-amz-copy-source-server-side-encryption");
         match op {
-            "PutObject" => name.starts_with("x-amz-copy-source-server-side-encryption"),
-            "GetObject" | "HeadObject" => any && !customer,
+            "PutObject" | "CreateMultipartUpload" => {
+                name.starts_with("x-amz-copy-source-server-side-encryption")
+            }
+            "GetObject" | "HeadObject" | "UploadPart" | "CompleteMultipartUpload" => {
+                any && !customer
+            }
             _ => any,
         }
     });

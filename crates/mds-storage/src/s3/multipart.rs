@@ -3,12 +3,14 @@
 
 use std::time::SystemTime;
 
+use futures_util::StreamExt;
 use mds_store::{ObjectRow, UploadRow};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
-use serde_json::Map;
+use serde_json::{json, Map, Value};
 
 use super::checksums::{Checksums, Sums};
+use super::sse::{self, customer_key_of, Seal};
 use super::wire::{
     conditions_of, content_type, metadata_of, owner, s3_err, strip_quotes, timestamp,
 };
@@ -53,21 +55,34 @@ pub(super) async fn create_multipart_upload(
             })
         })
     });
+    let sse = sse::upload_record(
+        gw.0.storage.sse_root(),
+        customer_key_of!(input)?,
+        input.server_side_encryption.as_ref(),
+    )?;
+    let mut metadata = metadata_of!(input, Map::new());
+    if let (Some(sse), Some(m)) = (&sse, metadata.as_object_mut()) {
+        m.insert("sse".into(), sse.clone());
+    }
     let upload = UploadRow {
         id: mds_core::ids::IdKind::Upload.mint(),
         bucket_id: bucket.id.clone(),
         key: input.key.clone(),
         content_type: content_type(input.content_type.as_ref()),
-        metadata: metadata_of!(input, Map::new()),
+        metadata,
         created_at: chrono::Utc::now(),
     };
     gw.0.storage.create_upload(&upload).await.map_err(s3_err)?;
+    let reported = sse::reported(sse.as_ref(), input.sse_customer_key_md5);
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(bucket.name),
         key: Some(input.key),
         upload_id: Some(upload.id),
         checksum_algorithm: input.checksum_algorithm,
         checksum_type,
+        server_side_encryption: reported.server_side_encryption,
+        sse_customer_algorithm: reported.sse_customer_algorithm,
+        sse_customer_key_md5: reported.sse_customer_key_md5,
         ..Default::default()
     }))
 }
@@ -85,21 +100,36 @@ pub(super) async fn upload_part(
         input.content_md5.as_deref(),
         input.checksum_algorithm.as_ref(),
     )?;
+    let seal = sse::seal_part(
+        gw.0.storage.sse_root(),
+        &upload.metadata["sse"],
+        customer_key_of!(input)?,
+    )?;
+    // As for PutObject: checksums of the plaintext, the store sees ciphertext.
+    let body = checksums.wrap(input.body);
+    let body = match &seal {
+        Some(seal) => seal.encrypt(body),
+        None => body.boxed(),
+    };
     let mut computed = Map::new();
     let md5 =
         gw.0.storage
-            .put_part(
-                &upload,
-                input.part_number,
-                checksums.wrap(input.body),
-                |md5| {
-                    computed = checksums.finish(md5)?;
-                    Ok(())
-                },
-            )
+            .put_part(&upload, input.part_number, body, |md5| {
+                let md5 = seal.as_ref().map_or(md5, Seal::plain_md5);
+                computed = checksums.finish(md5)?;
+                let mut meta = json!({ "checksums": computed.clone() });
+                if let Some(seal) = &seal {
+                    meta["iv"] = seal.record()["iv"].clone();
+                }
+                Ok(meta)
+            })
             .await
             .map_err(s3_err)?;
     let sums = Sums::from_json(&computed);
+    let reported = sse::reported(
+        seal.as_ref().map(|_| &upload.metadata["sse"]),
+        input.sse_customer_key_md5,
+    );
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(ETag::Strong(md5)),
         checksum_crc32: sums.crc32,
@@ -107,6 +137,9 @@ pub(super) async fn upload_part(
         checksum_crc64nvme: sums.crc64nvme,
         checksum_sha1: sums.sha1,
         checksum_sha256: sums.sha256,
+        server_side_encryption: reported.server_side_encryption,
+        sse_customer_algorithm: reported.sse_customer_algorithm,
+        sse_customer_key_md5: reported.sse_customer_key_md5,
         ..Default::default()
     }))
 }
@@ -147,6 +180,12 @@ pub(super) async fn upload_part_copy(
     let input = req.input;
     check_part_number(input.part_number)?;
     let (_, upload) = upload(gw, &input.bucket, &input.upload_id).await?;
+    if !upload.metadata["sse"].is_null() {
+        return Err(s3_error!(
+            NotImplemented,
+            "copying into an encrypted multipart upload is not supported"
+        ));
+    }
     let (_, source) = gw
         .copy_source(
             req.credentials.as_ref(),
@@ -158,7 +197,7 @@ pub(super) async fn upload_part_copy(
     let body = gw.0.storage.read(&source, range).await.map_err(s3_err)?;
     let md5 =
         gw.0.storage
-            .put_part(&upload, input.part_number, body, |_| Ok(()))
+            .put_part(&upload, input.part_number, body, |_| Ok(json!({})))
             .await
             .map_err(s3_err)?;
     Ok(S3Response::new(UploadPartCopyOutput {
@@ -231,14 +270,25 @@ async fn with_parts(
             .parts(&upload.id)
             .await
             .map_err(|e| s3_err(e.into()))?;
-    let sizes: Vec<i64> = listed
+    let used: Vec<_> = listed
         .iter()
         .filter_map(|(number, _)| parts.iter().find(|p| p.part_number == *number))
-        .map(|p| p.size)
         .collect();
+    let sizes: Vec<i64> = used.iter().map(|p| p.size).collect();
+    // An encrypted object keeps each part's IV, in order.
+    let sse = match &upload.metadata["sse"] {
+        Value::Null => None,
+        record => {
+            let metas: Vec<&Value> = used.iter().map(|p| &p.meta).collect();
+            Some(sse::object_record(record, &metas)?)
+        }
+    };
     if let Some(metadata) = upload.metadata.as_object_mut() {
         metadata.insert(UPLOAD_ID.into(), upload.id.clone().into());
         metadata.insert("parts".into(), sizes.into());
+        if let Some(sse) = sse {
+            metadata.insert("sse".into(), sse);
+        }
     }
     Ok(upload)
 }

@@ -228,9 +228,10 @@ pub(super) async fn get_object(
             .await
             .map_err(s3_err)?;
     let (body, sse) = match opened {
-        Some(opened) => {
+        Some(mut opened) => {
             let offset = extent.range.map_or(0, |(start, _)| start);
-            (opened.decrypt(body, offset)?, opened.reported)
+            let reported = std::mem::take(&mut opened.reported);
+            (opened.decrypt(body, offset), reported)
         }
         None => (body, Default::default()),
     };

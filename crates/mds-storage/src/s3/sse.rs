@@ -1,18 +1,19 @@
-//! Server-side encryption of an object's bytes on PutObject, undone on
-//! GetObject and HeadObject: SSE-C (AES-256 with the key the client sends
-//! with every write and read) and SSE-S3 (AES-256 with a key derived from
-//! the master key).
+//! Server-side encryption of an object's bytes on PutObject and multipart
+//! uploads, undone on GetObject and HeadObject: SSE-C (AES-256 with the key
+//! the client sends with every write and read) and SSE-S3 (AES-256 with a
+//! key derived from the master key).
 //!
 //! Bytes are encrypted before they are chunked, so the content-addressed
 //! chunks of an encrypted object hold ciphertext under a random IV: they
 //! never share a chunk with a plaintext copy of the same bytes, nor with
 //! another encrypted copy. AES-256-CTR keeps sizes and lets a range be read
 //! from its offset; the chunks' BLAKE3 addresses already detect tampering.
-//! An SSE-C key is never stored: the object keeps a salted keyed hash of
-//! it, which a read's key must match.
+//! Each multipart part has its own IV (kept with the part, then in the
+//! object's record, one per part). An SSE-C key is never stored: the object
+//! keeps a salted keyed hash of it, which a read's key must match.
 //!
-//! Other operations that would need encryption (multipart, copies) refuse
-//! it with 501 (`access.rs`), and copies of an encrypted source too.
+//! Copies of or into encrypted objects and SSE-KMS are refused with 501
+//! (`access.rs`, here).
 
 use aes::Aes256;
 use base64::Engine as _;
@@ -181,6 +182,7 @@ impl Seal {
             .into()
     }
 
+    /// What the object (or part) keeps of its encryption.
     pub(super) fn record(&self) -> Value {
         self.record.clone()
     }
@@ -189,6 +191,12 @@ impl Seal {
     pub(super) fn reported(&self, customer_md5: Option<String>) -> Reported {
         report(&self.record, customer_md5)
     }
+}
+
+/// What an answer says of the encryption `record` describes (none: no
+/// encryption), with the SSE-C key MD5 the request sent.
+pub(super) fn reported(record: Option<&Value>, customer_md5: Option<String>) -> Reported {
+    record.map_or_else(Reported::default, |r| report(r, customer_md5))
 }
 
 fn report(record: &Value, customer_md5: Option<String>) -> Reported {
@@ -220,10 +228,123 @@ fn key_check(salt: &[u8; 32], key: &[u8; 32]) -> [u8; 32] {
     *blake3::keyed_hash(salt, key).as_bytes()
 }
 
-/// How to read an encrypted object.
-pub(super) struct Opened {
+/// The record a multipart upload keeps of the encryption its parts get
+/// (as an object's, without IVs: each part draws its own).
+pub(super) fn upload_record(
+    sse_root: &[u8; 32],
+    customer: Option<CustomerKey>,
+    server_side: Option<&ServerSideEncryption>,
+) -> S3Result<Option<Value>> {
+    Ok(Seal::for_put(sse_root, customer, server_side)?.map(|seal| {
+        let mut record = seal.record;
+        if let Some(r) = record.as_object_mut() {
+            r.remove("iv");
+        }
+        record
+    }))
+}
+
+/// The seal of one part of an upload whose record is `upload` (null when
+/// the upload is not encrypted), with the key the request sends: an SSE-C
+/// upload's parts need its key, and a plain upload takes none.
+pub(super) fn seal_part(
+    sse_root: &[u8; 32],
+    upload: &Value,
+    customer: Option<CustomerKey>,
+) -> S3Result<Option<Seal>> {
+    let iv: [u8; 16] = rand::random();
+    let key = match (upload["kind"].as_str(), customer) {
+        (None, None) => return Ok(None),
+        (Some("SSE-C"), Some(customer)) => {
+            check_customer_key(upload, &customer)?;
+            customer.key
+        }
+        (Some("SSE-C"), None) => return Err(key_needed()),
+        (_, Some(_)) => return Err(not_applicable()),
+        (Some(_), None) => server_key(sse_root, &iv),
+    };
+    let mut record = upload.clone();
+    if let Some(r) = record.as_object_mut() {
+        r.insert("iv".into(), B64.encode(iv).into());
+    }
+    Ok(Some(Seal {
+        key,
+        iv,
+        record,
+        plain_md5: Default::default(),
+    }))
+}
+
+fn key_needed() -> s3s::S3Error {
+    s3_error!(
+        InvalidRequest,
+        "The object was stored using a form of Server Side Encryption. The correct \
+         parameters must be provided to retrieve the object."
+    )
+}
+
+fn not_applicable() -> s3s::S3Error {
+    s3_error!(
+        InvalidRequest,
+        "The encryption parameters are not applicable to this object."
+    )
+}
+
+fn damaged() -> s3s::S3Error {
+    s3_error!(InternalError, "the object's encryption record is damaged")
+}
+
+/// Checks an SSE-C key against the salted hash a record keeps.
+fn check_customer_key(record: &Value, customer: &CustomerKey) -> S3Result<()> {
+    let salt: [u8; 32] = record["salt"]
+        .as_str()
+        .and_then(|s| hex::decode(s).ok())
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(damaged)?;
+    let want = record["check"].as_str().unwrap_or_default();
+    if hex::encode(key_check(&salt, &customer.key)) != want {
+        return Err(s3_error!(
+            AccessDenied,
+            "The provided encryption key does not match the object's key."
+        ));
+    }
+    Ok(())
+}
+
+fn decode_iv(value: &Value) -> S3Result<[u8; 16]> {
+    value
+        .as_str()
+        .and_then(|iv| B64.decode(iv).ok())
+        .and_then(|iv| iv.try_into().ok())
+        .ok_or_else(damaged)
+}
+
+/// A multipart object's record: the upload's, with each listed part's IV
+/// (`parts` holds the parts' own records, in order).
+pub(super) fn object_record(upload: &Value, parts: &[&Value]) -> S3Result<Value> {
+    let ivs = parts
+        .iter()
+        .map(|p| decode_iv(&p["iv"]).map(|iv| Value::from(B64.encode(iv))))
+        .collect::<S3Result<Vec<_>>>()?;
+    let mut record = upload.clone();
+    if let Some(r) = record.as_object_mut() {
+        r.insert("ivs".into(), ivs.into());
+    }
+    Ok(record)
+}
+
+/// One stretch of an object encrypted with one key and IV: the whole
+/// object, or one part of a multipart one.
+struct Segment {
+    start: u64,
+    end: u64,
     key: Zeroizing<[u8; 32]>,
     iv: [u8; 16],
+}
+
+/// How to read an encrypted object.
+pub(super) struct Opened {
+    segments: Vec<Segment>,
     pub reported: Reported,
 }
 
@@ -236,78 +357,77 @@ pub(super) fn open(
     customer: Option<CustomerKey>,
 ) -> S3Result<Option<Opened>> {
     let record = &row.metadata["sse"];
-    let kind = record["kind"].as_str();
-    let iv = || -> S3Result<[u8; 16]> {
-        record["iv"]
-            .as_str()
-            .and_then(|iv| B64.decode(iv).ok())
-            .and_then(|iv| iv.try_into().ok())
-            .ok_or_else(|| s3_error!(InternalError, "the object's encryption record is damaged"))
-    };
-    match (kind, customer) {
-        (None, None) => Ok(None),
+    let customer_md5 = match (record["kind"].as_str(), customer) {
+        (None, None) => return Ok(None),
         (Some("SSE-C"), Some(customer)) => {
-            let salt: Option<[u8; 32]> = record["salt"]
-                .as_str()
-                .and_then(|s| hex::decode(s).ok())
-                .and_then(|s| s.try_into().ok());
-            let want = record["check"].as_str().unwrap_or_default();
-            let Some(salt) = salt else {
-                return Err(s3_error!(
-                    InternalError,
-                    "the object's encryption record is damaged"
-                ));
-            };
-            if hex::encode(key_check(&salt, &customer.key)) != want {
-                return Err(s3_error!(
-                    AccessDenied,
-                    "The provided encryption key does not match the object's key."
-                ));
+            check_customer_key(record, &customer)?;
+            Some(customer)
+        }
+        (Some("SSE-C"), None) => return Err(key_needed()),
+        (_, Some(_)) => return Err(not_applicable()),
+        (Some(_), None) => None,
+    };
+    // (IV, size) of each stretch: one for a PutObject, one per part.
+    let stretches: Vec<([u8; 16], u64)> = match record["ivs"].as_array() {
+        Some(ivs) => {
+            let sizes = row.metadata["parts"].as_array().ok_or_else(damaged)?;
+            if sizes.len() != ivs.len() {
+                return Err(damaged());
             }
-            Ok(Some(Opened {
-                iv: iv()?,
-                reported: report(record, Some(customer.md5)),
-                key: customer.key,
-            }))
+            ivs.iter()
+                .zip(sizes)
+                .map(|(iv, size)| Ok((decode_iv(iv)?, size.as_u64().ok_or_else(damaged)?)))
+                .collect::<S3Result<_>>()?
         }
-        (Some("SSE-C"), None) => Err(s3_error!(
-            InvalidRequest,
-            "The object was stored using a form of Server Side Encryption. The correct \
-             parameters must be provided to retrieve the object."
-        )),
-        (_, Some(_)) => Err(s3_error!(
-            InvalidRequest,
-            "The encryption parameters are not applicable to this object."
-        )),
-        (Some(_), None) => {
-            let iv = iv()?;
-            Ok(Some(Opened {
-                key: server_key(sse_root, &iv),
-                iv,
-                reported: report(record, None),
-            }))
-        }
+        None => vec![(decode_iv(&record["iv"])?, row.size as u64)],
+    };
+    let mut segments = Vec::with_capacity(stretches.len());
+    let mut start = 0;
+    for (iv, size) in stretches {
+        let key = match &customer_md5 {
+            Some(customer) => customer.key.clone(),
+            None => server_key(sse_root, &iv),
+        };
+        segments.push(Segment {
+            start,
+            end: start + size,
+            key,
+            iv,
+        });
+        start += size;
     }
+    Ok(Some(Opened {
+        segments,
+        reported: report(record, customer_md5.map(|c| c.md5)),
+    }))
 }
 
 impl Opened {
-    /// `body`, the ciphertext from byte `offset` on, decrypted.
-    pub(super) fn decrypt(
-        &self,
-        body: crate::ObjectStream,
-        offset: u64,
-    ) -> S3Result<crate::ObjectStream> {
-        let mut cipher = Cipher::new(self.key.as_ref().into(), &self.iv.into());
-        cipher
-            .try_seek(offset)
-            .map_err(|_| s3_error!(InvalidRange, "the range is past the object's end"))?;
-        Ok(body
-            .map(move |piece| {
-                let mut buf = piece?.to_vec();
-                cipher.apply_keystream(&mut buf);
-                Ok(Bytes::from(buf))
-            })
-            .boxed())
+    /// `body`, the ciphertext from byte `offset` on, decrypted stretch by
+    /// stretch.
+    pub(super) fn decrypt(self, body: crate::ObjectStream, offset: u64) -> crate::ObjectStream {
+        let segments = self.segments;
+        let mut at = offset;
+        body.map(move |piece| {
+            let mut buf = piece?.to_vec();
+            let mut done = 0;
+            while done < buf.len() {
+                let segment = segments
+                    .iter()
+                    .find(|s| s.start <= at && at < s.end)
+                    .ok_or_else(|| {
+                        std::io::Error::other("bytes past the encrypted object's end")
+                    })?;
+                let n = (buf.len() - done).min((segment.end - at) as usize);
+                let mut cipher = Cipher::new(segment.key.as_ref().into(), &segment.iv.into());
+                cipher.seek(at - segment.start);
+                cipher.apply_keystream(&mut buf[done..done + n]);
+                done += n;
+                at += n as u64;
+            }
+            Ok(Bytes::from(buf))
+        })
+        .boxed()
     }
 }
 
