@@ -256,7 +256,15 @@ pub(super) fn seal_part(
     let key = match (upload["kind"].as_str(), customer) {
         (None, None) => return Ok(None),
         (Some("SSE-C"), Some(customer)) => {
-            check_customer_key(upload, &customer)?;
+            // A part under another key is a bad request (S3's 400), not a
+            // read refused.
+            check_customer_key(upload, &customer).map_err(|e| match e.code() {
+                s3s::S3ErrorCode::AccessDenied => s3_error!(
+                    InvalidRequest,
+                    "The provided encryption parameters did not match the ones used originally."
+                ),
+                _ => e,
+            })?;
             customer.key
         }
         (Some("SSE-C"), None) => return Err(key_needed()),
