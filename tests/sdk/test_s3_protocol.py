@@ -307,3 +307,86 @@ def test_list_objects_v1_sends_its_prefix_as_given(s3, bucket):
     v2 = s3.list_objects_v2(Bucket=bucket, Prefix="a b%", Delimiter="/")
     assert v2["Prefix"] == "a b%"
     assert v2["CommonPrefixes"] == [{"Prefix": "a b%/"}]
+
+
+# Three 5 MiB parts of "A", "B" and "C": their checksums and the object's,
+# as S3 computes them (the values of the upstream ceph/s3-tests).
+THREE = [b"A" * 5 * MIB, b"B" * 5 * MIB, b"C" * 5 * MIB]
+MULTIPART_SUMS = {
+    "SHA256": ("COMPOSITE", [
+        "275VF5loJr1YYawit0XSHREhkFXYkkPKGuoK0x9VKxI=",
+        "mrHwOfjTL5Zwfj74F05HOQGLdUb7E5szdCbxgUSq6NM=",
+        "Vw7oB/nKQ5xWb3hNgbyfkvDiivl+U+/Dft48nfJfDow=",
+    ], "uWBwpe1dxI4Vw8Gf0X9ynOdw/SS6VBzfWm9giiv1sf4=-3"),
+    "SHA1": ("COMPOSITE", [
+        "iIaTCGbm+vdVjNqIMF2S0T7ibMk=",
+        "LS/TJ32bAVKEwRu+sE3X7awh/lk=",
+        "6DDwovUaHwrKNXDMzOGbuvj9kxI=",
+    ], "sizjvY4eud3MrcHdZM3cQ/ol39o=-3"),
+    "CRC32": ("FULL_OBJECT", ["JRTCyQ==", "QoZTGg==", "YAgjqw=="], "WgDhBQ=="),
+    "CRC32C": ("FULL_OBJECT", ["MDaLrw==", "TH4EZg==", "Z7mBIQ=="], "xU+Krw=="),
+    "CRC64NVME": ("FULL_OBJECT", ["L/E4WYn8v98=", "xW1l19VobYM=", "cK5MnNaWrW4="], "i+6LR0y3eFo="),
+}
+
+
+@pytest.mark.parametrize("algorithm", list(MULTIPART_SUMS))
+def test_multipart_checksums_are_made_of_the_parts(env, bucket, algorithm):
+    s3 = s3_client(env, response_checksum_validation="when_required")
+    kind, part_sums, whole = MULTIPART_SUMS[algorithm]
+    field = "Checksum" + algorithm
+    created = s3.create_multipart_upload(
+        Bucket=bucket, Key="mp", ChecksumAlgorithm=algorithm, ChecksumType=kind
+    )
+    assert (created["ChecksumAlgorithm"], created["ChecksumType"]) == (algorithm, kind)
+    upload = created["UploadId"]
+    listed = []
+    for number, (body, want) in enumerate(zip(THREE, part_sums), start=1):
+        # botocore computes CRC32C and CRC64NVME only with awscrt: those are
+        # sent as values, which the server checks.
+        crt = algorithm in ("CRC32C", "CRC64NVME")
+        sent = s3.upload_part(
+            Bucket=bucket, Key="mp", UploadId=upload, PartNumber=number, Body=body,
+            **({field: want} if crt else {"ChecksumAlgorithm": algorithm}),
+        )
+        assert sent[field] == want
+        listed.append({"ETag": sent["ETag"], "PartNumber": number, field: want})
+    parts = {"Parts": listed}
+    with pytest.raises(ClientError) as bad:
+        s3.complete_multipart_upload(
+            Bucket=bucket, Key="mp", UploadId=upload, MultipartUpload=parts,
+            **{field: part_sums[0]},
+        )
+    assert status_and_code(bad) == (400, "BadDigest")
+    done = s3.complete_multipart_upload(
+        Bucket=bucket, Key="mp", UploadId=upload, MultipartUpload=parts, **{field: whole}
+    )
+    assert (done[field], done["ChecksumType"]) == (whole, kind)
+    again = s3.complete_multipart_upload(
+        Bucket=bucket, Key="mp", UploadId=upload, MultipartUpload=parts
+    )
+    assert (again["ETag"], again[field]) == (done["ETag"], whole)
+
+    assert field not in s3.head_object(Bucket=bucket, Key="mp")
+    head = s3.head_object(Bucket=bucket, Key="mp", ChecksumMode="ENABLED")
+    assert (head[field], head["ChecksumType"]) == (whole, kind)
+    for number, want in enumerate(part_sums, start=1):
+        part = s3.get_object(Bucket=bucket, Key="mp", PartNumber=number, ChecksumMode="ENABLED")
+        assert (part[field], part["ChecksumType"]) == (want, kind)
+        assert part["Body"].read() == THREE[number - 1]
+
+
+def test_a_listed_part_checksum_must_be_the_parts(s3, bucket):
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp", ChecksumAlgorithm="SHA256")
+    sent = s3.upload_part(
+        Bucket=bucket, Key="mp", UploadId=upload["UploadId"], PartNumber=1, Body=b"only",
+        ChecksumAlgorithm="SHA256",
+    )
+    wrong = MULTIPART_SUMS["SHA256"][1][0]
+    with pytest.raises(ClientError) as bad:
+        s3.complete_multipart_upload(
+            Bucket=bucket, Key="mp", UploadId=upload["UploadId"],
+            MultipartUpload={"Parts": [
+                {"ETag": sent["ETag"], "PartNumber": 1, "ChecksumSHA256": wrong}
+            ]},
+        )
+    assert status_and_code(bad) == (400, "InvalidPart")

@@ -9,7 +9,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 use serde_json::{json, Map, Value};
 
-use super::checksums::{Checksums, Sums};
+use super::checksums::{multipart_checksum, sums_of, Checksums, Sums};
 use super::sse::{self, customer_key_of, Seal};
 use super::wire::{
     conditions_of, content_type, metadata_of, owner, s3_err, strip_quotes, timestamp,
@@ -61,8 +61,21 @@ pub(super) async fn create_multipart_upload(
         input.server_side_encryption.as_ref(),
     )?;
     let mut metadata = metadata_of!(input, Map::new());
-    if let (Some(sse), Some(m)) = (&sse, metadata.as_object_mut()) {
-        m.insert("sse".into(), sse.clone());
+    if let Some(m) = metadata.as_object_mut() {
+        if let Some(sse) = &sse {
+            m.insert("sse".into(), sse.clone());
+        }
+        // Every part is checksummed with it, and the object's checksum is
+        // made of theirs at completion.
+        if let (Some(algorithm), Some(kind)) = (&input.checksum_algorithm, &checksum_type) {
+            m.insert(
+                "checksum".into(),
+                json!({
+                    "algorithm": algorithm.as_str().to_ascii_lowercase(),
+                    "type": kind.as_str(),
+                }),
+            );
+        }
     }
     let upload = UploadRow {
         id: mds_core::ids::IdKind::Upload.mint(),
@@ -94,11 +107,17 @@ pub(super) async fn upload_part(
     let input = req.input;
     check_part_number(input.part_number)?;
     let (_, upload) = upload(gw, &input.bucket, &input.upload_id).await?;
+    // The upload's algorithm applies to every part, named or not.
+    let algorithm = input.checksum_algorithm.clone().or_else(|| {
+        upload.metadata["checksum"]["algorithm"]
+            .as_str()
+            .map(|a| ChecksumAlgorithm::from(a.to_ascii_uppercase()))
+    });
     let checksums = Checksums::new(
         &req.headers,
         req.trailing_headers.clone(),
         input.content_md5.as_deref(),
-        input.checksum_algorithm.as_ref(),
+        algorithm.as_ref(),
     )?;
     let seal = sse::seal_part(
         gw.0.storage.sse_root(),
@@ -223,15 +242,18 @@ pub(super) async fn complete_multipart_upload(
         }
         Err(e) => return Err(s3_err(e)),
     };
-    let listed: Vec<(i32, String)> = input
+    let parts = input
         .multipart_upload
-        .and_then(|m| m.parts)
-        .unwrap_or_default()
-        .into_iter()
+        .as_ref()
+        .and_then(|m| m.parts.clone())
+        .unwrap_or_default();
+    let listed: Vec<(i32, String)> = parts
+        .iter()
         .map(|p| {
             (
                 p.part_number.unwrap_or(0),
                 p.e_tag
+                    .as_ref()
                     .map(|t| strip_quotes(t.value()).to_string())
                     .unwrap_or_default(),
             )
@@ -243,7 +265,11 @@ pub(super) async fn complete_multipart_upload(
             "You must specify at least one part"
         ));
     }
-    let upload = with_parts(gw, upload, &listed).await?;
+    let sums = Listed {
+        parts: parts.iter().map(|p| sums_of!(p)).collect(),
+        whole: sums_of!(input),
+    };
+    let upload = with_parts(gw, upload, &listed, &sums).await?;
     let row = match gw.0.storage.complete_upload(&upload, &listed).await {
         Ok(row) => row,
         // Completed meanwhile by another request.
@@ -259,10 +285,69 @@ pub(super) async fn complete_multipart_upload(
 /// Complete is answered from it) and the listed parts' sizes (a GET or
 /// HEAD of one `partNumber` reads them). A part re-sent meanwhile has
 /// another MD5, so the commit, which checks them, fails instead.
+/// The checksums a Complete request sends: of each listed part, and of the
+/// whole object.
+struct Listed {
+    parts: Vec<Sums>,
+    whole: Sums,
+}
+
+/// The object's checksum from its parts', for an upload created with a
+/// checksum algorithm; parts listed with a checksum must have been sent
+/// with it, and a whole-object checksum sent must match (else BadDigest).
+/// Returns the metadata entries the object keeps.
+fn object_checksum(
+    upload: &UploadRow,
+    used: &[&mds_store::PartRow],
+    listed: &[(i32, String)],
+    sent: &Listed,
+) -> S3Result<Option<Map<String, Value>>> {
+    let Some(algorithm) = upload.metadata["checksum"]["algorithm"].as_str() else {
+        return Ok(None);
+    };
+    let kind = upload.metadata["checksum"]["type"]
+        .as_str()
+        .unwrap_or(ChecksumType::COMPOSITE);
+    fn stored<'a>(p: &'a mds_store::PartRow, algorithm: &str) -> Option<&'a str> {
+        p.meta["checksums"][algorithm].as_str()
+    }
+    for ((number, _), sums) in listed.iter().zip(&sent.parts) {
+        let Some(given) = sums.get(algorithm) else {
+            continue;
+        };
+        let part = used.iter().find(|p| p.part_number == *number);
+        if part.and_then(|p| stored(p, algorithm)) != Some(given) {
+            return Err(s3_err(StorageError::InvalidPart(*number)));
+        }
+    }
+    let sums: Vec<(Option<&str>, u64)> = used
+        .iter()
+        .map(|p| (stored(p, algorithm), p.size as u64))
+        .collect();
+    let whole = multipart_checksum(algorithm, kind == ChecksumType::FULL_OBJECT, &sums);
+    if let Some(sent) = sent.whole.get(algorithm) {
+        if whole.as_deref() != Some(sent) {
+            return Err(s3_err(StorageError::BadDigest));
+        }
+    }
+    let Some(whole) = whole else {
+        return Ok(None);
+    };
+    let mut out = Map::new();
+    out.insert("checksums".into(), json!({ algorithm: whole }));
+    out.insert("checksum_type".into(), kind.into());
+    out.insert(
+        "part_checksums".into(),
+        sums.iter().map(|(s, _)| Value::from(*s)).collect(),
+    );
+    Ok(Some(out))
+}
+
 async fn with_parts(
     gw: &Gateway,
     mut upload: UploadRow,
     listed: &[(i32, String)],
+    sent: &Listed,
 ) -> S3Result<UploadRow> {
     let parts =
         gw.0.storage
@@ -283,12 +368,14 @@ async fn with_parts(
             Some(sse::object_record(record, &metas)?)
         }
     };
+    let checksum = object_checksum(&upload, &used, listed, sent)?;
     if let Some(metadata) = upload.metadata.as_object_mut() {
         metadata.insert(UPLOAD_ID.into(), upload.id.clone().into());
         metadata.insert("parts".into(), sizes.into());
         if let Some(sse) = sse {
             metadata.insert("sse".into(), sse);
         }
+        metadata.extend(checksum.unwrap_or_default());
     }
     Ok(upload)
 }
@@ -317,11 +404,18 @@ async fn completed_before(
 }
 
 fn completed(bucket: BucketRow, row: ObjectRow) -> S3Response<CompleteMultipartUploadOutput> {
+    let sums = Sums::stored(&row);
     S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(bucket.name),
         key: Some(row.key),
         e_tag: Some(ETag::Strong(row.etag)),
         location: None,
+        checksum_crc32: sums.crc32,
+        checksum_crc32c: sums.crc32c,
+        checksum_crc64nvme: sums.crc64nvme,
+        checksum_sha1: sums.sha1,
+        checksum_sha256: sums.sha256,
+        checksum_type: sums.kind.map(ChecksumType::from),
         ..Default::default()
     })
 }

@@ -113,6 +113,7 @@ macro_rules! object_headers {
             checksum_crc64nvme: sums.crc64nvme,
             checksum_sha1: sums.sha1,
             checksum_sha256: sums.sha256,
+            checksum_type: sums.kind.map(ChecksumType::from),
             ..Default::default()
         }
     }};
@@ -184,11 +185,19 @@ fn part_range(row: &ObjectRow, n: i32) -> S3Result<(u64, u64)> {
 }
 
 /// The stored checksums, only if the client asked for them
-/// (`x-amz-checksum-mode: ENABLED`) and reads the whole object: a range has
-/// none of its own.
-fn sums_for(row: &ObjectRow, mode: Option<&ChecksumMode>, extent: &Extent) -> Sums {
+/// (`x-amz-checksum-mode: ENABLED`) and reads the whole object or one part
+/// whose checksum was kept: a range has none of its own.
+fn sums_for(
+    row: &ObjectRow,
+    mode: Option<&ChecksumMode>,
+    part_number: Option<i32>,
+    extent: &Extent,
+) -> Sums {
     let enabled = mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-    Sums::stored(row).only_if(enabled && extent.range.is_none())
+    match part_number {
+        Some(n) if extent.parts_count.is_some() => Sums::of_part(row, n).only_if(enabled),
+        _ => Sums::stored(row).only_if(enabled && extent.range.is_none()),
+    }
 }
 
 pub(super) async fn head_object(
@@ -202,7 +211,12 @@ pub(super) async fn head_object(
     let extent = Extent::of(&row, input.part_number, input.range.as_ref())?;
     Ok(S3Response::new(object_headers!(
         &row,
-        sums_for(&row, input.checksum_mode.as_ref(), &extent),
+        sums_for(
+            &row,
+            input.checksum_mode.as_ref(),
+            input.part_number,
+            &extent
+        ),
         HeadObjectOutput {
             content_length: Some(extent.length(&row)),
             content_range: extent.content_range.clone(),
@@ -237,7 +251,12 @@ pub(super) async fn get_object(
     };
     Ok(S3Response::new(object_headers!(
         &row,
-        sums_for(&row, input.checksum_mode.as_ref(), &extent),
+        sums_for(
+            &row,
+            input.checksum_mode.as_ref(),
+            input.part_number,
+            &extent
+        ),
         GetObjectOutput {
             body: Some(StreamingBlob::wrap(SyncStream::new(body))),
             content_length: Some(extent.length(&row)),
