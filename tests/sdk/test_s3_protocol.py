@@ -374,6 +374,33 @@ def test_multipart_checksums_are_made_of_the_parts(env, bucket, algorithm):
         assert (part[field], part["ChecksumType"]) == (want, kind)
         assert part["Body"].read() == THREE[number - 1]
 
+    attributes = s3.get_object_attributes(
+        Bucket=bucket, Key="mp", ObjectAttributes=["Checksum", "ObjectParts", "ObjectSize"],
+        MaxParts=2,
+    )
+    assert attributes["Checksum"][field] == whole
+    assert attributes["Checksum"]["ChecksumType"] == kind
+    assert attributes["ObjectSize"] == 15 * MIB
+    parts = attributes["ObjectParts"]
+    assert parts["TotalPartsCount"] == 3 and parts["IsTruncated"]
+    assert [(p["PartNumber"], p["Size"], p[field]) for p in parts["Parts"]] == [
+        (1, 5 * MIB, part_sums[0]), (2, 5 * MIB, part_sums[1])
+    ]
+
+
+def test_object_attributes_of_an_object_sent_whole(s3, bucket):
+    sent = s3.put_object(Bucket=bucket, Key="one", Body=b"12345", ChecksumAlgorithm="SHA256")
+    got = s3.get_object_attributes(
+        Bucket=bucket, Key="one", ObjectAttributes=["ETag", "Checksum", "ObjectSize", "StorageClass"]
+    )
+    assert got["ETag"].strip('"') == hashlib.md5(b"12345").hexdigest()
+    assert got["Checksum"]["ChecksumSHA256"] == sent["ChecksumSHA256"]
+    assert got["ObjectSize"] == 5 and got["StorageClass"] == "STANDARD"
+    assert "ObjectParts" not in got
+    with pytest.raises(ClientError) as missing:
+        s3.get_object_attributes(Bucket=bucket, Key="none", ObjectAttributes=["ETag"])
+    assert status_and_code(missing) == (404, "NoSuchKey")
+
 
 def test_a_listed_part_checksum_must_be_the_parts(s3, bucket):
     upload = s3.create_multipart_upload(Bucket=bucket, Key="mp", ChecksumAlgorithm="SHA256")

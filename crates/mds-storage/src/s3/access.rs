@@ -151,7 +151,8 @@ impl S3Access for Access {
 
 /// Server-side encryption is offered where it is implemented (`sse.rs`):
 /// PutObject and CreateMultipartUpload (SSE-C and SSE-S3), and an SSE-C
-/// key on UploadPart, CompleteMultipartUpload, GetObject and HeadObject.
+/// key on UploadPart, CompleteMultipartUpload, GetObject, HeadObject and
+/// GetObjectAttributes.
 /// Anywhere else (copies) a request asking for it is refused before it
 /// stores or reads anything: storing bytes unencrypted while the client
 /// believes them sealed would be silent data exposure.
@@ -165,9 +166,11 @@ fn refuse_encryption(op: &str, headers: &http::HeaderMap) -> S3Result<()> {
             "PutObject" | "CreateMultipartUpload" => {
                 name.starts_with("x-amz-copy-source-server-side-encryption")
             }
-            "GetObject" | "HeadObject" | "UploadPart" | "CompleteMultipartUpload" => {
-                any && !customer
-            }
+            "GetObject"
+            | "HeadObject"
+            | "GetObjectAttributes"
+            | "UploadPart"
+            | "CompleteMultipartUpload" => any && !customer,
             _ => any,
         }
     });

@@ -216,7 +216,7 @@ impl Sums {
         }
     }
 
-    fn get_any(&self) -> bool {
+    pub(super) fn get_any(&self) -> bool {
         CHECKSUMS.iter().any(|name| self.get(name).is_some())
     }
 

@@ -269,6 +269,77 @@ pub(super) async fn get_object(
     )))
 }
 
+pub(super) async fn get_object_attributes(
+    gw: &Gateway,
+    req: S3Request<GetObjectAttributesInput>,
+) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+    let input = req.input;
+    let bucket = gw.bucket(&input.bucket).await?;
+    let row = gw.object(&bucket, &input.key).await?;
+    // An SSE-C object tells of itself only to its key, as a read does.
+    sse::open(gw.0.storage.sse_root(), &row, customer_key_of!(input)?)?;
+    // Clients send one comma-separated header, which s3s keeps whole.
+    let wants = |name: &str| {
+        input
+            .object_attributes
+            .iter()
+            .flat_map(|a| a.as_str().split(','))
+            .any(|a| a.trim() == name)
+    };
+    let sums = Sums::stored(&row);
+    let checksum = (wants(ObjectAttributes::CHECKSUM) && sums.get_any()).then(|| Checksum {
+        checksum_crc32: sums.crc32.clone(),
+        checksum_crc32c: sums.crc32c.clone(),
+        checksum_crc64nvme: sums.crc64nvme.clone(),
+        checksum_sha1: sums.sha1.clone(),
+        checksum_sha256: sums.sha256.clone(),
+        checksum_type: sums.kind.clone().map(ChecksumType::from),
+    });
+    let object_parts = part_sizes(&row)
+        .filter(|_| wants(ObjectAttributes::OBJECT_PARTS))
+        .map(|sizes| {
+            let marker = input.part_number_marker.unwrap_or(0);
+            let max = input.max_parts.unwrap_or(1000).clamp(0, 1000);
+            let numbered: Vec<(i32, u64)> = (1..).zip(sizes).filter(|(n, _)| *n > marker).collect();
+            let truncated = numbered.len() > max as usize;
+            let shown: Vec<_> = numbered.into_iter().take(max as usize).collect();
+            GetObjectAttributesParts {
+                total_parts_count: part_sizes(&row).map(|p| p.len() as i32),
+                part_number_marker: input.part_number_marker,
+                next_part_number_marker: truncated.then(|| shown.last().map(|p| p.0)).flatten(),
+                max_parts: Some(max),
+                is_truncated: Some(truncated),
+                parts: Some(
+                    shown
+                        .iter()
+                        .map(|&(n, size)| {
+                            let part = Sums::of_part(&row, n);
+                            ObjectPart {
+                                part_number: Some(n),
+                                size: Some(size as i64),
+                                checksum_crc32: part.crc32,
+                                checksum_crc32c: part.crc32c,
+                                checksum_crc64nvme: part.crc64nvme,
+                                checksum_sha1: part.sha1,
+                                checksum_sha256: part.sha256,
+                            }
+                        })
+                        .collect(),
+                ),
+            }
+        });
+    Ok(S3Response::new(GetObjectAttributesOutput {
+        e_tag: wants(ObjectAttributes::ETAG).then(|| ETag::Strong(row.etag.clone())),
+        last_modified: Some(timestamp(row.last_modified)),
+        object_size: wants(ObjectAttributes::OBJECT_SIZE).then_some(row.size),
+        storage_class: wants(ObjectAttributes::STORAGE_CLASS)
+            .then(|| StorageClass::from_static(StorageClass::STANDARD)),
+        checksum,
+        object_parts,
+        ..Default::default()
+    }))
+}
+
 pub(super) async fn delete_object(
     gw: &Gateway,
     req: S3Request<DeleteObjectInput>,
