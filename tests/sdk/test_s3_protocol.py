@@ -417,3 +417,56 @@ def test_a_listed_part_checksum_must_be_the_parts(s3, bucket):
             ]},
         )
     assert status_and_code(bad) == (400, "InvalidPart")
+
+
+def test_conditional_writes(s3, bucket):
+    created = s3.put_object(Bucket=bucket, Key="once", Body=b"first", IfNoneMatch="*")
+    with pytest.raises(ClientError) as exists:
+        s3.put_object(Bucket=bucket, Key="once", Body=b"second", IfNoneMatch="*")
+    assert status_and_code(exists) == (412, "PreconditionFailed")
+    with pytest.raises(ClientError) as stale:
+        s3.put_object(Bucket=bucket, Key="once", Body=b"second", IfMatch='"' + "0" * 32 + '"')
+    assert status_and_code(stale) == (412, "PreconditionFailed")
+    with pytest.raises(ClientError) as missing:
+        s3.put_object(Bucket=bucket, Key="none", Body=b"x", IfMatch=created["ETag"])
+    assert status_and_code(missing) == (412, "PreconditionFailed")
+    assert s3.get_object(Bucket=bucket, Key="once")["Body"].read() == b"first"
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="none")
+    s3.put_object(Bucket=bucket, Key="once", Body=b"second", IfMatch=created["ETag"])
+    assert s3.get_object(Bucket=bucket, Key="once")["Body"].read() == b"second"
+
+    # Complete is conditional too; a refused one leaves the upload to retry.
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="once")["UploadId"]
+    etag = s3.upload_part(
+        Bucket=bucket, Key="once", UploadId=upload, PartNumber=1, Body=b"third"
+    )["ETag"]
+    parts = {"Parts": [{"ETag": etag, "PartNumber": 1}]}
+    with pytest.raises(ClientError) as refused:
+        s3.complete_multipart_upload(
+            Bucket=bucket, Key="once", UploadId=upload, MultipartUpload=parts, IfNoneMatch="*"
+        )
+    assert status_and_code(refused) == (412, "PreconditionFailed")
+    s3.complete_multipart_upload(Bucket=bucket, Key="once", UploadId=upload, MultipartUpload=parts)
+    assert s3.get_object(Bucket=bucket, Key="once")["Body"].read() == b"third"
+
+
+def test_if_none_match_lets_exactly_one_concurrent_writer_create(env, bucket):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(i: int) -> bool:
+        client = s3_client(env)
+        try:
+            # Above the inline size, so the chunked write path is raced too.
+            body = bytes([i]) * (64 * 1024 if i % 2 else 100)
+            client.put_object(Bucket=bucket, Key="race", Body=body, IfNoneMatch="*")
+            return True
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "PreconditionFailed"
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(create, range(16)))
+    assert won.count(True) == 1
+    winner = won.index(True)
+    got = s3_client(env).get_object(Bucket=bucket, Key="race")["Body"].read()
+    assert got == bytes([winner]) * len(got)

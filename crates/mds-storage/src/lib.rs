@@ -22,7 +22,9 @@ use bytes::Bytes;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
-use mds_store::{Manifest, NewObject, ObjectRow, PartRow, Store, StoreError, UploadRow};
+use mds_store::{
+    Manifest, NewObject, ObjectRow, PartRow, PutCondition, Store, StoreError, UploadRow,
+};
 use serde_json::Value;
 
 pub use blob::{Blobs, FsBlobs, Hash, RemoteBlobs};
@@ -89,6 +91,10 @@ impl From<StoreError> for StorageError {
                 StorageRule::InvalidPart(n) => StorageError::InvalidPart(n),
                 StorageRule::InvalidPartOrder => StorageError::InvalidPartOrder,
                 StorageRule::EntityTooSmall(n) => StorageError::EntityTooSmall(n),
+                // Only the S3 endpoint writes with conditions; it answers 412.
+                StorageRule::PreconditionFailed => {
+                    StorageError::Store(StoreError::Storage(StorageRule::PreconditionFailed))
+                }
                 StorageRule::BlobMissing => StorageError::Store(StoreError::Unavailable(
                     "a chunk was collected while this write committed; retry".to_string(),
                 )),
@@ -277,6 +283,31 @@ impl Storage {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
+        self.put_object_if(
+            bucket,
+            key,
+            content_type,
+            body,
+            PutCondition::default(),
+            finish,
+        )
+        .await
+    }
+
+    /// [`put_object`](Self::put_object) if `condition` holds for the object
+    /// it replaces when it commits (checked atomically with the commit).
+    pub async fn put_object_if<S>(
+        &self,
+        bucket: &BucketRow,
+        key: &str,
+        content_type: &str,
+        body: S,
+        condition: PutCondition<'_>,
+        finish: impl FnOnce([u8; 16]) -> Result<Value>,
+    ) -> Result<ObjectRow>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+    {
         check_key(key).map_err(StorageError::InvalidKey)?;
         let (written, metadata) = self.write(body, INLINE_MAX, finish).await?;
         let etag = hex::encode(written.md5);
@@ -287,6 +318,7 @@ impl Storage {
             content_type,
             metadata: &metadata,
             manifest: &written.manifest,
+            condition,
         };
         let store = &self.inner.store;
         Ok(match &written.inline {
@@ -324,6 +356,7 @@ impl Storage {
                     content_type,
                     metadata,
                     manifest: &manifest,
+                    condition: PutCondition::default(),
                 },
                 self.grace_secs(),
             )
@@ -450,10 +483,13 @@ impl Storage {
         Ok(md5)
     }
 
+    /// Completes an upload with the `listed` parts, if `condition` holds
+    /// for the object it replaces.
     pub async fn complete_upload(
         &self,
         upload: &UploadRow,
         listed: &[(i32, String)],
+        condition: PutCondition<'_>,
     ) -> Result<ObjectRow> {
         Ok(self
             .inner
@@ -463,6 +499,7 @@ impl Storage {
                 listed,
                 MIN_PART_SIZE,
                 multipart_etag,
+                condition,
                 self.grace_secs(),
             )
             .await?)

@@ -41,7 +41,8 @@ pub use idempotency::{IdempotencyBegin, IdempotencyKey, StoredResponse};
 pub use projects::{EnvironmentRow, NewEnvironment, NewProject, ProjectPatch, ProjectRow};
 pub use sandboxes::{NewSandbox, SandboxRow};
 pub use storage::{
-    BucketRow, Manifest, NewBucket, NewObject, ObjectRow, PartRow, StorageRule, UploadRow,
+    BucketRow, Manifest, NewBucket, NewObject, ObjectRow, PartRow, PutCondition, StorageRule,
+    UploadRow,
 };
 pub use variables::{VariableRow, VariableScope};
 pub use volumes::{AttachError, AttachmentRow, NewVolume, SnapshotRow, VolumeRow};

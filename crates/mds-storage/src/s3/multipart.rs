@@ -12,7 +12,8 @@ use serde_json::{json, Map, Value};
 use super::checksums::{multipart_checksum, sums_of, Checksums, Sums};
 use super::sse::{self, customer_key_of, Seal};
 use super::wire::{
-    conditions_of, content_type, metadata_of, owner, s3_err, strip_quotes, timestamp,
+    conditions_of, content_type, metadata_of, owner, put_condition_of, s3_err, strip_quotes,
+    timestamp,
 };
 use super::Gateway;
 use crate::{BucketRow, StorageError};
@@ -270,7 +271,13 @@ pub(super) async fn complete_multipart_upload(
         whole: sums_of!(input),
     };
     let upload = with_parts(gw, upload, &listed, &sums).await?;
-    let row = match gw.0.storage.complete_upload(&upload, &listed).await {
+    let condition = put_condition_of!(input);
+    let row = match gw
+        .0
+        .storage
+        .complete_upload(&upload, &listed, condition)
+        .await
+    {
         Ok(row) => row,
         // Completed meanwhile by another request.
         Err(StorageError::NoSuchUpload) => {

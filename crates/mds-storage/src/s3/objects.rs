@@ -9,8 +9,8 @@ use serde_json::Map;
 use super::checksums::{Checksums, Sums};
 use super::sse::{self, customer_key_of, Seal};
 use super::wire::{
-    conditions_of, content_type, expires, metadata_of, s3_err, standard_header, timestamp,
-    user_metadata, Conditions, SyncStream,
+    conditions_of, content_type, expires, metadata_of, put_condition_of, s3_err, standard_header,
+    timestamp, user_metadata, Conditions, SyncStream,
 };
 use super::Gateway;
 use crate::StorageError;
@@ -47,15 +47,22 @@ pub(super) async fn put_object(
     let mut computed = Map::new();
     let row =
         gw.0.storage
-            .put_object(&bucket, &input.key, &content_type, stream, |md5| {
-                let md5 = seal.as_ref().map_or(md5, Seal::plain_md5);
-                computed = checksums.finish(md5)?;
-                let mut metadata = metadata_of!(input, computed.clone());
-                if let (Some(seal), Some(m)) = (&seal, metadata.as_object_mut()) {
-                    m.insert("sse".into(), seal.record());
-                }
-                Ok(metadata)
-            })
+            .put_object_if(
+                &bucket,
+                &input.key,
+                &content_type,
+                stream,
+                put_condition_of!(input),
+                |md5| {
+                    let md5 = seal.as_ref().map_or(md5, Seal::plain_md5);
+                    computed = checksums.finish(md5)?;
+                    let mut metadata = metadata_of!(input, computed.clone());
+                    if let (Some(seal), Some(m)) = (&seal, metadata.as_object_mut()) {
+                        m.insert("sse".into(), seal.record());
+                    }
+                    Ok(metadata)
+                },
+            )
             .await
             .map_err(s3_err)?;
     let sums = Sums::from_json(&computed);

@@ -39,6 +39,14 @@ pub(super) fn s3_err(e: StorageError) -> S3Error {
         StorageError::Store(mds_store::StoreError::Unavailable(_)) => {
             S3ErrorCode::ServiceUnavailable
         }
+        StorageError::Store(mds_store::StoreError::Storage(
+            mds_store::StorageRule::PreconditionFailed,
+        )) => {
+            return s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            )
+        }
         StorageError::Store(ref other) => {
             tracing::error!(error = %other, "S3 request failed on the metadata database");
             S3ErrorCode::InternalError
@@ -174,6 +182,30 @@ fn etag_matches(condition: &ETagCondition, etag: &str) -> bool {
     match condition {
         ETagCondition::Any => true,
         ETagCondition::ETag(tag) => strip_quotes(tag.value()) == etag,
+    }
+}
+
+/// The If-Match / If-None-Match of a write (PutObject and
+/// CompleteMultipartUpload share the fields by name, not by a type), for
+/// the store to check as it commits.
+macro_rules! put_condition_of {
+    ($input:ident) => {
+        mds_store::PutCondition {
+            if_match: $input.if_match.as_ref().map($crate::s3::wire::etag_or_any),
+            if_none_match: $input
+                .if_none_match
+                .as_ref()
+                .map($crate::s3::wire::etag_or_any),
+        }
+    };
+}
+pub(super) use put_condition_of;
+
+/// An ETag condition as the store takes it: the ETag unquoted, or `*`.
+pub(super) fn etag_or_any(condition: &ETagCondition) -> &str {
+    match condition {
+        ETagCondition::Any => "*",
+        ETagCondition::ETag(tag) => strip_quotes(tag.value()),
     }
 }
 
