@@ -1,7 +1,8 @@
 //! What the S3 endpoint does around s3s, on the raw HTTP request and
 //! response: a request id on every answer (header and error body), a SigV4
-//! request dated by `Date` instead of `X-Amz-Date`, presigned URLs whose
-//! `X-Amz-Expires` S3 refuses, and a CORS preflight without an `Origin`.
+//! request dated by `Date` instead of `X-Amz-Date`, presigned URLs (SigV4
+//! or SigV2) expired or meant to live past S3's week, and a CORS preflight
+//! without an `Origin`.
 
 use std::future::Future;
 use std::pin::Pin;
