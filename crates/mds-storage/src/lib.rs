@@ -22,7 +22,9 @@ use bytes::Bytes;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
-use mds_store::{Manifest, NewObject, ObjectRow, PartRow, Store, StoreError, UploadRow};
+use mds_store::{
+    Manifest, NewObject, ObjectRow, PartRow, PutCondition, Store, StoreError, UploadRow,
+};
 use serde_json::Value;
 
 pub use blob::{Blobs, FsBlobs, Hash, RemoteBlobs};
@@ -89,6 +91,10 @@ impl From<StoreError> for StorageError {
                 StorageRule::InvalidPart(n) => StorageError::InvalidPart(n),
                 StorageRule::InvalidPartOrder => StorageError::InvalidPartOrder,
                 StorageRule::EntityTooSmall(n) => StorageError::EntityTooSmall(n),
+                // Only the S3 endpoint writes with conditions; it answers 412.
+                StorageRule::PreconditionFailed => {
+                    StorageError::Store(StoreError::Storage(StorageRule::PreconditionFailed))
+                }
                 StorageRule::BlobMissing => StorageError::Store(StoreError::Unavailable(
                     "a chunk was collected while this write committed; retry".to_string(),
                 )),
@@ -144,6 +150,9 @@ struct Inner {
     blobs: Blobs,
     config: StorageConfig,
     presigner: presign::Presigner,
+    /// SSE-S3 object keys are derived from this (itself derived from the
+    /// master key), each with the object's own random IV.
+    sse_root: zeroize::Zeroizing<[u8; 32]>,
 }
 
 /// The ETag of a multipart object: MD5 of the parts' MD5s, then `-N`.
@@ -172,6 +181,7 @@ impl Storage {
                 store,
                 blobs,
                 presigner: presign::Presigner::new(master),
+                sse_root: master.derive("storage:sse-s3"),
                 config,
             }),
         })
@@ -179,6 +189,10 @@ impl Storage {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub(crate) fn sse_root(&self) -> &[u8; 32] {
+        &self.inner.sse_root
     }
 
     pub fn config(&self) -> &StorageConfig {
@@ -269,6 +283,31 @@ impl Storage {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
+        self.put_object_if(
+            bucket,
+            key,
+            content_type,
+            body,
+            PutCondition::default(),
+            finish,
+        )
+        .await
+    }
+
+    /// [`put_object`](Self::put_object) if `condition` holds for the object
+    /// it replaces when it commits (checked atomically with the commit).
+    pub async fn put_object_if<S>(
+        &self,
+        bucket: &BucketRow,
+        key: &str,
+        content_type: &str,
+        body: S,
+        condition: PutCondition<'_>,
+        finish: impl FnOnce([u8; 16]) -> Result<Value>,
+    ) -> Result<ObjectRow>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+    {
         check_key(key).map_err(StorageError::InvalidKey)?;
         let (written, metadata) = self.write(body, INLINE_MAX, finish).await?;
         let etag = hex::encode(written.md5);
@@ -279,6 +318,7 @@ impl Storage {
             content_type,
             metadata: &metadata,
             manifest: &written.manifest,
+            condition,
         };
         let store = &self.inner.store;
         Ok(match &written.inline {
@@ -316,6 +356,7 @@ impl Storage {
                     content_type,
                     metadata,
                     manifest: &manifest,
+                    condition: PutCondition::default(),
                 },
                 self.grace_secs(),
             )
@@ -412,20 +453,21 @@ impl Storage {
             .ok_or(StorageError::NoSuchUpload)
     }
 
-    /// Stores one part; returns its MD5 (hex), the part's ETag. `check`
-    /// works as in [`put_object`](Self::put_object).
+    /// Stores one part; returns its MD5 (hex), the part's ETag. `finish`
+    /// works as in [`put_object`](Self::put_object), and returns what the
+    /// part keeps beside its bytes.
     pub async fn put_part<S>(
         &self,
         upload: &UploadRow,
         part_number: i32,
         body: S,
-        check: impl FnOnce([u8; 16]) -> Result<()>,
+        finish: impl FnOnce([u8; 16]) -> Result<Value>,
     ) -> Result<String>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
         // Parts are always files: they are joined into objects later.
-        let (written, ()) = self.write(body, 0, check).await?;
+        let (written, meta) = self.write(body, 0, finish).await?;
         let md5 = hex::encode(written.md5);
         self.inner
             .store
@@ -434,16 +476,20 @@ impl Storage {
                 part_number,
                 &md5,
                 &written.manifest,
+                &meta,
                 self.grace_secs(),
             )
             .await?;
         Ok(md5)
     }
 
+    /// Completes an upload with the `listed` parts, if `condition` holds
+    /// for the object it replaces.
     pub async fn complete_upload(
         &self,
         upload: &UploadRow,
         listed: &[(i32, String)],
+        condition: PutCondition<'_>,
     ) -> Result<ObjectRow> {
         Ok(self
             .inner
@@ -453,6 +499,7 @@ impl Storage {
                 listed,
                 MIN_PART_SIZE,
                 multipart_etag,
+                condition,
                 self.grace_secs(),
             )
             .await?)

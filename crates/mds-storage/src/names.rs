@@ -1,8 +1,8 @@
 //! What bucket names and object keys may be.
 
 /// S3's bucket naming rules: 3-63 characters of lowercase letters, digits,
-/// `-` and `.`, starting and ending with a letter or digit, not shaped like
-/// an IP address.
+/// `-` and `.`, starting and ending with a letter or digit, no `.` next to
+/// another `.` or a `-`, not shaped like an IP address.
 pub fn check_bucket_name(name: &str) -> Result<(), String> {
     let valid_chars = name
         .bytes()
@@ -14,6 +14,7 @@ pub fn check_bucket_name(name: &str) -> Result<(), String> {
         || !edges(name.as_bytes().last())
         || name.contains("..")
         || name.contains("-.")
+        || name.contains(".-")
         || name.parse::<std::net::Ipv4Addr>().is_ok()
     {
         return Err(format!(
@@ -76,6 +77,8 @@ mod tests {
             "-abc",
             "abc-",
             "a..b",
+            "foo.-bar",
+            "foo-.bar",
             "192.168.0.1",
             "a_b",
             &"a".repeat(64),

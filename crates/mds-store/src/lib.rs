@@ -45,7 +45,8 @@ pub use public_networking::{PublicAccessRow, PublicEndpointRow};
 pub use runtime_env::{NewRuntimeEnv, RuntimeEnvFilter, RuntimeEnvRow};
 pub use sandboxes::{NewSandbox, SandboxRow};
 pub use storage::{
-    BucketRow, Manifest, NewBucket, NewObject, ObjectRow, PartRow, StorageRule, UploadRow,
+    BucketRow, Manifest, NewBucket, NewObject, ObjectRow, PartRow, PutCondition, StorageRule,
+    UploadRow,
 };
 pub use variables::{VariableRow, VariableScope};
 pub use volumes::{AttachError, AttachmentRow, NewVolume, SnapshotRow, VolumeRow};

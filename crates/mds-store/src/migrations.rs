@@ -85,6 +85,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "runtime_env",
         include_str!("../migrations/0019_runtime_env.sql"),
     ),
+    (
+        20,
+        "upload_part_meta",
+        include_str!("../migrations/0020_upload_part_meta.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

@@ -28,6 +28,8 @@ pub enum StorageRule {
     InvalidPartOrder,
     /// A part other than the last is smaller than the minimum.
     EntityTooSmall(i32),
+    /// The object a write would replace fails its If-Match/If-None-Match.
+    PreconditionFailed,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +97,49 @@ pub struct NewObject<'a> {
     pub content_type: &'a str,
     pub metadata: &'a Value,
     pub manifest: &'a Manifest,
+    /// Checked against the object the write replaces, under the key's lock
+    /// and in the write's transaction, so no other write slips between.
+    pub condition: PutCondition<'a>,
+}
+
+/// A write's precondition (If-Match / If-None-Match): an ETag without
+/// quotes, or `*` for any object.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PutCondition<'a> {
+    pub if_match: Option<&'a str>,
+    pub if_none_match: Option<&'a str>,
+}
+
+impl PutCondition<'_> {
+    fn is_none(&self) -> bool {
+        self.if_match.is_none() && self.if_none_match.is_none()
+    }
+
+    /// Whether it holds for the object now at the key (its ETag, if any).
+    fn holds(&self, current: Option<&str>) -> bool {
+        let names = |want: &str| current.is_some_and(|etag| want == "*" || want == etag);
+        self.if_match.is_none_or(names) && !self.if_none_match.is_some_and(names)
+    }
+}
+
+/// Checks `object`'s condition, holding its key's lock until the
+/// transaction `client` is in ends.
+async fn check_condition(client: &impl GenericClient, object: &NewObject<'_>) -> Result<()> {
+    if object.condition.is_none() {
+        return Ok(());
+    }
+    lock_key(client, object.bucket_id, object.key).await?;
+    let current: Option<String> = client
+        .query_opt(
+            "SELECT etag FROM storage_objects WHERE bucket_id = $1 AND key = $2",
+            &[&object.bucket_id, &object.key],
+        )
+        .await?
+        .map(|row| row.get(0));
+    if !object.condition.holds(current.as_deref()) {
+        return Err(rule(StorageRule::PreconditionFailed));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +159,8 @@ pub struct PartRow {
     pub md5: String,
     pub manifest: Manifest,
     pub last_modified: DateTime<Utc>,
+    /// What the part keeps beside its bytes (an encryption IV, checksums).
+    pub meta: Value,
 }
 
 const BUCKET_COLUMNS: &str = "id, name, project_id, binding_id, visibility, region, created_at,
@@ -171,6 +218,7 @@ fn part_from_row(row: &Row) -> PartRow {
             chunk_sizes: row.get(4),
         },
         last_modified: row.get(5),
+        meta: row.get(6),
     }
 }
 
@@ -440,25 +488,28 @@ impl Store {
         data: &[u8],
         grace_secs: f64,
     ) -> Result<ObjectRow> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT mds_storage_put_inline_object($1, $2, $3, $4, $5, $6, $7, $8)")
-            .await?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &object.bucket_id,
-                    &object.key,
-                    &object.etag,
-                    &object.content_type,
-                    object.metadata,
-                    &hash,
-                    &data,
-                    &grace_secs,
-                ],
-            )
-            .await?;
+        const PUT: &str = "SELECT mds_storage_put_inline_object($1, $2, $3, $4, $5, $6, $7, $8)";
+        let mut client = self.client().await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &object.bucket_id,
+            &object.key,
+            &object.etag,
+            &object.content_type,
+            object.metadata,
+            &hash,
+            &data,
+            &grace_secs,
+        ];
+        let row = if object.condition.is_none() {
+            let statement = client.prepare_cached(PUT).await?;
+            client.query_one(&statement, &params).await?
+        } else {
+            let tx = client.transaction().await?;
+            check_condition(&tx, object).await?;
+            let row = tx.query_one(PUT, &params).await?;
+            tx.commit().await?;
+            row
+        };
         Ok(ObjectRow {
             key: object.key.to_string(),
             size: data.len() as i64,
@@ -474,8 +525,15 @@ impl Store {
 
     /// Commits an object version whose chunks are pinned and stored.
     pub async fn put_object(&self, object: &NewObject<'_>, grace_secs: f64) -> Result<ObjectRow> {
-        let client = self.client().await?;
-        put_object_row(&client, object, grace_secs).await
+        let mut client = self.client().await?;
+        if object.condition.is_none() {
+            return put_object_row(&client, object, grace_secs).await;
+        }
+        let tx = client.transaction().await?;
+        check_condition(&tx, object).await?;
+        let row = put_object_row(&tx, object, grace_secs).await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     pub async fn object(&self, bucket_id: &str, key: &str) -> Result<Option<ObjectRow>> {
@@ -594,6 +652,7 @@ impl Store {
         part_number: i32,
         md5: &str,
         manifest: &Manifest,
+        meta: &Value,
         grace_secs: f64,
     ) -> Result<()> {
         let mut client = self.client().await?;
@@ -621,8 +680,9 @@ impl Store {
             drop_references(&tx, &chunks, grace_secs).await?;
         }
         tx.execute(
-            "INSERT INTO storage_upload_parts (upload_id, part_number, size, md5, chunks, chunk_sizes)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO storage_upload_parts
+                 (upload_id, part_number, size, md5, chunks, chunk_sizes, meta)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &upload_id,
                 &part_number,
@@ -630,6 +690,7 @@ impl Store {
                 &md5,
                 &manifest.chunks,
                 &manifest.chunk_sizes,
+                meta,
             ],
         )
         .await?;
@@ -641,7 +702,7 @@ impl Store {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT part_number, size, md5, chunks, chunk_sizes, last_modified
+                "SELECT part_number, size, md5, chunks, chunk_sizes, last_modified, meta
                  FROM storage_upload_parts WHERE upload_id = $1 ORDER BY part_number",
                 &[&upload_id],
             )
@@ -659,6 +720,7 @@ impl Store {
         listed: &[(i32, String)],
         min_part_size: i64,
         etag: impl FnOnce(&[PartRow]) -> String,
+        condition: PutCondition<'_>,
         grace_secs: f64,
     ) -> Result<ObjectRow> {
         let mut client = self.client().await?;
@@ -675,7 +737,7 @@ impl Store {
         }
         let rows = tx
             .query(
-                "SELECT part_number, size, md5, chunks, chunk_sizes, last_modified
+                "SELECT part_number, size, md5, chunks, chunk_sizes, last_modified, meta
                  FROM storage_upload_parts WHERE upload_id = $1 ORDER BY part_number",
                 &[&upload.id],
             )
@@ -706,19 +768,17 @@ impl Store {
                 .extend(part.manifest.chunk_sizes.iter().copied());
         }
         let etag = etag(&used);
-        let object = put_object_row(
-            &tx,
-            &NewObject {
-                bucket_id: &upload.bucket_id,
-                key: &upload.key,
-                etag: &etag,
-                content_type: &upload.content_type,
-                metadata: &upload.metadata,
-                manifest: &manifest,
-            },
-            grace_secs,
-        )
-        .await?;
+        let object = NewObject {
+            bucket_id: &upload.bucket_id,
+            key: &upload.key,
+            etag: &etag,
+            content_type: &upload.content_type,
+            metadata: &upload.metadata,
+            manifest: &manifest,
+            condition,
+        };
+        check_condition(&tx, &object).await?;
+        let object = put_object_row(&tx, &object, grace_secs).await?;
         let released: Vec<Vec<u8>> = parts
             .iter()
             .flat_map(|p| p.manifest.chunks.iter().cloned())

@@ -113,6 +113,7 @@ impl S3Auth for Auth {
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         let op = cx.s3_op().name();
+        refuse_encryption(op, cx.headers())?;
         let bucket_name = match cx.s3_path() {
             S3Path::Root => None,
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(bucket.to_string()),
@@ -148,6 +149,41 @@ impl S3Access for Access {
     }
 }
 
+/// Server-side encryption is offered where it is implemented (`sse.rs`):
+/// PutObject and CreateMultipartUpload (SSE-C and SSE-S3), and an SSE-C
+/// key on UploadPart, CompleteMultipartUpload, GetObject, HeadObject and
+/// GetObjectAttributes.
+/// Anywhere else (copies) a request asking for it is refused before it
+/// stores or reads anything: storing bytes unencrypted while the client
+/// believes them sealed would be silent data exposure.
+fn refuse_encryption(op: &str, headers: &http::HeaderMap) -> S3Result<()> {
+    let asked = headers.keys().find(|name| {
+        let name = name.as_str();
+        let customer = name.starts_with("x-amz-server-side-encryption-customer-");
+        let any = name.starts_with("x-amz-server-side-encryption")
+            || name.starts_with("x-amz-copy-source-server-side-encryption");
+        match op {
+            "PutObject" | "CreateMultipartUpload" => {
+                name.starts_with("x-amz-copy-source-server-side-encryption")
+            }
+            "GetObject"
+            | "HeadObject"
+            | "GetObjectAttributes"
+            | "UploadPart"
+            | "CompleteMultipartUpload" => any && !customer,
+            _ => any,
+        }
+    });
+    match asked {
+        Some(name) => Err(s3_error!(
+            NotImplemented,
+            "server-side encryption is not supported for this operation ({name} given); \
+             nothing was stored or read"
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Gateway {
     /// The bucket and object a copy reads from, if this key may read it and
     /// the x-amz-copy-source-if-* `conditions` hold.
@@ -175,6 +211,12 @@ impl Gateway {
         }
         let bucket = self.bucket(bucket).await?;
         let object = self.object(&bucket, key).await?;
+        if super::sse::is_sealed(&object) {
+            return Err(s3_error!(
+                NotImplemented,
+                "copying a server-side encrypted object is not supported"
+            ));
+        }
         // A copy has nothing to answer 304 with: an unmet condition of
         // either kind fails it.
         conditions

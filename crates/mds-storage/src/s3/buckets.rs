@@ -21,9 +21,32 @@ pub(super) async fn list_buckets(
             .buckets(None)
             .await
             .map_err(|e| s3_err(e.into()))?;
-    let buckets = rows
+    let input = req.input;
+    let max = match input.max_buckets {
+        Some(n) if !(1..=10_000).contains(&n) => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "max-buckets must be an integer between 1 and 10000"
+            ))
+        }
+        Some(n) => n as usize,
+        None => usize::MAX,
+    };
+    let prefix = input.prefix.clone().unwrap_or_default();
+    // Rows come sorted by name; a continuation token is the last name of
+    // the page before.
+    let after = input.continuation_token.clone().unwrap_or_default();
+    let mut shown: Vec<_> = rows
         .into_iter()
         .filter(|b| scope.as_ref().is_none_or(|id| *id == b.id))
+        .filter(|b| b.name.starts_with(&prefix) && b.name > after)
+        .take(max.saturating_add(1))
+        .collect();
+    let more = shown.len() > max;
+    shown.truncate(max);
+    let next = more.then(|| shown.last().map(|b| b.name.clone())).flatten();
+    let buckets = shown
+        .into_iter()
         .map(|b| Bucket {
             name: Some(b.name),
             creation_date: Some(timestamp(b.created_at)),
@@ -33,7 +56,8 @@ pub(super) async fn list_buckets(
     Ok(S3Response::new(ListBucketsOutput {
         buckets: Some(buckets),
         owner: Some(owner()),
-        ..Default::default()
+        continuation_token: next,
+        prefix: input.prefix,
     }))
 }
 

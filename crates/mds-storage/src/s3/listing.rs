@@ -109,6 +109,9 @@ pub(super) async fn list_objects(
     req: S3Request<ListObjectsInput>,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
     let marker = req.input.marker.clone();
+    // v1 sends its top-level Prefix as given even with encoding-type=url
+    // (clients decode only keys, prefixes, the delimiter and markers).
+    let prefix = req.input.prefix.clone().unwrap_or_default();
     let v2 = list_objects_v2(gw, req.map_input(Into::into)).await?;
     Ok(v2.map_output(|v2| {
         let next_marker = if v2.is_truncated == Some(true) {
@@ -118,7 +121,7 @@ pub(super) async fn list_objects(
         };
         ListObjectsOutput {
             name: v2.name,
-            prefix: v2.prefix,
+            prefix: Some(prefix),
             delimiter: v2.delimiter,
             max_keys: v2.max_keys,
             is_truncated: v2.is_truncated,

@@ -5,7 +5,8 @@
 //! ours: which buckets a key opens (`access.rs`), Content-MD5 and checksum
 //! checks before a commit (`checksums.rs`), listing (`listing.rs`),
 //! multipart (`multipart.rs`) and conditional requests (`wire.rs`, with the
-//! rest of the mapping between s3s's types and the storage layer). Each S3
+//! rest of the mapping between s3s's types and the storage layer), and what
+//! the raw HTTP needs around s3s (`front.rs`). Each S3
 //! operation is a function in the file of its kind (`buckets.rs`,
 //! `objects.rs`, `listing.rs`, `multipart.rs`); [`Gateway`]'s `S3` impl
 //! here only names them.
@@ -13,9 +14,11 @@
 mod access;
 mod buckets;
 mod checksums;
+mod front;
 mod listing;
 mod multipart;
 mod objects;
+mod sse;
 mod wire;
 
 use std::sync::Arc;
@@ -82,7 +85,8 @@ pub async fn serve(
             () = shutdown.as_mut() => break,
         };
         let _ = socket.set_nodelay(true);
-        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone());
+        let front = front::Front(service.clone());
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), front);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             let _ = conn.await;
@@ -168,6 +172,13 @@ impl S3 for Gateway {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         objects::head_object(self, req).await
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        objects::get_object_attributes(self, req).await
     }
 
     async fn delete_object(

@@ -1,14 +1,16 @@
 //! Object operations: put, get, head, delete (one or many) and copy.
 
+use futures_util::StreamExt;
 use mds_store::ObjectRow;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 use serde_json::Map;
 
 use super::checksums::{Checksums, Sums};
+use super::sse::{self, customer_key_of, Seal};
 use super::wire::{
-    conditions_of, content_type, expires, metadata_of, s3_err, standard_header, timestamp,
-    user_metadata, Conditions, SyncStream,
+    conditions_of, content_type, expires, metadata_of, put_condition_of, s3_err, standard_header,
+    timestamp, user_metadata, Conditions, SyncStream,
 };
 use super::Gateway;
 use crate::StorageError;
@@ -30,18 +32,43 @@ pub(super) async fn put_object(
         input.content_md5.as_deref(),
         input.checksum_algorithm.as_ref(),
     )?;
+    let seal = Seal::for_put(
+        gw.0.storage.sse_root(),
+        customer_key_of!(input)?,
+        input.server_side_encryption.as_ref(),
+    )?;
+    // Checksums are of the plaintext; the store sees ciphertext if sealed.
     let stream = checksums.wrap(input.body);
+    let stream = match &seal {
+        Some(seal) => seal.encrypt(stream),
+        None => stream.boxed(),
+    };
     let content_type = content_type(input.content_type.as_ref());
     let mut computed = Map::new();
     let row =
         gw.0.storage
-            .put_object(&bucket, &input.key, &content_type, stream, |md5| {
-                computed = checksums.finish(md5)?;
-                Ok(metadata_of!(input, computed.clone()))
-            })
+            .put_object_if(
+                &bucket,
+                &input.key,
+                &content_type,
+                stream,
+                put_condition_of!(input),
+                |md5| {
+                    let md5 = seal.as_ref().map_or(md5, Seal::plain_md5);
+                    computed = checksums.finish(md5)?;
+                    let mut metadata = metadata_of!(input, computed.clone());
+                    if let (Some(seal), Some(m)) = (&seal, metadata.as_object_mut()) {
+                        m.insert("sse".into(), seal.record());
+                    }
+                    Ok(metadata)
+                },
+            )
             .await
             .map_err(s3_err)?;
     let sums = Sums::from_json(&computed);
+    let sse = seal
+        .map(|s| s.reported(input.sse_customer_key_md5.clone()))
+        .unwrap_or_default();
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(ETag::Strong(row.etag)),
         checksum_crc32: sums.crc32,
@@ -49,6 +76,9 @@ pub(super) async fn put_object(
         checksum_crc64nvme: sums.crc64nvme,
         checksum_sha1: sums.sha1,
         checksum_sha256: sums.sha256,
+        server_side_encryption: sse.server_side_encryption,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
         ..Default::default()
     }))
 }
@@ -90,9 +120,91 @@ macro_rules! object_headers {
             checksum_crc64nvme: sums.crc64nvme,
             checksum_sha1: sums.sha1,
             checksum_sha256: sums.sha256,
+            checksum_type: sums.kind.map(ChecksumType::from),
             ..Default::default()
         }
     }};
+}
+
+/// What a GET or HEAD reads of an object: the bytes (first, last) of a
+/// `partNumber` or a Range (`None`: all of them), the Content-Range that
+/// says so, and the object's part count when a part was asked for.
+struct Extent {
+    range: Option<(u64, u64)>,
+    content_range: Option<String>,
+    parts_count: Option<i32>,
+}
+
+impl Extent {
+    fn of(row: &ObjectRow, part_number: Option<i32>, range: Option<&Range>) -> S3Result<Self> {
+        let size = row.size as u64;
+        let range = match (part_number, range) {
+            (Some(_), Some(_)) => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Cannot specify both Range header and partNumber query parameter"
+                ))
+            }
+            (Some(n), None) => Some(part_range(row, n)?),
+            (None, Some(range)) => {
+                let r = range.check(size)?;
+                Some((r.start, r.end.saturating_sub(1)))
+            }
+            (None, None) => None,
+        };
+        // An empty object has no bytes to name: it is sent whole.
+        let range = range.filter(|_| size > 0);
+        Ok(Self {
+            range,
+            content_range: range.map(|(start, end)| format!("bytes {start}-{end}/{size}")),
+            parts_count: part_number.and_then(|_| part_sizes(row).map(|p| p.len() as i32)),
+        })
+    }
+
+    fn length(&self, row: &ObjectRow) -> i64 {
+        match self.range {
+            Some((start, end)) => (end - start + 1) as i64,
+            None => row.size,
+        }
+    }
+}
+
+/// The sizes of a multipart object's parts, in order (kept at completion).
+fn part_sizes(row: &ObjectRow) -> Option<Vec<u64>> {
+    row.metadata["parts"]
+        .as_array()
+        .map(|parts| parts.iter().filter_map(|p| p.as_u64()).collect())
+}
+
+/// The bytes (first, last) of part `n`; an object uploaded whole is its
+/// own part 1.
+fn part_range(row: &ObjectRow, n: i32) -> S3Result<(u64, u64)> {
+    let sizes = part_sizes(row).unwrap_or_else(|| vec![row.size as u64]);
+    let bad = || s3_error!(InvalidPart, "The requested partnumber is not satisfiable");
+    let index = usize::try_from(n)
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(bad)?
+        - 1;
+    let size = *sizes.get(index).ok_or_else(bad)?;
+    let start: u64 = sizes[..index].iter().sum();
+    Ok((start, (start + size).saturating_sub(1)))
+}
+
+/// The stored checksums, only if the client asked for them
+/// (`x-amz-checksum-mode: ENABLED`) and reads the whole object or one part
+/// whose checksum was kept: a range has none of its own.
+fn sums_for(
+    row: &ObjectRow,
+    mode: Option<&ChecksumMode>,
+    part_number: Option<i32>,
+    extent: &Extent,
+) -> Sums {
+    let enabled = mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    match part_number {
+        Some(n) if extent.parts_count.is_some() => Sums::of_part(row, n).only_if(enabled),
+        _ => Sums::stored(row).only_if(enabled && extent.range.is_none()),
+    }
 }
 
 pub(super) async fn head_object(
@@ -101,11 +213,26 @@ pub(super) async fn head_object(
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let input = req.input;
     let row = readable(gw, &input.bucket, &input.key, conditions_of!(input)).await?;
+    let opened = sse::open(gw.0.storage.sse_root(), &row, customer_key_of!(input)?)?;
+    let sse = opened.map(|o| o.reported).unwrap_or_default();
+    // A Range is not applied: s3s answers a HEAD with 200 only, and a 200
+    // with a shorter Content-Length would misstate the object's size.
+    let extent = Extent::of(&row, input.part_number, None)?;
     Ok(S3Response::new(object_headers!(
         &row,
-        Sums::stored(&row),
+        sums_for(
+            &row,
+            input.checksum_mode.as_ref(),
+            input.part_number,
+            &extent
+        ),
         HeadObjectOutput {
-            content_length: Some(row.size),
+            content_length: Some(extent.length(&row)),
+            content_range: extent.content_range.clone(),
+            parts_count: extent.parts_count,
+            server_side_encryption: sse.server_side_encryption,
+            sse_customer_algorithm: sse.sse_customer_algorithm,
+            sse_customer_key_md5: sse.sse_customer_key_md5,
         }
     )))
 }
@@ -116,33 +243,110 @@ pub(super) async fn get_object(
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let input = req.input;
     let row = readable(gw, &input.bucket, &input.key, conditions_of!(input)).await?;
-    let size = row.size as u64;
-    let range = match &input.range {
-        Some(range) => {
-            let r = range.check(size)?;
-            Some((r.start, r.end.saturating_sub(1)))
+    let opened = sse::open(gw.0.storage.sse_root(), &row, customer_key_of!(input)?)?;
+    let extent = Extent::of(&row, input.part_number, input.range.as_ref())?;
+    let body =
+        gw.0.storage
+            .read(&row, extent.range)
+            .await
+            .map_err(s3_err)?;
+    let (body, sse) = match opened {
+        Some(mut opened) => {
+            let offset = extent.range.map_or(0, |(start, _)| start);
+            let reported = std::mem::take(&mut opened.reported);
+            (opened.decrypt(body, offset), reported)
         }
-        None => None,
+        None => (body, Default::default()),
     };
-    let (length, content_range) = match range {
-        Some((start, end)) if size > 0 => {
-            (end - start + 1, Some(format!("bytes {start}-{end}/{size}")))
-        }
-        _ => (size, None),
-    };
-    let read_range = range.filter(|_| size > 0);
-    let body = gw.0.storage.read(&row, read_range).await.map_err(s3_err)?;
-    // A range's checksums would be the whole object's: S3 sends none.
-    let sums = Sums::stored(&row).only_if(content_range.is_none());
     Ok(S3Response::new(object_headers!(
         &row,
-        sums,
+        sums_for(
+            &row,
+            input.checksum_mode.as_ref(),
+            input.part_number,
+            &extent
+        ),
         GetObjectOutput {
             body: Some(StreamingBlob::wrap(SyncStream::new(body))),
-            content_length: Some(length as i64),
-            content_range: content_range,
+            content_length: Some(extent.length(&row)),
+            content_range: extent.content_range.clone(),
+            parts_count: extent.parts_count,
+            server_side_encryption: sse.server_side_encryption,
+            sse_customer_algorithm: sse.sse_customer_algorithm,
+            sse_customer_key_md5: sse.sse_customer_key_md5,
         }
     )))
+}
+
+pub(super) async fn get_object_attributes(
+    gw: &Gateway,
+    req: S3Request<GetObjectAttributesInput>,
+) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+    let input = req.input;
+    let bucket = gw.bucket(&input.bucket).await?;
+    let row = gw.object(&bucket, &input.key).await?;
+    // An SSE-C object tells of itself only to its key, as a read does.
+    sse::open(gw.0.storage.sse_root(), &row, customer_key_of!(input)?)?;
+    // Clients send one comma-separated header, which s3s keeps whole.
+    let wants = |name: &str| {
+        input
+            .object_attributes
+            .iter()
+            .flat_map(|a| a.as_str().split(','))
+            .any(|a| a.trim() == name)
+    };
+    let sums = Sums::stored(&row);
+    let checksum = (wants(ObjectAttributes::CHECKSUM) && sums.get_any()).then(|| Checksum {
+        checksum_crc32: sums.crc32.clone(),
+        checksum_crc32c: sums.crc32c.clone(),
+        checksum_crc64nvme: sums.crc64nvme.clone(),
+        checksum_sha1: sums.sha1.clone(),
+        checksum_sha256: sums.sha256.clone(),
+        checksum_type: sums.kind.clone().map(ChecksumType::from),
+    });
+    let object_parts = part_sizes(&row)
+        .filter(|_| wants(ObjectAttributes::OBJECT_PARTS))
+        .map(|sizes| {
+            let marker = input.part_number_marker.unwrap_or(0);
+            let max = input.max_parts.unwrap_or(1000).clamp(0, 1000);
+            let numbered: Vec<(i32, u64)> = (1..).zip(sizes).filter(|(n, _)| *n > marker).collect();
+            let truncated = numbered.len() > max as usize;
+            let shown: Vec<_> = numbered.into_iter().take(max as usize).collect();
+            GetObjectAttributesParts {
+                total_parts_count: part_sizes(&row).map(|p| p.len() as i32),
+                part_number_marker: input.part_number_marker,
+                next_part_number_marker: truncated.then(|| shown.last().map(|p| p.0)).flatten(),
+                max_parts: Some(max),
+                is_truncated: Some(truncated),
+                parts: Some(
+                    shown
+                        .iter()
+                        .map(|&(n, size)| {
+                            let part = Sums::of_part(&row, n);
+                            ObjectPart {
+                                part_number: Some(n),
+                                size: Some(size as i64),
+                                checksum_crc32: part.crc32,
+                                checksum_crc32c: part.crc32c,
+                                checksum_crc64nvme: part.crc64nvme,
+                                checksum_sha1: part.sha1,
+                                checksum_sha256: part.sha256,
+                            }
+                        })
+                        .collect(),
+                ),
+            }
+        });
+    Ok(S3Response::new(GetObjectAttributesOutput {
+        e_tag: wants(ObjectAttributes::ETAG).then(|| ETag::Strong(row.etag.clone())),
+        last_modified: Some(timestamp(row.last_modified)),
+        object_size: wants(ObjectAttributes::OBJECT_SIZE).then_some(row.size),
+        storage_class: wants(ObjectAttributes::STORAGE_CLASS)
+            .then(|| StorageClass::from_static(StorageClass::STANDARD)),
+        checksum,
+        object_parts,
+        ..Default::default()
+    }))
 }
 
 pub(super) async fn delete_object(
@@ -234,7 +438,13 @@ pub(super) async fn copy_object(
             metadata_of!(input, checksums),
         )
     } else {
-        (source.content_type.clone(), source.metadata.clone())
+        // The copy is no upload's result: a repeated Complete of the
+        // source's upload must not answer from it.
+        let mut metadata = source.metadata.clone();
+        if let Some(m) = metadata.as_object_mut() {
+            m.remove(super::multipart::UPLOAD_ID);
+        }
+        (source.content_type.clone(), metadata)
     };
     let row =
         gw.0.storage

@@ -39,6 +39,14 @@ pub(super) fn s3_err(e: StorageError) -> S3Error {
         StorageError::Store(mds_store::StoreError::Unavailable(_)) => {
             S3ErrorCode::ServiceUnavailable
         }
+        StorageError::Store(mds_store::StoreError::Storage(
+            mds_store::StorageRule::PreconditionFailed,
+        )) => {
+            return s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            )
+        }
         StorageError::Store(ref other) => {
             tracing::error!(error = %other, "S3 request failed on the metadata database");
             S3ErrorCode::InternalError
@@ -102,8 +110,12 @@ pub(super) fn metadata_json(
         }
     }
     for (name, value) in headers {
+        let value = match (name, value) {
+            ("content-encoding", Some(v)) => without_aws_chunked(v),
+            (_, v) => v.cloned(),
+        };
         if let Some(value) = value {
-            standard.insert(name.to_string(), Value::String(value.clone()));
+            standard.insert(name.to_string(), Value::String(value));
         }
     }
     json!({
@@ -111,6 +123,17 @@ pub(super) fn metadata_json(
         "headers": standard,
         "checksums": checksums,
     })
+}
+
+/// A Content-Encoding without `aws-chunked`, which names how the request
+/// body was sent, not what the object is; `None` if nothing else is left.
+fn without_aws_chunked(value: &str) -> Option<String> {
+    let kept: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(", "))
 }
 
 /// [`metadata_json`] of a request that sets an object's headers. PutObject,
@@ -159,6 +182,30 @@ fn etag_matches(condition: &ETagCondition, etag: &str) -> bool {
     match condition {
         ETagCondition::Any => true,
         ETagCondition::ETag(tag) => strip_quotes(tag.value()) == etag,
+    }
+}
+
+/// The If-Match / If-None-Match of a write (PutObject and
+/// CompleteMultipartUpload share the fields by name, not by a type), for
+/// the store to check as it commits.
+macro_rules! put_condition_of {
+    ($input:ident) => {
+        mds_store::PutCondition {
+            if_match: $input.if_match.as_ref().map($crate::s3::wire::etag_or_any),
+            if_none_match: $input
+                .if_none_match
+                .as_ref()
+                .map($crate::s3::wire::etag_or_any),
+        }
+    };
+}
+pub(super) use put_condition_of;
+
+/// An ETag condition as the store takes it: the ETag unquoted, or `*`.
+pub(super) fn etag_or_any(condition: &ETagCondition) -> &str {
+    match condition {
+        ETagCondition::Any => "*",
+        ETagCondition::ETag(tag) => strip_quotes(tag.value()),
     }
 }
 
@@ -219,17 +266,37 @@ impl Conditions<'_> {
                 return Err(s3_error!(PreconditionFailed));
             }
         }
-        if let Some(condition) = self.if_none_match {
-            if etag_matches(condition, &row.etag) {
-                return Err(s3_error!(NotModified));
-            }
-        } else if let Some(since) = self.if_modified_since.and_then(to_system) {
-            if seconds(modified) <= seconds(since) {
-                return Err(s3_error!(NotModified));
-            }
+        let unchanged = match self.if_none_match {
+            Some(condition) => etag_matches(condition, &row.etag),
+            None => self
+                .if_modified_since
+                .and_then(to_system)
+                .is_some_and(|since| seconds(modified) <= seconds(since)),
+        };
+        if unchanged {
+            return Err(not_modified(row));
         }
         Ok(())
     }
+}
+
+/// A 304 names the object it stands for, as S3's does: its ETag and
+/// Last-Modified, which a cache revalidates against.
+fn not_modified(row: &ObjectRow) -> S3Error {
+    let mut err = s3_error!(NotModified, "Not Modified");
+    let mut headers = http::HeaderMap::new();
+    if let Ok(etag) = http::HeaderValue::from_str(&format!("\"{}\"", row.etag)) {
+        headers.insert(http::header::ETAG, etag);
+    }
+    let at = row
+        .last_modified
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    if let Ok(at) = http::HeaderValue::from_str(&at) {
+        headers.insert(http::header::LAST_MODIFIED, at);
+    }
+    err.set_headers(headers);
+    err
 }
 
 /// s3s wants a `Sync` body stream; ours is `Send` only, so it is polled
