@@ -108,6 +108,21 @@ def test_sse_c_round_trip_needs_the_key(s3, bucket):
     assert httpx.get(url).status_code == 400
 
 
+def test_the_miosa_api_refuses_encrypted_objects_never_serving_ciphertext(client, mds, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="c", Body=PLAIN[:100], **SSE_C)
+    s3.put_object(Bucket=bucket, Key="s", Body=PLAIN[:100], ServerSideEncryption="AES256")
+    for key in ("c", "s"):
+        # The SDK hands back a raw body for get_object: look at the answer.
+        got = httpx.get(
+            f"{mds.url}/api/v1/storage/buckets/{bucket}/objects/{key}",
+            headers={"Authorization": f"Bearer {mds.admin_key}"},
+        )
+        assert got.status_code == 409 and got.json()["error"]["code"] == "OBJECT_ENCRYPTED"
+        assert PLAIN[:16] not in client.storage.get_object(bucket, key)
+        signed = client.storage.presign(bucket, key=key)
+        assert httpx.get(signed["url"]).status_code == 409
+
+
 def test_sse_c_requests_are_checked(s3, bucket):
     bad_md5 = dict(SSE_C, SSECustomerKeyMD5=OTHER["SSECustomerKeyMD5"])
     assert failed(s3.put_object, Bucket=bucket, Key="k", Body=b"x", **bad_md5) == (

@@ -136,6 +136,9 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
         .with_context(|| format!("cannot listen on {} (--s3-listen)", config.s3_listen))?;
     let s3_endpoint = format!("http://{}", s3_listener.local_addr()?);
     write_server_info(&data_dir, &url, &s3_endpoint)?;
+    // Before the API answers ready, so whoever waits for that finds it.
+    let admin = crate::s3_keys::admin_credentials(&state.master_key);
+    write_admin_s3_credentials(&data_dir, &admin, &s3_endpoint)?;
     tracing::info!(%url, %s3_endpoint, "listening; starting engines");
 
     let started = start_platform(&config, &data_dir, &state, &s3_endpoint, &public_url).await;
@@ -156,8 +159,6 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
     });
     spawn_housekeeping(state.clone());
     let s3_server = {
-        let admin = crate::s3_keys::admin_credentials(&state.master_key);
-        write_admin_s3_credentials(&data_dir, &admin, &s3_endpoint)?;
         let keys = crate::s3_keys::ServerKeys {
             state: state.clone(),
             admin,

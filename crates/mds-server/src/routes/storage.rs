@@ -487,6 +487,18 @@ pub async fn get_object(
             StorageError::NoSuchKey => ApiError::not_found("object", &path.key),
             other => other.into(),
         })?;
+    // Its bytes at rest are ciphertext, and an SSE-C key never reaches
+    // this API: such an object is read over S3, with its key.
+    if mds_storage::s3::is_sealed(&object) {
+        return Err(ApiError::conflict(
+            "OBJECT_ENCRYPTED",
+            format!(
+                "{:?} is stored with server-side encryption; read it over the S3 endpoint \
+                 (with its customer key, for SSE-C)",
+                path.key
+            ),
+        ));
+    }
     let range = requested_range(&headers, object.size as u64)?;
     let (status, length) = match range {
         Some((start, end)) => (StatusCode::PARTIAL_CONTENT, end - start + 1),

@@ -29,6 +29,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
 pub use access::{Grant, KeySource};
+pub use sse::is_sealed;
 
 use crate::{BucketRow, Storage};
 

@@ -440,6 +440,6 @@ impl Opened {
 }
 
 /// Whether `row`'s bytes are encrypted (a copy would need its key).
-pub(super) fn is_sealed(row: &ObjectRow) -> bool {
+pub fn is_sealed(row: &ObjectRow) -> bool {
     !row.metadata["sse"].is_null()
 }
