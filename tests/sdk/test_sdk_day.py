@@ -333,3 +333,25 @@ def test_one_users_day_as_issue_15_tells_it(client, mds):
     with pytest.raises(errors.MiosaError) as raised:
         client.databases.enable_public_networking(made["id"], allowlist=["127.0.0.1/32"])
     assert raised.value.status_code == 409
+
+
+def test_a_standalone_postgres_attached_through_a_deployment(client, mds):
+    db = client.databases.create(engine="postgresql", name=f"main-{hexid()}")
+    wait_db(client, db["id"])
+    url = client.databases.credentials(db["id"])["url"]
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (1)")
+    project = client.projects.create(f"dep-{hexid()}")
+    deployment = client.deployments.create(
+        name=f"api-{hexid()}", run_command="true", metadata={"project_id": project["id"]}
+    )
+    try:
+        link = client.deployments.attach_database(deployment.id, database_id=db["id"], env="staging")
+        assert link["database_id"] == db["id"]
+        staging = resolved(mds, project["id"], "staging")
+        assert staging["DATABASE_URL"] == url
+        with psycopg.connect(staging["DATABASE_URL"]) as conn:
+            assert conn.execute("SELECT n FROM kept").fetchall() == [(1,)]
+        assert client.databases.get(db["id"])["project_id"] == project["id"]
+    finally:
+        api(mds, "DELETE", f"/deployments/{deployment.id}")

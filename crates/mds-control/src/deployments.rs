@@ -1106,9 +1106,22 @@ impl Control {
             .into_iter()
             .filter(|s| s.kind.parse() == Ok(ServiceKind::Postgres));
         let service = match reference {
-            Some(reference) => postgres
+            Some(reference) => match postgres
                 .find(|s| s.id == reference || s.name.eq_ignore_ascii_case(reference))
-                .ok_or_else(|| ControlError::not_found("database", reference))?,
+            {
+                Some(service) => service,
+                // A standalone database of the caller's: attached to the
+                // project's environment (the default one unless named).
+                None => {
+                    let standalone = store
+                        .data_service(&d.tenant_id, reference)
+                        .await?
+                        .filter(|s| s.standalone && s.kind.parse() == Ok(ServiceKind::Postgres))
+                        .ok_or_else(|| ControlError::not_found("database", reference))?;
+                    let environment = environment.as_deref().filter(|e| *e != "all");
+                    crate::standalone::adopt(self, &standalone, &project, environment).await?
+                }
+            },
             None => match postgres.next() {
                 Some(existing) => existing,
                 None => {
