@@ -670,3 +670,15 @@ def test_a_web_service_runs_as_its_deployment_with_references_resolved_in_its_en
     # Stopping the service stops what serves.
     assert client.services.stop(web["id"]) == {"stopped": 1}
     assert client.services.get(web["id"])["state"] == "stopped"
+
+
+def test_a_plain_deployments_variables_are_taken_as_written(client, mds):
+    """Only an app service's variables hold references; a deployment's own
+    (CI templates, say) reach the instance as written."""
+    project = project_with_postgres(client, mds, "plain")
+    deployment = new_deployment(client, project)
+    client.deployments.set_env(deployment.id, {"FEATURE": "${{ github.sha }} ${{unclosed"})
+    sandbox = app_sandbox(client, project)
+    published = client.deployments.publish(deployment.id, source_sandbox_id=sandbox.id)
+    booted = get_app(mds, published.deployment.slug, path="/env").json()
+    assert booted["FEATURE"] == "${{ github.sha }} ${{unclosed"

@@ -355,3 +355,104 @@ def test_a_standalone_postgres_attached_through_a_deployment(client, mds):
         assert client.databases.get(db["id"])["project_id"] == project["id"]
     finally:
         api(mds, "DELETE", f"/deployments/{deployment.id}")
+
+
+def test_a_bucket_never_takes_or_removes_another_service(client, mds):
+    """From review: a refused bucket create must leave what existed alone,
+    and two creates racing for one name give one bucket and one refusal."""
+    import threading
+
+    project = client.projects.create(f"bk-{hexid()}")
+    p = project["id"]
+    made = api(mds, "POST", f"/projects/{p}/data-services?wait=true",
+               json={"type": "storage", "environment": "production"})
+    assert made.status_code == 201, made.text
+    env = resolved(mds, p, "production")
+    booted = s3(env["STORAGE_ENDPOINT"], env["STORAGE_KEY_ID"], env["STORAGE_KEY_SECRET"])
+    booted.put_object(Bucket=env["STORAGE_BUCKET"], Key="kept", Body=b"kept")
+    refused = api(mds, "POST", "/storage/buckets",
+                  json={"name": "storage", "project_id": p, "environment": "staging"})
+    assert refused.status_code == 409, refused.text
+    assert booted.get_object(Bucket=env["STORAGE_BUCKET"], Key="kept")["Body"].read() == b"kept"
+    assert [s["name"] for s in api(mds, "GET", f"/projects/{p}/data-services").json()["data"]] == ["storage"]
+
+    # Two creates of one name, for two projects: one bucket, one refusal,
+    # and the loser is left with nothing and learns no key.
+    other = client.projects.create(f"bk-{hexid()}")
+    name = f"race-{hexid()}"
+    answers = {}
+
+    def create(project_id):
+        answers[project_id] = api(mds, "POST", "/storage/buckets",
+                                  json={"name": name, "project_id": project_id})
+
+    threads = [threading.Thread(target=create, args=(x,)) for x in (p, other["id"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = sorted(a.status_code for a in answers.values())
+    assert codes == [201, 409], {k: (a.status_code, a.text[:200]) for k, a in answers.items()}
+    winner = next(k for k, a in answers.items() if a.status_code == 201)
+    loser = next(k for k, a in answers.items() if a.status_code == 409)
+    assert answers[winner].json()["data"]["project_id"] == winner
+    assert "credentials" not in answers[loser].text
+    deadline = time.monotonic() + 30
+    while any(s["name"] == name for s in api(mds, "GET", f"/projects/{loser}/data-services").json()["data"]):
+        assert time.monotonic() < deadline, "the loser's service was left behind"
+        time.sleep(0.1)
+
+    # Names S3 allows and service names do not (dots, 63 characters).
+    dotted = f"my.assets.{hexid()}"
+    assert client.storage.create_bucket(dotted, project_id=p)["name"] == dotted
+    long_name = f"l{hexid()}" + "x" * 54
+    assert len(long_name) == 63
+    assert client.storage.create_bucket(long_name)["name"] == long_name
+
+    # Its key pair writes, so reading it takes a key that writes.
+    reader = api(mds, "POST", "/api-keys", json={"name": "r", "scopes": ["storage:read"]}).json()["data"]
+    bucket_id = answers[winner].json()["data"]["id"]
+    denied = httpx.get(f"{mds.url}/api/v1/storage/buckets/{bucket_id}/credentials",
+                       headers={"Authorization": f"Bearer {reader['key']}"})
+    assert denied.status_code == 403
+
+
+def test_a_member_acts_in_its_own_environment_only(client, mds):
+    project = client.projects.create(f"mem-{hexid()}")
+    p = project["id"]
+    prod = client.services.create(p, "Postgres", type="database", environment="production")
+    staging = client.services.create(p, "Postgres", type="database", environment="staging")
+    wait_service(client, prod["id"])
+    wait_service(client, staging["id"])
+    staging_url = client.services.connection(staging["id"])["private_url"]
+    with psycopg.connect(staging_url) as conn:
+        conn.execute("CREATE TABLE survives (n int); INSERT INTO survives VALUES (1)")
+
+    # Stopping, starting and restarting production's touch production only.
+    assert client.services.stop(prod["id"]) == {"stopped": 1}
+    assert client.services.get(staging["id"])["state"] == "running"
+    client.services.start(prod["id"])
+    before = len(client.databases.logs(prod["id"], lines=1000)["data"]["logs"])
+    client.services.restart(staging["id"])
+    logs = client.databases.logs(prod["id"], lines=1000)["data"]["logs"]
+    assert sum("restarted" in line["line"] for line in logs[before - 1:]) <= 1
+
+    # Deleting production's member leaves staging's database and data.
+    client.services.delete(prod["id"])
+    deadline = time.monotonic() + 30
+    while "DATABASE_URL" in resolved(mds, p, "production"):
+        assert time.monotonic() < deadline, "production's member was not deleted"
+        time.sleep(0.1)
+    time.sleep(1)  # a reconciler pass must not make it again
+    assert "DATABASE_URL" not in resolved(mds, p, "production")
+    with psycopg.connect(resolved(mds, p, "staging")["DATABASE_URL"]) as conn:
+        assert conn.execute("SELECT n FROM survives").fetchall() == [(1,)]
+    # One service left, in staging (under the service's id, or staging's).
+    listed = client.services.list(p)
+    assert [s["environment_id"] for s in listed] == [staging["environment_id"]]
+    assert client.services.get(staging["id"])["environment_id"] == staging["environment_id"]
+    # The service's id now names its one remaining member, staging's; an
+    # environment it is not in is not found, never silently used.
+    assert client.services.get(prod["id"])["environment_id"] == staging["environment_id"]
+    answer = api(mds, "GET", f"/services/{prod['id']}/variables?env=production")
+    assert answer.status_code == 404, answer.text

@@ -48,7 +48,7 @@ pub async fn attach(
     let existing = store.data_services(&project.id).await?;
     if let (Some(env), Some(name)) = (&scope, &name) {
         if let Some(same) = existing.iter().find(|s| s.name.eq_ignore_ascii_case(name)) {
-            return bind_in_environment(control, project, same, kind, env).await;
+            return bind_in_environment(control, project, same, kind, env, options).await;
         }
     }
     let environments: Vec<_> = match &scope {
@@ -63,7 +63,7 @@ pub async fn attach(
         let name = name.unwrap_or_else(|| format!("{kind}-{}", short_id(&id)));
         (name, names::env_prefix(&id))
     } else {
-        let in_targets = kinds_in(control, &environments).await?;
+        let in_targets = kinds_in(control, &existing, &environments).await?;
         name_and_prefix(&existing, &in_targets, kind, name)?
     };
     // The engine-side names: a further service of a kind, and every
@@ -110,11 +110,18 @@ fn short_id(id: &str) -> String {
 }
 
 /// The kinds of service already bound in any of `environments`.
+/// (A service bound everywhere counts in an environment whose binding is
+/// not made yet.)
 pub(crate) async fn kinds_in(
     control: &Control,
+    existing: &[DataServiceRow],
     environments: &[mds_store::EnvironmentRow],
 ) -> ControlResult<Vec<String>> {
-    let mut kinds = Vec::new();
+    let mut kinds: Vec<String> = existing
+        .iter()
+        .filter(|s| s.environment_id.is_none() && !s.deleting)
+        .map(|s| s.kind.clone())
+        .collect();
     for env in environments {
         for (service, _) in control.store()?.environment_bindings(&env.id).await? {
             kinds.push(service.kind);
@@ -131,6 +138,7 @@ async fn bind_in_environment(
     service: &DataServiceRow,
     kind: ServiceKind,
     env: &mds_store::EnvironmentRow,
+    options: &KindOptions,
 ) -> ControlResult<DataServiceRow> {
     let taken_here = || {
         ControlError::conflict(
@@ -156,6 +164,33 @@ async fn bind_in_environment(
     if service.deleting || service.environment_id.is_none() {
         // Being deleted, or bound everywhere already.
         return Err(taken_here());
+    }
+    // A bucket of a chosen name is one bucket: it cannot be in two places.
+    if service.config.get("bucket").is_some() || options.bucket.is_some() {
+        return Err(taken_here());
+    }
+    // The settings are the service's, shared by its members: a member
+    // cannot bring others.
+    let settings = [
+        ("maxmemory", options.maxmemory.is_some()),
+        ("eviction", options.eviction.is_some()),
+        (
+            "engine_version",
+            options.engine_version.as_deref().is_some_and(|v| {
+                service.config["engine_version"].as_str() != Some(v.trim_start_matches(['v', 'V']))
+            }),
+        ),
+        ("settings", options.auth.is_some()),
+    ];
+    if let Some((field, _)) = settings.iter().find(|(_, given)| *given) {
+        return Err(ControlError::invalid(
+            *field,
+            format!(
+                "{:?} exists in another environment and this binds it here too, with its own \
+                 settings; leave {field} out",
+                service.name
+            ),
+        ));
     }
     let reconciler = control.reconciler()?;
     let service_part = (!service.env_prefix.is_empty()).then_some(service.name.as_str());
@@ -425,10 +460,7 @@ pub async fn set_desired(
     desired: mds_core::kinds::Desired,
 ) -> ControlResult<()> {
     if service.deleting {
-        return Err(ControlError::conflict(
-            "RESOURCE_STATE",
-            "this database is being deleted",
-        ));
+        return Err(being_deleted());
     }
     control
         .store()?
@@ -443,24 +475,42 @@ pub async fn set_desired(
 /// data only.
 pub async fn set_member_desired(
     control: &Control,
+    service: &DataServiceRow,
     binding_id: &str,
     desired: mds_core::kinds::Desired,
 ) -> ControlResult<()> {
-    control
-        .store()?
-        .set_binding_desired(binding_id, desired.as_str())
-        .await?;
+    let store = control.store()?;
+    let changed = match desired {
+        mds_core::kinds::Desired::Deleted => store.remove_member(&service.id, binding_id).await?,
+        _ => {
+            store
+                .set_binding_desired(binding_id, desired.as_str())
+                .await?
+        }
+    };
+    if !changed {
+        return Err(being_deleted());
+    }
     control.reconciler()?.wake();
     Ok(())
 }
 
-/// Ends every session of the service's roles in every environment; data
-/// and credentials stay.
-pub async fn restart(control: &Control, service: &DataServiceRow) -> ControlResult<()> {
+fn being_deleted() -> ControlError {
+    ControlError::conflict("RESOURCE_STATE", "this database is being deleted")
+}
+
+/// Ends every session of the service's roles, in every environment or in
+/// one member's (`only`); data and credentials stay.
+pub async fn restart(
+    control: &Control,
+    service: &DataServiceRow,
+    only: Option<&str>,
+) -> ControlResult<()> {
     let store = control.store()?;
     let reconciler = control.reconciler()?;
-    for binding in store.bindings(&service.id).await? {
-        reconciler.restart(service, &binding).await?;
+    let bindings = store.bindings(&service.id).await?;
+    for binding in bindings.iter().filter(|b| only.is_none_or(|id| b.id == id)) {
+        reconciler.restart(service, binding).await?;
         let _ = store
             .add_binding_event(&binding.id, "lifecycle", "restarted: sessions closed")
             .await;

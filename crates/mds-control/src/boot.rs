@@ -143,15 +143,26 @@ impl Control {
                         deployment_id,
                         environment_id: &place.env.id,
                     };
-                    let own = self
+                    let own: Vec<_> = self
                         .open_variables(scope)
                         .await?
                         .into_iter()
                         .map(|(row, value)| (row.name, value.to_string(), row.is_secret))
                         .collect();
-                    for (name, value, secret) in
-                        references::resolve_all(self, place.project, place.env, own).await?
-                    {
+                    // An app service's variables hold references, resolved
+                    // here; a plain deployment's are taken as written.
+                    let is_service = self
+                        .store()?
+                        .deployment(&place.project.tenant_id, deployment_id)
+                        .await?
+                        .is_some_and(|d| !d.metadata["service"].is_null());
+                    let own = match is_service {
+                        true => {
+                            references::resolve_all(self, place.project, place.env, own).await?
+                        }
+                        false => own,
+                    };
+                    for (name, value, secret) in own {
                         candidates.push(Candidate::new(
                             Layer::Service,
                             "deployment",

@@ -1096,7 +1096,7 @@ impl Control {
         &self,
         d: &DeploymentRow,
         reference: Option<&str>,
-        environment: Option<String>,
+        mut environment: Option<String>,
     ) -> ControlResult<DatabaseLink> {
         let project = self.deployment_project(d).await?;
         let store = self.store()?;
@@ -1118,8 +1118,18 @@ impl Control {
                         .await?
                         .filter(|s| s.standalone && s.kind.parse() == Ok(ServiceKind::Postgres))
                         .ok_or_else(|| ControlError::not_found("database", reference))?;
-                    let environment = environment.as_deref().filter(|e| *e != "all");
-                    crate::standalone::adopt(self, &standalone, &project, environment).await?
+                    let asked = environment.as_deref().filter(|e| *e != "all");
+                    let adopted =
+                        crate::standalone::adopt(self, &standalone, &project, asked).await?;
+                    // It is bound in that one environment, not in all.
+                    if let Some(env) = project
+                        .environments
+                        .iter()
+                        .find(|e| adopted.environment_id.as_deref() == Some(e.id.as_str()))
+                    {
+                        environment = Some(env.name.clone());
+                    }
+                    adopted
                 }
             },
             None => match postgres.next() {

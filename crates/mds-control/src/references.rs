@@ -215,7 +215,14 @@ pub async fn resolve_all(
 ) -> ControlResult<Vec<(String, String, bool)>> {
     let mut out = Vec::with_capacity(own.len());
     for (name, raw, secret) in &own {
-        let value = expand(control, project, env, raw, &own, REFERENCE_DEPTH).await?;
+        // A value that is not a well-formed reference (one written through
+        // the deployments API, say) is kept as written: it never blocks a
+        // boot.
+        let value = match expand(control, project, env, raw, &own, REFERENCE_DEPTH).await {
+            Ok(value) => value,
+            Err(ControlError::Invalid { .. }) => raw.clone(),
+            Err(e) => return Err(e),
+        };
         out.push((name.clone(), value, *secret));
     }
     Ok(out)

@@ -98,7 +98,7 @@ pub async fn adopt(
         .map_err(|e: mds_core::kinds::UnknownValue| ControlError::Internal(e.to_string()))?;
     let env = resolve_environment(store, project, environment).await?;
     let existing = store.data_services(&project.id).await?;
-    let in_env = kinds_in(control, std::slice::from_ref(&env)).await?;
+    let in_env = kinds_in(control, &existing, std::slice::from_ref(&env)).await?;
     let (name, prefix) = name_and_prefix(&existing, &in_env, kind, Some(service.name.clone()))?;
     let adopted = store
         .adopt_data_service(service, &project.id, &env.id, &name, &prefix)

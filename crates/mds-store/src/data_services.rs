@@ -128,7 +128,7 @@ async fn insert_binding(
         .execute(
             "INSERT INTO bindings (id, service_id, environment_id, resource_name, sealed_password,
                  kind)
-             SELECT $1, $2, $3, $4, $5, s.kind FROM data_services s WHERE s.id = $2
+             SELECT $1, $2, $3, $4, $5, s.kind FROM data_services s WHERE s.id = $2 AND NOT s.deleting
              ON CONFLICT (service_id, environment_id) DO NOTHING",
             &[
                 &b.id,
@@ -160,11 +160,16 @@ async fn check_prefix_free(
         &[&project_id],
     )
     .await?;
+    // A service bound everywhere is in every environment, even one whose
+    // binding the reconciler has not made yet.
     let clash = tx
         .query_opt(
-            "SELECT 1 FROM bindings b JOIN data_services s ON s.id = b.service_id
+            "SELECT 1 FROM data_services s
              WHERE s.project_id = $1 AND s.kind = $2 AND s.env_prefix = $3
-               AND b.environment_id = ANY($4) AND s.id IS DISTINCT FROM $5
+               AND s.id IS DISTINCT FROM $5
+               AND ((s.environment_id IS NULL AND NOT s.deleting)
+                    OR EXISTS (SELECT 1 FROM bindings b
+                               WHERE b.service_id = s.id AND b.environment_id = ANY($4)))
              LIMIT 1",
             &[
                 &project_id,
@@ -349,19 +354,78 @@ impl Store {
     }
 
     /// Sets what one binding should be (a service's member in one
-    /// environment) and wakes it for the reconciler.
-    pub async fn set_binding_desired(&self, binding_id: &str, desired: &str) -> Result<()> {
+    /// environment: running or stopped) and wakes it for the reconciler.
+    /// False when the binding or its service is being deleted.
+    pub async fn set_binding_desired(&self, binding_id: &str, desired: &str) -> Result<bool> {
         let client = self.client().await?;
-        client
+        let n = client
             .execute(
-                "UPDATE bindings SET desired = $2, attempts = 0, next_attempt_at = now(), updated_at = now()
-                 WHERE id = $1",
+                "UPDATE bindings b SET desired = $2, attempts = 0, next_attempt_at = now(), updated_at = now()
+                 FROM data_services s
+                 WHERE b.id = $1 AND s.id = b.service_id AND NOT s.deleting AND b.desired <> 'deleted'",
                 &[&binding_id, &desired],
             )
             .await?;
         drop(client);
         self.bindings_changed();
-        Ok(())
+        Ok(n > 0)
+    }
+
+    /// Deletes one member of a service (its binding in one environment).
+    /// The service's home moves to a remaining member, so the member is not
+    /// made again; the last member takes the service with it. False when
+    /// it was being deleted already.
+    pub async fn remove_member(&self, service_id: &str, binding_id: &str) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT b.environment_id, s.environment_id FROM bindings b
+                 JOIN data_services s ON s.id = b.service_id
+                 WHERE b.id = $1 AND s.id = $2 AND NOT s.deleting AND b.desired <> 'deleted'
+                 FOR UPDATE OF s",
+                &[&binding_id, &service_id],
+            )
+            .await?
+        else {
+            return Ok(false);
+        };
+        let (member_env, home): (String, Option<String>) = (row.get(0), row.get(1));
+        let other: Option<String> = tx
+            .query_opt(
+                "SELECT environment_id FROM bindings
+                 WHERE service_id = $1 AND id <> $2 AND desired <> 'deleted'
+                 ORDER BY created_at LIMIT 1",
+                &[&service_id, &binding_id],
+            )
+            .await?
+            .map(|r| r.get(0));
+        match other {
+            None => {
+                tx.execute(
+                    "UPDATE data_services SET deleting = true, updated_at = now() WHERE id = $1",
+                    &[&service_id],
+                )
+                .await?;
+            }
+            Some(next) if home.as_deref() == Some(member_env.as_str()) => {
+                tx.execute(
+                    "UPDATE data_services SET environment_id = $2, updated_at = now() WHERE id = $1",
+                    &[&service_id, &next],
+                )
+                .await?;
+            }
+            Some(_) => {}
+        }
+        tx.execute(
+            "UPDATE bindings SET desired = 'deleted', attempts = 0, next_attempt_at = now(), updated_at = now()
+             WHERE id = $1",
+            &[&binding_id],
+        )
+        .await?;
+        tx.commit().await?;
+        self.bindings_changed();
+        Ok(true)
     }
 
     /// Pairs of (live service, live environment in its scope) that have no

@@ -40,7 +40,7 @@ pub struct Attach {
     #[arg(long)]
     engine_version: Option<String>,
     /// Attach this standalone database or bucket (its id) instead of making one
-    #[arg(long, conflicts_with_all = ["kind", "maxmemory", "eviction", "engine_version"])]
+    #[arg(long, conflicts_with_all = ["kind", "name", "maxmemory", "eviction", "engine_version"])]
     existing: Option<String>,
 }
 

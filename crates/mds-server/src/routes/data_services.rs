@@ -58,7 +58,13 @@ pub async fn create(
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
     let kind = match (&body.kind, &body.existing) {
-        (Some(kind), _) => kind_of(kind)?,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "type",
+                "does not go with \"existing\": the database keeps its own",
+            ))
+        }
+        (Some(kind), None) => kind_of(kind)?,
         // Attaching an existing one: its kind is its own.
         (None, Some(_)) => ServiceKind::Postgres,
         (None, None) => return Err(ApiError::missing_field("type")),
@@ -81,6 +87,19 @@ async fn attach_to(
     let project = load_project(state.store()?, principal, project).await?;
     let environment = body.environment.as_deref();
     if let Some(existing) = &body.existing {
+        // It is attached as it is: nothing else may be asked of it.
+        let asked = [
+            ("name", body.name.is_some()),
+            ("maxmemory", body.maxmemory.is_some()),
+            ("eviction", body.eviction.is_some()),
+            ("engine_version", body.engine_version.is_some()),
+        ];
+        if let Some((field, _)) = asked.iter().find(|(_, given)| *given) {
+            return Err(ApiError::invalid_field(
+                field,
+                "does not go with \"existing\", which attaches a database as it is",
+            ));
+        }
         let service = load_service(state.control(), principal, existing).await?;
         let adopted = standalone::adopt(state.control(), &service, &project, environment).await?;
         return created(state, principal, &adopted, wait).await;
@@ -429,7 +448,7 @@ pub async fn db_restart(
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
     let service = load_service(state.control(), &principal, &id).await?;
-    attach::restart(state.control(), &service).await?;
+    attach::restart(state.control(), &service, None).await?;
     Ok(data(
         StatusCode::OK,
         view(&state, &principal, &service).await?,

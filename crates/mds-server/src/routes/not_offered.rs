@@ -4,7 +4,7 @@
 //! from a wrong path. The README lists them.
 
 use axum::body::Bytes;
-use axum::routing::{delete, get, patch, post, put, MethodRouter};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
 use crate::auth::Principal;
@@ -12,181 +12,181 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// `(method, path, feature)` of every call answered 501.
-const NOT_OFFERED: &[(&str, &str, &str)] = &[
+const NOT_OFFERED: &[(MethodFilter, &str, &str)] = &[
     (
-        "POST",
+        MethodFilter::POST,
         "/services/{id}/scale",
         "scaling a service's replicas",
     ),
     (
-        "POST",
+        MethodFilter::POST,
         "/services/{id}/redeploy",
         "service redeploys from source (use the service's deployment)",
     ),
     (
-        "GET",
+        MethodFilter::GET,
         "/services/{id}/deployments",
         "service releases (use the service's deployment: deployments.versions)",
     ),
     (
-        "POST",
+        MethodFilter::POST,
         "/services/{id}/deployments",
         "service releases (publish to the service's deployment)",
     ),
     (
-        "GET",
+        MethodFilter::GET,
         "/services/{id}/deployments/{release}",
         "service releases",
     ),
     (
-        "GET",
+        MethodFilter::GET,
         "/services/{id}/deployments/{release}/events",
         "service release events",
     ),
     (
-        "POST",
+        MethodFilter::POST,
         "/service-deployments/{release}/rollback",
         "service release rollback (deployments.rollback)",
     ),
     (
-        "POST",
+        MethodFilter::POST,
         "/service-deployments/{release}/redeploy",
         "service release redeploys",
     ),
     (
-        "POST",
+        MethodFilter::POST,
         "/service-deployments/{release}/cancel",
         "cancelling a service release",
     ),
     (
-        "DELETE",
+        MethodFilter::DELETE,
         "/service-deployments/{release}",
         "removing a service release",
     ),
     (
-        "GET",
+        MethodFilter::GET,
         "/services/{id}/builds/{build}/logs",
         "build logs (services are not built from source here)",
     ),
-    ("GET", "/services/{id}/runs", "cron runs"),
+    (MethodFilter::GET, "/services/{id}/runs", "cron runs"),
     (
-        "PUT",
+        MethodFilter::PUT,
         "/services/{id}/public-address",
         "public addresses for services",
     ),
     (
-        "DELETE",
+        MethodFilter::DELETE,
         "/services/{id}/public-address",
         "public addresses for services",
     ),
-    ("POST", "/uploads", "source uploads"),
+    (MethodFilter::POST, "/uploads", "source uploads"),
     (
-        "GET",
+        MethodFilter::GET,
         "/projects/{project}/services/setting-capabilities",
         "service setting capabilities",
     ),
     (
-        "GET",
+        MethodFilter::GET,
         "/projects/{project}/services/{id}/domains",
         "custom domains",
     ),
     (
-        "POST",
+        MethodFilter::POST,
         "/projects/{project}/services/{id}/domains",
         "custom domains",
     ),
     (
-        "POST",
+        MethodFilter::POST,
         "/projects/{project}/services/{id}/domains/{domain}/verify",
         "custom domains",
     ),
     (
-        "DELETE",
+        MethodFilter::DELETE,
         "/projects/{project}/services/{id}/domains/{domain}",
         "custom domains",
     ),
     (
-        "GET",
+        MethodFilter::GET,
         "/projects/{project}/services/{id}/metrics/series",
         "service metrics",
     ),
     (
-        "GET",
+        MethodFilter::GET,
         "/projects/{project}/services/{id}/protection",
         "password protection",
     ),
     (
-        "PUT",
+        MethodFilter::PUT,
         "/projects/{project}/services/{id}/protection",
         "password protection",
     ),
     (
-        "DELETE",
+        MethodFilter::DELETE,
         "/projects/{project}/services/{id}/protection",
         "password protection",
     ),
     (
-        "POST",
+        MethodFilter::POST,
         "/projects/{project}/services/{id}/share-links",
         "share links",
     ),
     (
-        "DELETE",
+        MethodFilter::DELETE,
         "/projects/{project}/services/{id}/share-links/{link}",
         "share links",
     ),
     (
-        "GET",
+        MethodFilter::GET,
         "/projects/{project}/services/{id}/waf",
         "the web application firewall",
     ),
     (
-        "PUT",
+        MethodFilter::PUT,
         "/projects/{project}/services/{id}/waf",
         "the web application firewall",
     ),
     (
-        "DELETE",
+        MethodFilter::DELETE,
         "/projects/{project}/services/{id}/waf",
         "the web application firewall",
     ),
     (
-        "GET",
+        MethodFilter::GET,
         "/projects/{project}/previews",
         "pull-request preview settings",
     ),
     (
-        "PUT",
+        MethodFilter::PUT,
         "/projects/{project}/previews",
         "pull-request preview settings",
     ),
     (
-        "DELETE",
+        MethodFilter::DELETE,
         "/projects/{project}/previews/{preview}",
         "pull-request preview settings",
     ),
     (
-        "GET",
+        MethodFilter::GET,
         "/projects/{project}/environments/{environment}/log-drains",
         "log drains",
     ),
     (
-        "POST",
+        MethodFilter::POST,
         "/projects/{project}/environments/{environment}/log-drains",
         "log drains",
     ),
     (
-        "PATCH",
+        MethodFilter::PATCH,
         "/projects/{project}/environments/{environment}/log-drains/{drain}",
         "log drains",
     ),
     (
-        "DELETE",
+        MethodFilter::DELETE,
         "/projects/{project}/environments/{environment}/log-drains/{drain}",
         "log drains",
     ),
     (
-        "POST",
+        MethodFilter::POST,
         "/projects/{project}/environments/{environment}/log-drains/{drain}/test",
         "log drains",
     ),
@@ -197,13 +197,7 @@ pub fn routes() -> Router<AppState> {
     // One path may carry several methods: gather them first.
     let mut paths: Vec<(&str, MethodRouter<AppState>)> = Vec::new();
     for (method, path, feature) in NOT_OFFERED {
-        let route = match *method {
-            "GET" => get(refuse(feature)),
-            "POST" => post(refuse(feature)),
-            "PUT" => put(refuse(feature)),
-            "PATCH" => patch(refuse(feature)),
-            _ => delete(refuse(feature)),
-        };
+        let route = on(*method, refuse(feature));
         match paths.iter_mut().find(|(p, _)| p == path) {
             Some((_, existing)) => *existing = std::mem::take(existing).merge(route),
             None => paths.push((path, route)),

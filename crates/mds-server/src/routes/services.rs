@@ -277,12 +277,21 @@ pub async fn create(
         }
     };
     let options = KindOptions {
-        engine_version: body
+        engine_version: match body
             .settings
             .as_ref()
             .and_then(|s| s.get("engine_version").or_else(|| s.get("version")))
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        {
+            None | Some(Value::Null) => None,
+            Some(Value::String(v)) => Some(v.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(_) => {
+                return Err(ApiError::invalid_field(
+                    "settings.engine_version",
+                    "must be a version such as \"16\"",
+                ))
+            }
+        },
         ..KindOptions::default()
     };
     // As the SDK documents it: a service lives in one environment, the
@@ -460,38 +469,47 @@ async fn load(
             member: None,
         });
     }
-    let (service, pinned) = if IdKind::Binding.matches(id) {
-        let (service, binding) = store
-            .binding_with_service(id)
-            .await?
-            .ok_or_else(not_found)?;
-        (service, Some(binding.environment_id))
-    } else {
-        (
+    // A binding id names a service's member in one environment (and no
+    // tenant: the service's load checks that).
+    let pinned = match IdKind::Binding.matches(id) {
+        true => Some(
             store
-                .data_service(&principal.tenant_id, id)
+                .binding_with_service(id)
                 .await?
                 .ok_or_else(not_found)?,
-            None,
-        )
+        ),
+        false => None,
     };
-    // The tenant check (a binding id names no tenant) and no standalone one.
-    store
-        .data_service(&principal.tenant_id, &service.id)
+    let service_id = pinned
+        .as_ref()
+        .map_or(id, |(service, _)| service.id.as_str());
+    let service = store
+        .data_service(&principal.tenant_id, service_id)
         .await?
         .filter(|s| !s.standalone)
         .ok_or_else(not_found)?;
     let project = load_project(store, principal, &service.project_id).await?;
     let reference = pinned
-        .as_deref()
+        .as_ref()
+        .map(|(_, b)| b.environment_id.as_str())
         .or(query.environment())
         .or(service.environment_id.as_deref());
     let env = resolve_environment(store, &project, reference).await?;
+    let bindings = store.bindings(&service.id).await?;
+    let Some(binding) = bindings.into_iter().find(|b| b.environment_id == env.id) else {
+        return Err(ApiError::not_found(
+            &format!("service {:?} in environment", service.name),
+            &env.name,
+        ));
+    };
+    // A scoped service's every call acts in one environment: its member
+    // there. One bound everywhere acts as a whole.
+    let member = service.environment_id.is_some().then_some(binding.id);
     Ok(Loaded {
         subject: Subject::Data(service),
         project,
         env,
-        member: IdKind::Binding.matches(id).then(|| id.to_string()),
+        member,
     })
 }
 
@@ -521,8 +539,8 @@ pub async fn delete(
     principal.require("projects:write")?;
     let loaded = load(&state, &principal, &id, &query).await?;
     match (&loaded.subject, &loaded.member) {
-        (Subject::Data(_), Some(member)) => {
-            set_member_desired(state.control(), member, Desired::Deleted).await?
+        (Subject::Data(service), Some(member)) => {
+            set_member_desired(state.control(), service, member, Desired::Deleted).await?
         }
         (Subject::Data(service), None) => remove_service(state.control(), service).await?,
         (Subject::App(d), _) => state.deployer()?.remove(&state, d).await?,
@@ -595,7 +613,7 @@ pub async fn restart(
             "restarting an app service (publish or promote a release of its deployment)",
         ));
     };
-    mds_control::attach::restart(state.control(), service).await?;
+    mds_control::attach::restart(state.control(), service, loaded.member.as_deref()).await?;
     Ok(data(
         StatusCode::OK,
         loaded_view(&state, &principal, &loaded).await?,
@@ -612,7 +630,7 @@ async fn lifecycle(
 ) -> ApiResult<usize> {
     match &loaded.member {
         Some(member) => {
-            set_member_desired(state.control(), member, desired).await?;
+            set_member_desired(state.control(), service, member, desired).await?;
             wait_settled(state.control(), &service.id).await?;
             Ok(1)
         }

@@ -147,17 +147,29 @@ pub async fn create_bucket(
         bucket: Some(name.clone()),
         ..KindOptions::default()
     };
+    let service_name = bucket_service_name(&name);
     let service = match input.project_id {
         Some(reference) => {
             let store = state.store()?;
             let project = load_project(store, &principal, &reference).await?;
             // One bucket is one environment's: the default unless named.
             let env = resolve_environment(store, &project, input.environment.as_deref()).await?;
+            // Always a service of its own: never another's, bound here too.
+            let existing = store.data_services(&project.id).await?;
+            if existing
+                .iter()
+                .any(|s| s.name.eq_ignore_ascii_case(&service_name))
+            {
+                return Err(ApiError::conflict(
+                    "DATA_SERVICE_NAME_TAKEN",
+                    format!("this project already has a service named {service_name:?}"),
+                ));
+            }
             attach(
                 state.control(),
                 &project,
                 ServiceKind::Storage,
-                Some(name.clone()),
+                Some(service_name),
                 Some(&env.id),
                 &options,
             )
@@ -174,15 +186,20 @@ pub async fn create_bucket(
                 state.control(),
                 &principal,
                 ServiceKind::Storage,
-                Some(name.clone()),
+                Some(service_name),
                 &options,
             )
             .await?
         }
     };
     wait_settled(state.control(), &service.id).await?;
-    let Some(mut row) = storage.store().bucket_by_name(&name).await? else {
-        // Someone else's bucket of this name won the race: undo ours.
+    // The bucket our own binding made; none when another request took the
+    // name first (or provisioning failed): then our service goes.
+    let mut made = None;
+    for binding in state.store()?.bindings(&service.id).await? {
+        made = made.or(storage.store().binding_bucket(&binding.id).await?);
+    }
+    let Some(mut row) = made else {
         remove_service(state.control(), &service).await?;
         return Err(bucket_taken(&name));
     };
@@ -194,8 +211,16 @@ pub async fn create_bucket(
         row.visibility = visibility;
     }
     let mut bucket = bucket_json(storage, &row).await?;
-    bucket.credentials = Some(bucket_credentials(&state, &row).await?);
+    bucket.credentials = Some(bucket_credentials(&state, &principal, &row).await?);
     Ok(data(StatusCode::CREATED, bucket))
+}
+
+/// The storage service a bucket makes is named after it, as service names
+/// allow (no dots, at most 48 characters); its injected names follow.
+fn bucket_service_name(bucket: &str) -> String {
+    let mut name = bucket.replace('.', "-");
+    name.truncate(48);
+    name.trim_end_matches('-').to_string()
 }
 
 fn bucket_taken(name: &str) -> ApiError {
@@ -206,7 +231,11 @@ fn bucket_taken(name: &str) -> ApiError {
 }
 
 /// The S3 key pair of the storage binding that owns `row`.
-async fn bucket_credentials(state: &AppState, row: &BucketRow) -> ApiResult<BucketCredentials> {
+async fn bucket_credentials(
+    state: &AppState,
+    principal: &Principal,
+    row: &BucketRow,
+) -> ApiResult<BucketCredentials> {
     let store = state.store()?;
     let binding_id = row.binding_id.as_deref().ok_or_else(|| {
         ApiError::conflict(
@@ -216,6 +245,11 @@ async fn bucket_credentials(state: &AppState, row: &BucketRow) -> ApiResult<Buck
     })?;
     let (service, binding) = store
         .binding_with_service(binding_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("bucket", &row.name))?;
+    // The caller's own (a binding names no tenant).
+    store
+        .data_service(&principal.tenant_id, &service.id)
         .await?
         .ok_or_else(|| ApiError::not_found("bucket", &row.name))?;
     let reconciler = state.reconciler()?;
@@ -243,9 +277,11 @@ pub async fn get_bucket_credentials(
     PathParams(reference): PathParams<String>,
 ) -> ApiResult<Response> {
     principal.require("storage:read")?;
+    // The pair writes too: a key that only reads must not gain that.
+    principal.require("storage:write")?;
     let storage = state.storage()?;
     let row = load_bucket(storage, &reference).await?;
-    let credentials = bucket_credentials(&state, &row).await?;
+    let credentials = bucket_credentials(&state, &principal, &row).await?;
     tracing::info!(key = %principal.key_id, bucket = row.id, "bucket credentials revealed");
     Ok(data(StatusCode::OK, credentials))
 }
@@ -307,6 +343,12 @@ pub async fn delete_bucket(
             ),
         ));
     };
+    // The caller's own (a binding names no tenant).
+    let service = state
+        .store()?
+        .data_service(&principal.tenant_id, &service.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("bucket", &reference))?;
     let (objects, _) = storage.store().bucket_usage(&row.id).await?;
     if objects > 0 && !force {
         return Err(StorageError::BucketNotEmpty.into());
