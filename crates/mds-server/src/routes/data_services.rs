@@ -104,12 +104,7 @@ async fn attach_to(
         let adopted = standalone::adopt(state.control(), &service, &project, environment).await?;
         return created(state, principal, &adopted, wait).await;
     }
-    let options = KindOptions {
-        maxmemory: body.maxmemory,
-        eviction: body.eviction,
-        engine_version: body.engine_version,
-        ..KindOptions::default()
-    };
+    let options = kind_options(&body);
     let service = attach(
         state.control(),
         &project,
@@ -120,6 +115,16 @@ async fn attach_to(
     )
     .await?;
     created(state, principal, &service, wait).await
+}
+
+/// The engine settings a create asks for.
+fn kind_options(body: &CreateDataService) -> KindOptions {
+    KindOptions {
+        maxmemory: body.maxmemory.clone(),
+        eviction: body.eviction.clone(),
+        engine_version: body.engine_version.clone(),
+        ..KindOptions::default()
+    }
 }
 
 /// The answer to an attach: 201 with the service, once settled if asked.
@@ -264,12 +269,7 @@ pub async fn db_create(
              for a standalone database",
         ));
     }
-    let options = KindOptions {
-        maxmemory: attach_body.maxmemory,
-        eviction: attach_body.eviction,
-        engine_version: attach_body.engine_version,
-        ..KindOptions::default()
-    };
+    let options = kind_options(&attach_body);
     let service = standalone::create(
         state.control(),
         &principal,
