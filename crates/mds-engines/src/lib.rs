@@ -3,6 +3,7 @@
 //! redis-servers. Every managed child runs under the one [`Supervisor`].
 
 mod os_user;
+mod pg_archive;
 mod pg_public;
 mod postgres;
 mod process;
@@ -11,9 +12,14 @@ pub mod resp;
 pub mod supervisor;
 
 pub use os_user::OsUser;
+pub use pg_archive::{
+    archive_command, base_backup, current_wal_lsn, sweep_scratch, switch_wal, Archiving,
+    BaseBackupInfo, RecoveryTarget, ScratchPostgres,
+};
 pub use pg_public::{GivenTls, HbaRule, PublicEndpoint, PublicListener};
 pub use postgres::{
     find_postgres_binaries, ManagedPostgres, PostgresBinaries, PostgresEngine, PublicRules,
+    StartOptions,
 };
 pub use redis::{
     find_redis_server, free_port, parse_memory, redis_major_version, RedisEngine, RedisSpec,

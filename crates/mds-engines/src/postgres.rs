@@ -23,6 +23,10 @@
 //! With a [`PublicListener`] the server also listens on a public address
 //! with TLS; `pg_hba.conf` then says which databases are reachable there
 //! from where (see `pg_public.rs`).
+//!
+//! With [`Archiving`] the server also copies every finished WAL segment
+//! into a staging directory, for point-in-time recovery (see
+//! `pg_archive.rs`).
 
 use std::fs;
 use std::net::IpAddr;
@@ -39,12 +43,13 @@ use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use zeroize::Zeroizing;
 
+use crate::pg_archive::{self, Archiving};
 use crate::pg_public::{self, HbaRule, PublicEndpoint, PublicListener};
 use crate::process::{processes_in, stop_foreign, tail};
 use crate::supervisor::{Policy, Program, Supervisor};
 use crate::{EngineError, EngineStatus, OsUser};
 
-const SUPERUSER: &str = "mds_admin";
+pub(crate) const SUPERUSER: &str = "mds_admin";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -62,7 +67,7 @@ pub struct PostgresBinaries {
 }
 
 impl PostgresBinaries {
-    fn program(&self, name: &str) -> PathBuf {
+    pub(crate) fn program(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
     }
 }
@@ -165,6 +170,17 @@ struct Launch {
     admin: tokio_postgres::Config,
     /// The public host with the certificate and key it serves.
     public: Option<(IpAddr, PathBuf, PathBuf)>,
+    /// More `-c name=value` settings (WAL archiving).
+    settings: Vec<String>,
+}
+
+/// What a start may add to the plain loopback server.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Also listen on a public address (TLS only).
+    pub public: Option<PublicListener>,
+    /// Archive every finished WAL segment into a staging directory.
+    pub archiving: Option<Archiving>,
 }
 
 impl ManagedPostgres {
@@ -188,6 +204,23 @@ impl ManagedPostgres {
         master_key: &MasterKey,
         public: Option<PublicListener>,
     ) -> Result<Self, EngineError> {
+        let options = StartOptions {
+            public,
+            archiving: None,
+        };
+        Self::start_with_options(engines_dir, binaries, os_user, master_key, options).await
+    }
+
+    /// [`ManagedPostgres::start`] with a public listener and/or WAL
+    /// archiving ([`StartOptions`]).
+    pub async fn start_with_options(
+        engines_dir: &Path,
+        binaries: PostgresBinaries,
+        os_user: Option<OsUser>,
+        master_key: &MasterKey,
+        options: StartOptions,
+    ) -> Result<Self, EngineError> {
+        let StartOptions { public, archiving } = options;
         if let Some(listener) = &public {
             pg_public::check_host(listener)?;
         }
@@ -196,6 +229,10 @@ impl ManagedPostgres {
         let meta_path = engines_dir.join("postgres.json");
         let secret_path = engines_dir.join("postgres.secret");
         prepare_home(engines_dir, &home, os_user.as_ref())?;
+        let settings = match &archiving {
+            Some(archiving) => pg_archive::archive_settings(archiving, os_user.as_ref())?,
+            None => Vec::new(),
+        };
 
         if !data.join("PG_VERSION").is_file() {
             initdb(&binaries, &home, os_user.as_ref(), &secret_path, master_key).await?;
@@ -239,6 +276,7 @@ impl ManagedPostgres {
             os_user: os_user.clone(),
             admin,
             public: tls,
+            settings,
         };
 
         let supervisor = Supervisor::start(Postgres { launch }, policy());
@@ -457,7 +495,7 @@ impl PublicRules<'_> {
     }
 }
 
-fn admin_config(port: u16, password: &str) -> tokio_postgres::Config {
+pub(crate) fn admin_config(port: u16, password: &str) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
@@ -583,7 +621,7 @@ fn choose_port(meta_path: &Path) -> Result<u16, EngineError> {
     Ok(port)
 }
 
-fn as_user(cmd: &mut Command, os_user: Option<&OsUser>) {
+pub(crate) fn as_user(cmd: &mut Command, os_user: Option<&OsUser>) {
     if let Some(user) = os_user {
         cmd.uid(user.uid).gid(user.gid);
     }
@@ -664,13 +702,16 @@ fn spawn(launch: &Launch) -> Result<Child, EngineError> {
         "max_connections=300",
         "-c",
         "password_encryption=scram-sha-256",
-    ])
-    .current_dir(&launch.home)
-    .stdin(Stdio::null())
-    .stdout(log)
-    .stderr(log_err)
-    .process_group(0)
-    .kill_on_drop(true);
+    ]);
+    for setting in &launch.settings {
+        cmd.arg("-c").arg(setting);
+    }
+    cmd.current_dir(&launch.home)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .kill_on_drop(true);
     as_user(&mut cmd, launch.os_user.as_ref());
     cmd.spawn().map_err(EngineError::io("start postgres"))
 }
