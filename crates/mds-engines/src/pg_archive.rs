@@ -39,6 +39,8 @@ use crate::{free_port, EngineError, OsUser, PostgresBinaries};
 
 /// How long a fast stop of a scratch server may take before it is killed.
 const SCRATCH_STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long killed scratch processes get to go.
+const SWEEP_WAIT: Duration = Duration::from_secs(5);
 /// The longest a recovery may replay before it is given up. Generous: the
 /// time is replay of the archived WAL, which can be large.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(4 * 3600);
@@ -205,7 +207,7 @@ pub async fn base_backup(
         cmd.env("PGPASSWORD", password.as_str());
     }
     let mut child = cmd.spawn().map_err(EngineError::io("run pg_basebackup"))?;
-    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(EngineError::Other("pg_basebackup: no pipes".into()));
     };
     let read_messages = async {
@@ -214,6 +216,9 @@ pub async fn base_backup(
         text
     };
     let copy = async {
+        // Owned here, so a failed copy closes the pipe and pg_basebackup
+        // ends (its stderr with it) instead of waiting to write.
+        let mut stdout = stdout;
         let bytes = tokio::io::copy(&mut stdout, &mut out).await?;
         out.flush().await?;
         Ok::<u64, std::io::Error>(bytes)
@@ -379,6 +384,8 @@ impl ScratchPostgres {
         let result =
             Self::recover_into(binaries, os_user, dir, base_tar, wal_dir, target, password).await;
         if result.is_err() {
+            // The server was killed (dropped); its processes go first.
+            kill_and_wait(&processes_in(&dir.join("data"), "postgres"), SWEEP_WAIT).await;
             let _ = tokio::fs::remove_dir_all(dir).await;
         }
         result
@@ -539,13 +546,13 @@ impl ScratchPostgres {
                     .is_err()
                 {
                     let killed = kill_tree(pid);
-                    wait_gone(&killed, Duration::from_secs(5)).await;
+                    wait_gone(&killed, SWEEP_WAIT).await;
                     let _ = child.wait().await;
                 }
             }
         }
         let left = processes_in(&self.dir.join("data"), "postgres");
-        kill_and_wait(&left, Duration::from_secs(5)).await;
+        kill_and_wait(&left, SWEEP_WAIT).await;
         tokio::fs::remove_dir_all(&self.dir)
             .await
             .map_err(EngineError::io(format!("remove {}", self.dir.display())))
@@ -577,8 +584,9 @@ async fn in_recovery(admin: &tokio_postgres::Config) -> Result<bool, ()> {
 
 /// Ends every scratch server a killed mds left under `root` (each in
 /// `<root>/<name>/data`, found by working directory as the managed
-/// engine's leftovers are) and removes their directories. Returns how
-/// many directories it removed.
+/// engine's leftovers are) and removes every directory under `root`.
+/// Returns how many it removed. For a start, before any recovery runs
+/// under `root`.
 pub async fn sweep_scratch(root: &Path) -> Result<usize, EngineError> {
     let Ok(entries) = fs::read_dir(root) else {
         return Ok(0);
@@ -592,7 +600,7 @@ pub async fn sweep_scratch(root: &Path) -> Result<usize, EngineError> {
         let pids = processes_in(&path.join("data"), "postgres");
         if !pids.is_empty() {
             tracing::warn!(dir = %path.display(), "ending a scratch postgres an earlier mds left");
-            let left = kill_and_wait(&pids, Duration::from_secs(5)).await;
+            let left = kill_and_wait(&pids, SWEEP_WAIT).await;
             if !left.is_empty() {
                 return Err(EngineError::Other(format!(
                     "scratch postgres processes {left:?} in {} do not end",
@@ -625,9 +633,13 @@ async fn unpack(mut base_tar: impl AsyncRead + Unpin, data: &Path) -> Result<(),
         Ok::<(), std::io::Error>(())
     });
     let mut buf = vec![0u8; 256 * 1024];
+    let mut ended = false;
     loop {
         let chunk = match base_tar.read(&mut buf).await {
-            Ok(0) => break,
+            Ok(0) => {
+                ended = true;
+                break;
+            }
             Ok(n) => Ok(buf[..n].to_vec()),
             Err(e) => Err(e),
         };
@@ -646,6 +658,13 @@ async fn unpack(mut base_tar: impl AsyncRead + Unpin, data: &Path) -> Result<(),
         "unpack the base backup into {}",
         data.display()
     )))?;
+    if !ended {
+        // A tar ends before its stream does (padding): the rest is read
+        // too, so a reader that checks its input at the end (a MAC) does.
+        tokio::io::copy(&mut base_tar, &mut tokio::io::sink())
+            .await
+            .map_err(EngineError::io("read the end of the base backup"))?;
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -165,6 +166,18 @@ async fn a_recovery_to_a_time_holds_exactly_what_was_committed_before_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Readable by mds, written by the engine's user only.
+    let meta = std::fs::metadata(&cluster.staging).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    if let Some(user) = &cluster.os_user {
+        assert_eq!(meta.uid(), user.uid);
+    }
+    let names: Vec<String> = std::fs::read_dir(&cluster.staging)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with(".backup")), "{names:?}");
+
     let wal = cluster.path("wal dir");
     copy_finished(&cluster.staging, &wal);
 
@@ -249,29 +262,7 @@ async fn a_recovery_that_cannot_reach_its_target_fails_promptly_with_the_reason(
     cluster.pg.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_dropped_scratch_server_stops_and_the_sweep_removes_its_dir() {
-    let cluster = Cluster::start().await;
-    let backup = cluster.path("base.tar");
-    cluster.backup_to(&backup).await;
-    let wal = cluster.path("wal");
-    copy_finished(&cluster.staging, &wal);
-    let root = cluster.path("scratch");
-    std::fs::create_dir_all(&root).unwrap();
-
-    let scratch = ScratchPostgres::recover(
-        &cluster.binaries,
-        cluster.os_user.as_ref(),
-        &root.join("one"),
-        tokio::fs::File::open(&backup).await.unwrap(),
-        &wal,
-        RecoveryTarget::Latest,
-        &cluster.password(),
-    )
-    .await
-    .expect("recovery");
-    let port = scratch.port();
-    drop(scratch);
+async fn closed(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -280,9 +271,54 @@ async fn a_dropped_scratch_server_stops_and_the_sweep_removes_its_dir() {
         assert!(Instant::now() < deadline, "still listening on {port}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(root.join("one/data").is_dir());
-    assert_eq!(mds_engines::sweep_scratch(&root).await.unwrap(), 1);
-    assert!(!root.join("one").exists());
+}
+
+#[tokio::test]
+async fn a_dropped_scratch_server_stops_and_the_sweep_ends_what_a_killed_mds_left() {
+    let cluster = Cluster::start().await;
+    let backup = cluster.path("base.tar");
+    cluster.backup_to(&backup).await;
+    let wal = cluster.path("wal");
+    copy_finished(&cluster.staging, &wal);
+    let root = cluster.path("scratch");
+    std::fs::create_dir_all(&root).unwrap();
+    let recover = |name: &str| {
+        let dir = root.join(name);
+        let backup = backup.clone();
+        let wal = wal.clone();
+        let cluster = &cluster;
+        async move {
+            ScratchPostgres::recover(
+                &cluster.binaries,
+                cluster.os_user.as_ref(),
+                &dir,
+                tokio::fs::File::open(&backup).await.unwrap(),
+                &wal,
+                RecoveryTarget::Latest,
+                &cluster.password(),
+            )
+            .await
+            .expect("recovery")
+        }
+    };
+
+    let dropped = recover("dropped").await;
+    let port = dropped.port();
+    drop(dropped);
+    closed(port).await;
+    assert!(root.join("dropped/data").is_dir());
+
+    // What a killed mds leaves: a server nobody will stop.
+    let orphan = recover("orphan").await;
+    let port = orphan.port();
+    std::mem::forget(orphan);
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("the orphan runs");
+
+    assert_eq!(mds_engines::sweep_scratch(&root).await.unwrap(), 2);
+    closed(port).await;
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
     cluster.pg.shutdown().await;
 }
 
