@@ -374,3 +374,45 @@ fn the_archive_copy_is_idempotent_and_never_overwrites() {
     );
     assert_eq!(std::fs::read(staging.join(name)).unwrap(), b"segment one");
 }
+
+/// Timings with some data: `cargo test -p mds-engines --test pg_archive
+/// -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn measure_a_backup_and_a_replay_with_data() {
+    let cluster = Cluster::start().await;
+    let admin = cluster.pg.admin_config();
+    let db = client(&admin).await;
+    let fill = "INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 1000000) g";
+    db.batch_execute(&format!("CREATE TABLE t (id int, pad text); {fill}"))
+        .await
+        .unwrap();
+    let backup = cluster.path("base.tar");
+    cluster.backup_to(&backup).await;
+    let began = Instant::now();
+    db.batch_execute(fill).await.unwrap();
+    println!("1e6 more rows written in {:?}", began.elapsed());
+    let segment = switch_wal(&admin).await.unwrap();
+    while !cluster.staging.join(&segment).is_file() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let wal = cluster.path("wal");
+    copy_finished(&cluster.staging, &wal);
+    println!(
+        "{} files of WAL archived",
+        std::fs::read_dir(&wal).unwrap().count()
+    );
+    let scratch = cluster
+        .recover("scratch", &backup, &wal, RecoveryTarget::Latest)
+        .await
+        .unwrap();
+    let count: i64 = client(&scratch.admin_config())
+        .await
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2_000_000);
+    scratch.shutdown().await.unwrap();
+    cluster.pg.shutdown().await;
+}
