@@ -322,13 +322,13 @@ async fn frozen(
     for (db, key) in candidates {
         select(conn, *db).await?;
         // Gone, or its TTL has passed (writes are paused, expiry too, so
-        // redis still counts it but will not serve it): not a sample.
-        let Reply::Bulk(Some(dump)) = call(conn, &[b"DUMP", key]).await? else {
+        // redis still counts it but will not serve it): not a sample. The
+        // TTL first: a key that expires between the two has no DUMP.
+        let Some(expires_at_ms) = expire_time(conn, key).await? else {
             continue;
         };
-        let expires_at_ms = match call(conn, &[b"PEXPIRETIME", key]).await? {
-            Reply::Integer(t) if t >= 0 => Some(t),
-            _ => None,
+        let Reply::Bulk(Some(dump)) = call(conn, &[b"DUMP", key]).await? else {
+            continue;
         };
         samples.push(RedisSample {
             db: *db,
@@ -495,6 +495,8 @@ async fn compare(conn: &mut Resp, expect: &RedisRecord) -> Result<(), EngineErro
             sample.db
         );
         select(conn, sample.db).await?;
+        // As when it was taken: the TTL first.
+        let expires = expire_time(conn, &sample.key).await?;
         let dump = call(conn, &[b"DUMP", &sample.key]).await?;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -502,15 +504,15 @@ async fn compare(conn: &mut Resp, expect: &RedisRecord) -> Result<(), EngineErro
             .unwrap_or_default();
         match dump {
             Reply::Bulk(Some(dump)) if dump == sample.dump => {}
-            Reply::Bulk(Some(_)) => return Err(EngineError::Other(format!("{name} differs"))),
+            Reply::Bulk(Some(_)) => {
+                if !same_value(conn, sample).await? {
+                    return Err(EngineError::Other(format!("{name} differs")));
+                }
+            }
             _ if sample.expires_at_ms.is_some_and(|t| t <= now_ms) => continue,
             _ => return Err(EngineError::Other(format!("{name} is missing"))),
         }
-        let expires = match call(conn, &[b"PEXPIRETIME", &sample.key]).await? {
-            Reply::Integer(t) if t >= 0 => Some(t),
-            _ => None,
-        };
-        if expires != sample.expires_at_ms {
+        if let Some(expires) = expires.filter(|e| *e != sample.expires_at_ms) {
             return Err(EngineError::Other(format!(
                 "{name} expires at {expires:?} (Unix ms), expected {:?}",
                 sample.expires_at_ms
@@ -518,6 +520,47 @@ async fn compare(conn: &mut Resp, expect: &RedisRecord) -> Result<(), EngineErro
         }
     }
     Ok(())
+}
+
+/// A key's `PEXPIRETIME`: `None` if there is no such (live) key,
+/// `Some(None)` if it has no TTL.
+async fn expire_time(conn: &mut Resp, key: &[u8]) -> Result<Option<Option<i64>>, EngineError> {
+    match call(conn, &[b"PEXPIRETIME", key]).await? {
+        Reply::Integer(-2) => Ok(None),
+        Reply::Integer(t) => Ok(Some((t >= 0).then_some(t))),
+        other => Err(redis_error(
+            "PEXPIRETIME",
+            "unexpected reply",
+            format!("{other:?}"),
+        )),
+    }
+}
+
+/// Whether the loaded key holds the value of the sample's dump. Its DUMP
+/// bytes may differ with equal values: a set or hash kept as a hash table
+/// is written in its table's order, which depends on the process's random
+/// hash seed. So the dump is restored beside the key and both values'
+/// order-independent digests (`DEBUG DIGEST-VALUE`, which the scratch
+/// server allows) are compared.
+async fn same_value(conn: &mut Resp, sample: &RedisSample) -> Result<bool, EngineError> {
+    let mut probe = b"mds-probe:".to_vec();
+    probe.extend_from_slice(mds_crypto::random_password(16).as_bytes());
+    // A dump that does not restore (its checksum) is not this value.
+    // The digest counts whether a key has a TTL (not its time).
+    let ttl: &[u8] = match sample.expires_at_ms {
+        Some(_) => b"86400000",
+        None => b"0",
+    };
+    if call(conn, &[b"RESTORE", &probe, ttl, &sample.dump])
+        .await
+        .is_err()
+    {
+        return Ok(false);
+    }
+    let theirs = call(conn, &[b"DEBUG", b"DIGEST-VALUE", &sample.key]).await;
+    let ours = call(conn, &[b"DEBUG", b"DIGEST-VALUE", &probe]).await;
+    call(conn, &[b"DEL", &probe]).await?;
+    Ok(theirs? == ours?)
 }
 
 /// A redis-server of mds's own on a copy of an RDB, reachable only with a
@@ -571,7 +614,7 @@ impl Scratch {
              logfile \"\"\n\
              appendonly no\n\
              save \"\"\n\
-             enable-debug-command no\n\
+             enable-debug-command yes\n\
              user default off\n\
              user {ADMIN_USER} on #{hash} ~* &* +@all\n",
             dir = dir.display(),
