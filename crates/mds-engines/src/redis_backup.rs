@@ -123,9 +123,12 @@ impl RedisEngine {
     }
 
     /// Makes the instance hold exactly `rdb`'s data, with `spec`'s
-    /// credentials, and returns how many clients it disconnected. The data
+    /// credentials, running (even if it was stopped), and returns how many
+    /// clients it disconnected (tenants', not mds's). An RDB that does not
+    /// load in a scratch server is refused before anything stops. The data
     /// it held is moved to `<dir>/replaced-<unix ms>/` (for the caller to
-    /// delete); if the new data does not come up, the old is put back.
+    /// delete); if the new data does not come up, the old is put back and
+    /// the new kept in `<dir>/failed-<unix ms>/`.
     pub async fn replace_data(&self, spec: &RedisSpec, rdb: &Path) -> Result<u64, EngineError> {
         let _op = self.lock_instance(&spec.binding_id).await;
         let dir = self.dir(&spec.binding_id);
@@ -294,9 +297,11 @@ async fn freeze_and_fork(
     for _ in 0..FORK_TRIES {
         wait_no_child(conn).await?;
         let saves = persistence_number(conn, "rdb_saves").await?;
+        let paused_at = Instant::now();
         call(conn, &[b"CLIENT", b"PAUSE", PAUSE_MS.as_bytes(), b"WRITE"]).await?;
         let frozen = frozen(conn, candidates).await;
         let unpaused = call(conn, &[b"CLIENT", b"UNPAUSE"]).await;
+        tracing::debug!(paused = ?paused_at.elapsed(), "redis snapshot: writes waited");
         if let Some(record) = frozen? {
             unpaused?;
             return Ok((record, saves));

@@ -325,6 +325,12 @@ async fn a_damaged_or_different_rdb_fails_the_probe() {
         "{err}"
     );
     println!("bit flip: {err}");
+    // In the checksum: caught as well.
+    let mut bytes = std::fs::read(&rdb).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&flipped, &bytes).unwrap();
+    let err = redis.probe(&flipped, &record).await.unwrap_err();
+    assert!(err.contains("Wrong RDB checksum"), "{err}");
 
     // A record that does not describe the file.
     let mut more = record.clone();
@@ -412,6 +418,73 @@ async fn bgsave_inside_multi_is_only_scheduled() {
     let mut tenant = redis.tenant().await;
     assert!(
         matches!(tenant.call(&["BGSAVE"]).await.unwrap(), Reply::Error(e) if e.starts_with("NOPERM"))
+    );
+    redis.engine.shutdown().await;
+}
+
+/// Timings on a larger instance (about 100 MB): run with
+/// `cargo test -p mds-engines --test redis_backup -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn measure_a_large_instance() {
+    let mut redis = Instance::start().await;
+    redis.spec.maxmemory_bytes = 1 << 30;
+    redis.engine.ensure_running(&redis.spec).await.unwrap();
+    let mut conn = redis.tenant().await;
+    let keys = 200_000;
+    for batch in 0..keys / 1000 {
+        // Random values: an RDB compresses repeated ones to nothing.
+        let pairs: Vec<(String, String)> = (0..1000)
+            .map(|i| {
+                let value = mds_crypto::random_password(400).to_string();
+                (format!("key:{batch}:{i}"), value)
+            })
+            .collect();
+        let mut args = vec!["MSET"];
+        for (name, value) in &pairs {
+            args.push(name);
+            args.push(value);
+        }
+        cmd(&mut conn, &args).await;
+    }
+    // A writer measures how long its writes wait during the snapshot.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writer_conn = redis.tenant().await;
+    let writer_stop = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut worst = Duration::ZERO;
+        let mut n = 0u64;
+        while !writer_stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let start = std::time::Instant::now();
+            cmd(&mut writer_conn, &["SET", &format!("w:{}", n % 100), "x"]).await;
+            worst = worst.max(start.elapsed());
+            n += 1;
+        }
+        (worst, n)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rdb = redis.path("big.rdb");
+    let start = std::time::Instant::now();
+    let record = redis
+        .engine
+        .snapshot(&redis.spec.binding_id, &rdb)
+        .await
+        .unwrap();
+    let snapshot = start.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (worst, writes) = writer.await.unwrap();
+    let start = std::time::Instant::now();
+    redis.probe(&rdb, &record).await.unwrap();
+    let probe = start.elapsed();
+    let start = std::time::Instant::now();
+    let cut = redis.engine.replace_data(&redis.spec, &rdb).await.unwrap();
+    let replace = start.elapsed();
+    println!(
+        "{} keys, RDB {} MB: snapshot {snapshot:?} (slowest of {writes} writes meanwhile: \
+         {worst:?}), probe {probe:?}, replace_data {replace:?} ({cut} clients cut)",
+        record.keys,
+        std::fs::metadata(&rdb).unwrap().len() >> 20
     );
     redis.engine.shutdown().await;
 }
