@@ -183,6 +183,22 @@ impl RedisEngine {
         }
         Ok(clients)
     }
+
+    /// [`probe_rdb`] with this engine's redis-server and OS user.
+    pub async fn probe_rdb(
+        &self,
+        rdb: &Path,
+        scratch_dir: &Path,
+        expect: &RedisRecord,
+    ) -> Result<(), EngineError> {
+        probe_rdb(self.binary(), self.os_user(), rdb, scratch_dir, expect).await
+    }
+
+    /// Where an instance keeps its files, and [`RedisEngine::replace_data`]
+    /// the data it replaced (`replaced-<unix ms>/`).
+    pub fn instance_dir(&self, binding_id: &str) -> PathBuf {
+        self.dir(binding_id)
+    }
 }
 
 /// Starts a scratch redis-server on `rdb` (loopback, a free port, no AOF,

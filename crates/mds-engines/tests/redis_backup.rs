@@ -195,6 +195,15 @@ async fn snapshot_probe_and_replace_bring_back_exactly_the_snapshot() {
         "samples cover every db"
     );
 
+    // The engine's own probe: its binary and OS user.
+    let scratch = redis.path("scratch-engine");
+    redis
+        .engine
+        .probe_rdb(&rdb, &scratch, &record)
+        .await
+        .unwrap();
+    assert!(!scratch.exists());
+
     // After the snapshot: other data.
     cmd(&mut conn, &["FLUSHALL"]).await;
     for i in 0..10 {
@@ -215,7 +224,7 @@ async fn snapshot_probe_and_replace_bring_back_exactly_the_snapshot() {
     check().await;
 
     // The old data is kept aside, AOF included.
-    let dir = redis.path("redis").join(&redis.spec.binding_id);
+    let dir = redis.engine.instance_dir(&redis.spec.binding_id);
     let aside: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
