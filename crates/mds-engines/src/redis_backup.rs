@@ -172,11 +172,12 @@ impl RedisEngine {
             move_data(&dir, &failed)?;
             move_data(&aside, &dir)?;
             let _ = fs::remove_dir(&aside);
-            if let Err(restart) = self.ensure_running_locked(spec).await {
-                tracing::error!(binding = %spec.binding_id, error = %restart, "the old data did not start again");
-            }
+            let old = match self.ensure_running_locked(spec).await {
+                Ok(()) => "the old data is back and runs".to_string(),
+                Err(restart) => format!("the old data is back but did not start ({restart})"),
+            };
             return Err(EngineError::Other(format!(
-                "the new data of {} did not start ({e}); the old data is back, the new is in {}",
+                "the new data of {} did not start ({e}); {old}; the new is in {}",
                 spec.binding_id,
                 failed.display()
             )));

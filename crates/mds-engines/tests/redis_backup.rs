@@ -497,3 +497,53 @@ async fn measure_a_large_instance() {
     );
     redis.engine.shutdown().await;
 }
+
+/// New data that does not come up is set aside and the old put back. (Here
+/// it cannot start because the engine has shut down: the quickest failure.)
+#[tokio::test]
+async fn a_swap_that_does_not_start_puts_the_old_data_back() {
+    let redis = Instance::start().await;
+    let mut conn = redis.tenant().await;
+    cmd(&mut conn, &["SET", "n", "1"]).await;
+    let rdb = redis.path("snap.rdb");
+    redis
+        .engine
+        .snapshot(&redis.spec.binding_id, &rdb)
+        .await
+        .unwrap();
+    cmd(&mut conn, &["SET", "n", "2"]).await;
+    redis.engine.shutdown().await;
+
+    let err = redis
+        .engine
+        .replace_data(&redis.spec, &rdb)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the old data is back"), "{err}");
+    let dir = redis.engine.instance_dir(&redis.spec.binding_id);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("replaced-")),
+        "{names:?}"
+    );
+    let failed = names.iter().find(|n| n.starts_with("failed-")).unwrap();
+    assert!(dir.join(failed).join("appendonlydir").is_dir());
+
+    let engine = RedisEngine::new(
+        redis.binary.clone(),
+        redis.path("redis"),
+        redis.os_user.clone(),
+    )
+    .unwrap();
+    engine.ensure_running(&redis.spec).await.unwrap();
+    let mut conn = redis.tenant().await;
+    assert_eq!(
+        cmd(&mut conn, &["GET", "n"]).await,
+        Reply::Bulk(Some(b"2".to_vec()))
+    );
+    engine.shutdown().await;
+}
