@@ -8,6 +8,7 @@ mod pg_public;
 mod postgres;
 mod process;
 mod redis;
+pub mod redis_backup;
 pub mod resp;
 pub mod supervisor;
 

@@ -2,8 +2,13 @@
 //! loopback port, with its own ACL user (the default user is off), AOF with
 //! `appendfsync everysec`, and a memory limit.
 //!
-//! Layout: `DIR/engines/redis/<binding>/` holds `redis.conf` (the user's
-//! password only as a SHA-256 hash), the AOF and RDB files, `redis.pid` and
+//! Besides the tenant's user, each instance has mds's own `mds-admin` user
+//! (all commands), for backups; RDB files are written only when mds asks
+//! (`save ""`; durability is the AOF's), so a snapshot's file is never
+//! replaced under it (see `redis_backup`).
+//!
+//! Layout: `DIR/engines/redis/<binding>/` holds `redis.conf` (the
+//! passwords only as SHA-256 hashes), the AOF and RDB files, `redis.pid` and
 //! `redis.log`. Each instance runs under the [`Supervisor`]: one that dies
 //! is restarted with backoff from the same files; one left by a killed mds
 //! is stopped and restarted.
@@ -38,9 +43,16 @@ pub struct RedisSpec {
     pub port: u16,
     pub user: String,
     pub password: String,
+    /// The password of [`ADMIN_USER`]: never the tenant's (the provisioner
+    /// derives it from the master key and the binding id).
+    pub admin_password: String,
     pub maxmemory_bytes: u64,
     pub eviction: String,
 }
+
+/// mds's own user on every managed instance (backups: BGSAVE, INFO, CLIENT
+/// LIST, DUMP...). A hyphen, which tenants' user names never have.
+pub const ADMIN_USER: &str = "mds-admin";
 
 /// The eviction policies Redis knows.
 pub const EVICTION_POLICIES: &[&str] = &[
@@ -109,6 +121,9 @@ struct Inner {
     /// Every instance, under one lock; `None` once the engine has shut
     /// down, so that nothing starts an instance nobody would stop.
     instances: Mutex<Option<HashMap<String, Instance>>>,
+    /// One lock per instance, held for a whole operation on it (start,
+    /// stop, snapshot, data swap), so that those never interleave.
+    ops: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl RedisEngine {
@@ -128,17 +143,62 @@ impl RedisEngine {
                 root,
                 os_user,
                 instances: Mutex::new(Some(HashMap::new())),
+                ops: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
 
-    fn dir(&self, binding_id: &str) -> PathBuf {
+    pub(crate) fn dir(&self, binding_id: &str) -> PathBuf {
         self.inner.root.join(binding_id)
+    }
+
+    pub(crate) fn binary(&self) -> &Path {
+        &self.inner.binary
+    }
+
+    pub(crate) fn os_user(&self) -> Option<&OsUser> {
+        self.inner.os_user.as_ref()
+    }
+
+    /// Waits for, and holds, the instance's operation lock.
+    pub(crate) async fn lock_instance(&self, binding_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut ops = self
+                .inner
+                .ops
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ops.entry(binding_id.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    /// The spec of a running instance of this engine.
+    pub(crate) async fn running_spec(&self, binding_id: &str) -> Result<RedisSpec, EngineError> {
+        self.inner
+            .instances
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|instances| instances.get(binding_id))
+            .filter(|instance| instance.supervisor.status() == EngineStatus::Running)
+            .map(|instance| instance.spec.clone())
+            .ok_or_else(|| {
+                EngineError::Other(format!(
+                    "the redis-server of binding {binding_id} is not running"
+                ))
+            })
     }
 
     /// Makes the instance run as `spec` says (starting or restarting it)
     /// and returns once its user can log in and PING.
     pub async fn ensure_running(&self, spec: &RedisSpec) -> Result<(), EngineError> {
+        let _op = self.lock_instance(&spec.binding_id).await;
+        self.ensure_running_locked(spec).await
+    }
+
+    /// [`RedisEngine::ensure_running`], the instance's lock held.
+    pub(crate) async fn ensure_running_locked(&self, spec: &RedisSpec) -> Result<(), EngineError> {
         let mut guard = self.inner.instances.lock().await;
         let Some(instances) = guard.as_mut() else {
             return Err(EngineError::Other("mds is shutting down".to_string()));
@@ -191,6 +251,12 @@ impl RedisEngine {
 
     /// Stops an instance cleanly (its data stays on disk).
     pub async fn stop(&self, binding_id: &str) {
+        let _op = self.lock_instance(binding_id).await;
+        self.stop_locked(binding_id).await;
+    }
+
+    /// [`RedisEngine::stop`], the instance's lock held.
+    pub(crate) async fn stop_locked(&self, binding_id: &str) {
         let instance = self
             .inner
             .instances
@@ -207,7 +273,8 @@ impl RedisEngine {
 
     /// Stops an instance and deletes its data.
     pub async fn remove(&self, binding_id: &str) -> Result<(), EngineError> {
-        self.stop(binding_id).await;
+        let _op = self.lock_instance(binding_id).await;
+        self.stop_locked(binding_id).await;
         let dir = self.dir(binding_id);
         if dir.exists() {
             fs::remove_dir_all(&dir)
@@ -234,8 +301,15 @@ impl RedisEngine {
     }
 
     fn write_config(&self, dir: &Path, spec: &RedisSpec) -> Result<(), EngineError> {
+        if spec.user == ADMIN_USER || spec.password == spec.admin_password {
+            return Err(EngineError::Other(format!(
+                "binding {}: the tenant's user and password must not be mds's own",
+                spec.binding_id
+            )));
+        }
         fs::create_dir_all(dir).map_err(EngineError::io(format!("create {}", dir.display())))?;
         let hash = hex::encode(Sha256::digest(spec.password.as_bytes()));
+        let admin_hash = hex::encode(Sha256::digest(spec.admin_password.as_bytes()));
         // Tenants get every command but the administrative ones (CONFIG,
         // ACL, SHUTDOWN, DEBUG, MODULE, replication...): the instance is
         // theirs, its settings are not.
@@ -250,13 +324,15 @@ impl RedisEngine {
              logfile \"\"\n\
              appendonly yes\n\
              appendfsync everysec\n\
+             save \"\"\n\
              maxmemory {maxmemory}\n\
              maxmemory-policy {eviction}\n\
              enable-protected-configs no\n\
              enable-debug-command no\n\
              enable-module-command no\n\
              user default off\n\
-             user {user} on #{hash} ~* &* +@all -@admin\n",
+             user {user} on #{hash} ~* &* +@all -@admin\n\
+             user {ADMIN_USER} on #{admin_hash} ~* &* +@all\n",
             port = spec.port,
             dir = dir.display(),
             maxmemory = spec.maxmemory_bytes,

@@ -1,5 +1,6 @@
-//! A minimal RESP2 client: enough to log in, PING, and manage ACL users.
-//! Tenants talk to Redis with their own clients; mds only checks and sets up.
+//! A minimal RESP2 client: enough to log in, PING, manage ACL users and take
+//! snapshots. Tenants talk to Redis with their own clients; mds only checks,
+//! sets up and backs up.
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -36,16 +37,46 @@ impl Resp {
         })
     }
 
+    /// Connects and logs in as `user`.
+    pub async fn login(host: &str, port: u16, user: &str, password: &str) -> Result<Self, String> {
+        let mut conn = Self::connect(host, port)
+            .await
+            .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+        conn.call(&["AUTH", user, password])
+            .await
+            .map_err(|e| e.to_string())?
+            .ok()?;
+        Ok(conn)
+    }
+
     /// Sends one command and reads its reply.
     pub async fn call(&mut self, args: &[&str]) -> std::io::Result<Reply> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.call_bytes(&args).await
+    }
+
+    /// [`Resp::call`] with byte arguments: keys need not be UTF-8.
+    pub async fn call_bytes(&mut self, args: &[&[u8]]) -> std::io::Result<Reply> {
         let mut out = format!("*{}\r\n", args.len()).into_bytes();
         for arg in args {
             out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            out.extend_from_slice(arg.as_bytes());
+            out.extend_from_slice(arg);
             out.extend_from_slice(b"\r\n");
         }
         self.stream.get_mut().write_all(&out).await?;
         self.read().await
+    }
+
+    /// The server's `INFO` text, all of it or one section.
+    pub async fn info(&mut self, section: Option<&str>) -> Result<String, String> {
+        let reply = match section {
+            Some(section) => self.call(&["INFO", section]).await,
+            None => self.call(&["INFO"]).await,
+        };
+        match reply.map_err(|e| e.to_string())?.ok()? {
+            Reply::Bulk(Some(text)) => Ok(String::from_utf8_lossy(&text).into_owned()),
+            other => Err(format!("unexpected INFO reply {other:?}")),
+        }
     }
 
     fn read(
@@ -95,13 +126,7 @@ impl Resp {
 
 /// Logs in as `user` and expects PONG: the readiness check of a binding.
 pub async fn auth_ping(host: &str, port: u16, user: &str, password: &str) -> Result<(), String> {
-    let mut conn = Resp::connect(host, port)
-        .await
-        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
-    conn.call(&["AUTH", user, password])
-        .await
-        .map_err(|e| e.to_string())?
-        .ok()?;
+    let mut conn = Resp::login(host, port, user, password).await?;
     match conn.call(&["PING"]).await.map_err(|e| e.to_string())? {
         Reply::Simple(pong) if pong == "PONG" => Ok(()),
         other => Err(format!("unexpected PING reply {other:?}")),
@@ -115,20 +140,17 @@ pub async fn auth_info(
     user: &str,
     password: &str,
 ) -> Result<String, String> {
-    let mut conn = Resp::connect(host, port)
+    Resp::login(host, port, user, password)
+        .await?
+        .info(None)
         .await
-        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
-    conn.call(&["AUTH", user, password])
-        .await
-        .map_err(|e| e.to_string())?
-        .ok()?;
-    match conn
-        .call(&["INFO"])
-        .await
-        .map_err(|e| e.to_string())?
-        .ok()?
-    {
-        Reply::Bulk(Some(text)) => Ok(String::from_utf8_lossy(&text).into_owned()),
-        other => Err(format!("unexpected INFO reply {other:?}")),
-    }
+}
+
+/// One `field:value` line of an `INFO` text.
+pub fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        line.trim_end()
+            .strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+    })
 }

@@ -48,6 +48,7 @@ impl RedisHosting {
             port,
             user: binding.resource_name.clone(),
             password: ctx.password(binding)?.to_string(),
+            admin_password: admin_password(ctx, &binding.id),
             maxmemory_bytes: service.config["maxmemory_bytes"]
                 .as_u64()
                 .unwrap_or(DEFAULT_REDIS_MEMORY),
@@ -60,6 +61,12 @@ impl RedisHosting {
         redis.ensure_running(&spec).await?;
         Ok(())
     }
+}
+
+/// The password of mds's own admin user on a binding's redis-server: derived,
+/// so that nothing needs storing, and never the tenant's.
+fn admin_password(ctx: &Ctx, binding_id: &str) -> String {
+    hex::encode(*ctx.master_key.derive(&format!("redis admin {binding_id}")))
 }
 
 impl Provisioner for RedisHosting {
