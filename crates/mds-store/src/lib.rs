@@ -7,6 +7,7 @@
 
 mod api_keys;
 mod auth;
+mod backup_index;
 mod cache;
 mod data_services;
 mod deployments;
@@ -30,6 +31,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use tokio_postgres::NoTls;
 
 pub use api_keys::{ApiKeyRow, NewApiKeyRow};
+pub use backup_index::{
+    BucketIndex, ExportedKey, ExportedUser, ImportReport, IndexedObject, RealmExport, RestoreReport,
+};
 pub use auth::{
     LogoutScope, MailRow, NewUser, Refresh, SigningKeyRow, UserKey, UserPatch, UserRow,
 };
