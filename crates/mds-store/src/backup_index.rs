@@ -463,10 +463,16 @@ impl Store {
             .await?;
         let tokens_ended: i64 = ended.get(0);
         let sessions_ended = tx
-            .execute("DELETE FROM auth_sessions WHERE binding_id = $1", &[&binding_id])
+            .execute(
+                "DELETE FROM auth_sessions WHERE binding_id = $1",
+                &[&binding_id],
+            )
             .await?;
-        tx.execute("DELETE FROM auth_users WHERE binding_id = $1", &[&binding_id])
-            .await?;
+        tx.execute(
+            "DELETE FROM auth_users WHERE binding_id = $1",
+            &[&binding_id],
+        )
+        .await?;
 
         let ids: Vec<&str> = export.users.iter().map(|u| u.id.as_str()).collect();
         let taken: std::collections::HashSet<String> = tx
@@ -489,9 +495,8 @@ impl Store {
                 }
             })
             .collect();
-        let column = |f: fn(&ExportedUser) -> &str| -> Vec<&str> {
-            export.users.iter().map(f).collect()
-        };
+        let column =
+            |f: fn(&ExportedUser) -> &str| -> Vec<&str> { export.users.iter().map(f).collect() };
         let time = |f: fn(&ExportedUser) -> Option<DateTime<Utc>>| -> Vec<Option<DateTime<Utc>>> {
             export.users.iter().map(f).collect()
         };

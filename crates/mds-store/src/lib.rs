@@ -31,11 +31,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use tokio_postgres::NoTls;
 
 pub use api_keys::{ApiKeyRow, NewApiKeyRow};
-pub use backup_index::{
-    BucketIndex, ExportedKey, ExportedUser, ImportReport, IndexedObject, RealmExport, RestoreReport,
-};
 pub use auth::{
     LogoutScope, MailRow, NewUser, Refresh, SigningKeyRow, UserKey, UserPatch, UserRow,
+};
+pub use backup_index::{
+    BucketIndex, ExportedKey, ExportedUser, ImportReport, IndexedObject, RealmExport, RestoreReport,
 };
 pub use data_services::{BindingRow, DataServiceRow, MissingBinding, NewBinding, NewDataService};
 pub use deployments::{
