@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod names;
 pub mod presign;
 pub mod s3;
+pub mod snapshot;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use serde_json::Value;
 pub use blob::{Blobs, FsBlobs, Hash, RemoteBlobs};
 pub use mds_store::{BucketRow, StorageRule};
 pub use names::{check_bucket_name, check_key, KeyProblem};
+pub use snapshot::{BucketIndex, IndexReport, IndexedObject, RestoreReport};
 
 /// Chunks read and verified ahead of the one being sent.
 const READ_AHEAD: usize = 3;

@@ -7,6 +7,7 @@
 
 mod api_keys;
 mod auth;
+mod backup_index;
 mod cache;
 mod data_services;
 mod deployments;
@@ -32,6 +33,9 @@ use tokio_postgres::NoTls;
 pub use api_keys::{ApiKeyRow, NewApiKeyRow};
 pub use auth::{
     LogoutScope, MailRow, NewUser, Refresh, SigningKeyRow, UserKey, UserPatch, UserRow,
+};
+pub use backup_index::{
+    BucketIndex, ExportedKey, ExportedUser, ImportReport, IndexedObject, RealmExport, RestoreReport,
 };
 pub use data_services::{BindingRow, DataServiceRow, MissingBinding, NewBinding, NewDataService};
 pub use deployments::{

@@ -90,6 +90,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "upload_part_meta",
         include_str!("../migrations/0020_upload_part_meta.sql"),
     ),
+    (
+        22,
+        "backup_holds",
+        include_str!("../migrations/0022_backup_holds.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.
