@@ -15,6 +15,7 @@ use mds_core::ids::IdKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::IsolationLevel;
 
@@ -265,7 +266,33 @@ impl Store {
     /// objects are deleted and their chunks released (kept `grace_secs`
     /// for reads in flight), and the index's rows are written as they
     /// were. Multipart uploads in progress are left alone.
+    ///
+    /// Object writes wait for it (reads do not). A delete of one of the
+    /// bucket's objects at that moment may deadlock with it (the delete
+    /// locks the row before the reference counts; the restore the other
+    /// way round): PostgreSQL then aborts one of them, and the restore is
+    /// retried here.
     pub async fn restore_bucket_index(
+        &self,
+        bucket_id: &str,
+        index: &BucketIndex,
+        grace_secs: f64,
+    ) -> Result<RestoreReport> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.restore_once(bucket_id, index, grace_secs).await {
+                Err(StoreError::Db(e))
+                    if attempts < 3 && e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) =>
+                {
+                    tracing::debug!("a bucket restore met a deadlock; retrying");
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn restore_once(
         &self,
         bucket_id: &str,
         index: &BucketIndex,
