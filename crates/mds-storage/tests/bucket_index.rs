@@ -220,9 +220,13 @@ async fn verify_names_the_object_of_a_missing_or_corrupt_chunk() {
     c.storage.delete_object(&bucket, "third.bin").await.unwrap();
     let again = c.storage.snapshot_bucket(&bucket.id, "rp").await.unwrap();
     assert_eq!(again.objects.len(), 2);
+    let holds = c.store.bucket_holds().await.unwrap();
+    assert_eq!(holds.len(), 1);
+    assert_eq!((holds[0].id.as_str(), holds[0].chunks), ("rp", 3));
     assert_eq!(c.collect().await, 1, "third.bin's chunk is no longer held");
     assert!(c.storage.release_hold("rp").await.unwrap());
     assert_eq!(c.collect().await, 0, "the objects still refer to the rest");
+    assert!(c.store.bucket_holds().await.unwrap().is_empty());
     c.stop().await;
 }
 

@@ -57,6 +57,16 @@ pub struct RestoreReport {
     pub bytes: i64,
 }
 
+/// A hold on the chunks of a bucket index (see [`Store::snapshot_bucket_index`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRow {
+    pub id: String,
+    pub bucket_id: String,
+    /// Distinct chunks held.
+    pub chunks: i64,
+    pub created_at: DateTime<Utc>,
+}
+
 /// An auth binding's users and signing keys, read at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RealmExport {
@@ -238,13 +248,26 @@ impl Store {
         Ok(!rows.is_empty())
     }
 
-    /// Whether hold `hold_id` exists.
-    pub async fn bucket_hold_exists(&self, hold_id: &str) -> Result<bool> {
+    /// Every hold, oldest first: for retention to find holds whose restore
+    /// point is gone (e.g. dropped while its release failed).
+    pub async fn bucket_holds(&self) -> Result<Vec<HoldRow>> {
         let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT 1 FROM storage_holds WHERE id = $1", &[&hold_id])
+        let rows = client
+            .query(
+                "SELECT id, bucket_id, cardinality(chunks)::bigint, created_at
+                 FROM storage_holds ORDER BY created_at, id",
+                &[],
+            )
             .await?;
-        Ok(row.is_some())
+        Ok(rows
+            .iter()
+            .map(|r| HoldRow {
+                id: r.get(0),
+                bucket_id: r.get(1),
+                chunks: r.get(2),
+                created_at: r.get(3),
+            })
+            .collect())
     }
 
     /// Of `hashes`, the chunks that have a row (not collected), each with
