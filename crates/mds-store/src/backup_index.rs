@@ -11,6 +11,7 @@
 //! session, whose tokens named the replaced state.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use mds_core::ids::IdKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -157,12 +158,26 @@ mod hex_list {
     }
 }
 
+/// Deletes hold `hold_id` and drops the references it counted, in one
+/// statement; false if there was none.
+async fn release_hold(client: &impl GenericClient, hold_id: &str, grace_secs: f64) -> Result<bool> {
+    let rows = client
+        .query(
+            "WITH old AS (DELETE FROM storage_holds WHERE id = $1 RETURNING chunks)
+             SELECT mds_storage_release(chunks, $2) FROM old",
+            &[&hold_id, &grace_secs],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
 impl Store {
     /// Reads bucket `bucket_id`'s objects and, in the same transaction,
     /// holds every chunk they list under `hold_id` (replacing an earlier
     /// hold of that id). No byte of content is read. Fails with
-    /// `BlobMissing` (retry) if a listed chunk was collected meanwhile,
-    /// which only a version overwritten more than the grace ago can see.
+    /// `BlobMissing` (worth a retry) if a listed chunk was collected between
+    /// the read and the hold, which any grace longer than that instant
+    /// rules out.
     pub async fn snapshot_bucket_index(
         &self,
         bucket_id: &str,
@@ -181,12 +196,7 @@ impl Store {
         if bucket.is_none() {
             return Err(StoreError::Storage(StorageRule::NoSuchBucket));
         }
-        tx.execute(
-            "WITH old AS (DELETE FROM storage_holds WHERE id = $1 RETURNING chunks)
-             SELECT mds_storage_release(chunks, $2) FROM old",
-            &[&hold_id, &grace_secs],
-        )
-        .await?;
+        release_hold(&tx, hold_id, grace_secs).await?;
         // One statement, one snapshot: the hold lists exactly the chunks of
         // the rows returned.
         let rows = tx
@@ -238,14 +248,7 @@ impl Store {
     /// `grace_secs` more if that was their last). False if there was none.
     pub async fn release_bucket_hold(&self, hold_id: &str, grace_secs: f64) -> Result<bool> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "WITH old AS (DELETE FROM storage_holds WHERE id = $1 RETURNING chunks)
-                 SELECT mds_storage_release(chunks, $2) FROM old",
-                &[&hold_id, &grace_secs],
-            )
-            .await?;
-        Ok(!rows.is_empty())
+        release_hold(&client, hold_id, grace_secs).await
     }
 
     /// Every hold, oldest first: for retention to find holds whose restore
@@ -290,7 +293,8 @@ impl Store {
     /// for reads in flight), and the index's rows are written as they
     /// were. Multipart uploads in progress are left alone.
     ///
-    /// Object writes wait for it (reads do not). A delete of one of the
+    /// Object writes to every bucket wait for it (reads do not): some
+    /// 300 ms for 10,000 objects. A delete of one of the
     /// bucket's objects at that moment may deadlock with it (the delete
     /// locks the row before the reference counts; the restore the other
     /// way round): PostgreSQL then aborts one of them, and the restore is
@@ -350,6 +354,8 @@ impl Store {
         if !retained.get::<_, bool>(0) {
             return Err(StoreError::Storage(StorageRule::BlobMissing));
         }
+        // Counting `released` is what runs it (a plain SELECT in WITH runs
+        // only when read).
         let removed = tx
             .query_one(
                 "WITH gone AS (DELETE FROM storage_objects WHERE bucket_id = $1 RETURNING chunks),
