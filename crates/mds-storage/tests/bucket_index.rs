@@ -227,6 +227,27 @@ async fn verify_names_the_object_of_a_missing_or_corrupt_chunk() {
     assert!(c.storage.release_hold("rp").await.unwrap());
     assert_eq!(c.collect().await, 0, "the objects still refer to the rest");
     assert!(c.store.bucket_holds().await.unwrap().is_empty());
+
+    // An empty bucket's index empties a bucket.
+    let empty = c.bucket("empty").await;
+    let nothing = c
+        .storage
+        .snapshot_bucket(&empty.id, "rp-empty")
+        .await
+        .unwrap();
+    assert!(nothing.objects.is_empty());
+    let report = c.storage.verify_index(&nothing).await.unwrap();
+    assert_eq!((report.objects, report.chunks), (0, 0));
+    let emptied = c
+        .storage
+        .restore_bucket(&bucket.id, &nothing)
+        .await
+        .unwrap();
+    assert_eq!((emptied.removed, emptied.restored), (2, 0));
+    assert!(c.objects(&bucket).await.is_empty());
+    assert!(c.storage.release_hold("rp-empty").await.unwrap());
+    assert_eq!(c.collect().await, 3, "first.txt, second.bin's two");
+    assert_eq!(c.store.blob_usage().await.unwrap(), (0, 0));
     c.stop().await;
 }
 
