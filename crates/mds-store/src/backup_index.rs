@@ -11,10 +11,12 @@
 //! session, whose tokens named the replaced state.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use mds_core::ids::IdKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::IsolationLevel;
 
@@ -54,6 +56,16 @@ pub struct RestoreReport {
     pub restored: u64,
     /// Their total size.
     pub bytes: i64,
+}
+
+/// A hold on the chunks of a bucket index (see [`Store::snapshot_bucket_index`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRow {
+    pub id: String,
+    pub bucket_id: String,
+    /// Distinct chunks held.
+    pub chunks: i64,
+    pub created_at: DateTime<Utc>,
 }
 
 /// An auth binding's users and signing keys, read at one instant.
@@ -146,12 +158,26 @@ mod hex_list {
     }
 }
 
+/// Deletes hold `hold_id` and drops the references it counted, in one
+/// statement; false if there was none.
+async fn release_hold(client: &impl GenericClient, hold_id: &str, grace_secs: f64) -> Result<bool> {
+    let rows = client
+        .query(
+            "WITH old AS (DELETE FROM storage_holds WHERE id = $1 RETURNING chunks)
+             SELECT mds_storage_release(chunks, $2) FROM old",
+            &[&hold_id, &grace_secs],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
 impl Store {
     /// Reads bucket `bucket_id`'s objects and, in the same transaction,
     /// holds every chunk they list under `hold_id` (replacing an earlier
     /// hold of that id). No byte of content is read. Fails with
-    /// `BlobMissing` (retry) if a listed chunk was collected meanwhile,
-    /// which only a version overwritten more than the grace ago can see.
+    /// `BlobMissing` (worth a retry) if a listed chunk was collected between
+    /// the read and the hold, which any grace longer than that instant
+    /// rules out.
     pub async fn snapshot_bucket_index(
         &self,
         bucket_id: &str,
@@ -170,12 +196,7 @@ impl Store {
         if bucket.is_none() {
             return Err(StoreError::Storage(StorageRule::NoSuchBucket));
         }
-        tx.execute(
-            "WITH old AS (DELETE FROM storage_holds WHERE id = $1 RETURNING chunks)
-             SELECT mds_storage_release(chunks, $2) FROM old",
-            &[&hold_id, &grace_secs],
-        )
-        .await?;
+        release_hold(&tx, hold_id, grace_secs).await?;
         // One statement, one snapshot: the hold lists exactly the chunks of
         // the rows returned.
         let rows = tx
@@ -227,23 +248,29 @@ impl Store {
     /// `grace_secs` more if that was their last). False if there was none.
     pub async fn release_bucket_hold(&self, hold_id: &str, grace_secs: f64) -> Result<bool> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "WITH old AS (DELETE FROM storage_holds WHERE id = $1 RETURNING chunks)
-                 SELECT mds_storage_release(chunks, $2) FROM old",
-                &[&hold_id, &grace_secs],
-            )
-            .await?;
-        Ok(!rows.is_empty())
+        release_hold(&client, hold_id, grace_secs).await
     }
 
-    /// Whether hold `hold_id` exists.
-    pub async fn bucket_hold_exists(&self, hold_id: &str) -> Result<bool> {
+    /// Every hold, oldest first: for retention to find holds whose restore
+    /// point is gone (e.g. dropped while its release failed).
+    pub async fn bucket_holds(&self) -> Result<Vec<HoldRow>> {
         let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT 1 FROM storage_holds WHERE id = $1", &[&hold_id])
+        let rows = client
+            .query(
+                "SELECT id, bucket_id, cardinality(chunks)::bigint, created_at
+                 FROM storage_holds ORDER BY created_at, id",
+                &[],
+            )
             .await?;
-        Ok(row.is_some())
+        Ok(rows
+            .iter()
+            .map(|r| HoldRow {
+                id: r.get(0),
+                bucket_id: r.get(1),
+                chunks: r.get(2),
+                created_at: r.get(3),
+            })
+            .collect())
     }
 
     /// Of `hashes`, the chunks that have a row (not collected), each with
@@ -265,7 +292,34 @@ impl Store {
     /// objects are deleted and their chunks released (kept `grace_secs`
     /// for reads in flight), and the index's rows are written as they
     /// were. Multipart uploads in progress are left alone.
+    ///
+    /// Object writes to every bucket wait for it (reads do not): some
+    /// 300 ms for 10,000 objects. A delete of one of the
+    /// bucket's objects at that moment may deadlock with it (the delete
+    /// locks the row before the reference counts; the restore the other
+    /// way round): PostgreSQL then aborts one of them, and the restore is
+    /// retried here.
     pub async fn restore_bucket_index(
+        &self,
+        bucket_id: &str,
+        index: &BucketIndex,
+        grace_secs: f64,
+    ) -> Result<RestoreReport> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.restore_once(bucket_id, index, grace_secs).await {
+                Err(StoreError::Db(e))
+                    if attempts < 3 && e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) =>
+                {
+                    tracing::debug!("a bucket restore met a deadlock; retrying");
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn restore_once(
         &self,
         bucket_id: &str,
         index: &BucketIndex,
@@ -300,6 +354,8 @@ impl Store {
         if !retained.get::<_, bool>(0) {
             return Err(StoreError::Storage(StorageRule::BlobMissing));
         }
+        // Counting `released` is what runs it (a plain SELECT in WITH runs
+        // only when read).
         let removed = tx
             .query_one(
                 "WITH gone AS (DELETE FROM storage_objects WHERE bucket_id = $1 RETURNING chunks),

@@ -35,7 +35,8 @@ pub use auth::{
     LogoutScope, MailRow, NewUser, Refresh, SigningKeyRow, UserKey, UserPatch, UserRow,
 };
 pub use backup_index::{
-    BucketIndex, ExportedKey, ExportedUser, ImportReport, IndexedObject, RealmExport, RestoreReport,
+    BucketIndex, ExportedKey, ExportedUser, HoldRow, ImportReport, IndexedObject, RealmExport,
+    RestoreReport,
 };
 pub use data_services::{BindingRow, DataServiceRow, MissingBinding, NewBinding, NewDataService};
 pub use deployments::{
