@@ -21,6 +21,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+pub mod stream;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
     #[error("the master key must be 64 hexadecimal characters (32 bytes)")]
