@@ -28,6 +28,12 @@ pub enum IdKind {
     Instance,
     /// A runtime-env variable (tenant, workspace or project wide).
     RuntimeEnv,
+    /// A restore point: one environment's services at one moment.
+    RestorePoint,
+    /// One service's part of a restore point.
+    RestorePointItem,
+    Restore,
+    BaseBackup,
 }
 
 impl IdKind {
@@ -51,6 +57,10 @@ impl IdKind {
             IdKind::Version => "ver",
             IdKind::Instance => "ri",
             IdKind::RuntimeEnv => "rtenv",
+            IdKind::RestorePoint => "rp",
+            IdKind::RestorePointItem => "rpi",
+            IdKind::Restore => "rst",
+            IdKind::BaseBackup => "base",
         }
     }
 
@@ -93,6 +103,10 @@ mod tests {
             IdKind::Version,
             IdKind::Instance,
             IdKind::RuntimeEnv,
+            IdKind::RestorePoint,
+            IdKind::RestorePointItem,
+            IdKind::Restore,
+            IdKind::BaseBackup,
         ] {
             let id = kind.mint();
             assert!(id.starts_with(&format!("{}_", kind.prefix())), "{id}");

@@ -17,6 +17,9 @@ pub const ALL_SCOPES: &[&str] = &[
     "auth:write",
     "deployments:read",
     "deployments:write",
+    "backups:read",
+    "backups:write",
+    "backups:restore",
 ];
 
 /// What a key gets when it is created without a scope list: everyday work,

@@ -8,6 +8,7 @@
 mod api_keys;
 mod auth;
 mod backup_index;
+mod backups;
 mod cache;
 mod data_services;
 mod deployments;
@@ -37,6 +38,10 @@ pub use auth::{
 pub use backup_index::{
     BucketIndex, ExportedKey, ExportedUser, HoldRow, ImportReport, IndexedObject, RealmExport,
     RestoreReport,
+};
+pub use backups::{
+    item_paths, Abandoned, BaseBackupRow, DueEnvironment, NewRestorePoint, RestorePointItemRow,
+    RestorePointRow, RestoreRow, WalSegmentRow,
 };
 pub use data_services::{BindingRow, DataServiceRow, MissingBinding, NewBinding, NewDataService};
 pub use deployments::{

@@ -91,6 +91,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0020_upload_part_meta.sql"),
     ),
     (
+        21,
+        "backups",
+        include_str!("../migrations/0021_backups.sql"),
+    ),
+    (
         22,
         "backup_holds",
         include_str!("../migrations/0022_backup_holds.sql"),

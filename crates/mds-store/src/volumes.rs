@@ -312,6 +312,14 @@ impl Store {
         Ok(())
     }
 
+    pub async fn delete_snapshot(&self, id: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM volume_snapshots WHERE id = $1", &[&id])
+            .await?;
+        Ok(())
+    }
+
     pub async fn snapshots(&self, volume_id: &str) -> Result<Vec<SnapshotRow>> {
         let client = self.client().await?;
         let rows = client
