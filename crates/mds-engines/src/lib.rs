@@ -3,7 +3,8 @@
 //! redis-servers. Every managed child runs under the one [`Supervisor`].
 
 mod os_user;
-mod pg_archive;
+pub mod pg_archive;
+pub mod pg_logical;
 mod pg_public;
 mod postgres;
 mod process;
