@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod auth;
+pub mod backups;
 pub mod deployments;
 pub mod metrics;
 pub mod projects;
@@ -261,6 +262,20 @@ pub struct Health {
     pub engines: BTreeMap<String, String>,
     #[serde(default)]
     pub migrations_applied: bool,
+    /// Where backups go and what needs attention; absent while starting.
+    #[serde(default)]
+    pub backups: Option<BackupHealth>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupHealth {
+    pub repository: String,
+    pub same_disk_as_data: bool,
+    /// Said plainly when the repository does not survive the data disk.
+    pub warning: Option<String>,
+    /// Failing drills, overdue backups, failed base backups.
+    pub problems: Vec<String>,
+    pub pitr: bool,
 }
 
 /// `DIR/server.json`: where a running server listens, for the CLI to find.

@@ -23,6 +23,7 @@ use mds_storage::Storage;
 use mds_store::{BindingRow, Store};
 
 pub mod attach;
+pub mod backups;
 pub mod boot;
 mod caller;
 pub mod deployer;
@@ -73,6 +74,7 @@ pub struct Shared {
     sandboxes: OnceLock<Sandboxes>,
     volumes: OnceLock<Volumes>,
     deployer: OnceLock<deployer::Deployer>,
+    backups: OnceLock<backups::Backups>,
     /// The environment each running sandbox booted with, by id: what its
     /// commands get until its next boot.
     pub boots: Mutex<HashMap<String, BootEnv>>,
@@ -99,6 +101,7 @@ impl Control {
             sandboxes: OnceLock::new(),
             volumes: OnceLock::new(),
             deployer: OnceLock::new(),
+            backups: OnceLock::new(),
             boots: Mutex::default(),
         }))
     }

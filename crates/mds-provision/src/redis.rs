@@ -4,6 +4,7 @@
 
 use mds_core::env::RedisAccess;
 use mds_core::kinds::{BindingState, Desired};
+use mds_engines::redis_backup::RedisRecord;
 use mds_engines::{RedisEngine, RedisSpec};
 use mds_store::{BindingRow, DataServiceRow};
 
@@ -33,33 +34,103 @@ impl RedisHosting {
         service: &DataServiceRow,
         binding: &BindingRow,
     ) -> Result<(), ProvisionError> {
-        let port = match binding.port {
-            Some(port) => port as u16,
-            None => {
-                let port = mds_engines::free_port()?;
-                ctx.store
-                    .set_binding_port(&binding.id, i32::from(port))
-                    .await?;
-                port
-            }
-        };
-        let spec = RedisSpec {
-            binding_id: binding.id.clone(),
-            port,
-            user: binding.resource_name.clone(),
-            password: ctx.password(binding)?.to_string(),
-            admin_password: admin_password(ctx, &binding.id),
-            maxmemory_bytes: service.config["maxmemory_bytes"]
-                .as_u64()
-                .unwrap_or(DEFAULT_REDIS_MEMORY),
-            eviction: service.config["eviction"]
-                .as_str()
-                .unwrap_or("noeviction")
-                .to_string(),
-        };
+        let spec = spec(ctx, service, binding).await?;
         // Ready means AUTH and PING with the binding's own user.
         redis.ensure_running(&spec).await?;
         Ok(())
+    }
+}
+
+/// How the binding's own redis-server runs, from its rows (a port is
+/// chosen and kept on first use).
+async fn spec(
+    ctx: &Ctx,
+    service: &DataServiceRow,
+    binding: &BindingRow,
+) -> Result<RedisSpec, ProvisionError> {
+    let port = match binding.port {
+        Some(port) => port as u16,
+        None => {
+            let port = mds_engines::free_port()?;
+            ctx.store
+                .set_binding_port(&binding.id, i32::from(port))
+                .await?;
+            port
+        }
+    };
+    Ok(RedisSpec {
+        binding_id: binding.id.clone(),
+        port,
+        user: binding.resource_name.clone(),
+        password: ctx.password(binding)?.to_string(),
+        admin_password: admin_password(ctx, &binding.id),
+        maxmemory_bytes: service.config["maxmemory_bytes"]
+            .as_u64()
+            .unwrap_or(DEFAULT_REDIS_MEMORY),
+        eviction: service.config["eviction"]
+            .as_str()
+            .unwrap_or("noeviction")
+            .to_string(),
+    })
+}
+
+/// Restore points of managed Redis bindings (the engine side is
+/// `mds_engines::redis_backup`).
+impl crate::Reconciler {
+    /// Whether Redis bindings are this server's own redis-servers.
+    pub fn redis_is_managed(&self) -> bool {
+        matches!(self.inner.redis, RedisHosting::Managed(_))
+    }
+
+    /// A consistent RDB of the binding's instance in `dest`, and what it
+    /// holds.
+    pub async fn redis_snapshot(
+        &self,
+        binding: &BindingRow,
+        dest: &std::path::Path,
+    ) -> Result<RedisRecord, ProvisionError> {
+        Ok(self
+            .inner
+            .redis
+            .managed()?
+            .snapshot(&binding.id, dest)
+            .await?)
+    }
+
+    /// Loads `rdb` in a scratch server and compares it with `expect`.
+    pub async fn redis_probe(
+        &self,
+        rdb: &std::path::Path,
+        scratch: &std::path::Path,
+        expect: &RedisRecord,
+    ) -> Result<(), ProvisionError> {
+        Ok(self
+            .inner
+            .redis
+            .managed()?
+            .probe_rdb(rdb, scratch, expect)
+            .await?)
+    }
+
+    /// The binding's instance then holds exactly `rdb`'s data, same
+    /// credentials; returns the clients it cut. The data it replaced is
+    /// deleted once the new data runs (a restore point holds it).
+    pub async fn redis_replace(
+        &self,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+        rdb: &std::path::Path,
+    ) -> Result<u64, ProvisionError> {
+        let redis = self.inner.redis.managed()?;
+        let spec = spec(&self.inner.ctx, service, binding).await?;
+        let cut = redis.replace_data(&spec, rdb).await?;
+        let dir = redis.instance_dir(&binding.id);
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("replaced-") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(cut)
     }
 }
 

@@ -378,6 +378,27 @@ impl Volumes {
         }
     }
 
+    /// Deletes a snapshot's data (a restore point that held it expired).
+    pub async fn delete_snapshot(
+        &self,
+        id: &str,
+        backend: &str,
+        snapshot: &str,
+    ) -> Result<(), VolumeError> {
+        let path = self.snapshot_path(id, snapshot, backend);
+        let removed = if path.is_dir() {
+            tokio::fs::remove_dir_all(&path).await
+        } else {
+            tokio::fs::remove_file(&path).await
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(VolumeError(format!("deleting snapshot {snapshot}: {e}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Puts a snapshot back. The volume must be detached.
     pub async fn restore(
         &self,

@@ -86,6 +86,10 @@ pub struct ServerConfig {
     /// without them a self-signed pair is made at first start.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Restore points, drills, base backups and PITR.
+    pub backups: mds_control::backups::BackupSettings,
+    /// Longest a managed engine's WAL waits before it is archived.
+    pub wal_archive_timeout_secs: u32,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -322,13 +326,20 @@ async fn start_platform(
             let engines_dir = data_dir.join("engines");
             fs::create_dir_all(&engines_dir)?;
             fs::set_permissions(&engines_dir, fs::Permissions::from_mode(0o711))?;
+            let options = mds_engines::StartOptions {
+                public,
+                archiving: Some(mds_engines::Archiving {
+                    staging: engines_dir.join("wal-staging"),
+                    timeout_secs: config.wal_archive_timeout_secs.max(1),
+                }),
+            };
             PostgresEngine::Managed(
-                ManagedPostgres::start_with(
+                ManagedPostgres::start_with_options(
                     &engines_dir,
                     binaries,
                     os_user,
                     &state.master_key,
-                    public,
+                    options,
                 )
                 .await
                 .context("starting the managed postgres")?,
@@ -420,6 +431,10 @@ async fn start_platform(
                 return Err(anyhow::Error::new(e).context("starting the reconciler"));
             }
             state.set_ready(engine.clone(), version, store, reconciler, storage);
+            if let Err(e) = open_backups(config, data_dir, state, &engine) {
+                engine.shutdown().await;
+                return Err(e.context("opening the backup repository"));
+            }
             mds_control::public_networking::spawn_follow(state.control().clone());
             // Deployments serve again once their bindings can be resolved.
             let restoring = state.clone();
@@ -435,6 +450,43 @@ async fn start_platform(
             Err(e)
         }
     }
+}
+
+/// The backup repository and, on the managed engine, its WAL archive;
+/// then the background work (which first cleans up after a crash).
+fn open_backups(
+    config: &ServerConfig,
+    data_dir: &Path,
+    state: &AppState,
+    engine: &PostgresEngine,
+) -> anyhow::Result<()> {
+    let archive = match engine {
+        PostgresEngine::Managed(_) => {
+            let admin = engine.admin_config();
+            Some(mds_control::backups::archive::Archive {
+                staging: data_dir.join("engines").join("wal-staging"),
+                binaries: mds_engines::find_postgres_binaries()?,
+                os_user: OsUser::for_engines(config.engine_os_user.as_deref())?,
+                password: String::from_utf8_lossy(admin.get_password().unwrap_or_default())
+                    .to_string(),
+                admin,
+            })
+        }
+        PostgresEngine::External(_) => None,
+    };
+    let backups = mds_control::backups::Backups::open(
+        config.backups.clone(),
+        data_dir,
+        &state.master_key,
+        archive,
+    )
+    .map_err(anyhow::Error::msg)?;
+    if let Some(warning) = backups.disk_warning() {
+        tracing::warn!("{warning}");
+    }
+    state.control().set_backups(backups);
+    mds_control::backups::spawn(state.control().clone());
+    Ok(())
 }
 
 /// `--public-host` with `--public-hostname` and `--tls-cert`/`--tls-key`

@@ -15,3 +15,4 @@ mod state;
 mod views;
 
 pub use boot::{run, Ready, ServerConfig, ADMIN_KEY_FILE, SERVER_INFO_FILE};
+pub use mds_control::backups::BackupSettings;

@@ -108,43 +108,70 @@ fn remote_error(e: object_store::Error) -> std::io::Error {
     }
 }
 
+/// An S3-compatible service named by a URL with its credentials:
+/// `http(s)://KEY:SECRET@host[:port]/bucket[/prefix]`, path-style, or
+/// `s3://...` for plain HTTP. `flag` names the option in errors.
+pub struct S3Location {
+    pub store: object_store::aws::AmazonS3,
+    pub prefix: String,
+    /// For logs: where it is, without credentials.
+    pub location: String,
+}
+
+pub fn s3_location(url: &str, flag: &str) -> Result<S3Location, String> {
+    let usage = format!("{flag} must be s3:// or http(s)://KEY:SECRET@host:port/bucket[/prefix]");
+    let parsed = url::Url::parse(url).map_err(|e| format!("{flag} is not a URL: {e}"))?;
+    let scheme = match parsed.scheme() {
+        "http" | "s3" => "http",
+        "https" => "https",
+        _ => return Err(usage),
+    };
+    let decode =
+        |s: &str| percent_decode(s).ok_or_else(|| format!("{flag} has bad percent-encoding"));
+    let key = decode(parsed.username())?;
+    let secret = decode(parsed.password().unwrap_or_default())?;
+    if key.is_empty() || secret.is_empty() {
+        return Err(format!("{flag} needs credentials: {usage}"));
+    }
+    let mut segments = parsed.path().trim_matches('/').splitn(2, '/');
+    let bucket = segments
+        .next()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("{flag} names no bucket"))?;
+    let prefix = segments.next().unwrap_or("").trim_matches('/').to_string();
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| format!("{flag} names no host"))?;
+    let endpoint = match parsed.port() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    };
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&endpoint)
+        .with_bucket_name(bucket)
+        .with_access_key_id(key)
+        .with_secret_access_key(secret)
+        .with_region("us-east-1")
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .map_err(|e| format!("{flag}: {e}"))?;
+    Ok(S3Location {
+        store,
+        prefix,
+        location: format!("{endpoint}/{bucket}"),
+    })
+}
+
 impl RemoteBlobs {
-    /// `http(s)://ACCESS_KEY:SECRET@host[:port]/bucket[/prefix]`, path-style;
-    /// local temporary files go to `dir/tmp`.
+    /// `--s3-url` (see [`s3_location`]); local temporary files go to
+    /// `dir/tmp`.
     pub fn open(url: &str, dir: &Path) -> Result<Self, String> {
-        let parsed = url::Url::parse(url).map_err(|e| format!("--s3-url is not a URL: {e}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err("--s3-url must be http(s)://KEY:SECRET@host:port/bucket[/prefix]".into());
-        }
-        let decode = |s: &str| {
-            percent_decode(s).ok_or_else(|| "--s3-url has bad percent-encoding".to_string())
-        };
-        let key = decode(parsed.username())?;
-        let secret = decode(parsed.password().unwrap_or_default())?;
-        if key.is_empty() || secret.is_empty() {
-            return Err("--s3-url needs credentials: http(s)://KEY:SECRET@host:port/bucket".into());
-        }
-        let mut segments = parsed.path().trim_matches('/').splitn(2, '/');
-        let bucket = segments
-            .next()
-            .filter(|b| !b.is_empty())
-            .ok_or("--s3-url names no bucket")?;
-        let prefix = segments.next().unwrap_or("").trim_matches('/').to_string();
-        let host = parsed.host_str().ok_or("--s3-url names no host")?;
-        let endpoint = match parsed.port() {
-            Some(port) => format!("{}://{host}:{port}", parsed.scheme()),
-            None => format!("{}://{host}", parsed.scheme()),
-        };
-        let store = object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(&endpoint)
-            .with_bucket_name(bucket)
-            .with_access_key_id(key)
-            .with_secret_access_key(secret)
-            .with_region("us-east-1")
-            .with_allow_http(true)
-            .with_virtual_hosted_style_request(false)
-            .build()
-            .map_err(|e| format!("--s3-url: {e}"))?;
+        let S3Location {
+            store,
+            prefix,
+            location,
+        } = s3_location(url, "--s3-url")?;
         let temp = dir.join("tmp");
         if temp.exists() {
             std::fs::remove_dir_all(&temp).map_err(|e| e.to_string())?;
@@ -154,7 +181,7 @@ impl RemoteBlobs {
             store: std::sync::Arc::new(store),
             prefix,
             temp,
-            location: format!("{endpoint}/{bucket}"),
+            location,
         })
     }
 

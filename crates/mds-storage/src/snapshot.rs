@@ -150,35 +150,41 @@ impl Storage {
             let blobs = self.inner.blobs.clone();
             // In index order, a few reads at a time: the first failure met
             // is the first in the index.
-            let mut checked = stream::iter(batch.iter().map(|w| {
-                let row = rows.get(w.hash.as_slice());
-                let blobs = blobs.clone();
-                async move {
-                    let read = match row {
-                        // Collected: the index names a chunk that is gone.
-                        None => Err(std::io::Error::new(
-                            ErrorKind::NotFound,
-                            "it has no row in the chunk index",
-                        )),
-                        Some(Some(data)) => {
-                            blob::verify(&w.hash, data).map(|()| (data.len(), true))
+            // Collected first: a lazy `map` would keep its closure in the
+            // future, which then is not Send for every lifetime (spawned
+            // drills need that).
+            let reads: Vec<_> = batch
+                .iter()
+                .map(|w| {
+                    let row = rows.get(w.hash.as_slice());
+                    let blobs = blobs.clone();
+                    async move {
+                        let read = match row {
+                            // Collected: the index names a chunk that is gone.
+                            None => Err(std::io::Error::new(
+                                ErrorKind::NotFound,
+                                "it has no row in the chunk index",
+                            )),
+                            Some(Some(data)) => {
+                                blob::verify(&w.hash, data).map(|()| (data.len(), true))
+                            }
+                            Some(None) => blobs.read(w.hash).await.map(|b| (b.len(), false)),
+                        };
+                        let (len, inline) = read.map_err(|e| chunk_error(w, e))?;
+                        if len as u64 != w.size {
+                            return Err(chunk_error(
+                                w,
+                                std::io::Error::new(
+                                    ErrorKind::InvalidData,
+                                    format!("{len} bytes, the index says {}", w.size),
+                                ),
+                            ));
                         }
-                        Some(None) => blobs.read(w.hash).await.map(|b| (b.len(), false)),
-                    };
-                    let (len, inline) = read.map_err(|e| chunk_error(w, e))?;
-                    if len as u64 != w.size {
-                        return Err(chunk_error(
-                            w,
-                            std::io::Error::new(
-                                ErrorKind::InvalidData,
-                                format!("{len} bytes, the index says {}", w.size),
-                            ),
-                        ));
+                        Ok::<_, StorageError>((len as u64, inline))
                     }
-                    Ok::<_, StorageError>((len as u64, inline))
-                }
-            }))
-            .buffered(VERIFY_READ_AHEAD);
+                })
+                .collect();
+            let mut checked = stream::iter(reads).buffered(VERIFY_READ_AHEAD);
             while let Some((len, inline)) = checked.try_next().await? {
                 report.chunks += 1;
                 report.bytes += len;

@@ -107,6 +107,16 @@ impl ApiClient {
         })
     }
 
+    /// A request outside the API's version prefix (`/healthz`).
+    pub fn request_root(&self, method: Method, path: &str) -> RequestBuilder {
+        let root = self
+            .base
+            .rsplit_once('/')
+            .and_then(|(rest, _version)| rest.strip_suffix("/api"))
+            .unwrap_or(&self.base);
+        self.http.request(method, format!("{root}{path}"))
+    }
+
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))

@@ -181,15 +181,31 @@ impl Projects {
 /// Asks the person to type the name back; refuses without a terminal
 /// unless `--yes` was given.
 pub fn confirm(name: &str, what: &str, consequence: &str) -> anyhow::Result<()> {
+    confirm_by_name(
+        name,
+        &format!("delete {what} {name:?}"),
+        &format!("This deletes {what} {name:?} and {consequence}"),
+        "nothing was deleted",
+    )
+}
+
+/// Asks the person to type `name` back after `prompt`; refuses without a
+/// terminal (to `action` without `--yes`).
+pub fn confirm_by_name(
+    name: &str,
+    action: &str,
+    prompt: &str,
+    unchanged: &str,
+) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
-        bail!("refusing to delete {what} {name:?} without confirmation: pass --yes");
+        bail!("refusing to {action} without confirmation: pass --yes");
     }
-    print!("This deletes {what} {name:?} and {consequence}. Type its name to confirm: ");
+    print!("{prompt}. Type {name:?} to confirm: ");
     std::io::stdout().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     if line.trim() != name {
-        bail!("not confirmed; nothing was deleted");
+        bail!("not confirmed; {unchanged}");
     }
     Ok(())
 }

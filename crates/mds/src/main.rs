@@ -1,6 +1,7 @@
 //! `mds`: the server (`mds up`, `mds server`) and a CLI for its API.
 
 mod auth;
+mod backups;
 mod boot;
 mod client;
 mod commands;
@@ -96,6 +97,14 @@ enum Command {
     /// instances and logs
     #[command(subcommand)]
     Deploy(deploy::Deploy),
+    /// Restore points of an environment's services: take, list, drill
+    #[command(subcommand)]
+    Backup(backups::Backup),
+    /// Restore an environment's services from a restore point or to a
+    /// moment (Postgres); non-destructive, undoable
+    Restore(backups::Restore),
+    /// Whether the server serves, and where its backups go
+    Status,
 }
 
 #[derive(Args)]
@@ -192,6 +201,54 @@ struct ServeArgs {
     /// The private key (PEM) of --tls-cert
     #[arg(long, env = "MDS_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Where backups go: a directory, or
+    /// s3://KEY:SECRET@host:port/bucket/prefix (http(s):// also)
+    /// [default: DIR/backups, which does not survive losing the disk]
+    #[arg(long, env = "MDS_BACKUP_URL")]
+    backup_url: Option<String>,
+    /// How often each environment gets a restore point (30s, 6h, 1d)
+    #[arg(long, env = "MDS_BACKUP_SCHEDULE", default_value = "1d", value_parser = parse_span)]
+    backup_schedule: std::time::Duration,
+    /// How often the newest restore points are restored in a drill
+    #[arg(long, env = "MDS_DRILL_SCHEDULE", default_value = "1d", value_parser = parse_span)]
+    drill_schedule: std::time::Duration,
+    /// How often the managed engine gets a base backup
+    #[arg(long, env = "MDS_BASE_BACKUP_SCHEDULE", default_value = "1d", value_parser = parse_span)]
+    base_backup_schedule: std::time::Duration,
+    /// How far back point-in-time recovery reaches
+    #[arg(long, env = "MDS_PITR_WINDOW", default_value = "7d", value_parser = parse_span)]
+    pitr_window: std::time::Duration,
+    /// How long base backups are kept
+    #[arg(long, env = "MDS_BASE_BACKUP_RETENTION", default_value = "30d", value_parser = parse_span)]
+    base_backup_retention: std::time::Duration,
+    /// How long restore points are kept, unless an environment says
+    /// otherwise (`mds backup retention`)
+    #[arg(long, env = "MDS_BACKUP_RETENTION", default_value = "30d", value_parser = parse_span)]
+    backup_retention: std::time::Duration,
+    /// Longest the managed engine's WAL waits before it is archived: at
+    /// most this much of the newest writes is not yet in the repository
+    #[arg(long, env = "MDS_WAL_ARCHIVE_TIMEOUT", default_value = "60s", value_parser = parse_span)]
+    wal_archive_timeout: std::time::Duration,
+}
+
+/// `30s`, `15m`, `6h`, `7d` (or plain seconds).
+fn parse_span(raw: &str) -> Result<std::time::Duration, String> {
+    let raw = raw.trim();
+    let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?}: expected a number with s, m, h or d (like 6h)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("{raw:?}: the unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err(format!("{raw:?}: must be more than zero"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 fn main() -> ExitCode {
@@ -214,6 +271,9 @@ fn main() -> ExitCode {
         Command::Sandbox(cmd) => commands::run_with_code(&cli.global, |c| cmd.run(c)),
         Command::Volumes(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Deploy(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Backup(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Restore(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Status => commands::run(&cli.global, backups::status),
     }
 }
 
@@ -259,6 +319,17 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         public_hostname: args.public_hostname,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        backups: mds_server::BackupSettings {
+            url: args.backup_url,
+            schedule: args.backup_schedule,
+            drill_every: args.drill_schedule,
+            base_backup_every: args.base_backup_schedule,
+            pitr_window: args.pitr_window,
+            base_retention: args.base_backup_retention,
+            retention_days: (args.backup_retention.as_secs() / 86400).clamp(1, 3650) as i32,
+        },
+        wal_archive_timeout_secs: args.wal_archive_timeout.as_secs().min(u64::from(u32::MAX))
+            as u32,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

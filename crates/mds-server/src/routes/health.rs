@@ -42,6 +42,13 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
             status: status.to_string(),
             engines,
             migrations_applied: state.is_ready(),
+            backups: state.backups().ok().map(|b| mds_api_types::BackupHealth {
+                repository: b.repo.location().to_string(),
+                same_disk_as_data: b.same_disk_as_data(),
+                warning: b.disk_warning(),
+                problems: b.problems(),
+                pitr: b.archive.is_some(),
+            }),
         }),
     )
         .into_response()
@@ -99,6 +106,37 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             let _ = writeln!(out, "# HELP mds_storage_bytes Bytes of blob chunks stored.");
             let _ = writeln!(out, "# TYPE mds_storage_bytes gauge");
             let _ = writeln!(out, "mds_storage_bytes {bytes}");
+        }
+    }
+    if let Ok(backups) = state.backups() {
+        let _ = writeln!(
+            out,
+            "# HELP mds_backup_drill_failures_total Drills whose restore did not match what was recorded."
+        );
+        let _ = writeln!(out, "# TYPE mds_backup_drill_failures_total counter");
+        let _ = writeln!(
+            out,
+            "mds_backup_drill_failures_total {}",
+            backups.drill_failures()
+        );
+        if let Ok(last) = state.store().map(|s| s.last_restore_points()) {
+            if let Ok(last) = last.await {
+                let _ = writeln!(
+                    out,
+                    "# HELP mds_backup_last_success_timestamp_seconds When each environment's newest complete restore point finished."
+                );
+                let _ = writeln!(
+                    out,
+                    "# TYPE mds_backup_last_success_timestamp_seconds gauge"
+                );
+                for (project, environment, at) in last {
+                    let _ = writeln!(
+                        out,
+                        "mds_backup_last_success_timestamp_seconds{{project=\"{project}\",environment=\"{environment}\"}} {}",
+                        at.timestamp()
+                    );
+                }
+            }
         }
     }
     (

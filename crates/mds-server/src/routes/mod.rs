@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod app_auth;
+mod backups;
 mod data_services;
 mod database_logs;
 mod database_metrics;
@@ -24,7 +25,7 @@ mod volumes;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -61,6 +62,21 @@ pub fn router(state: AppState) -> Router {
             post(environments::sync),
         )
         .route("/projects/{project}/summary", get(projects::summary))
+        .route("/projects/{project}/backups", get(backups::overview))
+        .route(
+            "/projects/{project}/environments/{environment}/restore-points",
+            get(backups::list).post(backups::create),
+        )
+        .route(
+            "/projects/{project}/environments/{environment}/restores",
+            post(backups::restore),
+        )
+        .route(
+            "/projects/{project}/environments/{environment}/backup-retention",
+            put(backups::set_retention),
+        )
+        .route("/restore-points/{id}", get(backups::get_one))
+        .route("/restore-points/{id}/verify", post(backups::verify))
         .route("/projects/{project}/move", post(projects::move_project))
         .route(
             "/projects/{project}/templates/{slug}/apply",

@@ -1,0 +1,360 @@
+//! What a restore point holds of a Postgres binding: `pg_dump -Fc` of its
+//! database taken on an exported snapshot, with every table's row count
+//! and checksum computed on that same snapshot beside the dump, and its
+//! role's attributes.
+
+use mds_engines::pg_logical::{self, TableStat};
+use mds_store::{BindingRow, RestorePointItemRow};
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio_postgres::Config;
+
+use super::repository::FileEntry;
+use super::{Backups, Captured};
+use crate::{Control, ControlError, ControlResult};
+
+fn engine_error(what: &str, e: impl std::fmt::Display) -> ControlError {
+    ControlError::Failed {
+        code: "BACKUP_FAILED",
+        message: format!("{what}: {e}"),
+        details: None,
+    }
+}
+
+pub(super) fn admin_config(control: &Control) -> ControlResult<Config> {
+    Ok(control
+        .engine()
+        .ok_or_else(ControlError::starting)?
+        .admin_config())
+}
+
+fn bin_dir() -> ControlResult<std::path::PathBuf> {
+    mds_engines::find_postgres_binaries()
+        .map(|b| b.bin_dir)
+        .map_err(|e| engine_error("the PostgreSQL client programs", e))
+}
+
+fn on_database(config: &Config, db: &str) -> Config {
+    let mut config = config.clone();
+    config.dbname(db);
+    config
+}
+
+fn stats_json(stats: &[TableStat]) -> Value {
+    Value::Array(
+        stats
+            .iter()
+            .map(|s| json!({ "table": s.table, "rows": s.rows, "checksum": s.checksum }))
+            .collect(),
+    )
+}
+
+fn stats_from(record: &Value) -> Vec<TableStat> {
+    record
+        .get("tables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            Some(TableStat {
+                table: t.get("table")?.as_str()?.to_string(),
+                rows: t.get("rows")?.as_i64()?,
+                checksum: t.get("checksum")?.as_str()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+pub(super) fn summary(record: &Value) -> String {
+    let stats = stats_from(record);
+    let rows: i64 = stats.iter().map(|s| s.rows).sum();
+    format!("{} tables, {rows} rows", stats.len())
+}
+
+pub(super) async fn capture(
+    control: &Control,
+    backups: &Backups,
+    binding: &BindingRow,
+    dir: &str,
+) -> ControlResult<Captured> {
+    let admin = admin_config(control)?;
+    let db = &binding.resource_name;
+    let client = pg_logical::connect(&on_database(&admin, db))
+        .await
+        .map_err(|e| engine_error("connecting to the database", e))?;
+    // The snapshot both the dump and the table stats read.
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| engine_error("opening a snapshot", e))?;
+    let snapshot: String = client
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(|e| engine_error("exporting a snapshot", e))?
+        .get(0);
+    let role = client
+        .query_opt(
+            "SELECT rolname, rolcanlogin, rolconnlimit FROM pg_roles WHERE rolname = $1",
+            &[db],
+        )
+        .await
+        .map_err(|e| engine_error("reading the role", e))?
+        .map(|r| {
+            json!({
+                "name": r.get::<_, String>(0),
+                "login": r.get::<_, bool>(1),
+                "connection_limit": r.get::<_, i32>(2),
+            })
+        });
+    let path = format!("{dir}/{}.pgdump", binding.id);
+    let mut writer = backups.repo.create(&path).await?;
+    let mut child = match pg_logical::dump_command(&bin_dir()?, &admin, db, Some(&snapshot)).spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            writer.abort().await;
+            return Err(engine_error("starting pg_dump", e));
+        }
+    };
+    let Some(stdout) = child.stdout.take() else {
+        writer.abort().await;
+        return Err(ControlError::internal("pg_dump has no stdout"));
+    };
+    let copy = async {
+        // Owned: a failed write (a full disk) closes the pipe, so pg_dump
+        // ends instead of waiting on it.
+        let mut stdout = stdout;
+        tokio::io::copy(&mut stdout, &mut writer).await?;
+        writer.flush().await
+    };
+    let (copied, stats) = tokio::join!(copy, pg_logical::table_stats(&client));
+    if copied.is_err() {
+        let _ = child.start_kill();
+    }
+    let dumped = pg_logical::finish_program(child, "pg_dump").await;
+    let _ = client.batch_execute("COMMIT").await;
+    let failed = match (&copied, &stats, &dumped) {
+        (Err(e), _, _) => Some(format!("writing the dump to the repository: {e}")),
+        (_, Err(e), _) => Some(format!("counting the tables: {e}")),
+        (_, _, Err(e)) => Some(e.to_string()),
+        _ => None,
+    };
+    if let Some(why) = failed {
+        writer.abort().await;
+        return Err(engine_error("the database was not captured", why));
+    }
+    let entry = writer.finish().await?;
+    let stats = stats.map_err(|e| engine_error("counting the tables", e))?;
+    Ok(Captured {
+        files: vec![entry],
+        record: json!({ "database": db, "role": role, "tables": stats_json(&stats) }),
+    })
+}
+
+/// Where a restore's data comes from.
+pub(super) enum Input<'a> {
+    /// A point's dump.
+    Item(&'a RestorePointItemRow),
+    /// A database of a recovered scratch instance (point-in-time).
+    Scratch { config: Box<Config>, db: String },
+}
+
+/// Restores `input` into a new database on the engine owned by `owner`
+/// (or by the admin), and checks it against the recorded stats (or the
+/// scratch database's). Returns the new database's name and the stats;
+/// on error the new database is gone.
+async fn restore_fresh(
+    control: &Control,
+    backups: &Backups,
+    input: &Input<'_>,
+    fresh: &str,
+    owner: Option<&str>,
+    keep_acl: bool,
+) -> ControlResult<Vec<TableStat>> {
+    let admin = admin_config(control)?;
+    let client = pg_logical::connect(&admin)
+        .await
+        .map_err(|e| engine_error("connecting to the engine", e))?;
+    let admin_user = admin.get_user().unwrap_or("postgres").to_string();
+    pg_logical::create_database(&client, fresh, owner.unwrap_or(&admin_user))
+        .await
+        .map_err(|e| engine_error("making the fresh database", e))?;
+    let result = async {
+        let bin = bin_dir()?;
+        let mut restore = pg_logical::restore_command(&bin, &admin, fresh, owner, keep_acl)
+            .spawn()
+            .map_err(|e| engine_error("starting pg_restore", e))?;
+        let mut stdin = restore
+            .stdin
+            .take()
+            .ok_or_else(|| ControlError::internal("pg_restore has no stdin"))?;
+        let (expected, fed) = match input {
+            Input::Item(item) => {
+                let file = FileEntry::list(&item.files)
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| engine_error("the restore point", "it holds no dump"))?;
+                let mut reader = backups.repo.open(&file).await?;
+                let fed = async {
+                    let copied = tokio::io::copy(&mut reader, &mut stdin).await;
+                    drop(stdin);
+                    copied.map_err(|e| super::repository::read_error(&file, e).to_string())
+                };
+                let (fed, restored) =
+                    tokio::join!(fed, pg_logical::finish_program(restore, "pg_restore"));
+                (
+                    stats_from(&item.record),
+                    fed.and(restored.map(|_| 0).map_err(|e| e.to_string())),
+                )
+            }
+            Input::Scratch { config, db } => {
+                let source = pg_logical::connect(&on_database(config, db))
+                    .await
+                    .map_err(|e| engine_error("connecting to the recovered database", e))?;
+                source
+                    .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await
+                    .map_err(|e| engine_error("reading the recovered database", e))?;
+                let snapshot: String = source
+                    .query_one("SELECT pg_export_snapshot()", &[])
+                    .await
+                    .map_err(|e| engine_error("reading the recovered database", e))?
+                    .get(0);
+                let mut dump = pg_logical::dump_command(&bin, config, db, Some(&snapshot))
+                    .spawn()
+                    .map_err(|e| engine_error("starting pg_dump", e))?;
+                let stdout = dump
+                    .stdout
+                    .take()
+                    .ok_or_else(|| ControlError::internal("pg_dump has no stdout"))?;
+                let fed = async {
+                    let mut stdout = stdout;
+                    let copied = tokio::io::copy(&mut stdout, &mut stdin).await;
+                    drop(stdin);
+                    copied.map_err(|e| e.to_string())
+                };
+                let (fed, dumped, restored, stats) = tokio::join!(
+                    fed,
+                    pg_logical::finish_program(dump, "pg_dump"),
+                    pg_logical::finish_program(restore, "pg_restore"),
+                    pg_logical::table_stats(&source)
+                );
+                let stats = stats.map_err(|e| engine_error("counting the recovered tables", e))?;
+                let outcome = fed
+                    .and(dumped.map_err(|e| e.to_string()))
+                    .and(restored.map(|_| 0).map_err(|e| e.to_string()));
+                (stats, outcome)
+            }
+        };
+        if let Err(why) = fed {
+            return Err(ControlError::Failed {
+                code: "RESTORE_FAILED",
+                message: format!("the data did not restore: {why}"),
+                details: None,
+            });
+        }
+        let fresh_client = pg_logical::connect(&on_database(&admin, fresh))
+            .await
+            .map_err(|e| engine_error("connecting to the restored database", e))?;
+        let found = pg_logical::table_stats(&fresh_client)
+            .await
+            .map_err(|e| engine_error("counting the restored tables", e))?;
+        pg_logical::compare_stats(&expected, &found).map_err(|difference| {
+            ControlError::Failed {
+                code: "RESTORE_CHECK_FAILED",
+                message: format!("the restored data differs from what was recorded: {difference}"),
+                details: None,
+            }
+        })?;
+        Ok(found)
+    }
+    .await;
+    if result.is_err() {
+        let _ = pg_logical::drop_database(&client, fresh).await;
+    }
+    result
+}
+
+/// The drill: the dump restored into a scratch database, compared with
+/// the recorded stats, then dropped.
+pub(super) async fn check(
+    control: &Control,
+    backups: &Backups,
+    item: &RestorePointItemRow,
+) -> ControlResult<String> {
+    let scratch = format!("mds_drill_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let found = restore_fresh(control, backups, &Input::Item(item), &scratch, None, false).await?;
+    if let Ok(client) = pg_logical::connect(&admin_config(control)?).await {
+        let _ = pg_logical::drop_database(&client, &scratch).await;
+    }
+    let rows: i64 = found.iter().map(|s| s.rows).sum();
+    Ok(format!(
+        "{} tables, {rows} rows, every table's checksum as recorded",
+        found.len()
+    ))
+}
+
+/// Restores `input` into `target`'s database: a fresh database first,
+/// checked, then swapped in under the binding's name (same role, same
+/// credentials). Returns the connections ended at the switch and what
+/// was checked.
+pub(super) async fn restore(
+    control: &Control,
+    backups: &Backups,
+    input: Input<'_>,
+    target: &BindingRow,
+    same_binding: bool,
+) -> ControlResult<(u64, String)> {
+    let suffix = ulid::Ulid::new().to_string().to_lowercase();
+    let fresh = format!("mds_restore_{suffix}");
+    let role = target.resource_name.as_str();
+    let found = restore_fresh(control, backups, &input, &fresh, Some(role), same_binding).await?;
+    let admin = admin_config(control)?;
+    let client = pg_logical::connect(&admin)
+        .await
+        .map_err(|e| engine_error("connecting to the engine", e))?;
+    let aside = format!("mds_replaced_{suffix}");
+    let terminated = match pg_logical::swap_database(&client, role, &fresh, &aside).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = pg_logical::drop_database(&client, &fresh).await;
+            return Err(engine_error("switching to the restored database", e));
+        }
+    };
+    // The replaced data is in the point taken before this restore.
+    if let Err(e) = pg_logical::drop_database(&client, &aside).await {
+        tracing::warn!(database = aside, error = %e, "could not drop the replaced database");
+    }
+    let rows: i64 = found.iter().map(|s| s.rows).sum();
+    Ok((
+        terminated,
+        format!(
+            "{} tables, {rows} rows, every table's row count and checksum as recorded",
+            found.len()
+        ),
+    ))
+}
+
+/// Drops scratch databases a killed run left (drills, restores that did
+/// not reach their switch).
+pub async fn sweep_scratch_databases(control: &Control) -> ControlResult<Vec<String>> {
+    let admin = admin_config(control)?;
+    let client = pg_logical::connect(&admin)
+        .await
+        .map_err(|e| engine_error("connecting to the engine", e))?;
+    let names: Vec<String> = client
+        .query(
+            "SELECT datname FROM pg_database
+             WHERE datname LIKE 'mds\\_drill\\_%' OR datname LIKE 'mds\\_restore\\_%'",
+            &[],
+        )
+        .await
+        .map_err(|e| engine_error("listing databases", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for name in &names {
+        let _ = pg_logical::drop_database(&client, name).await;
+    }
+    Ok(names)
+}
