@@ -430,3 +430,19 @@ def test_a_full_repository_disk_fails_the_backup_visibly_and_lists_nothing_half_
         if server:
             server.stop()
         subprocess.run(["umount", str(repo)], check=False)
+
+
+def test_deleting_a_data_service_first_keeps_a_restore_point_of_its_data(mds):
+    project = new_project(mds, "deleted", "postgres")
+    pid = project["id"]
+    url = resolved(mds, pid, "production")["DATABASE_URL"]
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE kept (id int)")
+        conn.execute("INSERT INTO kept SELECT generate_series(1, 42)")
+    name = ok(api(mds, "GET", f"/projects/{pid}/data-services"))[0]["name"]
+    ok(api(mds, "DELETE", f"/projects/{pid}/data-services/{name}", params={"confirm": name}))
+    for env, rows_kept in [("production", "42 rows"), ("staging", "0 rows")]:
+        points = ok(api(mds, "GET", f"/projects/{pid}/environments/{env}/restore-points"))
+        assert [p["reason"] for p in points] == ["before-delete"], points
+        assert rows_kept in points[0]["services"][0]["summary"], points
+        assert points[0]["state"] == "complete"

@@ -480,6 +480,11 @@ pub async fn set_member_desired(
     desired: mds_core::kinds::Desired,
 ) -> ControlResult<()> {
     let store = control.store()?;
+    if desired == mds_core::kinds::Desired::Deleted {
+        control
+            .backup_service_before_delete(service, Some(binding_id))
+            .await?;
+    }
     let changed = match desired {
         mds_core::kinds::Desired::Deleted => store.remove_member(&service.id, binding_id).await?,
         _ => {
@@ -520,6 +525,7 @@ pub async fn restart(
 
 /// Asks for a data service's data to be deleted (the caller confirmed).
 pub async fn remove_service(control: &Control, service: &DataServiceRow) -> ControlResult<()> {
+    control.backup_service_before_delete(service, None).await?;
     control
         .store()?
         .set_service_desired(&service.id, "deleted")

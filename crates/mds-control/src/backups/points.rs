@@ -262,12 +262,14 @@ impl Control {
         Ok(point)
     }
 
-    /// Takes a point of the given services' bindings in every environment
-    /// before they are deleted; refuses (nothing deleted) if it fails.
+    /// Takes a point of the given services' running bindings (of one
+    /// member only, if named) in every environment before they are
+    /// deleted; refuses (nothing deleted) if it fails.
     pub async fn backup_before_delete(
         &self,
         project: &ProjectRow,
         services: &[&mds_store::DataServiceRow],
+        member: Option<&str>,
         reason: Reason,
     ) -> ControlResult<Vec<String>> {
         if self.backups.get().is_none() {
@@ -280,7 +282,11 @@ impl Control {
                 .environment_bindings(&env.id)
                 .await?
                 .into_iter()
-                .filter(|(s, b)| services.iter().any(|d| d.id == s.id) && crate::is_running(b))
+                .filter(|(s, b)| {
+                    services.iter().any(|d| d.id == s.id)
+                        && member.is_none_or(|m| m == b.id)
+                        && crate::is_running(b)
+                })
                 .map(|(_, b)| b.id)
                 .collect();
             if ids.is_empty() {
@@ -299,6 +305,23 @@ impl Control {
             taken.push(point.id);
         }
         Ok(taken)
+    }
+
+    /// [`Control::backup_before_delete`] of one service, its project found
+    /// from the service.
+    pub async fn backup_service_before_delete(
+        &self,
+        service: &mds_store::DataServiceRow,
+        member: Option<&str>,
+    ) -> ControlResult<()> {
+        let store = self.store()?;
+        let tenant = store.project_tenant(&service.project_id).await?;
+        let Some(project) = store.project(&tenant, &service.project_id).await? else {
+            return Ok(());
+        };
+        self.backup_before_delete(&project, &[service], member, Reason::BeforeDelete)
+            .await
+            .map(|_| ())
     }
 
     /// Sets how long an environment keeps its points (`None`: the default).

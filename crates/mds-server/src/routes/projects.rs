@@ -194,6 +194,15 @@ pub async fn delete(
                 ),
             ));
         }
+        let all: Vec<&mds_store::DataServiceRow> = services.iter().collect();
+        state
+            .backup_before_delete(
+                &project,
+                &all,
+                None,
+                mds_control::backups::points::Reason::BeforePurge,
+            )
+            .await?;
         let reconciler = state.reconciler()?;
         for service in &services {
             store.set_service_desired(&service.id, "deleted").await?;
