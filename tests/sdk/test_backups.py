@@ -348,7 +348,42 @@ def test_restores_need_their_scope_a_confirmation_and_one_at_a_time(mds):
     assert second.status_code == 409 and second.json()["error"]["code"] == "RESTORE_IN_PROGRESS", second.text
 
 
-def test_a_kill_mid_backup_leaves_nothing_listed_as_complete_and_the_start_cleans_up(tmp_path):
+def killed_mid_request(server: Server, path: str, body: dict, after: float) -> None:
+    """POSTs `body` and kills the server with SIGKILL `after` seconds in."""
+
+    def send():
+        try:
+            api(server, "POST", path, json=body)
+        except httpx.HTTPError:
+            pass  # the server died mid-request, as intended
+
+    thread = threading.Thread(target=send)
+    try:
+        thread.start()
+        time.sleep(after)
+    finally:
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait()
+        thread.join()
+
+
+def started_again(server: Server, log_name: str) -> Server:
+    """The same data dir, a new process."""
+    again = Server.__new__(Server)
+    again.tmp, again.root, again.data_dir = server.tmp, server.root, server.data_dir
+    again.log = open(server.root / log_name, "wb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MDS_", "MIOSA_"))}
+    env["MDS_LOG"] = "info"
+    again.proc = subprocess.Popen(
+        [MDS, "server", "--data-dir", str(server.data_dir), "--listen", "127.0.0.1:0"],
+        stdin=subprocess.DEVNULL, stdout=again.log, stderr=subprocess.STDOUT, env=env,
+    )
+    again.url = again._wait_ready()
+    again.admin_key = server.admin_key
+    return again
+
+
+def test_a_kill_mid_backup_or_restore_leaves_nothing_half_done_and_the_start_cleans_up():
     server = Server()
     try:
         project = new_project(server, "crash", "postgres")
@@ -357,52 +392,41 @@ def test_a_kill_mid_backup_leaves_nothing_listed_as_complete_and_the_start_clean
         with psycopg.connect(url) as conn:
             conn.execute("CREATE TABLE big (id int, pad text)")
             conn.execute("INSERT INTO big SELECT g, md5(g::text) || repeat('y', 300) FROM generate_series(1, 400000) g")
-        def take():
-            try:
-                api(server, "POST", f"/projects/{pid}/environments/production/restore-points", json={})
-            except httpx.HTTPError:
-                pass  # the server died mid-request, as intended
-
-        started = threading.Thread(target=take)
-        try:
-            started.start()
-            time.sleep(1.0)
-        finally:
-            server.proc.send_signal(signal.SIGKILL)
-            server.proc.wait()
-            started.join()
-        data_dir = server.data_dir
-        # The same data dir, started again.
-        again = Server.__new__(Server)
-        again.tmp, again.root, again.data_dir = server.tmp, server.root, data_dir
-        again.log = open(server.root / "mds-2.log", "wb")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MDS_", "MIOSA_"))}
-        env["MDS_LOG"] = "info"
-        again.proc = subprocess.Popen(
-            [MDS, "server", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL, stdout=again.log, stderr=subprocess.STDOUT, env=env,
-        )
-        again.url = again._wait_ready()
-        again.admin_key = server.admin_key
-        server = again
+        points_path = f"/projects/{pid}/environments/production/restore-points"
+        killed_mid_request(server, points_path, {}, after=1.0)
+        server = started_again(server, "mds-2.log")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            points = ok(api(server, "GET", f"/projects/{pid}/environments/production/restore-points"))
+            points = ok(api(server, "GET", points_path))
             if all(p["state"] != "running" for p in points):
                 break
             time.sleep(0.2)
         assert points and all(p["state"] == "failed" for p in points), points
         assert "interrupted" in points[0]["error"]
-        assert not list((data_dir / "backups" / "restore-points").glob(f"{points[0]['id']}/*"))
-        log = (server.root / "mds-2.log").read_text()
-        assert "interrupted by the last stop" in log
-        # And a point taken now is whole.
-        assert take_point(server, pid)["state"] == "complete"
+        assert not list((server.data_dir / "backups" / "restore-points").glob(f"{points[0]['id']}/*"))
+        assert "interrupted by the last stop" in (server.root / "mds-2.log").read_text()
+
+        # A point taken now is whole; a restore from it killed midway
+        # leaves the data it would have replaced serving.
+        point = take_point(server, pid)
+        with psycopg.connect(url) as conn:
+            conn.execute("DELETE FROM big WHERE id > 1000")
+        restores_path = f"/projects/{pid}/environments/production/restores"
+        killed_mid_request(server, restores_path, {"restore_point": point["id"], "confirm": True}, after=2.0)
+        server = started_again(server, "mds-3.log")
+        assert len(rows(url, "big")) == 1000
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            log = (server.root / "mds-3.log").read_text()
+            if "interrupted by the last stop" in log:
+                break
+            time.sleep(0.2)
+        assert "interrupted by the last stop" in log, log[-3000:]
+        # And the restore, run to its end now, brings everything back.
+        ok(restore(server, pid, restore_point=point["id"]))
         assert len(rows(url, "big")) == 400000
     finally:
         server.stop()
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_a_full_repository_disk_fails_the_backup_visibly_and_lists_nothing_half_written(tmp_path):
     repo = tmp_path / "tiny-repo"
@@ -446,3 +470,50 @@ def test_deleting_a_data_service_first_keeps_a_restore_point_of_its_data(mds):
         assert [p["reason"] for p in points] == ["before-delete"], points
         assert rows_kept in points[0]["services"][0]["summary"], points
         assert points[0]["state"] == "complete"
+
+
+def test_an_s3_repository_holds_points_that_restore(mds):
+    """Another server's S3 endpoint (the module's) as the repository of a
+    second server: object_store's multipart writes and reads for real."""
+    admin = dict(
+        line.split("=", 1) for line in (mds.data_dir / "s3-admin.env").read_text().split()
+    )
+    bucket = f"repo-{uuid.uuid4().hex[:8]}"
+    storage = boto3.client(
+        "s3",
+        endpoint_url=admin["AWS_ENDPOINT_URL_S3"],
+        aws_access_key_id=admin["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=admin["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    storage.create_bucket(Bucket=bucket)
+    host = admin["AWS_ENDPOINT_URL_S3"].removeprefix("http://")
+    url = f"s3://{admin['AWS_ACCESS_KEY_ID']}:{admin['AWS_SECRET_ACCESS_KEY']}@{host}/{bucket}/mds"
+    second = Server("--backup-url", url)
+    try:
+        project = new_project(second, "remote", "postgres")
+        pid = project["id"]
+        db = resolved(second, pid, "production")["DATABASE_URL"]
+        with psycopg.connect(db) as conn:
+            conn.execute("CREATE TABLE orders (id int PRIMARY KEY, pad text)")
+            # Over one 1 MiB frame and one 8 MiB part: several of each.
+            conn.execute("INSERT INTO orders SELECT g, md5(random()::text) FROM generate_series(1, 300000) g")
+        overview = ok(api(second, "GET", f"/projects/{pid}/backups"))
+        assert overview["repository"]["same_disk_as_data"] is False
+        assert overview["repository"]["warning"] is None
+        assert "AWS" not in overview["repository"]["location"] and admin["AWS_SECRET_ACCESS_KEY"] not in json.dumps(overview)
+        point = take_point(second, pid)
+        keys = [o["Key"] for o in storage.list_objects_v2(Bucket=bucket, Prefix="mds/restore-points/")["Contents"]]
+        assert any(point["id"] in k for k in keys), keys
+        stored = storage.get_object(Bucket=bucket, Key=next(k for k in keys if k.endswith(".pgdump")))["Body"].read()
+        assert stored.startswith(b"MDSBAK01") and b"PGDMP" not in stored[:64]
+        with psycopg.connect(db) as conn:
+            conn.execute("TRUNCATE orders")
+        ok(restore(second, pid, restore_point=point["id"]))
+        assert len(rows(db)) == 300000
+        # Base backups and WAL go there too.
+        wait_for_pitr_window(second, pid)
+        drilled = ok(api(second, "POST", f"/restore-points/{point['id']}/verify"))
+        assert drilled["verification"]["state"] == "passed", drilled["verification"]
+    finally:
+        second.stop()
