@@ -197,7 +197,8 @@ def test_every_service_comes_back_exactly_and_the_restore_can_be_undone(mds):
 
 
 def wait_for_pitr_window(mds, pid: str) -> dict:
-    deadline = time.monotonic() + 120
+    # The first base backup starts 30 s after the server does.
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         pitr = ok(api(mds, "GET", f"/projects/{pid}/backups"))["pitr"]
         if pitr["window_start"]:

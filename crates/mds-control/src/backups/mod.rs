@@ -325,7 +325,10 @@ pub fn spawn(control: Control) -> tokio::task::JoinHandle<()> {
             return;
         };
         clean_up_after_a_crash(&control, backups).await;
-        let mut last_plan: Option<tokio::time::Instant> = None;
+        // The first look at the schedules waits one period: a start is
+        // busy enough (and a server that lives seconds needs no base
+        // backup).
+        let mut last_plan = tokio::time::Instant::now();
         let mut ship_error: Option<String> = None;
         loop {
             if let Some(archive) = &backups.archive {
@@ -343,8 +346,8 @@ pub fn spawn(control: Control) -> tokio::task::JoinHandle<()> {
                     }
                 }
             }
-            if last_plan.is_none_or(|t| t.elapsed() >= PLAN_EVERY) {
-                last_plan = Some(tokio::time::Instant::now());
+            if last_plan.elapsed() >= PLAN_EVERY {
+                last_plan = tokio::time::Instant::now();
                 plan(&control, backups).await;
             }
             tokio::time::sleep(SHIP_EVERY).await;
