@@ -335,6 +335,14 @@ def test_restores_need_their_scope_a_confirmation_and_one_at_a_time(mds):
     assert forged.status_code == 404
     assert restore(mds, pid, restore_point=point["id"], to_time="2026-01-01T00:00:00Z").status_code == 422
 
+    # Retention is per environment, bounded, and shows in the overview.
+    retention = f"/projects/{pid}/environments/staging/backup-retention"
+    assert ok(api(mds, "PUT", retention, json={"retention_days": 7}))["retention_days"] == 7
+    assert api(mds, "PUT", retention, json={"retention_days": 0}).status_code == 422
+    envs = {e["environment"]: e for e in ok(api(mds, "GET", f"/projects/{pid}/backups"))["environments"]}
+    assert envs["staging"]["retention_days"] == 7 and envs["production"]["retention_days"] == 30
+    assert envs["production"]["last_success_at"] and not envs["production"]["overdue"]
+
     answers = []
 
     def run():

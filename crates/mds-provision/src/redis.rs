@@ -36,7 +36,27 @@ impl RedisHosting {
     ) -> Result<(), ProvisionError> {
         let spec = spec(ctx, service, binding).await?;
         // Ready means AUTH and PING with the binding's own user.
-        redis.ensure_running(&spec).await?;
+        match redis.ensure_running(&spec).await {
+            // The port it kept was taken meanwhile (by any process of the
+            // host): it moves to a free one; its URL follows at next boot.
+            Err(mds_engines::EngineError::NotReady { tail, .. })
+                if tail.contains("Address already in use") =>
+            {
+                let port = mds_engines::free_port()?;
+                tracing::warn!(
+                    binding = binding.id,
+                    old = spec.port,
+                    new = port,
+                    "the Redis port was taken; moving"
+                );
+                ctx.store
+                    .set_binding_port(&binding.id, i32::from(port))
+                    .await?;
+                let moved = RedisSpec { port, ..spec };
+                redis.ensure_running(&moved).await?;
+            }
+            other => other?,
+        }
         Ok(())
     }
 }
