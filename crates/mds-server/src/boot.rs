@@ -470,6 +470,7 @@ fn open_backups(
                 password: String::from_utf8_lossy(admin.get_password().unwrap_or_default())
                     .to_string(),
                 admin,
+                shipping: tokio::sync::Mutex::new(()),
             })
         }
         PostgresEngine::External(_) => None,

@@ -28,6 +28,11 @@ pub struct Archive {
     pub os_user: Option<OsUser>,
     pub admin: Config,
     pub password: String,
+    /// One shipper at a time: a restore's flush ships while the
+    /// background loop does, and two puts of one segment (each sealed
+    /// with its own nonce) would leave the file of one and the recorded
+    /// BLAKE3 of the other.
+    pub shipping: tokio::sync::Mutex<()>,
 }
 
 fn failed(code: &'static str, message: impl Into<String>) -> ControlError {
@@ -71,6 +76,7 @@ impl Archive {
     /// Moves every finished segment from staging into the repository;
     /// returns how many.
     pub async fn ship(&self, control: &Control, backups: &Backups) -> ControlResult<usize> {
+        let _shipping = self.shipping.lock().await;
         let store = control.store()?;
         let mut names: Vec<String> = std::fs::read_dir(&self.staging)
             .map_err(|e| {
