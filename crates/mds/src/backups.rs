@@ -28,6 +28,9 @@ pub enum Backup {
     /// Restore a point into scratch resources and compare it with what was
     /// recorded when it was taken (a drill)
     Verify { restore_point: String },
+    /// Delete a restore point now, with its files (its bucket chunks may
+    /// then be collected)
+    Delete { restore_point: String },
     /// Days an environment keeps its restore points ("default" for the
     /// server's)
     Retention {
@@ -164,6 +167,14 @@ impl Backup {
                     if point.verification.state != "passed" {
                         anyhow::bail!("the drill of {} failed", point.id);
                     }
+                }
+            }
+            Backup::Delete { restore_point } => {
+                let answer = ctx
+                    .api
+                    .delete_query(&format!("/restore-points/{}", segment(&restore_point)), &[])?;
+                if !ctx.printed_json(&answer) {
+                    println!("deleted {restore_point}");
                 }
             }
             Backup::Retention {

@@ -315,6 +315,30 @@ fn deleting_a_storage_service_deletes_its_buckets_and_their_chunks() {
         mds.get("/api/v1/storage/buckets/gone--production").status == 404
     })
     .expect("the bucket goes with its service");
+    // The restore point taken before the delete holds the chunks...
+    let points = mds
+        .get("/api/v1/projects/gone/environments/production/restore-points")
+        .expect(200);
+    let points = points.data().as_array().unwrap().clone();
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert_eq!(points[0]["reason"], "before-delete");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(blob_files(&mds.data_dir).len(), 1, "held by the point");
+    // ...until it goes (deleted here; expired, in time).
+    for env in ["production", "staging"] {
+        let listed = mds
+            .get(&format!(
+                "/api/v1/projects/gone/environments/{env}/restore-points"
+            ))
+            .expect(200);
+        for point in listed.data().as_array().unwrap() {
+            mds.delete(&format!(
+                "/api/v1/restore-points/{}",
+                point["id"].as_str().unwrap()
+            ))
+            .expect(200);
+        }
+    }
     wait_until(Duration::from_secs(10), || {
         blob_files(&mds.data_dir).is_empty()
     })

@@ -348,6 +348,23 @@ impl Control {
         Ok(days.unwrap_or(self.backups()?.settings.retention_days))
     }
 
+    /// `mds backup delete`: a point of the caller's goes now, with its
+    /// files, bucket holds and volume snapshot (a running one cannot).
+    pub async fn delete_restore_point(&self, caller: &Caller, id: &str) -> ControlResult<()> {
+        let point = self.caller_restore_point(caller, id).await?;
+        if point.state == "running" {
+            return Err(ControlError::conflict(
+                "RESTORE_POINT_RUNNING",
+                format!(
+                    "restore point {id} is being taken; delete it once it is complete or failed"
+                ),
+            ));
+        }
+        forget_point(self, self.backups()?, &point).await?;
+        tracing::info!(restore_point = id, "a restore point was deleted, as asked");
+        Ok(())
+    }
+
     /// Deletes expired points (their files and holds).
     pub(crate) async fn expire_restore_points(&self, backups: &Backups) -> ControlResult<usize> {
         let expired = self.store()?.expired_restore_points().await?;

@@ -74,6 +74,17 @@ pub async fn get_one(
     Ok(data(StatusCode::OK, point_view(&point)))
 }
 
+/// `DELETE /restore-points/{id}`: its files and holds go too.
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Response> {
+    principal.require("backups:write")?;
+    state.delete_restore_point(&principal, &id).await?;
+    Ok(super::deleted(&id))
+}
+
 /// `POST /restore-points/{id}/verify`: a drill, now.
 pub async fn verify(
     State(state): State<AppState>,

@@ -75,7 +75,10 @@ pub fn router(state: AppState) -> Router {
             "/projects/{project}/environments/{environment}/backup-retention",
             put(backups::set_retention),
         )
-        .route("/restore-points/{id}", get(backups::get_one))
+        .route(
+            "/restore-points/{id}",
+            get(backups::get_one).delete(backups::delete),
+        )
         .route("/restore-points/{id}/verify", post(backups::verify))
         .route("/projects/{project}/move", post(projects::move_project))
         .route(
