@@ -32,7 +32,7 @@ MDS = os.environ.get("MDS_BIN", str(REPO / "target" / "debug" / "mds"))
 
 @pytest.fixture(scope="module")
 def mds():
-    # Drills and points only when asked: the tests decide what runs.
+    # WAL reaches the repository within 5 s (a restore flushes it anyway).
     server = Server("--wal-archive-timeout", "5s")
     yield server
     server.stop()

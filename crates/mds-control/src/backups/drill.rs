@@ -38,6 +38,9 @@ impl Control {
                 ),
             ));
         }
+        // One drill at a time: a drill asked for and a scheduled one of
+        // the same point would restore it twice at once.
+        let _drilling = backups.drilling.lock().await;
         let mut services = Vec::new();
         let mut passed = true;
         for item in &point.items {
@@ -83,7 +86,8 @@ impl Control {
     }
 
     /// The scheduled drill: the newest complete point of every
-    /// environment, if not drilled since the last schedule.
+    /// environment whose last drill (of any of its points) is older than
+    /// the schedule.
     pub(crate) async fn run_drills(&self, backups: &Backups) -> ControlResult<()> {
         let every = chrono::Duration::from_std(backups.settings.drill_every).unwrap_or_default();
         let points = self.store()?.restore_points_in_state("complete").await?;
@@ -97,7 +101,11 @@ impl Control {
             }
         }
         for point in newest {
-            let recent = point.verified_at.is_some_and(|t| t > Utc::now() - every);
+            let recent = points
+                .iter()
+                .filter(|p| p.environment_id == point.environment_id)
+                .filter_map(|p| p.verified_at)
+                .any(|t| t > Utc::now() - every);
             if !recent {
                 if let Err(e) = self.drill(backups, point).await {
                     tracing::error!(restore_point = point.id, error = %e, "a drill could not run");

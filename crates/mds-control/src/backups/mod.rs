@@ -84,6 +84,7 @@ pub struct Backups {
     /// WAL archiving and base backups of the managed engine.
     pub archive: Option<archive::Archive>,
     drill_failures: AtomicU64,
+    drilling: tokio::sync::Mutex<()>,
     /// The last drill or schedule failures, for status and metrics.
     problems: Mutex<Vec<String>>,
 }
@@ -107,6 +108,7 @@ impl Backups {
             work,
             archive,
             drill_failures: AtomicU64::new(0),
+            drilling: tokio::sync::Mutex::new(()),
             problems: Mutex::new(Vec::new()),
         })
     }

@@ -397,15 +397,27 @@ impl Control {
                 }),
                 Err(e) => {
                     if let Some(s) = scratch.take() {
-                        let _ = s.shutdown().await;
+                        shut_scratch(s).await;
                     }
                     return Err((Some(undo), restored, e));
                 }
             }
         }
         if let Some(s) = scratch.take() {
-            let _ = s.shutdown().await;
+            shut_scratch(s).await;
         }
         Ok((undo, restored))
+    }
+}
+
+/// Stops a recovered scratch cluster and removes its directory with the
+/// one around it (which held the WAL it replayed).
+async fn shut_scratch(scratch: mds_engines::ScratchPostgres) {
+    let around = scratch.dir().parent().map(std::path::Path::to_path_buf);
+    if let Err(e) = scratch.shutdown().await {
+        tracing::warn!(error = %e, "stopping a recovered scratch cluster");
+    }
+    if let Some(dir) = around {
+        let _ = tokio::fs::remove_dir_all(dir).await;
     }
 }
