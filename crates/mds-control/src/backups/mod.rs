@@ -169,6 +169,23 @@ impl From<RepoError> for ControlError {
     }
 }
 
+/// A backup step that failed, saying which and why (422 `BACKUP_FAILED`).
+pub(crate) fn failed(what: &str, e: impl std::fmt::Display) -> ControlError {
+    ControlError::Failed {
+        code: "BACKUP_FAILED",
+        message: format!("{what}: {e}"),
+        details: None,
+    }
+}
+
+/// The one repository file of an item (a dump, an RDB, an index, a realm).
+pub(crate) fn item_file(item: &RestorePointItemRow, holds: &str) -> ControlResult<FileEntry> {
+    FileEntry::list(&item.files)
+        .into_iter()
+        .next()
+        .ok_or_else(|| failed("the restore point", format!("it holds no {holds}")))
+}
+
 /// What one kind does with a point: capture, check in scratch, restore.
 /// The item is one binding's part of a point.
 pub(crate) struct Captured {

@@ -9,17 +9,8 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio_postgres::Config;
 
-use super::repository::FileEntry;
-use super::{Backups, Captured};
+use super::{failed, Backups, Captured};
 use crate::{Control, ControlError, ControlResult};
-
-fn engine_error(what: &str, e: impl std::fmt::Display) -> ControlError {
-    ControlError::Failed {
-        code: "BACKUP_FAILED",
-        message: format!("{what}: {e}"),
-        details: None,
-    }
-}
 
 pub(super) fn admin_config(control: &Control) -> ControlResult<Config> {
     Ok(control
@@ -31,7 +22,7 @@ pub(super) fn admin_config(control: &Control) -> ControlResult<Config> {
 fn bin_dir() -> ControlResult<std::path::PathBuf> {
     mds_engines::find_postgres_binaries()
         .map(|b| b.bin_dir)
-        .map_err(|e| engine_error("the PostgreSQL client programs", e))
+        .map_err(|e| failed("the PostgreSQL client programs", e))
 }
 
 fn on_database(config: &Config, db: &str) -> Config {
@@ -81,16 +72,16 @@ pub(super) async fn capture(
     let db = &binding.resource_name;
     let client = pg_logical::connect(&on_database(&admin, db))
         .await
-        .map_err(|e| engine_error("connecting to the database", e))?;
+        .map_err(|e| failed("connecting to the database", e))?;
     // The snapshot both the dump and the table stats read.
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
-        .map_err(|e| engine_error("opening a snapshot", e))?;
+        .map_err(|e| failed("opening a snapshot", e))?;
     let snapshot: String = client
         .query_one("SELECT pg_export_snapshot()", &[])
         .await
-        .map_err(|e| engine_error("exporting a snapshot", e))?
+        .map_err(|e| failed("exporting a snapshot", e))?
         .get(0);
     let role = client
         .query_opt(
@@ -98,7 +89,7 @@ pub(super) async fn capture(
             &[db],
         )
         .await
-        .map_err(|e| engine_error("reading the role", e))?
+        .map_err(|e| failed("reading the role", e))?
         .map(|r| {
             json!({
                 "name": r.get::<_, String>(0),
@@ -113,7 +104,7 @@ pub(super) async fn capture(
         Ok(child) => child,
         Err(e) => {
             writer.abort().await;
-            return Err(engine_error("starting pg_dump", e));
+            return Err(failed("starting pg_dump", e));
         }
     };
     let Some(stdout) = child.stdout.take() else {
@@ -133,18 +124,18 @@ pub(super) async fn capture(
     }
     let dumped = pg_logical::finish_program(child, "pg_dump").await;
     let _ = client.batch_execute("COMMIT").await;
-    let failed = match (&copied, &stats, &dumped) {
+    let problem = match (&copied, &stats, &dumped) {
         (Err(e), _, _) => Some(format!("writing the dump to the repository: {e}")),
         (_, Err(e), _) => Some(format!("counting the tables: {e}")),
         (_, _, Err(e)) => Some(e.to_string()),
         _ => None,
     };
-    if let Some(why) = failed {
+    if let Some(why) = problem {
         writer.abort().await;
-        return Err(engine_error("the database was not captured", why));
+        return Err(failed("the database was not captured", why));
     }
     let entry = writer.finish().await?;
-    let stats = stats.map_err(|e| engine_error("counting the tables", e))?;
+    let stats = stats.map_err(|e| failed("counting the tables", e))?;
     Ok(Captured {
         files: vec![entry],
         record: json!({ "database": db, "role": role, "tables": stats_json(&stats) }),
@@ -174,26 +165,23 @@ async fn restore_fresh(
     let admin = admin_config(control)?;
     let client = pg_logical::connect(&admin)
         .await
-        .map_err(|e| engine_error("connecting to the engine", e))?;
+        .map_err(|e| failed("connecting to the engine", e))?;
     let admin_user = admin.get_user().unwrap_or("postgres").to_string();
     pg_logical::create_database(&client, fresh, owner.unwrap_or(&admin_user))
         .await
-        .map_err(|e| engine_error("making the fresh database", e))?;
+        .map_err(|e| failed("making the fresh database", e))?;
     let result = async {
         let bin = bin_dir()?;
         let mut restore = pg_logical::restore_command(&bin, &admin, fresh, owner, keep_acl)
             .spawn()
-            .map_err(|e| engine_error("starting pg_restore", e))?;
+            .map_err(|e| failed("starting pg_restore", e))?;
         let mut stdin = restore
             .stdin
             .take()
             .ok_or_else(|| ControlError::internal("pg_restore has no stdin"))?;
         let (expected, fed) = match input {
             Input::Item(item) => {
-                let file = FileEntry::list(&item.files)
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| engine_error("the restore point", "it holds no dump"))?;
+                let file = super::item_file(item, "dump")?;
                 let mut reader = backups.repo.open(&file).await?;
                 let fed = async {
                     let copied = tokio::io::copy(&mut reader, &mut stdin).await;
@@ -210,19 +198,19 @@ async fn restore_fresh(
             Input::Scratch { config, db } => {
                 let source = pg_logical::connect(&on_database(config, db))
                     .await
-                    .map_err(|e| engine_error("connecting to the recovered database", e))?;
+                    .map_err(|e| failed("connecting to the recovered database", e))?;
                 source
                     .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     .await
-                    .map_err(|e| engine_error("reading the recovered database", e))?;
+                    .map_err(|e| failed("reading the recovered database", e))?;
                 let snapshot: String = source
                     .query_one("SELECT pg_export_snapshot()", &[])
                     .await
-                    .map_err(|e| engine_error("reading the recovered database", e))?
+                    .map_err(|e| failed("reading the recovered database", e))?
                     .get(0);
                 let mut dump = pg_logical::dump_command(&bin, config, db, Some(&snapshot))
                     .spawn()
-                    .map_err(|e| engine_error("starting pg_dump", e))?;
+                    .map_err(|e| failed("starting pg_dump", e))?;
                 let stdout = dump
                     .stdout
                     .take()
@@ -239,7 +227,7 @@ async fn restore_fresh(
                     pg_logical::finish_program(restore, "pg_restore"),
                     pg_logical::table_stats(&source)
                 );
-                let stats = stats.map_err(|e| engine_error("counting the recovered tables", e))?;
+                let stats = stats.map_err(|e| failed("counting the recovered tables", e))?;
                 let outcome = fed
                     .and(dumped.map_err(|e| e.to_string()))
                     .and(restored.map(|_| 0).map_err(|e| e.to_string()));
@@ -255,10 +243,10 @@ async fn restore_fresh(
         }
         let fresh_client = pg_logical::connect(&on_database(&admin, fresh))
             .await
-            .map_err(|e| engine_error("connecting to the restored database", e))?;
+            .map_err(|e| failed("connecting to the restored database", e))?;
         let found = pg_logical::table_stats(&fresh_client)
             .await
-            .map_err(|e| engine_error("counting the restored tables", e))?;
+            .map_err(|e| failed("counting the restored tables", e))?;
         pg_logical::compare_stats(&expected, &found).map_err(|difference| {
             ControlError::Failed {
                 code: "RESTORE_CHECK_FAILED",
@@ -312,13 +300,13 @@ pub(super) async fn restore(
     let admin = admin_config(control)?;
     let client = pg_logical::connect(&admin)
         .await
-        .map_err(|e| engine_error("connecting to the engine", e))?;
+        .map_err(|e| failed("connecting to the engine", e))?;
     let aside = format!("mds_replaced_{suffix}");
     let terminated = match pg_logical::swap_database(&client, role, &fresh, &aside).await {
         Ok(n) => n,
         Err(e) => {
             let _ = pg_logical::drop_database(&client, &fresh).await;
-            return Err(engine_error("switching to the restored database", e));
+            return Err(failed("switching to the restored database", e));
         }
     };
     // The replaced data is in the point taken before this restore.
@@ -341,7 +329,7 @@ pub async fn sweep_scratch_databases(control: &Control) -> ControlResult<Vec<Str
     let admin = admin_config(control)?;
     let client = pg_logical::connect(&admin)
         .await
-        .map_err(|e| engine_error("connecting to the engine", e))?;
+        .map_err(|e| failed("connecting to the engine", e))?;
     let names: Vec<String> = client
         .query(
             "SELECT datname FROM pg_database
@@ -349,7 +337,7 @@ pub async fn sweep_scratch_databases(control: &Control) -> ControlResult<Vec<Str
             &[],
         )
         .await
-        .map_err(|e| engine_error("listing databases", e))?
+        .map_err(|e| failed("listing databases", e))?
         .iter()
         .map(|r| r.get(0))
         .collect();

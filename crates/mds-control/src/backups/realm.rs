@@ -4,17 +4,8 @@
 use mds_store::{BindingRow, RealmExport, RestorePointItemRow};
 use serde_json::{json, Value};
 
-use super::repository::FileEntry;
-use super::{Backups, Captured};
+use super::{failed, Backups, Captured};
 use crate::{Control, ControlError, ControlResult};
-
-fn failed(what: &str, e: impl std::fmt::Display) -> ControlError {
-    ControlError::Failed {
-        code: "BACKUP_FAILED",
-        message: format!("{what}: {e}"),
-        details: None,
-    }
-}
 
 pub(super) fn summary(record: &Value) -> String {
     format!(
@@ -47,10 +38,7 @@ pub(super) async fn capture(
 }
 
 async fn load(backups: &Backups, item: &RestorePointItemRow) -> ControlResult<RealmExport> {
-    let file = FileEntry::list(&item.files)
-        .into_iter()
-        .next()
-        .ok_or_else(|| failed("the restore point", "it holds no realm"))?;
+    let file = super::item_file(item, "realm")?;
     let data = backups.repo.get(&file).await?;
     serde_json::from_slice(&data).map_err(|e| failed("the realm", e))
 }

@@ -7,17 +7,8 @@ use mds_engines::redis_backup::RedisRecord;
 use mds_store::{BindingRow, RestorePointItemRow};
 use serde_json::{json, Value};
 
-use super::repository::FileEntry;
-use super::{skipped, Backups, Captured};
+use super::{failed, skipped, Backups, Captured};
 use crate::{Control, ControlError, ControlResult};
-
-fn failed(what: &str, e: impl std::fmt::Display) -> ControlError {
-    ControlError::Failed {
-        code: "BACKUP_FAILED",
-        message: format!("{what}: {e}"),
-        details: None,
-    }
-}
 
 fn record_of(item: &RestorePointItemRow) -> ControlResult<RedisRecord> {
     serde_json::from_value(item.record.get("record").cloned().unwrap_or(Value::Null))
@@ -77,10 +68,7 @@ async fn fetch_rdb(
     item: &RestorePointItemRow,
     dest: &std::path::Path,
 ) -> ControlResult<()> {
-    let file = FileEntry::list(&item.files)
-        .into_iter()
-        .next()
-        .ok_or_else(|| failed("the restore point", "it holds no RDB"))?;
+    let file = super::item_file(item, "RDB")?;
     let mut reader = backups.repo.open(&file).await?;
     let mut out = tokio::fs::File::create(dest)
         .await

@@ -6,16 +6,9 @@ use mds_core::ids::IdKind;
 use mds_store::{BindingRow, RestorePointItemRow};
 use serde_json::{json, Value};
 
+use super::failed;
 use super::Captured;
 use crate::{Control, ControlError, ControlResult};
-
-fn failed(what: &str, e: impl std::fmt::Display) -> ControlError {
-    ControlError::Failed {
-        code: "BACKUP_FAILED",
-        message: format!("{what}: {e}"),
-        details: None,
-    }
-}
 
 pub(super) fn summary(record: &Value) -> String {
     format!(
