@@ -215,15 +215,10 @@ impl Archive {
         backups: &Backups,
     ) -> ControlResult<Option<(DateTime<Utc>, DateTime<Utc>)>> {
         let store = control.store()?;
-        let horizon = Utc::now()
-            - chrono::Duration::from_std(backups.settings.pitr_window).unwrap_or_default();
-        let start = store
-            .base_backups()
-            .await?
-            .into_iter()
-            .filter(|b| b.state == "complete")
-            .filter_map(|b| b.finished_at)
-            .min()
+        let horizon = horizon(backups);
+        let bases = store.base_backups().await?;
+        let start = anchor(&bases, horizon)
+            .and_then(|b| b.finished_at)
             .map(|t| t.max(horizon));
         let end = store
             .wal_segments()
@@ -325,11 +320,7 @@ impl Archive {
     ) -> Result<String, String> {
         let store = control.store().map_err(|e| e.to_string())?;
         let bases = store.base_backups().await.map_err(|e| e.to_string())?;
-        let Some(start) = bases
-            .iter()
-            .filter(|b| b.state == "complete")
-            .filter_map(|b| b.start_wal_file.clone())
-            .min()
+        let Some(start) = anchor(&bases, horizon(backups)).and_then(|b| b.start_wal_file.clone())
         else {
             // Not a damaged archive: the window opens with the first base
             // backup (a failing one is reported by the schedule).
@@ -366,7 +357,7 @@ impl Archive {
     }
 
     /// Drops base backups past retention (always keeping the newest) and
-    /// segments no kept base backup needs.
+    /// the segments before the window's base backup (see [`anchor`]).
     pub async fn retain(&self, control: &Control, backups: &Backups) -> ControlResult<()> {
         let store = control.store()?;
         let cutoff = Utc::now()
@@ -386,13 +377,8 @@ impl Archive {
                 store.delete_base_backup(&base.id).await?;
             }
         }
-        let oldest_start = store
-            .base_backups()
-            .await?
-            .iter()
-            .filter(|b| b.state == "complete")
-            .filter_map(|b| b.start_wal_file.clone())
-            .min();
+        let kept = store.base_backups().await?;
+        let oldest_start = anchor(&kept, horizon(backups)).and_then(|b| b.start_wal_file.clone());
         if let Some(oldest) = oldest_start {
             for segment in store.wal_segments().await? {
                 if segment.name.len() >= 24 && segment.name[..24] < oldest[..] {
@@ -425,6 +411,23 @@ impl Archive {
     }
 }
 
+/// The base backup the point-in-time window starts from: the newest
+/// complete one that finished before the window's far end (so every
+/// moment of the window is reachable from it), else the oldest complete
+/// one. WAL before its start is needed by nothing: an older base backup
+/// carries the WAL of its own consistency (`-X fetch`).
+fn anchor(bases: &[BaseBackupRow], horizon: DateTime<Utc>) -> Option<&BaseBackupRow> {
+    let complete = || bases.iter().filter(|b| b.state == "complete");
+    complete()
+        .filter(|b| b.finished_at.is_some_and(|f| f <= horizon))
+        .max_by_key(|b| b.finished_at)
+        .or_else(|| complete().min_by_key(|b| b.finished_at))
+}
+
+fn horizon(backups: &Backups) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::from_std(backups.settings.pitr_window).unwrap_or_default()
+}
+
 fn segment_entry(segment: &WalSegmentRow) -> FileEntry {
     FileEntry {
         path: segment.path.clone(),
@@ -436,6 +439,38 @@ fn segment_entry(segment: &WalSegmentRow) -> FileEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn base(id: &str, state: &str, days_ago: i64) -> BaseBackupRow {
+        let at = Utc::now() - chrono::Duration::days(days_ago);
+        BaseBackupRow {
+            id: id.to_string(),
+            state: state.to_string(),
+            error: None,
+            path: None,
+            size_bytes: 0,
+            blake3: None,
+            start_wal_file: Some(format!("00000001000000000000{:04X}", 100 - days_ago)),
+            started_at: at,
+            finished_at: Some(at),
+        }
+    }
+
+    #[test]
+    fn the_window_starts_from_the_newest_base_backup_before_its_far_end() {
+        let horizon = Utc::now() - chrono::Duration::days(7);
+        let bases = [
+            base("b30", "complete", 30),
+            base("b9", "complete", 9),
+            base("b8", "failed", 8),
+            base("b2", "complete", 2),
+        ];
+        // Older base backups stay restorable on their own; their WAL goes.
+        assert_eq!(anchor(&bases, horizon).map(|b| b.id.as_str()), Some("b9"));
+        // A young server: the oldest it has.
+        let young = [base("b2", "complete", 2), base("b1", "complete", 1)];
+        assert_eq!(anchor(&young, horizon).map(|b| b.id.as_str()), Some("b2"));
+        assert!(anchor(&[base("x", "failed", 1)], horizon).is_none());
+    }
 
     #[test]
     fn segments_follow_each_other_across_log_ids() {
