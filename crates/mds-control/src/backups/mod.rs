@@ -239,9 +239,7 @@ async fn check_item(
     backups: &Backups,
     item: &RestorePointItemRow,
 ) -> ControlResult<String> {
-    for file in FileEntry::list(&item.files) {
-        backups.repo.check(&file).await?;
-    }
+    check_files(backups, item).await?;
     match crate::attach::kind_of(&item.kind)? {
         ServiceKind::Postgres => pg::check(control, backups, item).await,
         ServiceKind::Redis => redis::check(control, backups, item).await,
@@ -249,6 +247,15 @@ async fn check_item(
         ServiceKind::Auth => realm::check(backups, item).await,
         ServiceKind::Volume => volume::check(control, item).await,
     }
+}
+
+/// Every file of an item read back and checked against its manifest
+/// (size and BLAKE3), before anything is restored from it.
+async fn check_files(backups: &Backups, item: &RestorePointItemRow) -> ControlResult<()> {
+    for file in FileEntry::list(&item.files) {
+        backups.repo.check(&file).await?;
+    }
+    Ok(())
 }
 
 /// Restores one item into `target` (fresh copy, checked, switched);
@@ -260,9 +267,7 @@ async fn restore_item(
     target: &BindingRow,
     same_binding: bool,
 ) -> ControlResult<(u64, String)> {
-    for file in FileEntry::list(&item.files) {
-        backups.repo.check(&file).await?;
-    }
+    check_files(backups, item).await?;
     match crate::attach::kind_of(&item.kind)? {
         ServiceKind::Postgres => {
             pg::restore(

@@ -282,21 +282,55 @@ pub(super) async fn check(
     ))
 }
 
-/// Restores `input` into `target`'s database: a fresh database first,
-/// checked, then swapped in under the binding's name (same role, same
-/// credentials). Returns the connections ended at the switch and what
-/// was checked.
-pub(super) async fn restore(
+/// A restored and checked copy of a database, waiting for its switch.
+pub(super) struct Prepared {
+    fresh: String,
+    suffix: String,
+    found: Vec<TableStat>,
+}
+
+/// Restores `input` into a fresh database owned by `target`'s role and
+/// checks it; the live database is not touched.
+pub(super) async fn prepare(
     control: &Control,
     backups: &Backups,
-    input: Input<'_>,
+    input: &Input<'_>,
     target: &BindingRow,
     same_binding: bool,
-) -> ControlResult<(u64, String)> {
+) -> ControlResult<Prepared> {
     let suffix = ulid::Ulid::new().to_string().to_lowercase();
     let fresh = format!("mds_restore_{suffix}");
     let role = target.resource_name.as_str();
-    let found = restore_fresh(control, backups, &input, &fresh, Some(role), same_binding).await?;
+    let found = restore_fresh(control, backups, input, &fresh, Some(role), same_binding).await?;
+    Ok(Prepared {
+        fresh,
+        suffix,
+        found,
+    })
+}
+
+/// Drops a prepared copy that will not be switched in.
+pub(super) async fn discard(control: &Control, prepared: Prepared) {
+    if let Ok(admin) = admin_config(control) {
+        if let Ok(client) = pg_logical::connect(&admin).await {
+            let _ = pg_logical::drop_database(&client, &prepared.fresh).await;
+        }
+    }
+}
+
+/// Swaps a prepared copy in under `target`'s name (same role, same
+/// credentials). Returns the connections ended and what was checked.
+pub(super) async fn switch(
+    control: &Control,
+    prepared: Prepared,
+    target: &BindingRow,
+) -> ControlResult<(u64, String)> {
+    let Prepared {
+        fresh,
+        suffix,
+        found,
+    } = prepared;
+    let role = target.resource_name.as_str();
     let admin = admin_config(control)?;
     let client = pg_logical::connect(&admin)
         .await
@@ -321,6 +355,18 @@ pub(super) async fn restore(
             found.len()
         ),
     ))
+}
+
+/// [`prepare`] then [`switch`].
+pub(super) async fn restore(
+    control: &Control,
+    backups: &Backups,
+    input: Input<'_>,
+    target: &BindingRow,
+    same_binding: bool,
+) -> ControlResult<(u64, String)> {
+    let prepared = prepare(control, backups, &input, target, same_binding).await?;
+    switch(control, prepared, target).await
 }
 
 /// Drops scratch databases a killed run left (drills, restores that did

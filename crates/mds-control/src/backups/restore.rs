@@ -287,6 +287,65 @@ impl Control {
         })
     }
 
+    /// The fresh, checked copies of the Postgres jobs (by job index):
+    /// from their points' dumps, or from one cluster recovered to the
+    /// moment. On error none is left.
+    async fn prepare_postgres(
+        &self,
+        backups: &Backups,
+        jobs: &[Job],
+        pitr_at: Option<DateTime<Utc>>,
+    ) -> ControlResult<Vec<(usize, pg::Prepared)>> {
+        let mut scratch = None;
+        if let Some(at) =
+            pitr_at.filter(|_| jobs.iter().any(|j| matches!(j.source, Source::Pitr { .. })))
+        {
+            let archive = backups
+                .archive
+                .as_ref()
+                .ok_or_else(|| ControlError::internal("no archive"))?;
+            archive.flush(self, backups).await?;
+            scratch = Some(archive.recover(self, backups, at).await?);
+        }
+        let mut prepared = Vec::new();
+        let mut failure = None;
+        for (n, job) in jobs.iter().enumerate() {
+            let input = match (&job.source, &scratch) {
+                (Source::Pitr { database }, Some(s)) => pg::Input::Scratch {
+                    config: Box::new(s.admin_config()),
+                    db: database.clone(),
+                },
+                (Source::Item(item), _) if item.kind == "postgres" => pg::Input::Item(item),
+                _ => continue,
+            };
+            if let pg::Input::Item(item) = &input {
+                if let Err(e) = super::check_files(backups, item).await {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            match pg::prepare(self, backups, &input, &job.target, job.same_binding).await {
+                Ok(p) => prepared.push((n, p)),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(s) = scratch {
+            shut_scratch(s).await;
+        }
+        match failure {
+            None => Ok(prepared),
+            Some(e) => {
+                for (_, p) in prepared {
+                    pg::discard(self, p).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
     async fn check_pitr_window(&self, backups: &Backups, at: DateTime<Utc>) -> ControlResult<()> {
         let Some(archive) = backups.archive.as_ref() else {
             return Err(ControlError::invalid(
@@ -333,56 +392,50 @@ impl Control {
     ) -> Result<(String, Vec<RestoredService>), (Option<String>, Vec<RestoredService>, ControlError)>
     {
         let targets: Vec<String> = jobs.iter().map(|j| j.target.id.clone()).collect();
-        let undo = self
-            .take_restore_point(project, target_env, Reason::BeforeRestore, Some(&targets))
-            .await
-            .map_err(|e| (None, Vec::new(), ControlError::Failed {
-                code: "RESTORE_FAILED",
-                message: format!("nothing was restored: the restore point of the data it would replace failed ({e})"),
-                details: None,
-            }))?
-            .id;
-        let mut restored = Vec::new();
-        // One recovered cluster serves every Postgres job of a PITR.
-        let mut scratch = None;
-        if let Some(at) =
-            pitr_at.filter(|_| jobs.iter().any(|j| matches!(j.source, Source::Pitr { .. })))
-        {
-            let recovered = async {
-                let archive = backups
-                    .archive
-                    .as_ref()
-                    .ok_or_else(|| ControlError::internal("no archive"))?;
-                archive.flush(self, backups).await?;
-                archive.recover(self, backups, at).await
-            }
-            .await;
-            match recovered {
-                Ok(s) => scratch = Some(s),
-                Err(e) => return Err((Some(undo), restored, e)),
-            }
-        }
-        for job in jobs {
-            let result = match &job.source {
-                Source::Pitr { database } => match &scratch {
-                    Some(s) => {
-                        pg::restore(
-                            self,
-                            backups,
-                            pg::Input::Scratch {
-                                config: Box::new(s.admin_config()),
-                                db: database.clone(),
-                            },
-                            &job.target,
-                            job.same_binding,
-                        )
-                        .await
+        let undo_point =
+            self.take_restore_point(project, target_env, Reason::BeforeRestore, Some(&targets));
+        // Postgres copies are made and checked while the undo point is
+        // taken: nothing live changes before the switches below, which
+        // wait for both.
+        let (undo, prepared) =
+            tokio::join!(undo_point, self.prepare_postgres(backups, jobs, pitr_at));
+        let undo = match undo {
+            Ok(point) => point.id,
+            Err(e) => {
+                if let Ok(prepared) = prepared {
+                    for (_, p) in prepared {
+                        pg::discard(self, p).await;
                     }
-                    None => Err(ControlError::internal("no recovered cluster")),
-                },
-                Source::Item(item) => {
-                    super::restore_item(self, backups, item, &job.target, job.same_binding).await
                 }
+                return Err((
+                    None,
+                    Vec::new(),
+                    ControlError::Failed {
+                        code: "RESTORE_FAILED",
+                        message: format!(
+                            "nothing was restored: the restore point of the data it would \
+                             replace failed ({e})"
+                        ),
+                        details: None,
+                    },
+                ));
+            }
+        };
+        let mut prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => return Err((Some(undo), Vec::new(), e)),
+        };
+        let mut restored = Vec::new();
+        for (n, job) in jobs.iter().enumerate() {
+            let result = match prepared.iter().position(|(i, _)| *i == n) {
+                Some(at) => pg::switch(self, prepared.remove(at).1, &job.target).await,
+                None => match &job.source {
+                    Source::Item(item) => {
+                        super::restore_item(self, backups, item, &job.target, job.same_binding)
+                            .await
+                    }
+                    Source::Pitr { .. } => Err(ControlError::internal("no recovered copy")),
+                },
             };
             match result {
                 Ok((terminated, checked)) => restored.push(RestoredService {
@@ -396,15 +449,12 @@ impl Control {
                     checked,
                 }),
                 Err(e) => {
-                    if let Some(s) = scratch.take() {
-                        shut_scratch(s).await;
+                    for (_, p) in prepared {
+                        pg::discard(self, p).await;
                     }
                     return Err((Some(undo), restored, e));
                 }
             }
-        }
-        if let Some(s) = scratch.take() {
-            shut_scratch(s).await;
         }
         Ok((undo, restored))
     }
