@@ -66,56 +66,59 @@ async fn load_index(backups: &Backups, item: &RestorePointItemRow) -> ControlRes
     serde_json::from_slice(&data).map_err(|e| failed("the index", e))
 }
 
-/// Every chunk of every object present, and its hash right.
+/// Every chunk of every object of `index` present with its hash right,
+/// and as many objects as were recorded.
+async fn verify(
+    control: &Control,
+    item: &RestorePointItemRow,
+    index: &BucketIndex,
+) -> ControlResult<String> {
+    let check_failed = |message: String| ControlError::Failed {
+        code: "RESTORE_CHECK_FAILED",
+        message,
+        details: None,
+    };
+    let report = control
+        .storage()?
+        .verify_index(index)
+        .await
+        .map_err(|e| check_failed(format!("the bucket's content is not all there: {e}")))?;
+    let recorded = item.record["objects"].as_u64().unwrap_or(0);
+    if index.objects.len() as u64 != recorded {
+        return Err(check_failed(format!(
+            "the index lists {} objects, {recorded} were recorded",
+            index.objects.len()
+        )));
+    }
+    Ok(format!(
+        "{} objects, {} chunks ({} bytes) present with their hashes",
+        report.objects, report.chunks, report.bytes
+    ))
+}
+
+/// The drill: the index read back and verified.
 pub(super) async fn check(
     control: &Control,
     backups: &Backups,
     item: &RestorePointItemRow,
 ) -> ControlResult<String> {
     let index = load_index(backups, item).await?;
-    let report =
-        control
-            .storage()?
-            .verify_index(&index)
-            .await
-            .map_err(|e| ControlError::Failed {
-                code: "RESTORE_CHECK_FAILED",
-                message: format!("the bucket's content is not all there: {e}"),
-                details: None,
-            })?;
-    let recorded = item.record["objects"].as_u64().unwrap_or(0);
-    if index.objects.len() as u64 != recorded {
-        return Err(ControlError::Failed {
-            code: "RESTORE_CHECK_FAILED",
-            message: format!(
-                "the index lists {} objects, {recorded} were recorded",
-                index.objects.len()
-            ),
-            details: None,
-        });
-    }
-    Ok(format!("{report:?}"))
+    verify(control, item, &index).await
 }
 
-/// The index checked (every chunk present, hashes right), then written
-/// over the target's bucket in one transaction.
+/// The index verified, then written over the target's bucket in one
+/// transaction.
 pub(super) async fn restore(
     control: &Control,
     backups: &Backups,
     item: &RestorePointItemRow,
     target: &BindingRow,
 ) -> ControlResult<(u64, String)> {
-    let checked = check(control, backups, item).await?;
     let index = load_index(backups, item).await?;
+    let checked = verify(control, item, &index).await?;
     let bucket = bucket_of(control, target).await?;
     let report = control.storage()?.restore_bucket(&bucket, &index).await?;
-    Ok((
-        0,
-        format!(
-            "{} objects, every chunk present with its hash ({checked}); {} objects replaced",
-            report.restored, report.removed
-        ),
-    ))
+    Ok((0, format!("{checked}; {} objects replaced", report.removed)))
 }
 
 pub(super) async fn release(control: &Control, item: &RestorePointItemRow) {

@@ -223,7 +223,7 @@ async fn capture(
     item_id: &str,
     dir: &str,
 ) -> ControlResult<Captured> {
-    match crate::attach::kind_of(&service.kind)? {
+    match mds_provision::service_kind(service)? {
         ServiceKind::Postgres => pg::capture(control, backups, binding, dir).await,
         ServiceKind::Redis => redis::capture(control, backups, binding, dir).await,
         ServiceKind::Storage => bucket::capture(control, backups, binding, item_id, dir).await,
@@ -240,7 +240,7 @@ async fn check_item(
     item: &RestorePointItemRow,
 ) -> ControlResult<String> {
     check_files(backups, item).await?;
-    match crate::attach::kind_of(&item.kind)? {
+    match item_kind(item)? {
         ServiceKind::Postgres => pg::check(control, backups, item).await,
         ServiceKind::Redis => redis::check(control, backups, item).await,
         ServiceKind::Storage => bucket::check(control, backups, item).await,
@@ -268,7 +268,7 @@ async fn restore_item(
     same_binding: bool,
 ) -> ControlResult<(u64, String)> {
     check_files(backups, item).await?;
-    match crate::attach::kind_of(&item.kind)? {
+    match item_kind(item)? {
         ServiceKind::Postgres => {
             pg::restore(
                 control,
@@ -286,25 +286,36 @@ async fn restore_item(
     }
 }
 
+/// The kind of an item's service, or the error naming a word this server
+/// does not know (a row written by a newer version).
+pub(crate) fn item_kind(item: &RestorePointItemRow) -> ControlResult<ServiceKind> {
+    item.kind
+        .parse()
+        .map_err(|e| mds_provision::ProvisionError::UnknownKind(e).into())
+}
+
 /// A one-line account of an item's record, for listings.
 pub fn item_summary(item: &RestorePointItemRow) -> String {
     if let Some(reason) = item_skipped(item) {
         return format!("skipped: {reason}");
     }
-    match item.kind.as_str() {
-        "postgres" => pg::summary(&item.record),
-        "redis" => redis::summary(&item.record),
-        "storage" => bucket::summary(&item.record),
-        "auth" => realm::summary(&item.record),
-        "volume" => volume::summary(&item.record),
-        other => other.to_string(),
+    match item_kind(item) {
+        Ok(ServiceKind::Postgres) => pg::summary(&item.record),
+        Ok(ServiceKind::Redis) => redis::summary(&item.record),
+        Ok(ServiceKind::Storage) => bucket::summary(&item.record),
+        Ok(ServiceKind::Auth) => realm::summary(&item.record),
+        Ok(ServiceKind::Volume) => volume::summary(&item.record),
+        Err(e) => e.to_string(),
     }
 }
 
-/// Releases what an item holds outside the repository (a bucket's chunks).
+/// Releases what an item holds outside the repository: a bucket's
+/// chunks, a volume's snapshot.
 async fn release_item(control: &Control, item: &RestorePointItemRow) {
-    if item.kind == "storage" {
-        bucket::release(control, item).await;
+    match item_kind(item) {
+        Ok(ServiceKind::Storage) => bucket::release(control, item).await,
+        Ok(ServiceKind::Volume) => volume::forget(control, item).await,
+        Ok(ServiceKind::Postgres | ServiceKind::Redis | ServiceKind::Auth) | Err(_) => {}
     }
 }
 
@@ -316,7 +327,6 @@ pub(crate) async fn forget_point(
 ) -> ControlResult<()> {
     for item in &point.items {
         release_item(control, item).await;
-        volume::forget(control, item).await;
     }
     backups.repo.delete_under(&point_dir(&point.id)).await?;
     control.store()?.delete_restore_point(&point.id).await?;

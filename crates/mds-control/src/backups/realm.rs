@@ -43,9 +43,8 @@ async fn load(backups: &Backups, item: &RestorePointItemRow) -> ControlResult<Re
     serde_json::from_slice(&data).map_err(|e| failed("the realm", e))
 }
 
-/// The realm decrypts, parses, and holds the recorded number of users.
-pub(super) async fn check(backups: &Backups, item: &RestorePointItemRow) -> ControlResult<String> {
-    let export = load(backups, item).await?;
+/// The realm holds the recorded number of users.
+fn verify(item: &RestorePointItemRow, export: &RealmExport) -> ControlResult<String> {
     let recorded = item.record["users"].as_u64().unwrap_or(0);
     if export.users.len() as u64 != recorded {
         return Err(ControlError::Failed {
@@ -60,22 +59,14 @@ pub(super) async fn check(backups: &Backups, item: &RestorePointItemRow) -> Cont
     Ok(format!("{} users as recorded", export.users.len()))
 }
 
+/// The drill: the realm decrypts, parses and holds what was recorded.
+pub(super) async fn check(backups: &Backups, item: &RestorePointItemRow) -> ControlResult<String> {
+    verify(item, &load(backups, item).await?)
+}
+
 /// The realm's users become the point's, in one transaction; every
 /// session ends. Into another binding, its own signing keys stay (the
 /// point's are sealed to theirs).
-async fn project_id_of(control: &Control, binding: &BindingRow) -> String {
-    match control.store() {
-        Ok(store) => store
-            .binding_with_service(&binding.id)
-            .await
-            .ok()
-            .flatten()
-            .map(|(s, _)| s.project_id)
-            .unwrap_or_default(),
-        Err(_) => String::new(),
-    }
-}
-
 pub(super) async fn restore(
     control: &Control,
     backups: &Backups,
@@ -83,14 +74,19 @@ pub(super) async fn restore(
     target: &BindingRow,
     same_binding: bool,
 ) -> ControlResult<(u64, String)> {
-    let checked = check(backups, item).await?;
     let export = load(backups, item).await?;
-    let report = control
-        .store()?
+    let checked = verify(item, &export)?;
+    let store = control.store()?;
+    let (service, _) = store
+        .binding_with_service(&target.id)
+        .await?
+        .ok_or_else(|| ControlError::not_found("binding", &target.id))?;
+    let report = store
         .import_realm(&target.id, &export, !same_binding)
         .await?
         .ok_or_else(|| ControlError::not_found("binding", &target.id))?;
-    control.auth.forget(&project_id_of(control, target).await);
+    // The realm cache holds the old keys and settings for 2 s otherwise.
+    control.auth.forget(&service.project_id);
     Ok((
         report.sessions_ended,
         format!("{checked}; {} users restored", report.users),

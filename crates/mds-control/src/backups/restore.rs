@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 use mds_api_types::backups::{NotRestored, RestoreRequest, RestoreResult, RestoredService};
 use mds_core::ids::IdKind;
+use mds_core::kinds::ServiceKind;
 use mds_store::{BindingRow, DataServiceRow, RestorePointItemRow, StoreError};
 use serde_json::json;
 
@@ -129,7 +130,10 @@ impl Control {
                 from_label = format!("pitr:{}", mds_api_types::time::format(&at));
                 let points = store.restore_points(&project.id, Some(&env.id)).await?;
                 for (service, binding) in source_bindings.iter().filter(|(s, _)| wanted(&s.name)) {
-                    if service.kind == "postgres" {
+                    if matches!(
+                        mds_provision::service_kind(service),
+                        Ok(ServiceKind::Postgres)
+                    ) {
                         sources.push((
                             service.clone(),
                             binding.clone(),
@@ -315,7 +319,11 @@ impl Control {
                     config: Box::new(s.admin_config()),
                     db: database.clone(),
                 },
-                (Source::Item(item), _) if item.kind == "postgres" => pg::Input::Item(item),
+                (Source::Item(item), _)
+                    if matches!(super::item_kind(item), Ok(ServiceKind::Postgres)) =>
+                {
+                    pg::Input::Item(item)
+                }
                 _ => continue,
             };
             if let pg::Input::Item(item) = &input {

@@ -97,9 +97,6 @@ pub(super) async fn restore(
 
 /// A point that expires takes its snapshot with it.
 pub(super) async fn forget(control: &Control, item: &RestorePointItemRow) {
-    if item.kind != "volume" {
-        return;
-    }
     let (Some(volume), Some(snapshot)) = (
         item.record["volume"].as_str(),
         item.record["snapshot"].as_str(),
