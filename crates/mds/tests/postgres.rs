@@ -527,8 +527,14 @@ fn spare_databases_are_claimed_refilled_and_closed_to_tenants() {
         "fast__production"
     );
     for spare in spares() {
-        let (ok, _, err) = psql(&with_database(&env["DATABASE_URL"], &spare), "SELECT 1");
+        let (ok, _, err) = psql(
+            &with_database(&env["DATABASE_URL_UNPOOLED"], &spare),
+            "SELECT 1",
+        );
         assert!(!ok && err.contains("permission denied"), "{err}");
+        // The pooler serves binding databases only.
+        let (ok, _, err) = psql(&with_database(&env["DATABASE_URL"], &spare), "SELECT 1");
+        assert!(!ok && err.contains("no such database"), "{err}");
     }
 }
 
@@ -597,7 +603,10 @@ fn a_database_dropped_behind_mds_back_is_noticed_and_recreated() {
         &mds.superuser_config(),
         &format!("DROP DATABASE {} WITH (FORCE)", env["PGDATABASE"]),
     );
-    assert!(!psql(&env["DATABASE_URL"], "SELECT 1").0);
+    // Direct, the loss shows at once; through the pooler a client waits
+    // for a server connection (pgbouncer retries its login) and is served
+    // once the drift check has recreated the database.
+    assert!(!psql(&env["DATABASE_URL_UNPOOLED"], "SELECT 1").0);
     let repaired = wait_until(Duration::from_secs(20), || {
         psql(&env["DATABASE_URL"], "SELECT 1").0
     });
