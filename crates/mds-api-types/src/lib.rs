@@ -334,6 +334,42 @@ pub struct Binding {
     pub resource: String,
     #[serde(serialize_with = "time::serialize_option")]
     pub ready_at: Option<Timestamp>,
+    /// Postgres: how its clients are pooled, and the pool's use now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<Pool>,
+}
+
+/// A Postgres binding's pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pool {
+    /// `transaction`, `session` or `off`.
+    pub mode: String,
+    /// Server connections at most.
+    pub size: u32,
+    /// Whether `DATABASE_URL` goes through the pooler (from the next boot
+    /// after a change); `DATABASE_URL_UNPOOLED` never does.
+    pub pooled: bool,
+    /// The counters, while the pooler runs (else null).
+    pub clients_active: Option<i64>,
+    pub clients_waiting: Option<i64>,
+    pub servers_active: Option<i64>,
+    pub servers_idle: Option<i64>,
+    pub max_wait_ms: Option<i64>,
+}
+
+/// `PATCH /projects/{p}/data-services/{service}`: a binding's pooling (or
+/// every binding's, without `environment`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDataService {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// `transaction`, `session` or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_mode: Option<String>,
+    /// A number, or null for the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_size: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -356,6 +392,12 @@ pub struct CreateDataService {
     /// Attach this standalone database or bucket instead of making one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing: Option<String>,
+    /// Postgres: `transaction` (the default), `session` or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_mode: Option<String>,
+    /// Postgres: server connections of each binding's pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_size: Option<i64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

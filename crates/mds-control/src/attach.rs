@@ -192,6 +192,9 @@ async fn bind_in_environment(
             ),
         ));
     }
+    // Pooling is per binding: this one may have its own (checked before
+    // anything is written).
+    let pool = options.pool.check(control, kind)?;
     let reconciler = control.reconciler()?;
     let service_part = (!service.env_prefix.is_empty()).then_some(service.name.as_str());
     let binding = reconciler.new_binding(&project.slug, &env.id, &env.slug, service_part);
@@ -203,6 +206,7 @@ async fn bind_in_environment(
     if !added {
         return Err(taken_here());
     }
+    crate::pools::apply(control, service, Some(env), &pool).await?;
     tracing::info!(
         service = service.id,
         binding = binding.id,
@@ -306,6 +310,8 @@ pub struct KindOptions {
     pub engine_version: Option<String>,
     /// Storage: the bucket's name, when the client chose it.
     pub bucket: Option<String>,
+    /// Postgres: how its bindings are pooled.
+    pub pool: crate::pools::PoolRequest,
 }
 
 /// A service's engine settings, validated (each bad one names its field).
@@ -334,6 +340,7 @@ fn kind_config(
         ));
     }
     let engine_version = engine_version(control, kind, options.engine_version.as_deref())?;
+    let pool = options.pool.check(control, kind)?;
     match kind {
         ServiceKind::Redis => {
             let maxmemory = match &options.maxmemory {
@@ -373,7 +380,18 @@ fn kind_config(
             }
             Ok(config.to_stored())
         }
-        ServiceKind::Postgres => Ok(json!({ "engine_version": engine_version })),
+        ServiceKind::Postgres => {
+            // The pooling its bindings start with, here and in environments
+            // made later.
+            let mut config = json!({ "engine_version": engine_version });
+            if let Some(mode) = pool.mode {
+                config["pool_mode"] = json!(mode);
+            }
+            if let Some(size) = pool.size {
+                config["pool_size"] = json!(size);
+            }
+            Ok(config)
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
 
 use mds_core::env::{resolve_env, Candidate, Layer, Resolved};
+use mds_core::kinds::ServiceKind;
 use mds_store::{
     BindingRow, DataServiceRow, EnvironmentRow, ProjectRow, SandboxRow, VariableScope,
 };
@@ -200,10 +201,18 @@ impl Control {
                 pending.push(binding);
                 continue;
             }
+            // `explain` says which URL goes through the pooler.
+            let pooled_origin = format!("{}, {}", service.name, reconciler.pool_note(&binding));
             for (name, value, secret) in reconciler.binding_variables(&service, &binding)? {
+                let origin = match service.kind == ServiceKind::Postgres.as_str()
+                    && name.ends_with("DATABASE_URL")
+                {
+                    true => &pooled_origin,
+                    false => &service.name,
+                };
                 candidates.push(Candidate::new(
                     Layer::Binding,
-                    &service.name,
+                    origin,
                     &name,
                     &value,
                     secret,

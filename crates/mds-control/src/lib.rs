@@ -29,6 +29,7 @@ mod caller;
 pub mod deployer;
 pub mod deployments;
 mod error;
+pub mod pools;
 pub mod projects;
 pub mod public_networking;
 pub mod realms;

@@ -134,28 +134,45 @@ pub struct PostgresAccess<'a> {
     pub user: &'a str,
     pub password: &'a str,
     pub database: &'a str,
+    /// The pooler's (host, port), when the binding's `DATABASE_URL` goes
+    /// through it.
+    pub pooler: Option<(&'a str, u16)>,
 }
 
 impl PostgresAccess<'_> {
+    /// The direct URL.
     pub fn url(&self) -> String {
+        self.url_at(self.host, self.port)
+    }
+
+    /// `DATABASE_URL`: through the pooler, when there is one.
+    pub fn pooled_url(&self) -> String {
+        match self.pooler {
+            Some((host, port)) => self.url_at(host, port),
+            None => self.url(),
+        }
+    }
+
+    fn url_at(&self, host: &str, port: u16) -> String {
         format!(
             "postgresql://{}:{}@{}:{}/{}",
             url_encode(self.user),
             url_encode(self.password),
-            self.host,
-            self.port,
+            host,
+            port,
             url_encode(self.database)
         )
     }
 
-    /// `DATABASE_URL`, `DATABASE_URL_UNPOOLED` and `PG*`, each prefixed
-    /// (`ANALYTICS_DATABASE_URL`) for a service that is not the first of
-    /// its kind. Values are (name, value, secret).
+    /// `DATABASE_URL` (pooled, when there is a pooler),
+    /// `DATABASE_URL_UNPOOLED` and `PG*` (always direct: migrations,
+    /// `LISTEN`, session locks and `pg_dump` need a session of their own),
+    /// each prefixed (`ANALYTICS_DATABASE_URL`) for a service that is not
+    /// the first of its kind. Values are (name, value, secret).
     pub fn variables(&self, prefix: &str) -> Vec<(String, String, bool)> {
-        let url = self.url();
         [
-            ("DATABASE_URL", url.clone(), true),
-            ("DATABASE_URL_UNPOOLED", url, true),
+            ("DATABASE_URL", self.pooled_url(), true),
+            ("DATABASE_URL_UNPOOLED", self.url(), true),
             ("PGHOST", self.host.to_string(), false),
             ("PGPORT", self.port.to_string(), false),
             ("PGUSER", self.user.to_string(), false),
@@ -361,6 +378,7 @@ mod tests {
                         user: "u",
                         password: "p",
                         database: "d",
+                        pooler: None,
                     }
                     .variables(""),
                 ),
@@ -494,6 +512,7 @@ mod tests {
             user: "shop__production",
             password: "p@ss/word",
             database: "shop__production",
+            pooler: None,
         };
         assert_eq!(
             access.url(),
@@ -507,6 +526,27 @@ mod tests {
         assert!(names.contains(&"ANALYTICS_DATABASE_URL".to_string()));
         assert!(names.contains(&"ANALYTICS_PGPASSWORD".to_string()));
         assert_eq!(access.variables("")[0].0, "DATABASE_URL");
+        // Without a pooler both URLs are direct; with one, only
+        // DATABASE_URL goes through it.
+        let value = |access: &PostgresAccess, name: &str| {
+            access
+                .variables("")
+                .into_iter()
+                .find(|v| v.0 == name)
+                .map(|v| v.1)
+                .unwrap()
+        };
+        assert_eq!(value(&access, "DATABASE_URL"), access.url());
+        let pooled = PostgresAccess {
+            pooler: Some(("127.0.0.1", 6500)),
+            ..access
+        };
+        assert_eq!(
+            value(&pooled, "DATABASE_URL"),
+            "postgresql://shop__production:p%40ss%2Fword@127.0.0.1:6500/shop__production"
+        );
+        assert_eq!(value(&pooled, "DATABASE_URL_UNPOOLED"), pooled.url());
+        assert_eq!(value(&pooled, "PGPORT"), "5432");
     }
 
     fn names(vars: Vec<(String, String, bool)>) -> Vec<String> {

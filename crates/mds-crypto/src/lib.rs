@@ -21,6 +21,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+pub mod scram;
 pub mod stream;
 
 #[derive(Debug, thiserror::Error)]

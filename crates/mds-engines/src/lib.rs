@@ -6,8 +6,10 @@ mod os_user;
 pub mod pg_archive;
 pub mod pg_logical;
 mod pg_public;
+mod pooler;
 mod postgres;
 mod process;
+pub use process::raise_fd_limit;
 mod redis;
 pub mod redis_backup;
 pub mod resp;
@@ -19,6 +21,7 @@ pub use pg_archive::{
     BaseBackupInfo, RecoveryTarget, ScratchPostgres,
 };
 pub use pg_public::{GivenTls, HbaRule, PublicEndpoint, PublicListener};
+pub use pooler::{find_pgbouncer, PoolEntry, PoolMode, PoolStats, Pooler, PoolerOptions};
 pub use postgres::{
     find_postgres_binaries, ManagedPostgres, PostgresBinaries, PostgresEngine, PublicRules,
     StartOptions,

@@ -180,6 +180,21 @@ pub fn tail(path: &std::path::Path, max: usize) -> String {
     }
 }
 
+/// Raises this process's soft limit of open files to its hard limit and
+/// returns the limit now in force. Children inherit it: the pooler holds a
+/// socket per client, thousands at once.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

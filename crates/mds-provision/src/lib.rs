@@ -37,7 +37,7 @@ use tokio::sync::{Notify, OnceCell};
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
-pub use postgres::harden_engine;
+pub use postgres::{harden_engine, POOL_MODES};
 pub use redis::DEFAULT_REDIS_MEMORY;
 pub use redis_external::ExternalRedis;
 pub use storage::{
@@ -60,13 +60,14 @@ pub enum ProvisionError {
     /// does not know.
     #[error("{0}; this server does nothing with it")]
     UnknownState(UnknownValue),
+    /// An engine process of mds's own (redis-server, the pooler) failed.
     #[error("{0}")]
-    Redis(String),
+    Process(String),
 }
 
 impl From<mds_engines::EngineError> for ProvisionError {
     fn from(e: mds_engines::EngineError) -> Self {
-        ProvisionError::Redis(e.to_string())
+        ProvisionError::Process(e.to_string())
     }
 }
 
@@ -294,6 +295,11 @@ pub struct Settings {
     pub volume_backend: String,
     /// This server's lasting id ([`server_id`]); its leases name it.
     pub server_id: String,
+    /// The pooler in front of the managed engine (none with
+    /// `--postgres-url`).
+    pub pooler: Option<mds_engines::Pooler>,
+    /// Server connections of a binding whose pool size is not set.
+    pub default_pool_size: u32,
 }
 
 /// Arbitrary, fixed: the advisory lock of the replica that tops up spares.
@@ -340,6 +346,9 @@ impl Reconciler {
                 postgres: postgres::PostgresProvisioner {
                     engine,
                     connection_limit: settings.connection_limit,
+                    pooler: settings.pooler,
+                    default_pool_size: settings.default_pool_size,
+                    pool_sync: tokio::sync::Mutex::new(()),
                 },
                 redis,
                 storage: storage::StorageProvisioner {
@@ -376,7 +385,45 @@ impl Reconciler {
     /// this start has not brought back yet.
     pub async fn start(&self) -> Result<tokio::task::JoinHandle<()>, ProvisionError> {
         self.incarnation().await?;
+        // Pooled URLs of running bindings work again before the API is
+        // ready (the pooler starts empty).
+        self.sync_pooler().await?;
         Ok(self.spawn())
+    }
+
+    /// The pooler, when there is one.
+    pub fn pooler(&self) -> Option<&mds_engines::Pooler> {
+        self.inner.postgres.pooler.as_ref()
+    }
+
+    /// Makes the pooler serve the bindings as the store has them now
+    /// (after their pool settings changed).
+    pub async fn sync_pooler(&self) -> Result<(), ProvisionError> {
+        self.inner.postgres.sync_pooler(&self.inner.ctx).await
+    }
+
+    /// How a Postgres binding's `DATABASE_URL` reaches it, for `mds env
+    /// explain`: `pooled, transaction`, or `direct` and why.
+    pub fn pool_note(&self, binding: &BindingRow) -> String {
+        match (self.pooler(), binding.pool_mode.as_str()) {
+            (None, _) => "direct: this server runs no pooler".to_string(),
+            (Some(_), "off") => "direct: pool off".to_string(),
+            (Some(_), mode) => format!("pooled, {mode}"),
+        }
+    }
+
+    /// The pool size a binding has (its own, else the default).
+    pub fn pool_size(&self, binding: &BindingRow) -> u32 {
+        binding
+            .pool_size
+            .and_then(|s| u32::try_from(s).ok())
+            .unwrap_or(self.inner.postgres.default_pool_size)
+    }
+
+    /// The most server connections a binding's pool may have: its role's
+    /// connection limit.
+    pub fn max_pool_size(&self) -> u32 {
+        u32::try_from(self.inner.postgres.connection_limit).unwrap_or(1)
     }
 
     /// This start's incarnation, registered on first use: earlier

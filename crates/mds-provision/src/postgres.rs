@@ -6,9 +6,11 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use mds_core::env::PostgresAccess;
 use mds_core::kinds::{BindingState, Desired};
-use mds_engines::PostgresEngine;
+use mds_engines::{PoolEntry, PoolMode, Pooler, PostgresEngine};
 use mds_store::{quote, BindingRow, DataServiceRow};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
@@ -16,12 +18,22 @@ use tokio_postgres::{Client, NoTls};
 use crate::{describe, Ctx, Injected, Metrics, ProvisionError, Provisioner};
 
 /// Postgres bindings: a database and a login role each, on the shared
-/// engine.
+/// engine, reached through the pooler when there is one.
 pub(crate) struct PostgresProvisioner {
     pub engine: PostgresEngine,
     /// CONNECTION LIMIT of each tenant role.
     pub connection_limit: i32,
+    /// In front of the managed engine; `None` with `--postgres-url`.
+    pub pooler: Option<Pooler>,
+    /// Server connections of a binding whose `pool_size` is not set.
+    pub default_pool_size: u32,
+    /// Held from reading the bindings to applying them, so that a sync
+    /// never applies a list older than one already applied.
+    pub pool_sync: tokio::sync::Mutex<()>,
 }
+
+/// The pool mode words a binding may have (`bindings.pool_mode`).
+pub const POOL_MODES: [&str; 3] = ["transaction", "session", "off"];
 
 impl PostgresProvisioner {
     pub async fn admin(&self) -> Result<Admin, tokio_postgres::Error> {
@@ -37,6 +49,53 @@ impl PostgresProvisioner {
         };
         let port = admin.get_ports().first().copied().unwrap_or(5432);
         (host, port)
+    }
+
+    /// Where the binding's `DATABASE_URL` points when it is pooled: the
+    /// pooler, unless there is none or the binding's mode is `off`.
+    pub fn pooler_endpoint(&self, binding: &BindingRow) -> Option<(String, u16)> {
+        let pooler = self.pooler.as_ref()?;
+        (binding.pool_mode != "off").then(|| ("127.0.0.1".to_string(), pooler.port()))
+    }
+
+    /// Makes the pooler serve every Postgres binding that should run, with
+    /// its role's current verifier. A binding whose mode is `off` is
+    /// served too (in session mode): clients that still hold its pooled
+    /// URL keep working until their next boot.
+    pub async fn sync_pooler(&self, ctx: &Ctx) -> Result<(), ProvisionError> {
+        let Some(pooler) = &self.pooler else {
+            return Ok(());
+        };
+        let _sync = self.pool_sync.lock().await;
+        let bindings = ctx.store.pooled_bindings().await?;
+        let names: Vec<&str> = bindings.iter().map(|(name, _, _)| name.as_str()).collect();
+        let verifiers = self.admin().await?.verifiers(&names).await?;
+        let entries = bindings
+            .iter()
+            .filter_map(|(name, mode, size)| {
+                Some(PoolEntry {
+                    database: name.clone(),
+                    verifier: verifiers.get(name)?.clone(),
+                    mode: match mode.as_str() {
+                        "transaction" => PoolMode::Transaction,
+                        _ => PoolMode::Session,
+                    },
+                    size: size
+                        .and_then(|s| u32::try_from(s).ok())
+                        .unwrap_or(self.default_pool_size),
+                })
+            })
+            .collect();
+        pooler.apply(entries).await?;
+        Ok(())
+    }
+
+    /// Closes the pooled connections of a database (before it is dropped).
+    async fn close_pool(&self, name: &str) -> Result<(), ProvisionError> {
+        if let Some(pooler) = &self.pooler {
+            pooler.close(name).await?;
+        }
+        Ok(())
     }
 }
 
@@ -84,7 +143,10 @@ impl Provisioner for PostgresProvisioner {
         let name = &binding.resource_name;
         let login = match desired {
             Desired::Deleted => {
+                // Its pooled connections first: none may outlive the data.
+                self.close_pool(name).await?;
                 admin.remove(name).await?;
+                self.sync_pooler(ctx).await?;
                 return Ok(None);
             }
             Desired::Running => true,
@@ -95,13 +157,18 @@ impl Provisioner for PostgresProvisioner {
             .converge(name, &password, login, self.connection_limit)
             .await?;
         if !login {
+            self.sync_pooler(ctx).await?;
             admin.disconnect_role(name).await?;
             return Ok(Some(BindingState::Stopped));
         }
+        self.sync_pooler(ctx).await?;
         // Ready means connectable: a real login with the binding's own
-        // credentials.
+        // credentials, direct and (when pooled) through the pooler.
         let (host, port) = self.engine_endpoint();
         verify(&host, port, name, &password).await?;
+        if let Some((host, port)) = self.pooler_endpoint(binding) {
+            verify(&host, port, name, &password).await?;
+        }
         Ok(Some(BindingState::Running))
     }
 
@@ -113,10 +180,13 @@ impl Provisioner for PostgresProvisioner {
         binding: &BindingRow,
         _desired: Desired,
     ) -> Result<(), ProvisionError> {
-        self.admin()
-            .await?
-            .disconnect_role(&binding.resource_name)
-            .await?;
+        let name = &binding.resource_name;
+        self.close_pool(name).await?;
+        let ended = self.admin().await?.disconnect_role(name).await;
+        if let Some(pooler) = &self.pooler {
+            pooler.resume(name).await?;
+        }
+        ended?;
         Ok(())
     }
 
@@ -132,12 +202,14 @@ impl Provisioner for PostgresProvisioner {
     ) -> Result<Vec<Injected>, ProvisionError> {
         let password = ctx.password(binding)?;
         let (host, port) = self.engine_endpoint();
+        let pooler = self.pooler_endpoint(binding);
         Ok(PostgresAccess {
             host: &host,
             port,
             user: &binding.resource_name,
             password: &password,
             database: &binding.resource_name,
+            pooler: pooler.as_ref().map(|(host, port)| (host.as_str(), *port)),
         }
         .variables(&service.env_prefix))
     }
@@ -193,9 +265,13 @@ impl Admin {
             self.claim_spare(name).await?;
         }
         let role = quote::ident(name);
-        let verifier = quote::literal(&postgres_protocol::password::scram_sha_256(
-            password.as_bytes(),
-        ));
+        // The stored verifier stays while it opens with the password: the
+        // pooler authenticates with a copy of it.
+        let verifier = match self.verifiers(&[name]).await?.remove(name) {
+            Some(current) if mds_crypto::scram::verifier_matches(&current, password) => current,
+            _ => postgres_protocol::password::scram_sha_256(password.as_bytes()),
+        };
+        let verifier = quote::literal(&verifier);
         let login = if login { "LOGIN" } else { "NOLOGIN" };
         // 1. The role: no privilege beyond logging in to its database.
         let attributes = format!(
@@ -242,6 +318,28 @@ impl Admin {
             ))
             .await?;
         Ok(())
+    }
+
+    /// The SCRAM verifiers of these roles, as stored (`pg_authid`). On a
+    /// server where mds may not read them (an external one), none.
+    pub async fn verifiers(
+        &self,
+        names: &[&str],
+    ) -> Result<HashMap<String, String>, tokio_postgres::Error> {
+        let rows = match self
+            .client
+            .query(
+                "SELECT rolname::text, rolpassword FROM pg_authid
+                 WHERE rolname = ANY($1) AND rolpassword LIKE 'SCRAM-SHA-256$%'",
+                &[&names],
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     async fn role_exists(&self, name: &str) -> Result<bool, tokio_postgres::Error> {

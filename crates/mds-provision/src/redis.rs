@@ -18,7 +18,7 @@ impl RedisHosting {
     fn managed(&self) -> Result<&RedisEngine, ProvisionError> {
         match self {
             RedisHosting::Managed(engine) => Ok(engine),
-            RedisHosting::External(_) | RedisHosting::Unavailable => Err(ProvisionError::Redis(
+            RedisHosting::External(_) | RedisHosting::Unavailable => Err(ProvisionError::Process(
                 "redis-server is not installed on this server; install it with \
                      `apt-get install -y redis-server`"
                     .to_string(),
@@ -175,7 +175,7 @@ impl Provisioner for RedisHosting {
             return external
                 .converge(&binding.resource_name, &password, desired)
                 .await
-                .map_err(ProvisionError::Redis);
+                .map_err(ProvisionError::Process);
         }
         let redis = self.managed()?;
         match desired {
@@ -207,7 +207,7 @@ impl Provisioner for RedisHosting {
                 .converge(&binding.resource_name, "", Desired::Deleted)
                 .await
                 .map(|_| ())
-                .map_err(ProvisionError::Redis),
+                .map_err(ProvisionError::Process),
             RedisHosting::Managed(_) | RedisHosting::Unavailable => {
                 Ok(self.managed()?.remove(&binding.id).await?)
             }
@@ -227,7 +227,7 @@ impl Provisioner for RedisHosting {
             return external
                 .disconnect(&binding.resource_name)
                 .await
-                .map_err(ProvisionError::Redis);
+                .map_err(ProvisionError::Process);
         }
         self.managed()?.stop(&binding.id).await;
         self.converge(ctx, service, binding, desired).await?;
@@ -283,7 +283,7 @@ impl Provisioner for RedisHosting {
         let (host, port) = self.endpoint(binding);
         let info = mds_engines::resp::auth_info(&host, port, &binding.resource_name, &password)
             .await
-            .map_err(ProvisionError::Redis)?;
+            .map_err(ProvisionError::Process)?;
         Ok(info_metrics(&info))
     }
 

@@ -90,6 +90,10 @@ pub struct ServerConfig {
     pub backups: mds_control::backups::BackupSettings,
     /// Longest a managed engine's WAL waits before it is archived.
     pub wal_archive_timeout_secs: u32,
+    /// Server connections of a binding's pool unless it sets its own.
+    pub pool_size: u32,
+    /// Client connections the pooler accepts in all.
+    pub pooler_max_clients: u32,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -199,6 +203,9 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
     }
     if let Ok(reconciler) = state.reconciler() {
         reconciler.shutdown().await;
+        if let Some(pooler) = reconciler.pooler() {
+            pooler.shutdown().await;
+        }
     }
     if let Ok(store) = state.store() {
         store.close();
@@ -388,6 +395,12 @@ async fn start_platform(
                     .map(RedisHosting::Managed)
                     .unwrap_or(RedisHosting::Unavailable),
             };
+            let pooler = match &engine {
+                PostgresEngine::Managed(managed) => {
+                    start_pooler(config, data_dir, state, managed.port()).await
+                }
+                PostgresEngine::External(_) => None,
+            };
             let reconciler = Reconciler::new(
                 store.clone(),
                 engine.clone(),
@@ -401,6 +414,8 @@ async fn start_platform(
                     api_url: public_url.to_string(),
                     volume_backend: mds_runtime::volume::default_backend().to_string(),
                     server_id,
+                    pooler: pooler.clone(),
+                    default_pool_size: config.pool_size,
                 },
             );
             let storage = match mds_storage::Storage::open(
@@ -448,6 +463,52 @@ async fn start_platform(
         Err(e) => {
             engine.shutdown().await;
             Err(e)
+        }
+    }
+}
+
+/// The pooler in front of the managed engine. One that cannot start
+/// leaves DATABASE_URL direct, said loudly: data services still work.
+async fn start_pooler(
+    config: &ServerConfig,
+    data_dir: &Path,
+    state: &AppState,
+    upstream_port: u16,
+) -> Option<mds_engines::Pooler> {
+    let started = async {
+        let binary = mds_engines::find_pgbouncer()?;
+        let fds = mds_engines::raise_fd_limit();
+        if fds < u64::from(config.pooler_max_clients) + 100 {
+            tracing::warn!(
+                fds,
+                max_clients = config.pooler_max_clients,
+                "the open-files limit is below what --pooler-max-clients needs"
+            );
+        }
+        mds_engines::Pooler::start(mds_engines::PoolerOptions {
+            binary,
+            dir: data_dir.join("engines").join("pooler"),
+            os_user: OsUser::for_engines(config.engine_os_user.as_deref())?,
+            upstream_port,
+            max_clients: config.pooler_max_clients,
+            admin_password: zeroize::Zeroizing::new(hex::encode(
+                *state.master_key.derive("pooler:console"),
+            )),
+        })
+        .await
+    }
+    .await;
+    match started {
+        Ok(pooler) => {
+            tracing::info!(port = pooler.port(), "the pooler serves");
+            Some(pooler)
+        }
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "no pooler: DATABASE_URL stays direct (install pgbouncer: scripts/install-deps)"
+            );
+            None
         }
     }
 }

@@ -2,7 +2,7 @@
 //! `mds_api_types` views that more than one route answers with.
 
 use mds_api_types::services::ConnectionTest;
-use mds_api_types::{Binding, DataService, Environment, Project, Variable};
+use mds_api_types::{Binding, DataService, Environment, Pool, Project, Variable};
 use mds_core::kinds::{BindingState, Desired, ServiceKind};
 use mds_core::vars;
 use mds_provision::{binding_desired, binding_state};
@@ -64,6 +64,55 @@ pub fn binding_view(row: &BindingRow) -> Binding {
         last_error: row.last_error.clone(),
         resource: row.resource_name.clone(),
         ready_at: row.ready_at,
+        pool: None,
+    }
+}
+
+/// Fills the `pool` of each Postgres binding in the views: its settings,
+/// and the pooler's numbers while it runs (one console call for the lot).
+/// Each view comes with the binding rows it was made from.
+pub async fn fill_pools(state: &AppState, views: &mut [(&[BindingRow], &mut DataService)]) {
+    let Ok(reconciler) = state.reconciler() else {
+        return;
+    };
+    if !views
+        .iter()
+        .any(|(_, view)| view.kind == ServiceKind::Postgres.as_str())
+    {
+        return;
+    }
+    let pooler = reconciler.pooler();
+    let running = pooler.is_some_and(|p| p.status() == mds_engines::EngineStatus::Running);
+    let stats = match pooler {
+        Some(pooler) if running => pooler.pools().await.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "reading pool numbers");
+            Vec::new()
+        }),
+        _ => Vec::new(),
+    };
+    for (rows, view) in views.iter_mut() {
+        if view.kind != ServiceKind::Postgres.as_str() {
+            continue;
+        }
+        for binding in view.bindings.iter_mut() {
+            let Some(row) = rows.iter().find(|r| r.id == binding.id) else {
+                continue;
+            };
+            let numbers = stats.iter().find(|s| s.database == row.resource_name);
+            // A pool nobody has used yet has no line: zeros.
+            let number =
+                |f: fn(&mds_engines::PoolStats) -> i64| running.then(|| numbers.map_or(0, f));
+            binding.pool = Some(Pool {
+                mode: row.pool_mode.clone(),
+                size: reconciler.pool_size(row),
+                pooled: pooler.is_some() && row.pool_mode != "off",
+                clients_active: number(|s| s.clients_active),
+                clients_waiting: number(|s| s.clients_waiting),
+                servers_active: number(|s| s.servers_active),
+                servers_idle: number(|s| s.servers_idle),
+                max_wait_ms: number(|s| s.max_wait_ms),
+            });
+        }
     }
 }
 

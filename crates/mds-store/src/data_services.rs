@@ -41,6 +41,10 @@ pub struct BindingRow {
     pub ready_at: Option<DateTime<Utc>>,
     /// The port of the binding's own engine process (managed Redis).
     pub port: Option<i32>,
+    /// Postgres: `transaction`, `session` or `off` (migration 0023).
+    pub pool_mode: String,
+    /// Postgres: its server connections at most; `None`: the default.
+    pub pool_size: Option<i32>,
 }
 
 pub struct NewDataService {
@@ -78,11 +82,11 @@ pub(crate) const SERVICE_COLUMNS: &str =
 /// How many columns `SERVICE_COLUMNS` and `BINDING_COLUMNS` name: where a
 /// joined row's next part starts.
 pub(crate) const SERVICE_COLUMN_COUNT: usize = 11;
-pub(crate) const BINDING_COLUMN_COUNT: usize = 14;
+pub(crate) const BINDING_COLUMN_COUNT: usize = 16;
 pub(crate) const BINDING_COLUMNS: &str =
     "b.id, b.service_id, b.environment_id, e.name, b.desired, b.state, \
      b.last_error, b.attempts, b.resource_name, b.sealed_password, b.created_at, b.updated_at, \
-     b.ready_at, b.port";
+     b.ready_at, b.port, b.pool_mode, b.pool_size";
 
 pub(crate) fn service_from_row(row: &Row) -> DataServiceRow {
     DataServiceRow {
@@ -116,6 +120,8 @@ pub(crate) fn binding_from_row(row: &Row, at: usize) -> BindingRow {
         updated_at: row.get(at + 11),
         ready_at: row.get(at + 12),
         port: row.get(at + 13),
+        pool_mode: row.get(at + 14),
+        pool_size: row.get(at + 15),
     }
 }
 
@@ -127,8 +133,10 @@ async fn insert_binding(
     let n = client
         .execute(
             "INSERT INTO bindings (id, service_id, environment_id, resource_name, sealed_password,
-                 kind)
-             SELECT $1, $2, $3, $4, $5, s.kind FROM data_services s WHERE s.id = $2 AND NOT s.deleting
+                 kind, pool_mode, pool_size)
+             SELECT $1, $2, $3, $4, $5, s.kind, COALESCE(s.config->>'pool_mode', 'transaction'),
+                    (s.config->>'pool_size')::int
+             FROM data_services s WHERE s.id = $2 AND NOT s.deleting
              ON CONFLICT (service_id, environment_id) DO NOTHING",
             &[
                 &b.id,
@@ -951,5 +959,70 @@ impl Store {
             )
             .await?
             .is_some())
+    }
+
+    /// Sets the pooling of a service's bindings: the one in
+    /// `environment_id`, or every one (and the service's default for
+    /// bindings made later). `size`: `None` keeps it, `Some(None)` returns
+    /// it to the default. Returns the bindings changed.
+    pub async fn set_binding_pool(
+        &self,
+        service_id: &str,
+        environment_id: Option<&str>,
+        mode: Option<&str>,
+        size: Option<Option<i32>>,
+    ) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                "UPDATE bindings
+                 SET pool_mode = COALESCE($3, pool_mode),
+                     pool_size = CASE WHEN $4 THEN $5 ELSE pool_size END,
+                     updated_at = now()
+                 WHERE service_id = $1 AND ($2::text IS NULL OR environment_id = $2)",
+                &[
+                    &service_id,
+                    &environment_id,
+                    &mode,
+                    &size.is_some(),
+                    &size.flatten(),
+                ],
+            )
+            .await?;
+        if environment_id.is_none() {
+            let mut defaults = serde_json::Map::new();
+            if let Some(mode) = mode {
+                defaults.insert("pool_mode".into(), mode.into());
+            }
+            if let Some(size) = size {
+                defaults.insert("pool_size".into(), size.into());
+            }
+            tx.execute(
+                "UPDATE data_services SET config = config || $2, updated_at = now() WHERE id = $1",
+                &[&service_id, &Value::Object(defaults)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// What the pooler serves: every Postgres binding that should run, by
+    /// its database name, with its mode and size.
+    pub async fn pooled_bindings(&self) -> Result<Vec<(String, String, Option<i32>)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT resource_name, pool_mode, pool_size FROM bindings
+                 WHERE kind = 'postgres' AND desired = 'running'
+                 ORDER BY resource_name",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 }

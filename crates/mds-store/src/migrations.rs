@@ -100,6 +100,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "backup_holds",
         include_str!("../migrations/0022_backup_holds.sql"),
     ),
+    (
+        23,
+        "binding_pools",
+        include_str!("../migrations/0023_binding_pools.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

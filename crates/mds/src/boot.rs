@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use mds_api_types::{CreateDataService, DataService, EnvEntry, ResolvedEnv};
+use mds_api_types::{CreateDataService, DataService, EnvEntry, ResolvedEnv, UpdateDataService};
 use mds_core::env::{injected_names, resolve_env, Candidate, Layer};
 use mds_core::kinds::ServiceKind;
 use serde_json::Value;
@@ -40,8 +40,15 @@ pub struct Attach {
     #[arg(long)]
     engine_version: Option<String>,
     /// Attach this standalone database or bucket (its id) instead of making one
-    #[arg(long, conflicts_with_all = ["kind", "name", "maxmemory", "eviction", "engine_version"])]
+    #[arg(long, conflicts_with_all = ["kind", "name", "maxmemory", "eviction", "engine_version", "pool", "pool_size"])]
     existing: Option<String>,
+    /// Postgres: how DATABASE_URL is pooled: transaction (default), session or
+    /// off (DATABASE_URL direct)
+    #[arg(long, value_parser = ["transaction", "session", "off"])]
+    pool: Option<String>,
+    /// Postgres: server connections of each binding's pool
+    #[arg(long)]
+    pool_size: Option<i64>,
 }
 
 impl Attach {
@@ -59,6 +66,8 @@ impl Attach {
                 eviction: self.eviction,
                 engine_version: self.engine_version,
                 existing: self.existing,
+                pool_mode: self.pool,
+                pool_size: self.pool_size,
             },
         )?;
         if ctx.printed_json(&answer) {
@@ -113,6 +122,22 @@ pub enum Data {
         #[arg(short, long)]
         project: String,
     },
+    /// Set how a Postgres service's DATABASE_URL is pooled (the mode applies
+    /// at the next boot, the size at once)
+    Pool {
+        name: String,
+        #[arg(short, long)]
+        project: String,
+        /// Only in this environment (default: every one, and ones made later)
+        #[arg(short, long)]
+        environment: Option<String>,
+        /// transaction, session or off (DATABASE_URL direct)
+        #[arg(long, value_parser = ["transaction", "session", "off"])]
+        mode: Option<String>,
+        /// Server connections at most
+        #[arg(long)]
+        size: Option<i64>,
+    },
     /// Delete a data service and its data in every environment
     Delete {
         name: String,
@@ -155,6 +180,59 @@ impl Data {
                         })
                         .collect(),
                 );
+            }
+            Data::Pool {
+                name,
+                project,
+                environment,
+                mode,
+                size,
+            } => {
+                let answer = ctx.api.send_json(
+                    reqwest::Method::PATCH,
+                    &format!(
+                        "/projects/{}/data-services/{}",
+                        segment(&project),
+                        segment(&name)
+                    ),
+                    &[],
+                    &UpdateDataService {
+                        environment,
+                        pool_mode: mode,
+                        pool_size: size.map(Value::from),
+                    },
+                )?;
+                if ctx.printed_json(&answer) {
+                    return Ok(());
+                }
+                let service: DataService = data(answer)?;
+                table(
+                    &[
+                        "environment",
+                        "pool",
+                        "size",
+                        "database_url",
+                        "in use",
+                        "waiting",
+                    ],
+                    service
+                        .bindings
+                        .iter()
+                        .filter_map(|b| {
+                            let pool = b.pool.as_ref()?;
+                            let n = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+                            Some(vec![
+                                b.environment.clone(),
+                                pool.mode.clone(),
+                                pool.size.to_string(),
+                                if pool.pooled { "pooled" } else { "direct" }.to_string(),
+                                n(pool.servers_active),
+                                n(pool.clients_waiting),
+                            ])
+                        })
+                        .collect(),
+                );
+                println!("A new mode reaches DATABASE_URL at each process's next boot.");
             }
             Data::Delete { name, project, yes } => {
                 if !yes {

@@ -229,6 +229,13 @@ struct ServeArgs {
     /// most this much of the newest writes is not yet in the repository
     #[arg(long, env = "MDS_WAL_ARCHIVE_TIMEOUT", default_value = "60s", value_parser = parse_span)]
     wal_archive_timeout: std::time::Duration,
+    /// Server connections of each Postgres binding's pool, unless the
+    /// binding sets its own (at most --tenant-connection-limit)
+    #[arg(long, env = "MDS_POOL_SIZE", default_value_t = 10)]
+    pool_size: u32,
+    /// Client connections the pooler accepts, all tenants together
+    #[arg(long, env = "MDS_POOLER_MAX_CLIENTS", default_value_t = 12000)]
+    pooler_max_clients: u32,
 }
 
 /// `30s`, `15m`, `6h`, `7d` (or plain seconds).
@@ -330,6 +337,10 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         },
         wal_archive_timeout_secs: args.wal_archive_timeout.as_secs().min(u64::from(u32::MAX))
             as u32,
+        pool_size: args
+            .pool_size
+            .clamp(1, args.tenant_connection_limit.max(1) as u32),
+        pooler_max_clients: args.pooler_max_clients.max(1),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -58,7 +58,7 @@ fn attach_env_run_and_psql_from_the_cli() {
     // Masked by default, values with --reveal, in every format.
     let (_, out, _) = run(&mds, &["env", "-p", "shop", "-e", "staging"]);
     assert!(
-        out.contains("DATABASE_URL") && out.contains("binding (postgres)"),
+        out.contains("DATABASE_URL") && out.contains("binding (postgres, pooled, transaction)"),
         "{out}"
     );
     assert!(!out.contains("postgresql://"), "a value leaked: {out}");

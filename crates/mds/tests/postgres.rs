@@ -58,26 +58,36 @@ fn each_environment_gets_its_own_database_reachable_only_with_its_credentials() 
     assert!(ok, "{err}");
     assert_eq!(out, staging["PGUSER"]);
 
-    // Production credentials open nothing but production's database.
-    for (creds, other_db) in [
-        (&prod, staging["PGDATABASE"].as_str()),
-        (&staging, prod["PGDATABASE"].as_str()),
-        (&prod, blog["PGDATABASE"].as_str()),
-        (&blog, prod["PGDATABASE"].as_str()),
-        (&prod, "mds_control"),
-        (&prod, "postgres"),
-        (&prod, "template1"),
-    ] {
-        let (ok, _, err) = psql(&with_database(&creds["DATABASE_URL"], other_db), "SELECT 1");
-        assert!(!ok, "{} reached {other_db}", creds["PGUSER"]);
-        assert!(
-            err.contains("permission denied") || err.contains("does not exist"),
-            "{err}"
-        );
+    // Production credentials open nothing but production's database,
+    // direct or through the pooler (which has only tenant databases: any
+    // other name is "no such database" there; another tenant's is refused
+    // by PostgreSQL itself).
+    assert_ne!(prod["DATABASE_URL"], prod["DATABASE_URL_UNPOOLED"]);
+    for url in ["DATABASE_URL", "DATABASE_URL_UNPOOLED"] {
+        for (creds, other_db) in [
+            (&prod, staging["PGDATABASE"].as_str()),
+            (&staging, prod["PGDATABASE"].as_str()),
+            (&prod, blog["PGDATABASE"].as_str()),
+            (&blog, prod["PGDATABASE"].as_str()),
+            (&prod, "mds_control"),
+            (&prod, "postgres"),
+            (&prod, "template1"),
+        ] {
+            let (ok, _, err) = psql(&with_database(&creds[url], other_db), "SELECT 1");
+            assert!(!ok, "{} reached {other_db} by {url}", creds["PGUSER"]);
+            assert!(
+                err.contains("permission denied")
+                    || err.contains("does not exist")
+                    || err.contains("no such database"),
+                "{err}"
+            );
+        }
     }
-    // Wrong password for the right user: refused.
-    let forged = prod["DATABASE_URL"].replace(&prod["PGPASSWORD"], "not-the-password");
-    assert!(!psql(&forged, "SELECT 1").0);
+    // Wrong password for the right user: refused, both ways.
+    for url in ["DATABASE_URL", "DATABASE_URL_UNPOOLED"] {
+        let forged = prod[url].replace(&prod["PGPASSWORD"], "not-the-password");
+        assert!(!psql(&forged, "SELECT 1").0, "{url}");
+    }
 
     // A tenant role cannot create roles or databases, or read the catalog
     // of credentials.
@@ -517,8 +527,14 @@ fn spare_databases_are_claimed_refilled_and_closed_to_tenants() {
         "fast__production"
     );
     for spare in spares() {
-        let (ok, _, err) = psql(&with_database(&env["DATABASE_URL"], &spare), "SELECT 1");
+        let (ok, _, err) = psql(
+            &with_database(&env["DATABASE_URL_UNPOOLED"], &spare),
+            "SELECT 1",
+        );
         assert!(!ok && err.contains("permission denied"), "{err}");
+        // The pooler serves binding databases only.
+        let (ok, _, err) = psql(&with_database(&env["DATABASE_URL"], &spare), "SELECT 1");
+        assert!(!ok && err.contains("no such database"), "{err}");
     }
 }
 
@@ -587,7 +603,10 @@ fn a_database_dropped_behind_mds_back_is_noticed_and_recreated() {
         &mds.superuser_config(),
         &format!("DROP DATABASE {} WITH (FORCE)", env["PGDATABASE"]),
     );
-    assert!(!psql(&env["DATABASE_URL"], "SELECT 1").0);
+    // Direct, the loss shows at once; through the pooler a client waits
+    // for a server connection (pgbouncer retries its login) and is served
+    // once the drift check has recreated the database.
+    assert!(!psql(&env["DATABASE_URL_UNPOOLED"], "SELECT 1").0);
     let repaired = wait_until(Duration::from_secs(20), || {
         psql(&env["DATABASE_URL"], "SELECT 1").0
     });

@@ -336,7 +336,23 @@ pub(super) async fn switch(
         .await
         .map_err(|e| failed("connecting to the engine", e))?;
     let aside = format!("mds_replaced_{suffix}");
-    let terminated = match pg_logical::swap_database(&client, role, &fresh, &aside).await {
+    // Pooled connections first: the pooler holds new clients of the
+    // database until the swap is done, and none keeps a server connection
+    // to the data being replaced.
+    let pooler = control.reconciler()?.pooler().cloned();
+    if let Some(pooler) = &pooler {
+        pooler
+            .close(role)
+            .await
+            .map_err(|e| failed("closing the pooled connections", e))?;
+    }
+    let swapped = pg_logical::swap_database(&client, role, &fresh, &aside).await;
+    if let Some(pooler) = &pooler {
+        if let Err(e) = pooler.resume(role).await {
+            tracing::warn!(database = role, error = %e, "could not let pooled clients in again");
+        }
+    }
+    let terminated = match swapped {
         Ok(n) => n,
         Err(e) => {
             let _ = pg_logical::drop_database(&client, &fresh).await;

@@ -11,10 +11,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use mds_api_types::services::{DatabaseLogLine, DatabaseLogs};
-use mds_api_types::{CreateDataService, CreateDatabase, Credentials, DataService};
+use mds_api_types::{
+    CreateDataService, CreateDatabase, Credentials, DataService, UpdateDataService,
+};
 use mds_control::attach::{
     self, attach, kind_of, load_service, remove_service, wait_settled, KindOptions,
 };
+use mds_control::pools::{set_pool, PoolRequest};
 use mds_control::projects::{load_project, project_id_of, resolve_environment, service_project};
 use mds_control::standalone;
 use mds_core::kinds::{BindingState, Desired, ServiceKind};
@@ -27,7 +30,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
-use crate::views::service_view;
+use crate::views::{fill_pools, service_view};
 
 async fn view(
     state: &AppState,
@@ -35,7 +38,9 @@ async fn view(
     service: &DataServiceRow,
 ) -> ApiResult<DataService> {
     let bindings = state.store()?.bindings(&service.id).await?;
-    Ok(service_view(&principal.tenant_id, service, &bindings))
+    let mut view = service_view(&principal.tenant_id, service, &bindings);
+    fill_pools(state, &mut [(&bindings, &mut view)]).await;
+    Ok(view)
 }
 
 #[derive(Deserialize)]
@@ -93,6 +98,8 @@ async fn attach_to(
             ("maxmemory", body.maxmemory.is_some()),
             ("eviction", body.eviction.is_some()),
             ("engine_version", body.engine_version.is_some()),
+            ("pool_mode", body.pool_mode.is_some()),
+            ("pool_size", body.pool_size.is_some()),
         ];
         if let Some((field, _)) = asked.iter().find(|(_, given)| *given) {
             return Err(ApiError::invalid_field(
@@ -123,6 +130,10 @@ fn kind_options(body: &CreateDataService) -> KindOptions {
         maxmemory: body.maxmemory.clone(),
         eviction: body.eviction.clone(),
         engine_version: body.engine_version.clone(),
+        pool: PoolRequest {
+            mode: body.pool_mode.clone(),
+            size: body.pool_size.map(Some),
+        },
         ..KindOptions::default()
     }
 }
@@ -195,6 +206,55 @@ async fn service_in_project(
         .ok_or_else(|| ApiError::not_found("data service", reference))
 }
 
+/// Changes how a Postgres service's clients are pooled: in one
+/// environment, or (without `environment`) in every one and for those
+/// made later. The mode picks `DATABASE_URL` at the next boot; the size
+/// applies to the pooler now.
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams((project, id)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<UpdateDataService>,
+) -> ApiResult<Response> {
+    principal.require("projects:write")?;
+    let project = load_project(state.store()?, &principal, &project).await?;
+    let service = service_in_project(&state, &project, &id).await?;
+    let request = PoolRequest {
+        mode: body.pool_mode,
+        size: body
+            .pool_size
+            .map(|size| pool_size_value("pool_size", &size))
+            .transpose()?,
+    };
+    if request.is_empty() {
+        return Err(ApiError::invalid_field(
+            "pool_mode",
+            "nothing to change: give pool_mode or pool_size",
+        ));
+    }
+    let environment = match &body.environment {
+        Some(reference) => {
+            Some(resolve_environment(state.store()?, &project, Some(reference)).await?)
+        }
+        None => None,
+    };
+    set_pool(state.control(), &service, environment.as_ref(), &request).await?;
+    Ok(data(
+        StatusCode::OK,
+        view(&state, &principal, &service).await?,
+    ))
+}
+
+/// A pool size as JSON gives it: a whole number, or null for the default.
+pub fn pool_size_value(field: &str, value: &serde_json::Value) -> ApiResult<Option<i64>> {
+    match value {
+        serde_json::Value::Null => Ok(None),
+        value => value.as_i64().map(Some).ok_or_else(|| {
+            ApiError::invalid_field(field, "must be a whole number, or null for the default")
+        }),
+    }
+}
+
 /// Deleting drops every binding's database: it needs `?confirm=<name>`.
 pub async fn delete(
     State(state): State<AppState>,
@@ -258,6 +318,8 @@ pub async fn db_create(
         eviction: body.eviction,
         engine_version: body.engine_version,
         existing: None,
+        pool_mode: None,
+        pool_size: None,
     };
     if let Some(project) = project {
         return attach_to(&state, &principal, &project, kind, attach_body, wait).await;

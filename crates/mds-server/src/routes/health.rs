@@ -23,6 +23,11 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
             false
         }
     };
+    // The pooler is reported, not required: DATABASE_URL_UNPOOLED and
+    // the API work without it, and supervision brings it back.
+    if let Some(pooler) = state.reconciler().ok().and_then(|r| r.pooler()) {
+        engines.insert("pooler".to_string(), pooler.status().label().to_string());
+    }
     let ready = engine_ok && state.is_connected();
     let status = if ready {
         "ok"
@@ -108,6 +113,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             let _ = writeln!(out, "mds_storage_bytes {bytes}");
         }
     }
+    if let Some(pooler) = state.reconciler().ok().and_then(|r| r.pooler()) {
+        write_pool_metrics(&mut out, pooler).await;
+    }
     if let Ok(backups) = state.backups() {
         let _ = writeln!(
             out,
@@ -148,4 +156,64 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// The pooler's state, and each binding's pool (labelled by its database)
+/// while it runs.
+async fn write_pool_metrics(out: &mut String, pooler: &mds_engines::Pooler) {
+    use std::fmt::Write;
+    let up = pooler.status() == mds_engines::EngineStatus::Running;
+    let _ = writeln!(
+        out,
+        "# HELP mds_pooler_up Whether the connection pooler runs."
+    );
+    let _ = writeln!(out, "# TYPE mds_pooler_up gauge");
+    let _ = writeln!(out, "mds_pooler_up {}", u8::from(up));
+    let Ok(pools) = pooler.pools().await else {
+        return;
+    };
+    type Gauge = (
+        &'static str,
+        &'static str,
+        fn(&mds_engines::PoolStats) -> i64,
+    );
+    let gauges: [Gauge; 5] = [
+        (
+            "mds_pool_clients_active",
+            "Client connections paired with a server connection or idle in the pool.",
+            |p| p.clients_active,
+        ),
+        (
+            "mds_pool_clients_waiting",
+            "Client connections waiting for a server connection.",
+            |p| p.clients_waiting,
+        ),
+        (
+            "mds_pool_servers_active",
+            "Server connections in use by a client.",
+            |p| p.servers_active,
+        ),
+        (
+            "mds_pool_servers_idle",
+            "Server connections open and free.",
+            |p| p.servers_idle,
+        ),
+        (
+            "mds_pool_max_wait_seconds",
+            "How long the oldest waiting client has waited.",
+            |p| p.max_wait_ms / 1000,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for pool in &pools {
+            let _ = writeln!(
+                out,
+                "{name}{{database=\"{}\"}} {}",
+                pool.database,
+                value(pool)
+            );
+        }
+    }
 }

@@ -106,7 +106,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/projects/{project}/data-services/{service}",
-            get(data_services::get).delete(data_services::delete),
+            get(data_services::get)
+                .delete(data_services::delete)
+                .patch(data_services::update),
         )
         .route("/projects/{project}/env", get(env::resolve))
         .route(
@@ -117,7 +119,7 @@ pub fn router(state: AppState) -> Router {
             "/services/{id}",
             get(services::get)
                 .delete(services::delete)
-                .patch(not_offered::update_service),
+                .patch(services::update),
         )
         .route("/services/{id}/connection", get(services::connection))
         .route("/services/{id}/start", post(services::start))

@@ -208,11 +208,6 @@ pub fn routes() -> Router<AppState> {
         .fold(Router::new(), |api, (path, route)| api.route(path, route))
 }
 
-/// `PATCH /services/{id}` (the SDK's `services.update`).
-pub async fn update_service(principal: Principal, body: Bytes) -> Result<(), ApiError> {
-    refuse("updating a service's name, source or settings")(principal, body).await
-}
-
 /// A handler that answers 501 for `feature` to a caller with a valid key.
 /// It reads the body it ignores: a request body left unread makes the
 /// server close the connection, which a client reusing it sees as a reset.

@@ -23,6 +23,7 @@ use mds_api_types::SetVariables;
 use mds_control::attach::{
     attach, kind_of, remove_service, set_member_desired, wait_settled, KindOptions,
 };
+use mds_control::pools::{set_pool, PoolRequest};
 use mds_control::projects::{load_project, resolve_environment};
 use mds_control::references::{draw_secrets, resolve_all, resolved_exposed, Exposed};
 use mds_control::variables;
@@ -34,6 +35,7 @@ use mds_store::{DataServiceRow, DeploymentRow, EnvironmentRow, ProjectRow, Varia
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::data_services::pool_size_value;
 use super::{data, deleted, list_all};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -140,13 +142,30 @@ async fn data_view(
         state_reason: bindings.iter().find_map(|b| b.last_error.clone()),
         deployment_id: None,
         environment_id,
-        settings: json!({ "engine": service.kind, "engine_version": view.engine_version }),
+        settings: data_settings(service, &bindings, &view.engine_version),
         env_prefix: service.env_prefix.clone(),
         lock_version: 0,
         bindings: view.bindings,
         created_at: service.created_at,
         updated_at: service.updated_at,
     })
+}
+
+/// A database service's settings: its engine and, for Postgres, the
+/// pooling of its member (of the first binding, as a whole).
+fn data_settings(
+    service: &DataServiceRow,
+    bindings: &[mds_store::BindingRow],
+    engine_version: &str,
+) -> Value {
+    let mut settings = json!({ "engine": service.kind, "engine_version": engine_version });
+    if service.kind == ServiceKind::Postgres.as_str() {
+        if let Some(binding) = bindings.first() {
+            settings["pool_mode"] = json!(binding.pool_mode);
+            settings["pool_size"] = json!(binding.pool_size);
+        }
+    }
+    settings
 }
 
 /// An app service: a deployment whose releases run its kind.
@@ -521,6 +540,85 @@ pub async fn get(
 ) -> ApiResult<Response> {
     principal.require("projects:read")?;
     let loaded = load(&state, &principal, &id, &query).await?;
+    Ok(data(
+        StatusCode::OK,
+        loaded_view(&state, &principal, &loaded).await?,
+    ))
+}
+
+/// `PATCH /services/{id}` (the SDK's `services.update`). A database
+/// service takes the pool settings (`settings.pool_mode`,
+/// `settings.pool_size`; null returns one to its default) of its member in
+/// one environment (a member id or `?env=`), or of every member. Renames,
+/// sources and app services' settings are not offered (501).
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams(id): PathParams<String>,
+    QueryParams(query): QueryParams<EnvQuery>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Response> {
+    principal.require("projects:write")?;
+    let loaded = load(&state, &principal, &id, &query).await?;
+    let not_offered = || ApiError::not_implemented("updating a service's name, source or settings");
+    let Subject::Data(service) = &loaded.subject else {
+        return Err(not_offered());
+    };
+    let Some(body) = body.as_object() else {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    };
+    for (field, value) in body {
+        match field.as_str() {
+            "settings" => {}
+            // What it was read with is what it has: services of a data
+            // service have one version.
+            "lock_version" if value.as_u64() == Some(0) => {}
+            "lock_version" => {
+                return Err(ApiError::conflict(
+                    "STALE_SERVICE",
+                    "the service changed since it was read (lock_version 0 is current)",
+                ))
+            }
+            _ => return Err(not_offered()),
+        }
+    }
+    let settings = match body.get("settings") {
+        Some(Value::Object(settings)) => settings.clone(),
+        Some(_) => return Err(ApiError::invalid_field("settings", "must be an object")),
+        None => return Err(ApiError::invalid_field("settings", "nothing to change")),
+    };
+    let mut request = PoolRequest::default();
+    for (key, value) in &settings {
+        match (key.as_str(), value) {
+            // null: back to the default.
+            ("pool_mode", Value::Null) => request.mode = Some("transaction".to_string()),
+            ("pool_mode", Value::String(mode)) => request.mode = Some(mode.clone()),
+            ("pool_mode", _) => {
+                return Err(ApiError::invalid_field(
+                    "settings.pool_mode",
+                    "must be a string",
+                ))
+            }
+            ("pool_size", value) => {
+                request.size = Some(pool_size_value("settings.pool_size", value)?)
+            }
+            (other, _) => {
+                return Err(ApiError::invalid_field(
+                    &format!("settings.{other}"),
+                    "not a setting of a database service; it takes pool_mode and pool_size",
+                ))
+            }
+        }
+    }
+    // A member, or `?env=`, is one environment; otherwise every one.
+    let one = loaded.member.is_some() || query.environment().is_some();
+    set_pool(
+        state.control(),
+        service,
+        one.then_some(&loaded.env),
+        &request,
+    )
+    .await?;
     Ok(data(
         StatusCode::OK,
         loaded_view(&state, &principal, &loaded).await?,

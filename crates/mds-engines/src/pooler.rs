@@ -1,0 +1,590 @@
+//! The connection pooler in front of the managed PostgreSQL: Debian's
+//! pgbouncer, supervised like the other engines (ARCHITECTURE.md says why
+//! pgbouncer rather than a pooler of our own). Everything else in mds
+//! speaks to it through [`Pooler`]: the entries it serves, their stats,
+//! and closing a database's connections, so it can be replaced.
+//!
+//! - **Auth.** `auth_type = scram-sha-256` against `users.txt`, which holds
+//!   each tenant role's SCRAM verifier as PostgreSQL stores it (never a
+//!   password; the file is 0600, the engine user's). pgbouncer then logs in
+//!   to the server with the key the client proved (SCRAM pass-through), so
+//!   a role reaches through it exactly what it reaches directly: another
+//!   tenant's database name is refused by PostgreSQL itself (no CONNECT).
+//! - **Entries.** One `[databases]` entry per pooled binding, named as its
+//!   database, with its mode and `pool_size` = `max_db_connections`: a
+//!   tenant never holds more server connections than its pool.
+//! - **Changes** rewrite both files whole (temporary file, rename) and
+//!   `RELOAD` over the admin console: connections of other entries stay.
+//! - **Layout:** `DIR/engines/pooler/` holds `pgbouncer.ini`, `users.txt`,
+//!   `port` (chosen once, kept, so injected URLs outlive restarts) and
+//!   `pgbouncer.log`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+use zeroize::Zeroizing;
+
+use crate::pg_public::write_owned;
+use crate::process::{processes_in, stop_foreign, tail};
+use crate::supervisor::{Policy, Program, Supervisor};
+use crate::{EngineError, EngineStatus, OsUser};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The console user mds administers pgbouncer as. Tenant roles are
+/// `bnd_...`, so it can never be one of theirs.
+const ADMIN_USER: &str = "mds_pooler";
+const INI: &str = "pgbouncer.ini";
+const USERS: &str = "users.txt";
+const LOG: &str = "pgbouncer.log";
+
+/// How one binding's clients share server connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// A server connection per transaction (the default).
+    Transaction,
+    /// A server connection per client connection, reset after.
+    Session,
+}
+
+impl PoolMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Session => "session",
+        }
+    }
+}
+
+/// One pooled binding: its database, which is also its role's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolEntry {
+    pub database: String,
+    /// The role's SCRAM verifier, as in `pg_authid`.
+    pub verifier: String,
+    pub mode: PoolMode,
+    /// Server connections at most.
+    pub size: u32,
+}
+
+/// One pool's numbers, from `SHOW POOLS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub database: String,
+    pub clients_active: i64,
+    pub clients_waiting: i64,
+    pub servers_active: i64,
+    pub servers_idle: i64,
+    /// How long the oldest waiting client has waited.
+    pub max_wait_ms: i64,
+}
+
+/// What the pooler is started with.
+pub struct PoolerOptions {
+    pub binary: PathBuf,
+    /// `DIR/engines/pooler`.
+    pub dir: PathBuf,
+    pub os_user: Option<OsUser>,
+    /// The managed engine, on loopback.
+    pub upstream_port: u16,
+    /// Client connections at most, all tenants together.
+    pub max_clients: u32,
+    /// The console password (derived from the master key by the caller).
+    pub admin_password: Zeroizing<String>,
+}
+
+/// `pgbouncer` in PATH, or where Debian puts it.
+pub fn find_pgbouncer() -> Result<PathBuf, EngineError> {
+    let in_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("pgbouncer"))
+            .find(|p| p.is_file())
+    });
+    in_path
+        .or_else(|| Some(PathBuf::from("/usr/sbin/pgbouncer")).filter(|p| p.is_file()))
+        .ok_or_else(|| {
+            EngineError::Other(
+                "pgbouncer was not found in PATH or /usr/sbin; install it with \
+                 `apt-get install -y pgbouncer` (scripts/install-deps does this)"
+                    .to_string(),
+            )
+        })
+}
+
+/// The supervised pooler. Cheap to clone.
+#[derive(Clone)]
+pub struct Pooler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    port: u16,
+    upstream_port: u16,
+    max_clients: u32,
+    os_user: Option<OsUser>,
+    admin_password: Zeroizing<String>,
+    /// Made once per start, so a rewrite does not salt a new one.
+    admin_verifier: String,
+    supervisor: Supervisor,
+    /// The entries last written, under the lock every change holds.
+    entries: Mutex<Vec<PoolEntry>>,
+}
+
+impl Pooler {
+    /// Starts pgbouncer with no tenant entries (the provisioner applies
+    /// them next) and returns once its console answers.
+    pub async fn start(options: PoolerOptions) -> Result<Self, EngineError> {
+        let dir = options.dir;
+        fs::create_dir_all(&dir).map_err(EngineError::io(format!("create {}", dir.display())))?;
+        // One left by a killed mds would hold the port this one keeps.
+        stop_leftover(&dir).await;
+        let port = keep_port(&dir)?;
+        if let Some(user) = &options.os_user {
+            user.chown(&dir)?;
+            user.check_can_enter(&dir)?;
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(EngineError::io(format!("chmod {}", dir.display())))?;
+        let files = Files {
+            dir: dir.clone(),
+            port,
+            upstream_port: options.upstream_port,
+            max_clients: options.max_clients,
+            os_user: options.os_user.clone(),
+            admin_verifier: postgres_protocol::password::scram_sha_256(
+                options.admin_password.as_bytes(),
+            ),
+        };
+        files.write(&[])?;
+        let launch = Launch {
+            binary: options.binary,
+            dir: dir.clone(),
+            os_user: options.os_user.clone(),
+            port,
+        };
+        let supervisor = Supervisor::start(launch, policy());
+        if let Err(status) = supervisor.wait_running(READY_TIMEOUT).await {
+            supervisor.stop().await;
+            return Err(EngineError::NotReady {
+                engine: "pgbouncer",
+                seconds: READY_TIMEOUT.as_secs(),
+                log: format!("{} ({})", dir.join(LOG).display(), status.label()),
+                tail: tail(&dir.join(LOG), 1500),
+            });
+        }
+        let pooler = Self {
+            inner: Arc::new(Inner {
+                dir,
+                port,
+                upstream_port: options.upstream_port,
+                max_clients: options.max_clients,
+                os_user: options.os_user,
+                admin_password: options.admin_password,
+                admin_verifier: files.admin_verifier,
+                supervisor,
+                entries: Mutex::new(Vec::new()),
+            }),
+        };
+        Ok(pooler)
+    }
+
+    /// Where clients connect (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.inner.port
+    }
+
+    pub fn status(&self) -> EngineStatus {
+        self.inner.supervisor.status()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.inner.supervisor.pid()
+    }
+
+    /// Serves exactly `entries` from now on: rewrites the files and
+    /// reloads when they changed. Other pools' connections stay; a
+    /// removed entry's clients are closed ([`Pooler::close`]) first.
+    pub async fn apply(&self, mut entries: Vec<PoolEntry>) -> Result<(), EngineError> {
+        entries.sort_by(|a, b| a.database.cmp(&b.database));
+        entries.dedup_by(|a, b| a.database == b.database);
+        let mut current = self.inner.entries.lock().await;
+        if *current == entries {
+            return Ok(());
+        }
+        for gone in current
+            .iter()
+            .filter(|old| !entries.iter().any(|e| e.database == old.database))
+        {
+            // Best effort: the entry goes either way.
+            if let Err(e) = self.console(&format!("KILL {}", gone.database)).await {
+                tracing::debug!(database = %gone.database, error = %e, "closing a pool");
+            }
+        }
+        self.files().write(&entries)?;
+        *current = entries;
+        if self.status() == EngineStatus::Running {
+            self.console("RELOAD").await?;
+        }
+        // A restarting pgbouncer reads the files when it starts.
+        Ok(())
+    }
+
+    /// Closes every client and server connection of `database` and holds
+    /// new clients until [`Pooler::resume`] (before its data is replaced
+    /// or dropped). Nothing to do when it is not pooled.
+    pub async fn close(&self, database: &str) -> Result<(), EngineError> {
+        if !self.serves(database).await {
+            return Ok(());
+        }
+        self.console(&format!("KILL {database}")).await
+    }
+
+    /// Lets clients of `database` in again after [`Pooler::close`].
+    pub async fn resume(&self, database: &str) -> Result<(), EngineError> {
+        if !self.serves(database).await {
+            return Ok(());
+        }
+        match self.console(&format!("RESUME {database}")).await {
+            // Not paused (a restart in between cleared it): nothing held.
+            Err(EngineError::Other(message)) if message.contains("not paused") => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn serves(&self, database: &str) -> bool {
+        self.inner
+            .entries
+            .lock()
+            .await
+            .iter()
+            .any(|e| e.database == database)
+    }
+
+    /// Every tenant pool's numbers (the console's own is left out).
+    pub async fn pools(&self) -> Result<Vec<PoolStats>, EngineError> {
+        let rows = self.console_rows("SHOW POOLS").await?;
+        Ok(rows
+            .into_iter()
+            .filter(|row| row.get("database").is_some_and(|d| d != "pgbouncer"))
+            .map(|row| {
+                let n = |name: &str| {
+                    row.get(name)
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .unwrap_or(0)
+                };
+                PoolStats {
+                    database: row.get("database").cloned().unwrap_or_default(),
+                    clients_active: n("cl_active"),
+                    clients_waiting: n("cl_waiting"),
+                    servers_active: n("sv_active"),
+                    servers_idle: n("sv_idle") + n("sv_used") + n("sv_tested"),
+                    max_wait_ms: n("maxwait") * 1000 + n("maxwait_us") / 1000,
+                }
+            })
+            .collect())
+    }
+
+    /// Stops pgbouncer (server shutdown): its clients are cut.
+    pub async fn shutdown(&self) {
+        self.inner.supervisor.stop().await;
+    }
+
+    fn files(&self) -> Files {
+        Files {
+            dir: self.inner.dir.clone(),
+            port: self.inner.port,
+            upstream_port: self.inner.upstream_port,
+            max_clients: self.inner.max_clients,
+            os_user: self.inner.os_user.clone(),
+            admin_verifier: self.inner.admin_verifier.clone(),
+        }
+    }
+
+    /// Runs one console command; its error in pgbouncer's words.
+    async fn console(&self, command: &str) -> Result<(), EngineError> {
+        self.console_rows(command).await.map(|_| ())
+    }
+
+    async fn console_rows(
+        &self,
+        command: &str,
+    ) -> Result<Vec<std::collections::HashMap<String, String>>, EngineError> {
+        let run = async {
+            let (client, connection) = admin_config(self.inner.port, &self.inner.admin_password)
+                .connect(tokio_postgres::NoTls)
+                .await?;
+            let task = tokio::spawn(connection);
+            let result = client.simple_query(command).await;
+            drop(client);
+            let _ = task.await;
+            result
+        };
+        let messages = tokio::time::timeout(ADMIN_TIMEOUT, run)
+            .await
+            .map_err(|_| EngineError::Other(format!("pgbouncer console: {command} timed out")))?
+            .map_err(|e| {
+                EngineError::Other(match e.as_db_error() {
+                    Some(db) => format!("pgbouncer: {}", db.message()),
+                    None => format!("pgbouncer console: {e}"),
+                })
+            })?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                    row.columns()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            (
+                                c.name().to_string(),
+                                row.get(i).unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+fn admin_config(port: u16, password: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(ADMIN_USER)
+        .password(password)
+        .dbname("pgbouncer")
+        .connect_timeout(Duration::from_secs(2));
+    config
+}
+
+/// The port kept in `dir/port` when it is still free, else a new one
+/// (written down).
+fn keep_port(dir: &Path) -> Result<u16, EngineError> {
+    let path = dir.join("port");
+    let kept = fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse::<u16>().ok())
+        .filter(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    if let Some(port) = kept {
+        return Ok(port);
+    }
+    let port = crate::free_port()?;
+    fs::write(&path, format!("{port}\n"))
+        .map_err(EngineError::io(format!("write {}", path.display())))?;
+    Ok(port)
+}
+
+/// What the two files are rendered from.
+struct Files {
+    dir: PathBuf,
+    port: u16,
+    upstream_port: u16,
+    max_clients: u32,
+    os_user: Option<OsUser>,
+    admin_verifier: String,
+}
+
+impl Files {
+    fn write(&self, entries: &[PoolEntry]) -> Result<(), EngineError> {
+        let mut users = format!("\"{ADMIN_USER}\" \"{}\"\n", self.admin_verifier);
+        for e in entries {
+            check_word(&e.database)?;
+            if e.verifier.contains('"') || !e.verifier.starts_with("SCRAM-SHA-256$") {
+                return Err(EngineError::Other(format!(
+                    "role {}: not a SCRAM verifier; the pooler takes no other",
+                    e.database
+                )));
+            }
+            users.push_str(&format!("\"{}\" \"{}\"\n", e.database, e.verifier));
+        }
+        // Users first: an entry whose user is not there yet cannot log in.
+        write_owned(
+            &self.dir.join(USERS),
+            users.as_bytes(),
+            self.os_user.as_ref(),
+        )?;
+        write_owned(
+            &self.dir.join(INI),
+            self.render(entries).as_bytes(),
+            self.os_user.as_ref(),
+        )
+    }
+
+    fn render(&self, entries: &[PoolEntry]) -> String {
+        let mut ini = String::from("; Written by mds; changes are overwritten.\n[databases]\n");
+        for e in entries {
+            ini.push_str(&format!(
+                "{db} = host=127.0.0.1 port={port} dbname={db} pool_mode={mode} \
+                 pool_size={size} max_db_connections={size}\n",
+                db = e.database,
+                port = self.upstream_port,
+                mode = e.mode.as_str(),
+                size = e.size,
+            ));
+        }
+        // Why each setting:
+        // - no unix socket: nothing of it in /tmp, loopback TCP only;
+        // - connections are not logged one by one: a storm of them would
+        //   flood the log;
+        // - idle server connections go after a minute: a tenant's pool
+        //   shrinks back when its storm is over;
+        // - extra_float_digits is what JDBC sends; ignoring it is safe.
+        ini.push_str(&format!(
+            "[pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             listen_backlog = 4096\n\
+             unix_socket_dir =\n\
+             auth_type = scram-sha-256\n\
+             auth_file = {users}\n\
+             admin_users = {ADMIN_USER}\n\
+             pool_mode = transaction\n\
+             max_client_conn = {max_clients}\n\
+             default_pool_size = 10\n\
+             server_reset_query = DISCARD ALL\n\
+             server_idle_timeout = 60\n\
+             server_login_retry = 1\n\
+             ignore_startup_parameters = extra_float_digits\n\
+             log_connections = 0\n\
+             log_disconnections = 0\n\
+             log_pooler_errors = 1\n",
+            port = self.port,
+            users = self.dir.join(USERS).display(),
+            max_clients = self.max_clients,
+        ));
+        ini
+    }
+}
+
+/// Database and role names go into the config unquoted: only the words
+/// mds makes (`bnd_...`) pass.
+fn check_word(name: &str) -> Result<(), EngineError> {
+    if !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        Ok(())
+    } else {
+        Err(EngineError::Other(format!(
+            "{name:?} cannot be a pooled database name"
+        )))
+    }
+}
+
+/// Stops any pgbouncer still running in `dir` (left by a killed mds).
+async fn stop_leftover(dir: &Path) {
+    for pid in processes_in(dir, "pgbouncer") {
+        tracing::warn!(pid, dir = %dir.display(), "stopping a pgbouncer left by an earlier mds");
+        stop_foreign(pid, Signal::SIGINT, STOP_GRACE).await;
+    }
+}
+
+struct Launch {
+    binary: PathBuf,
+    dir: PathBuf,
+    os_user: Option<OsUser>,
+    port: u16,
+}
+
+impl Program for Launch {
+    type Run = Child;
+
+    fn name(&self) -> String {
+        "pgbouncer".to_string()
+    }
+
+    async fn start(&self) -> Result<Child, String> {
+        let log_path = self.dir.join(LOG);
+        let open = || {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+        };
+        let (log, log_err) = match (open(), open()) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return Err(format!("open {}: {e}", log_path.display())),
+        };
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg(self.dir.join(INI))
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(user) = &self.os_user {
+            cmd.uid(user.uid).gid(user.gid);
+        }
+        cmd.spawn().map_err(|e| format!("start pgbouncer: {e}"))
+    }
+
+    /// Ready: it accepts connections on its port.
+    async fn probe(&self, _run: &Child) -> bool {
+        matches!(
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect(("127.0.0.1", self.port)),
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    }
+
+    async fn prepare(&self) {
+        stop_leftover(&self.dir).await;
+    }
+
+    fn leftovers(&self) -> Vec<u32> {
+        processes_in(&self.dir, "pgbouncer")
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        ready_timeout: READY_TIMEOUT,
+        probe_every: Duration::from_millis(5),
+        health_every: None,
+        // Restarted at once after a crash: clients wait for it.
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_secs(2),
+        stable_after: Duration::ZERO,
+        crash_budget: None,
+        first_start_must_succeed: false,
+        // SIGINT: safe shutdown, waiting for transactions in flight.
+        stop_signal: Signal::SIGINT,
+        signal_group: false,
+        stop_grace: STOP_GRACE,
+        ..Policy::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_mds_words_are_pooled() {
+        for ok in ["bnd_01hx", "a", "mds_spare_x"] {
+            assert!(check_word(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "A", "x y", "x=1", "x;y", "\"x\"", &"a".repeat(64)] {
+            assert!(check_word(bad).is_err(), "{bad}");
+        }
+    }
+}
