@@ -264,12 +264,13 @@ def test_modes_and_sizes_through_the_api_sdk_and_cli(mds, client):
     env = resolved(mds, pid, "production")
     assert env["DATABASE_URL"] == env["DATABASE_URL_UNPOOLED"]
 
-    # The SDK: every environment, then one member alone.
+    # The SDK: every environment; then `?env=` picks one (the service is
+    # bound everywhere, so its id names all of it).
     client.services.update(service["id"], settings={"pool_mode": "transaction", "pool_size": 3})
     now = pools(view(mds, pid, service))
     assert {(p["mode"], p["size"], p["pooled"]) for p in now.values()} == {("transaction", 3, True)}
-    staging_member = next(b["id"] for b in service["bindings"] if b["environment"] == "staging")
-    client.services.update(staging_member, settings={"pool_size": 4})
+    ok(api(mds, "PATCH", f"/services/{service['id']}", params={"env": "staging"},
+           json={"settings": {"pool_size": 4}}))
     now = pools(view(mds, pid, service))
     assert (now["production"]["size"], now["staging"]["size"]) == (3, 4)
     # The native PATCH, one environment.
@@ -337,7 +338,6 @@ async def _run_transactions(url: str, clients: int, holding) -> list:
 def test_500_clients_in_transactions_use_at_most_the_pool_size_of_server_connections(mds):
     pid, service = attach(mds, "crowd")
     env = resolved(mds, pid, "production")
-    role = urlsplit(env["DATABASE_URL"]).username
     with psycopg.connect(env["DATABASE_URL_UNPOOLED"]) as conn:
         conn.execute("CREATE TABLE hits (client int PRIMARY KEY)")
     sampler = BackendSampler(env["DATABASE_URL_UNPOOLED"])
@@ -374,11 +374,15 @@ def test_500_clients_in_transactions_use_at_most_the_pool_size_of_server_connect
     assert pool["clients_active"] + pool["clients_waiting"] >= 500, pool
     assert 0 <= pool["servers_active"] + pool["servers_idle"] <= 10, pool
     assert isinstance(pool["max_wait_ms"], int), pool
-    metric = [line for line in seen["metrics"].splitlines()
-              if line.startswith("mds_pool_clients_active{") and f'binding="{role}"' in line]
-    assert metric, seen["metrics"]
+    # Labelled by binding, project and environment.
+    binding = next(b["id"] for b in service["bindings"] if b["environment"] == "production")
+    lines = seen["metrics"].splitlines()
+    metric = [line for line in lines if line.startswith("mds_pool_clients_active{") and f'binding="{binding}"' in line]
+    assert metric, [line for line in lines if line.startswith("mds_pool_clients_active{")]
     assert "project=" in metric[0] and 'environment="production"' in metric[0], metric
-    assert any(line.startswith("mds_pool_servers_idle{") for line in seen["metrics"].splitlines())
+    assert int(metric[0].rsplit(" ", 1)[1]) >= 500, metric
+    for name in ("mds_pool_clients_waiting", "mds_pool_servers_active", "mds_pool_servers_idle"):
+        assert any(line.startswith(name + "{") and f'binding="{binding}"' in line for line in lines), name
 
 
 def test_psycopg_and_node_postgres_work_through_the_pooler(mds):
