@@ -7,7 +7,9 @@ alternating between the pooled URL (DATABASE_URL) and the direct one
 (DATABASE_URL_UNPOOLED) of the same binding:
 
 1. `pgbench -S -c 10 -j 2 -T T` (read-only, simple protocol) pooled
-   against direct. Target: ratio pooled / direct at least 0.8.
+   against direct. Target: ratio pooled / direct at least 0.8. Also the
+   CPU pgbouncer uses meanwhile (/proc/PID/stat) and how busy the whole
+   machine is (/proc/stat) in each run.
 2. The same at 500 clients: the pooled run must finish with no
    connection error; the direct one meets the role's connection limit
    (`--tenant-connection-limit`, 20) and what it answers is reported.
@@ -127,6 +129,41 @@ class Server:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.log.close()
+
+
+# -- CPU ----------------------------------------------------------------------
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return (sum(values) - idle) / TICK, sum(values) / TICK
+
+
+class CpuWatch:
+    """Cores used by the pooler, and the machine's busy share, over a span."""
+
+    def __init__(self, pooler: int | None) -> None:
+        self.pooler = pooler
+        self.began = time.monotonic()
+        self.pooler0 = process_cpu(pooler) if pooler else 0.0
+        self.machine0 = machine_cpu()
+
+    def done(self) -> tuple[float | None, float]:
+        wall = time.monotonic() - self.began
+        busy, total = machine_cpu()
+        share = (busy - self.machine0[0]) / max(total - self.machine0[1], 1e-9)
+        cores = (process_cpu(self.pooler) - self.pooler0) / wall if self.pooler else None
+        return cores, share
 
 
 # -- pgbench ------------------------------------------------------------------
@@ -260,13 +297,22 @@ def main() -> None:
     pooled_500: list[dict] = []
     for r in range(ROUNDS):
         # 1. 10 clients.
+        [bouncer] = server.pooler_pids()
+        watch = CpuWatch(bouncer)
         p = pgbench(pooled, *read_only, "-c", "10")
+        cores, busy_pooled = watch.done()
+        watch = CpuWatch(None)
         d = pgbench(direct, *read_only, "-c", "10")
+        _, busy_direct = watch.done()
+        put("s10_pooler_cores", cores)
+        put("s10_busy_pooled", busy_pooled)
+        put("s10_busy_direct", busy_direct)
         put("s10_pooled", p["tps"])
         put("s10_direct", d["tps"])
         if p["tps"] and d["tps"]:
             put("s10_ratio", p["tps"] / d["tps"])
-        say(f"1/{r}: -S -c 10 pooled {p['tps']} direct {d['tps']} {p['errors'][:2]} {d['errors'][:2]}")
+        say(f"1/{r}: -S -c 10 pooled {p['tps']} direct {d['tps']} {p['errors'][:2]} {d['errors'][:2]}; "
+            f"pgbouncer {cores:.2f} cores, machine busy {busy_pooled:.0%} pooled / {busy_direct:.0%} direct")
         # 2. 500 clients.
         p = pgbench(pooled, *read_only, "-c", "500")
         d = pgbench(direct, *read_only, "-c", "500")
@@ -341,6 +387,8 @@ def main() -> None:
     print(f"| 1. `pgbench -S -c 10 -j 2`, direct (DATABASE_URL_UNPOOLED), TPS | {spread(results.get('s10_direct', []), '{:,.0f}')} |")
     print(f"| 1. the same through the pooler (DATABASE_URL), TPS | {spread(results.get('s10_pooled', []), '{:,.0f}')} |")
     print(f"| 1. ratio pooled / direct | **{spread(results.get('s10_ratio', []), '{:.2f}')}** |")
+    print(f"| 1. pgbouncer's CPU during the pooled run, cores | {spread(results.get('s10_pooler_cores', []), '{:.2f}')} |")
+    print(f"| 1. the machine's CPU busy, pooled run / direct run | {spread(results.get('s10_busy_pooled', []), '{:.0%}')} / {spread(results.get('s10_busy_direct', []), '{:.0%}')} |")
     print(f"| 2. `pgbench -S -c 500 -j 2` through the pooler, TPS | {spread(results.get('s500_pooled', []), '{:,.0f}')} |")
     print(f"| 2. its outcome | {outcome(pooled_500)} |")
     print(f"| 2. the same direct, outcome | {outcome(direct_500)} |")
