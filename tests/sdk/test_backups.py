@@ -148,15 +148,20 @@ def test_every_service_comes_back_exactly_and_the_restore_can_be_undone(mds):
     ok(api(mds, "DELETE", f"/projects/{pid}/auth/users/{users['ada'][1]}"))
     gotrue(env["AUTH_URL"]).sign_up({"email": f"eve-{uuid.uuid4().hex[:6]}@example.com", "password": PASSWORD})
 
-    # An app still connected when the switch happens.
-    held = psycopg.connect(env["DATABASE_URL"], autocommit=True)
+    # Apps still connected when the switch happens: one direct (its session
+    # is ended by the swap) and one through the pooler (the pooler closes
+    # it before the swap, so no server connection to the old data is left).
+    held = psycopg.connect(env["DATABASE_URL_UNPOOLED"], autocommit=True)
     held.execute("SELECT 1")
+    pooled = psycopg.connect(env["DATABASE_URL"], autocommit=True, prepare_threshold=None)
+    pooled.execute("SELECT 1")
     result = ok(restore(mds, pid, restore_point=point["id"]))
     done = {s["kind"]: s for s in result["restored"]}
     assert sorted(done) == ["auth", "postgres", "redis", "storage"], result
     assert done["postgres"]["terminated"] >= 1
-    with pytest.raises(psycopg.OperationalError):
-        held.execute("SELECT 1")
+    for conn in (held, pooled):
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")
     undo = result["undo_restore_point"]
     assert undo and undo != point["id"]
 

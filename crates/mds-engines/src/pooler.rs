@@ -490,7 +490,8 @@ fn check_word(name: &str) -> Result<(), EngineError> {
 async fn stop_leftover(dir: &Path) {
     for pid in processes_in(dir, "pgbouncer") {
         tracing::warn!(pid, dir = %dir.display(), "stopping a pgbouncer left by an earlier mds");
-        stop_foreign(pid, Signal::SIGINT, STOP_GRACE).await;
+        // SIGTERM: immediate shutdown (its clients reconnect to ours).
+        stop_foreign(pid, Signal::SIGTERM, STOP_GRACE).await;
     }
 }
 

@@ -386,8 +386,11 @@ impl Reconciler {
     pub async fn start(&self) -> Result<tokio::task::JoinHandle<()>, ProvisionError> {
         self.incarnation().await?;
         // Pooled URLs of running bindings work again before the API is
-        // ready (the pooler starts empty).
-        self.sync_pooler().await?;
+        // ready (the pooler starts empty). A failure is retried by the
+        // drift check, not fatal: direct URLs and the API work meanwhile.
+        if let Err(e) = self.sync_pooler().await {
+            tracing::error!(error = %e, "could not give the pooler its databases; retried");
+        }
         Ok(self.spawn())
     }
 
@@ -534,6 +537,11 @@ impl Reconciler {
     /// fails (a database dropped behind mds's back, an external Redis that
     /// lost its ACL users, a dead instance) goes back to the reconciler.
     async fn check_drift(&self) -> Result<(), ProvisionError> {
+        // The pooler again too: a sync that failed (its console briefly
+        // away) is made good here. Unchanged entries cost no reload.
+        if let Err(e) = self.sync_pooler().await {
+            tracing::warn!(error = %e, "could not bring the pooler up to date; retried");
+        }
         let store = self.store();
         for (service, binding) in store.running_bindings(None).await? {
             let kind = match service_kind(&service) {

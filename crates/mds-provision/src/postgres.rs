@@ -224,7 +224,22 @@ impl Provisioner for PostgresProvisioner {
         let (host, port) = self.engine_endpoint();
         verify(&host, port, &binding.resource_name, &password)
             .await
-            .map_err(|e| describe(&e))
+            .map_err(|e| describe(&e))?;
+        // And the way DATABASE_URL goes. A failure there is the pooler's
+        // (its entry, or a restart under way): it is synced and tried once
+        // more before the binding counts as drifted.
+        if let Some((host, port)) = self.pooler_endpoint(binding) {
+            if verify(&host, port, &binding.resource_name, &password)
+                .await
+                .is_err()
+            {
+                self.sync_pooler(ctx).await.map_err(|e| e.to_string())?;
+                verify(&host, port, &binding.resource_name, &password)
+                    .await
+                    .map_err(|e| format!("through the pooler: {}", describe(&e)))?;
+            }
+        }
+        Ok(())
     }
 }
 

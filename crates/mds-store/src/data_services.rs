@@ -1025,4 +1025,26 @@ impl Store {
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
     }
+
+    /// Every Postgres binding by its database name: (binding id, project
+    /// id, environment name), for labelling the pooler's numbers.
+    pub async fn postgres_binding_labels(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (String, String, String)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT b.resource_name, b.id, s.project_id, e.name
+                 FROM bindings b
+                 JOIN data_services s ON s.id = b.service_id
+                 JOIN environments e ON e.id = b.environment_id
+                 WHERE b.kind = 'postgres'",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+            .collect())
+    }
 }

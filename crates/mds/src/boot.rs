@@ -693,7 +693,8 @@ impl Psql {
             &self.project,
             &self.environment,
             self.service.as_deref(),
-            "DATABASE_URL",
+            // An interactive session (SET, LISTEN, \watch): direct.
+            "DATABASE_URL_UNPOOLED",
             ("psql", &[], "postgresql-client"),
             &self.args,
         )

@@ -446,6 +446,17 @@ fn databases_lifecycle_credentials_stop_and_start() {
     .expect_error(403, "insufficient_scope");
 
     // Stop: logins refused; start: back, same credentials, data kept.
+    // The URL goes through the pooler, whose copy of the role's SCRAM
+    // verifier stays valid: converging again keeps the stored verifier.
+    let database = creds.data()["database"].as_str().unwrap().to_string();
+    let verifier = || {
+        common::query(
+            &mds.superuser_config(),
+            &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{database}'"),
+        )[0]
+        .get::<_, String>(0)
+    };
+    let first_verifier = verifier();
     assert!(
         psql(
             &url,
@@ -468,6 +479,7 @@ fn databases_lifecycle_credentials_stop_and_start() {
     mds.post(&format!("/api/v1/databases/{id}/restart"), json!({}))
         .expect(200);
     assert!(psql(&url, "SELECT 1").0);
+    assert_eq!(verifier(), first_verifier);
 
     let logs = mds
         .get(&format!("/api/v1/databases/{id}/logs?lines=50"))

@@ -114,7 +114,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     if let Some(pooler) = state.reconciler().ok().and_then(|r| r.pooler()) {
-        write_pool_metrics(&mut out, pooler).await;
+        write_pool_metrics(&mut out, &state, pooler).await;
     }
     if let Ok(backups) = state.backups() {
         let _ = writeln!(
@@ -158,9 +158,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The pooler's state, and each binding's pool (labelled by its database)
-/// while it runs.
-async fn write_pool_metrics(out: &mut String, pooler: &mds_engines::Pooler) {
+/// The pooler's state, and each binding's pool while it runs, labelled
+/// by binding, project and environment (and the database it serves).
+async fn write_pool_metrics(out: &mut String, state: &AppState, pooler: &mds_engines::Pooler) {
     use std::fmt::Write;
     let up = pooler.status() == mds_engines::EngineStatus::Running;
     let _ = writeln!(
@@ -169,48 +169,58 @@ async fn write_pool_metrics(out: &mut String, pooler: &mds_engines::Pooler) {
     );
     let _ = writeln!(out, "# TYPE mds_pooler_up gauge");
     let _ = writeln!(out, "mds_pooler_up {}", u8::from(up));
-    let Ok(pools) = pooler.pools().await else {
+    let (Ok(pools), Ok(labels)) = (
+        pooler.pools().await,
+        match state.store() {
+            Ok(store) => store.postgres_binding_labels().await.map_err(|_| ()),
+            Err(_) => Err(()),
+        },
+    ) else {
         return;
     };
     type Gauge = (
         &'static str,
         &'static str,
-        fn(&mds_engines::PoolStats) -> i64,
+        fn(&mds_engines::PoolStats) -> f64,
     );
     let gauges: [Gauge; 5] = [
         (
             "mds_pool_clients_active",
             "Client connections paired with a server connection or idle in the pool.",
-            |p| p.clients_active,
+            |p| p.clients_active as f64,
         ),
         (
             "mds_pool_clients_waiting",
             "Client connections waiting for a server connection.",
-            |p| p.clients_waiting,
+            |p| p.clients_waiting as f64,
         ),
         (
             "mds_pool_servers_active",
             "Server connections in use by a client.",
-            |p| p.servers_active,
+            |p| p.servers_active as f64,
         ),
         (
             "mds_pool_servers_idle",
             "Server connections open and free.",
-            |p| p.servers_idle,
+            |p| p.servers_idle as f64,
         ),
         (
             "mds_pool_max_wait_seconds",
             "How long the oldest waiting client has waited.",
-            |p| p.max_wait_ms / 1000,
+            |p| p.max_wait_ms as f64 / 1000.0,
         ),
     ];
     for (name, help, value) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");
         for pool in &pools {
+            // A pool of a binding just deleted has no labels left: skipped.
+            let Some((binding, project, environment)) = labels.get(&pool.database) else {
+                continue;
+            };
             let _ = writeln!(
                 out,
-                "{name}{{database=\"{}\"}} {}",
+                "{name}{{binding=\"{binding}\",project=\"{project}\",environment=\"{environment}\",database=\"{}\"}} {}",
                 pool.database,
                 value(pool)
             );

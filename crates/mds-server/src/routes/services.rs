@@ -610,8 +610,10 @@ pub async fn update(
             }
         }
     }
-    // A member, or `?env=`, is one environment; otherwise every one.
-    let one = loaded.member.is_some() || query.environment().is_some();
+    // A member or binding id, or `?env=`, is one environment; otherwise
+    // every one.
+    let one =
+        loaded.member.is_some() || IdKind::Binding.matches(&id) || query.environment().is_some();
     set_pool(
         state.control(),
         service,
