@@ -264,15 +264,19 @@ def test_modes_and_sizes_through_the_api_sdk_and_cli(mds, client):
     env = resolved(mds, pid, "production")
     assert env["DATABASE_URL"] == env["DATABASE_URL_UNPOOLED"]
 
-    # The SDK: every environment; then `?env=` picks one (the service is
-    # bound everywhere, so its id names all of it).
+    # The SDK: every environment; then a member id (the binding's) or
+    # `?env=` picks one.
     client.services.update(service["id"], settings={"pool_mode": "transaction", "pool_size": 3})
     now = pools(view(mds, pid, service))
     assert {(p["mode"], p["size"], p["pooled"]) for p in now.values()} == {("transaction", 3, True)}
-    ok(api(mds, "PATCH", f"/services/{service['id']}", params={"env": "staging"},
-           json={"settings": {"pool_size": 4}}))
+    staging_member = next(b["id"] for b in service["bindings"] if b["environment"] == "staging")
+    client.services.update(staging_member, settings={"pool_size": 4})
     now = pools(view(mds, pid, service))
     assert (now["production"]["size"], now["staging"]["size"]) == (3, 4)
+    ok(api(mds, "PATCH", f"/services/{service['id']}", params={"env": "staging"},
+           json={"settings": {"pool_size": 5}}))
+    now = pools(view(mds, pid, service))
+    assert (now["production"]["size"], now["staging"]["size"]) == (3, 5)
     # The native PATCH, one environment.
     ok(api(mds, "PATCH", f"/projects/{pid}/data-services/{service['name']}",
            json={"environment": "staging", "pool_mode": "session"}))
