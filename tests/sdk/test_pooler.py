@@ -617,6 +617,41 @@ def test_a_killed_pooler_is_restarted_on_its_port(mds):
     assert answer.status_code == 200 and answer.json()["engines"]["pooler"] == "running", answer.text
 
 
+def test_an_mds_restart_or_kill_keeps_the_pooler_port_and_urls_and_leaves_one_pooler():
+    server = Server()
+
+    def start_again() -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MDS_", "MIOSA_"))}
+        env["MDS_LOG"] = "warn"
+        server.proc = subprocess.Popen(
+            [MDS, "server", "--data-dir", str(server.data_dir), "--listen", "127.0.0.1:0"],
+            stdin=subprocess.DEVNULL, stdout=server.log, stderr=subprocess.STDOUT, env=env,
+        )
+        server.url = server._wait_ready()
+
+    try:
+        pid, _ = attach(server, "restart")
+        url = resolved(server, pid, "production")["DATABASE_URL"]
+        port = pooler_port(server)
+        assert len(pooler_pids(server)) == 1
+        # A clean stop takes the pooler with it.
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=30)
+        assert pooler_pids(server) == [], "mds stopped, its pooler still runs"
+        start_again()
+        # kill -9 of mds: whatever it leaves, the next start runs one pooler.
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(timeout=30)
+        start_again()
+        assert len(pooler_pids(server)) == 1, pooler_pids(server)
+        assert pooler_port(server) == port
+        assert resolved(server, pid, "production")["DATABASE_URL"] == url
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.stop()
+
+
 class Scram:
     """A raw PostgreSQL protocol client that logs in with SCRAM-SHA-256
     and stays idle. The salted password (PBKDF2, the slow part) is computed
