@@ -22,7 +22,6 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +31,7 @@ use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
 use crate::pg_public::write_owned;
-use crate::process::{processes_in, stop_foreign, tail};
+use crate::process::{processes_in, spawn_logged, stop_foreign, tail};
 use crate::supervisor::{Policy, Program, Supervisor};
 use crate::{EngineError, EngineStatus, OsUser};
 
@@ -510,29 +509,16 @@ impl Program for Launch {
     }
 
     async fn start(&self) -> Result<Child, String> {
-        let log_path = self.dir.join(LOG);
-        let open = || {
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-        };
-        let (log, log_err) = match (open(), open()) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => return Err(format!("open {}: {e}", log_path.display())),
-        };
         let mut cmd = Command::new(&self.binary);
-        cmd.arg(self.dir.join(INI))
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(user) = &self.os_user {
-            cmd.uid(user.uid).gid(user.gid);
-        }
-        cmd.spawn().map_err(|e| format!("start pgbouncer: {e}"))
+        cmd.arg(self.dir.join(INI));
+        spawn_logged(
+            cmd,
+            &self.dir,
+            &self.dir.join(LOG),
+            self.os_user.as_ref(),
+            "pgbouncer",
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// Ready: it accepts connections on its port.

@@ -45,7 +45,7 @@ use zeroize::Zeroizing;
 
 use crate::pg_archive::{self, Archiving};
 use crate::pg_public::{self, HbaRule, PublicEndpoint, PublicListener};
-use crate::process::{processes_in, stop_foreign, tail};
+use crate::process::{processes_in, spawn_logged, stop_foreign, tail};
 use crate::supervisor::{Policy, Program, Supervisor};
 use crate::{EngineError, EngineStatus, OsUser};
 
@@ -667,17 +667,6 @@ fn shm_attached(shmid: u64) -> Option<u64> {
 }
 
 fn spawn(launch: &Launch) -> Result<Child, EngineError> {
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&launch.log_path)
-        .map_err(EngineError::io(format!(
-            "open {}",
-            launch.log_path.display()
-        )))?;
-    let log_err = log
-        .try_clone()
-        .map_err(EngineError::io("duplicate the log handle"))?;
     let mut cmd = Command::new(launch.binaries.program("postgres"));
     let host = launch.public.as_ref().map(|(host, _, _)| *host);
     cmd.arg("-D")
@@ -706,14 +695,13 @@ fn spawn(launch: &Launch) -> Result<Child, EngineError> {
     for setting in &launch.settings {
         cmd.arg("-c").arg(setting);
     }
-    cmd.current_dir(&launch.home)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .process_group(0)
-        .kill_on_drop(true);
-    as_user(&mut cmd, launch.os_user.as_ref());
-    cmd.spawn().map_err(EngineError::io("start postgres"))
+    spawn_logged(
+        cmd,
+        &launch.home,
+        &launch.log_path,
+        launch.os_user.as_ref(),
+        "postgres",
+    )
 }
 
 /// The managed PostgreSQL as the supervisor runs it.

@@ -195,6 +195,38 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// Starts `cmd` the way every supervised child runs: from `dir`, in a
+/// process group of its own, stdin closed, stdout and stderr appended to
+/// `log`, killed if its handle is dropped, and as `os_user` when given.
+pub(crate) fn spawn_logged(
+    mut cmd: tokio::process::Command,
+    dir: &Path,
+    log: &Path,
+    os_user: Option<&crate::OsUser>,
+    what: &str,
+) -> Result<tokio::process::Child, crate::EngineError> {
+    use crate::EngineError;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(EngineError::io(format!("open {}", log.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(EngineError::io("duplicate the log handle"))?;
+    cmd.current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(user) = os_user {
+        cmd.uid(user.uid).gid(user.gid);
+    }
+    cmd.spawn()
+        .map_err(EngineError::io(format!("start {what}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

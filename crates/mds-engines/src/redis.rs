@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-use crate::process::{processes_in, stop_foreign, tail};
+use crate::process::{processes_in, spawn_logged, stop_foreign, tail};
 use crate::resp::auth_ping;
 use crate::supervisor::{Policy, Program, Supervisor};
 use crate::{EngineError, EngineStatus, OsUser};
@@ -382,27 +381,15 @@ struct Launch {
 }
 
 fn spawn(launch: &Launch) -> Result<Child, EngineError> {
-    let log_path = launch.dir.join("redis.log");
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(EngineError::io(format!("open {}", log_path.display())))?;
-    let log_err = log
-        .try_clone()
-        .map_err(EngineError::io("duplicate the log handle"))?;
     let mut cmd = Command::new(&launch.binary);
-    cmd.arg(launch.dir.join("redis.conf"))
-        .current_dir(&launch.dir)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some(user) = &launch.os_user {
-        cmd.uid(user.uid).gid(user.gid);
-    }
-    cmd.spawn().map_err(EngineError::io("start redis-server"))
+    cmd.arg(launch.dir.join("redis.conf"));
+    spawn_logged(
+        cmd,
+        &launch.dir,
+        &launch.dir.join("redis.log"),
+        launch.os_user.as_ref(),
+        "redis-server",
+    )
 }
 
 impl Program for Launch {
