@@ -29,15 +29,12 @@ BENCH_ROUNDS (3), BENCH_PGBENCH_SECONDS (20).
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import json
 import os
 import platform
 import re
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,10 +46,12 @@ from pathlib import Path
 
 import boto3
 import httpx
+
+import common
+from common import BEGAN, BIN, say, spread
 import psycopg
 from botocore.config import Config
 
-BIN = os.environ.get("MDS_BIN", "target/release/mds")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BIG_MB = int(os.environ.get("BENCH_BIG_MB", "1024"))
 SMALL_MB = int(os.environ.get("BENCH_SMALL_MB", "100"))
@@ -60,67 +59,16 @@ OBJECTS = int(os.environ.get("BENCH_OBJECTS", "10000"))
 PGBENCH_SECONDS = int(os.environ.get("BENCH_PGBENCH_SECONDS", "20"))
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
-BEGAN = time.monotonic()
-
-
-def say(message: str) -> None:
-    print(f"[{time.monotonic() - BEGAN:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def spread(values: list[float], fmt: str) -> str:
-    if not values:
-        return "n/a"
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
-
-
 # -- the server ---------------------------------------------------------------
 
 
-class Server:
-    def __init__(self, root: Path, *extra: str, log_name: str = "mds.log") -> None:
-        self.root = root
-        self.data_dir = root / "data"
-        self.log_path = root / log_name
-        self.log = open(self.log_path, "wb")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MDS_", "MIOSA_"))}
-        env["MDS_LOG"] = "info"
-        self.proc = subprocess.Popen(
-            [BIN, "server", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0", *extra],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-        )
-        deadline = time.monotonic() + 120
-        self.url = ""
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"mds exited: {self.log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                info = json.loads((self.data_dir / "server.json").read_text())
-                if info.get("pid") == self.proc.pid and httpx.get(info["url"] + "/healthz", timeout=2).status_code == 200:
-                    self.url = info["url"]
-                    break
-            except (OSError, ValueError, KeyError, httpx.HTTPError):
-                pass
-            time.sleep(0.05)
-        if not self.url:
-            sys.exit("mds not ready")
-        self.key = (self.data_dir / "admin-api-key").read_text().strip()
-        atexit.register(self.stop)
-
-    def api(self, method: str, path: str, **kw) -> dict:
-        r = httpx.request(method, f"{self.url}/api/v1{path}", headers={"Authorization": f"Bearer {self.key}"},
-                          timeout=3600, **kw)
-        if r.status_code >= 300:
-            raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
-        return r.json()["data"]
+class Server(common.Server):
+    api_timeout = 3600
 
     def project(self, name: str, kind: str) -> str:
         pid = self.api("POST", "/projects", json={"name": f"{name}-{uuid.uuid4().hex[:6]}"})["id"]
         self.api("POST", f"/projects/{pid}/data-services?wait=true", json={"type": kind})
         return pid
-
-    def env(self, pid: str) -> dict[str, str]:
-        data = self.api("GET", f"/projects/{pid}/env", params={"env": "production", "reveal": "true"})
-        return {v["name"]: v["value"] for v in data["variables"]}
 
     def events(self, message: str) -> list[float]:
         """Wall-clock times of log lines whose message is `message`."""
@@ -132,17 +80,6 @@ class Server:
                     stamp = m.group(1)[:26]
                     found.append(datetime.fromisoformat(stamp).replace(tzinfo=timezone.utc).timestamp())
         return found
-
-    def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.log.close()
 
 
 # -- which client programs run when -------------------------------------------

@@ -29,7 +29,6 @@ BENCH_ROUNDS (3), BENCH_SECONDS (15), BENCH_SCALE (10).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import base64
 import hashlib
 import hmac
@@ -40,7 +39,6 @@ import re
 import resource
 import shutil
 import signal
-import statistics
 import struct
 import subprocess
 import sys
@@ -52,83 +50,21 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+
+import common
+from common import BEGAN, BIN, say, spread
 import psycopg
 
-BIN = os.environ.get("MDS_BIN", "target/release/mds")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
 SCALE = int(os.environ.get("BENCH_SCALE", "10"))
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
-BEGAN = time.monotonic()
-
-
-def say(message: str) -> None:
-    print(f"[{time.monotonic() - BEGAN:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def spread(values: list[float], fmt: str) -> str:
-    if not values:
-        return "n/a"
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
-
-
-class Server:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.data_dir = root / "data"
-        self.log_path = root / "mds.log"
-        self.log = open(self.log_path, "wb")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MDS_", "MIOSA_"))}
-        env["MDS_LOG"] = "info"
-        self.proc = subprocess.Popen(
-            [BIN, "server", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-        )
-        deadline = time.monotonic() + 120
-        self.url = ""
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"mds exited: {self.log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                info = json.loads((self.data_dir / "server.json").read_text())
-                if info.get("pid") == self.proc.pid and httpx.get(info["url"] + "/healthz", timeout=2).status_code == 200:
-                    self.url = info["url"]
-                    break
-            except (OSError, ValueError, KeyError, httpx.HTTPError):
-                pass
-            time.sleep(0.05)
-        if not self.url:
-            sys.exit("mds not ready")
-        self.key = (self.data_dir / "admin-api-key").read_text().strip()
-        atexit.register(self.stop)
-
-    def api(self, method: str, path: str, **kw) -> dict:
-        r = httpx.request(method, f"{self.url}/api/v1{path}", headers={"Authorization": f"Bearer {self.key}"},
-                          timeout=600, **kw)
-        if r.status_code >= 300:
-            raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
-        return r.json()["data"]
-
-    def env(self, pid: str) -> dict[str, str]:
-        data = self.api("GET", f"/projects/{pid}/env", params={"env": "production", "reveal": "true"})
-        return {v["name"]: v["value"] for v in data["variables"]}
-
+class Server(common.Server):
     def pooler_pids(self) -> list[int]:
         ini = Path(os.path.realpath(self.data_dir)) / "engines" / "pooler" / "pgbouncer.ini"
         out = subprocess.run(["pgrep", "-f", str(ini)], capture_output=True, text=True).stdout
         return sorted(int(p) for p in out.split())
-
-    def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.log.close()
 
 
 # -- CPU ----------------------------------------------------------------------
