@@ -2,6 +2,7 @@
 //! delete, summary. Projects are named by id or slug. Templates and moves
 //! are answered 501.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -372,13 +373,16 @@ pub async fn templates(principal: Principal) -> ApiResult<Response> {
     Err(ApiError::not_implemented("project templates"))
 }
 
-pub async fn apply_template(principal: Principal) -> ApiResult<Response> {
+/// The body is read, though unused: one left unread makes the server close
+/// the connection, which a client reusing it sees as a reset.
+pub async fn apply_template(principal: Principal, _body: Bytes) -> ApiResult<Response> {
     principal.require("projects:write")?;
     Err(ApiError::not_implemented("project templates"))
 }
 
 /// `POST /projects/{id}/move`: one workspace per server, nowhere to move to.
-pub async fn move_project(principal: Principal) -> ApiResult<Response> {
+/// Its body is read for the reason [`apply_template`] gives.
+pub async fn move_project(principal: Principal, _body: Bytes) -> ApiResult<Response> {
     principal.require("projects:write")?;
     Err(ApiError::not_implemented(
         "moving a project to another workspace (this server has one workspace)",
