@@ -229,11 +229,13 @@ impl Pooler {
             }
         }
         self.files().write(&entries)?;
-        *current = entries;
+        // A restarting pgbouncer reads the files when it starts; a running
+        // one is told. Only then is the list current: a failed reload is
+        // tried again by the next sync.
         if self.status() == EngineStatus::Running {
             self.console("RELOAD").await?;
         }
-        // A restarting pgbouncer reads the files when it starts.
+        *current = entries;
         Ok(())
     }
 
@@ -253,7 +255,8 @@ impl Pooler {
             return Ok(());
         }
         match self.console(&format!("RESUME {database}")).await {
-            // Not paused (a restart in between cleared it): nothing held.
+            // Not paused (a restart in between cleared it): nothing is
+            // held. pgbouncer says "database X is not paused".
             Err(EngineError::Other(message)) if message.contains("not paused") => Ok(()),
             other => other,
         }
