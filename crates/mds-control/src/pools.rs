@@ -7,6 +7,7 @@
 use mds_core::kinds::ServiceKind;
 use mds_provision::POOL_MODES;
 use mds_store::{DataServiceRow, EnvironmentRow};
+use serde_json::{Map, Value};
 
 use crate::{Control, ControlError, ControlResult};
 
@@ -25,6 +26,34 @@ pub struct PoolChange {
 }
 
 impl PoolRequest {
+    /// From the SDK's service `settings` (`pool_mode`, `pool_size`; null
+    /// returns one to its default). Any other key is refused by name.
+    pub fn from_settings(settings: &Map<String, Value>) -> ControlResult<Self> {
+        let mut request = Self::default();
+        for (key, value) in settings {
+            match (key.as_str(), value) {
+                ("pool_mode", Value::Null) => request.mode = Some(POOL_MODES[0].to_string()),
+                ("pool_mode", Value::String(mode)) => request.mode = Some(mode.clone()),
+                ("pool_mode", _) => {
+                    return Err(ControlError::invalid(
+                        "settings.pool_mode",
+                        "must be a string",
+                    ))
+                }
+                ("pool_size", value) => {
+                    request.size = Some(size_from_json("settings.pool_size", value)?)
+                }
+                (other, _) => {
+                    return Err(ControlError::invalid(
+                        format!("settings.{other}"),
+                        "not a setting of a database service; it takes pool_mode and pool_size",
+                    ))
+                }
+            }
+        }
+        Ok(request)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.mode.is_none() && self.size.is_none()
     }
@@ -83,6 +112,17 @@ impl PoolRequest {
             }
         };
         Ok(PoolChange { mode, size })
+    }
+}
+
+/// A pool size as JSON gives it: a whole number, or null for the
+/// server's default.
+pub fn size_from_json(field: &str, value: &Value) -> ControlResult<Option<i64>> {
+    match value {
+        Value::Null => Ok(None),
+        value => value.as_i64().map(Some).ok_or_else(|| {
+            ControlError::invalid(field, "must be a whole number, or null for the default")
+        }),
     }
 }
 

@@ -408,19 +408,21 @@ impl Reconciler {
     /// How a Postgres binding's `DATABASE_URL` reaches it, for `mds env
     /// explain`: `pooled, transaction`, or `direct` and why.
     pub fn pool_note(&self, binding: &BindingRow) -> String {
-        match (self.pooler(), binding.pool_mode.as_str()) {
+        match (self.pooler(), self.is_pooled(binding)) {
             (None, _) => "direct: this server runs no pooler".to_string(),
-            (Some(_), "off") => "direct: pool off".to_string(),
-            (Some(_), mode) => format!("pooled, {mode}"),
+            (Some(_), false) => "direct: pool off".to_string(),
+            (Some(_), true) => format!("pooled, {}", binding.pool_mode),
         }
     }
 
     /// The pool size a binding has (its own, else the default).
     pub fn pool_size(&self, binding: &BindingRow) -> u32 {
-        binding
-            .pool_size
-            .and_then(|s| u32::try_from(s).ok())
-            .unwrap_or(self.inner.postgres.default_pool_size)
+        self.inner.postgres.pool_size(binding.pool_size)
+    }
+
+    /// Whether a Postgres binding's `DATABASE_URL` goes through the pooler.
+    pub fn is_pooled(&self, binding: &BindingRow) -> bool {
+        self.inner.postgres.pooler_endpoint(binding).is_some()
     }
 
     /// The most server connections a binding's pool may have: its role's

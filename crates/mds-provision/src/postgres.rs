@@ -58,6 +58,13 @@ impl PostgresProvisioner {
         (binding.pool_mode != "off").then(|| ("127.0.0.1".to_string(), pooler.port()))
     }
 
+    /// A binding's pool size: its own (`bindings.pool_size`), else the
+    /// server's default.
+    pub fn pool_size(&self, own: Option<i32>) -> u32 {
+        own.and_then(|s| u32::try_from(s).ok())
+            .unwrap_or(self.default_pool_size)
+    }
+
     /// Makes the pooler serve every Postgres binding that should run, with
     /// its role's current verifier. A binding whose mode is `off` is
     /// served too (in session mode): clients that still hold its pooled
@@ -80,9 +87,7 @@ impl PostgresProvisioner {
                         "transaction" => PoolMode::Transaction,
                         _ => PoolMode::Session,
                     },
-                    size: size
-                        .and_then(|s| u32::try_from(s).ok())
-                        .unwrap_or(self.default_pool_size),
+                    size: self.pool_size(*size),
                 })
             })
             .collect();

@@ -17,7 +17,7 @@ use mds_api_types::{
 use mds_control::attach::{
     self, attach, kind_of, load_service, remove_service, wait_settled, KindOptions,
 };
-use mds_control::pools::{set_pool, PoolRequest};
+use mds_control::pools::{self, set_pool, PoolRequest};
 use mds_control::projects::{load_project, project_id_of, resolve_environment, service_project};
 use mds_control::standalone;
 use mds_core::kinds::{BindingState, Desired, ServiceKind};
@@ -160,10 +160,20 @@ async fn views(
     principal: &Principal,
     services: Vec<DataServiceRow>,
 ) -> ApiResult<Response> {
+    let mut rows = Vec::with_capacity(services.len());
     let mut views = Vec::with_capacity(services.len());
     for service in &services {
-        views.push(view(state, principal, service).await?);
+        let bindings = state.store()?.bindings(&service.id).await?;
+        views.push(service_view(&principal.tenant_id, service, &bindings));
+        rows.push(bindings);
     }
+    // The pooler's numbers once for the whole list.
+    let mut pairs: Vec<_> = rows
+        .iter()
+        .map(Vec::as_slice)
+        .zip(views.iter_mut())
+        .collect();
+    fill_pools(state, &mut pairs).await;
     Ok(super::list_all(views))
 }
 
@@ -223,7 +233,7 @@ pub async fn update(
         mode: body.pool_mode,
         size: body
             .pool_size
-            .map(|size| pool_size_value("pool_size", &size))
+            .map(|size| pools::size_from_json("pool_size", &size))
             .transpose()?,
     };
     if request.is_empty() {
@@ -243,16 +253,6 @@ pub async fn update(
         StatusCode::OK,
         view(&state, &principal, &service).await?,
     ))
-}
-
-/// A pool size as JSON gives it: a whole number, or null for the default.
-pub fn pool_size_value(field: &str, value: &serde_json::Value) -> ApiResult<Option<i64>> {
-    match value {
-        serde_json::Value::Null => Ok(None),
-        value => value.as_i64().map(Some).ok_or_else(|| {
-            ApiError::invalid_field(field, "must be a whole number, or null for the default")
-        }),
-    }
 }
 
 /// Deleting drops every binding's database: it needs `?confirm=<name>`.

@@ -35,7 +35,6 @@ use mds_store::{DataServiceRow, DeploymentRow, EnvironmentRow, ProjectRow, Varia
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::data_services::pool_size_value;
 use super::{data, deleted, list_all};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -587,29 +586,7 @@ pub async fn update(
         Some(_) => return Err(ApiError::invalid_field("settings", "must be an object")),
         None => return Err(ApiError::invalid_field("settings", "nothing to change")),
     };
-    let mut request = PoolRequest::default();
-    for (key, value) in &settings {
-        match (key.as_str(), value) {
-            // null: back to the default.
-            ("pool_mode", Value::Null) => request.mode = Some("transaction".to_string()),
-            ("pool_mode", Value::String(mode)) => request.mode = Some(mode.clone()),
-            ("pool_mode", _) => {
-                return Err(ApiError::invalid_field(
-                    "settings.pool_mode",
-                    "must be a string",
-                ))
-            }
-            ("pool_size", value) => {
-                request.size = Some(pool_size_value("settings.pool_size", value)?)
-            }
-            (other, _) => {
-                return Err(ApiError::invalid_field(
-                    &format!("settings.{other}"),
-                    "not a setting of a database service; it takes pool_mode and pool_size",
-                ))
-            }
-        }
-    }
+    let request = PoolRequest::from_settings(&settings)?;
     // A member or binding id, or `?env=`, is one environment; otherwise
     // every one.
     let one =
