@@ -4,7 +4,9 @@
 // connections at once (a pg.Pool of that size), each runs ROUNDS
 // transactions with parameterised statements (the extended protocol,
 // unnamed statements, as node-postgres sends them unless a query is
-// named), then one client checks what landed. Prints one JSON line.
+// named; with NAMED=1 every statement is named, so it is prepared once per
+// connection and must survive transaction pooling), then one client checks
+// what landed. Prints one JSON line.
 "use strict";
 const { Pool } = require("pg");
 
@@ -13,6 +15,10 @@ async function main() {
   if (!url) throw new Error("DATABASE_URL is not set");
   const clients = Number(process.env.CLIENTS || 50);
   const rounds = Number(process.env.ROUNDS || 10);
+  const named = process.env.NAMED === "1";
+  // A named query is parsed once per connection; node-postgres then only
+  // binds and executes it by name.
+  const statement = (name, text, values) => (named ? { name, text, values } : { text, values });
   const pool = new Pool({ connectionString: url, max: clients, connectionTimeoutMillis: 30000 });
   const began = Date.now();
   let transactions = 0;
@@ -25,10 +31,15 @@ async function main() {
         for (let r = 0; r < rounds; r++) {
           try {
             await client.query("BEGIN");
-            await client.query("INSERT INTO node_check (client, round) VALUES ($1, $2)", [c, r]);
+            await client.query(
+              statement("insert-round", "INSERT INTO node_check (client, round) VALUES ($1, $2)", [c, r])
+            );
             const { rows } = await client.query(
-              "SELECT pg_backend_pid() AS pid, count(*)::int AS n FROM node_check WHERE client = $1",
-              [c]
+              statement(
+                "count-rounds",
+                "SELECT pg_backend_pid() AS pid, count(*)::int AS n FROM node_check WHERE client = $1",
+                [c]
+              )
             );
             if (rows[0].n !== r + 1) throw new Error(`client ${c} round ${r}: saw ${rows[0].n} rows`);
             pids.add(rows[0].pid);

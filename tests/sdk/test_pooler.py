@@ -227,6 +227,10 @@ def test_pool_settings_are_checked(mds, client):
     refused(api(mds, "POST", path, json={"type": "postgres", "pool_size": 21}), "pool_size")
     refused(api(mds, "POST", path, json={"type": "redis", "pool_mode": "session"}), None)
     refused(api(mds, "POST", path, json={"type": "redis", "pool_size": 5}), None)
+    refused(api(mds, "POST", path, json={"type": "postgres", "pool_max_clients": 0}), "pool_max_clients")
+    # More than the pooler's client slots in all (--pooler-max-clients).
+    refused(api(mds, "POST", path, json={"type": "postgres", "pool_max_clients": 12001}), "pool_max_clients")
+    refused(api(mds, "POST", path, json={"type": "redis", "pool_max_clients": 5}), "pool_max_clients")
     assert ok(api(mds, "GET", path)) == []
 
     service = ok(api(mds, "POST", f"{path}?wait=true", json={"type": "postgres", "pool_size": 20}), 201)
@@ -234,6 +238,11 @@ def test_pool_settings_are_checked(mds, client):
     one = f"{path}/{service['name']}"
     refused(api(mds, "PATCH", one, json={"pool_mode": "bogus"}), "pool_mode")
     refused(api(mds, "PATCH", one, json={"pool_size": 0}), "pool_size")
+    refused(api(mds, "PATCH", one, json={"pool_max_clients": "many"}), "pool_max_clients")
+    refused(api(mds, "PATCH", one, json={"pool_max_clients": -1}), "pool_max_clients")
+    with pytest.raises(errors.ValidationError) as raised:
+        client.services.update(service["id"], settings={"pool_max_clients": 0})
+    assert raised.value.details["field"] == "pool_max_clients"
     with pytest.raises(errors.ValidationError) as raised:
         client.services.update(service["id"], settings={"pool_mode": "bogus"})
     assert raised.value.details["field"] == "pool_mode"
@@ -430,6 +439,117 @@ def test_psycopg_and_node_postgres_work_through_the_pooler(mds):
     assert result["errors"] == [] and result["transactions"] == 500, result
     assert result["rows"] == 500 and result["user"] == urlsplit(url).username, result
     assert 1 <= result["server_pids"] <= 10, result
+
+
+def test_named_prepared_statements_survive_transaction_pooling(mds):
+    """pgbouncer 1.24 prepares a client's named statement again on
+    whichever server connection its next transaction lands on: psycopg 3
+    preparing every statement (prepare_threshold=0) and node-postgres named
+    queries work through a pool of two server connections shared by many
+    clients."""
+    pid, service = attach(mds, "prepared", pool_size=2)
+    assert {p["size"] for p in pools(service).values()} == {2}
+    env = resolved(mds, pid, "production")
+    url = env["DATABASE_URL"]
+    with psycopg.connect(env["DATABASE_URL_UNPOOLED"]) as conn:
+        conn.execute("CREATE TABLE node_check (client int, round int)")
+        conn.execute("CREATE TABLE prep (worker int, n int)")
+
+    failures = []
+    server_pids: set[int] = set()
+
+    def worker(w: int) -> None:
+        try:
+            with psycopg.connect(url, prepare_threshold=0, autocommit=True) as conn:
+                for n in range(60):
+                    conn.execute("INSERT INTO prep VALUES (%s, %s)", (w, n), prepare=True)
+                    row = conn.execute("SELECT count(*), pg_backend_pid() FROM prep WHERE worker = %s",
+                                       (w,), prepare=True).fetchone()
+                    assert row[0] == n + 1, (w, n, row)
+                    server_pids.add(row[1])
+        except Exception as e:  # noqa: BLE001 - reported below
+            failures.append(e)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    # Eight clients' statements ran on at most two server connections,
+    # hence on connections they were not first prepared on.
+    assert 1 <= len(server_pids) <= 2, server_pids
+
+    done = subprocess.run(["node", str(NODE_DIR / "pool_check.js")], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, DATABASE_URL=url, CLIENTS="20", ROUNDS="10", NAMED="1"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["errors"] == [] and result["transactions"] == 200, result
+    assert 1 <= result["server_pids"] <= 2, result
+
+
+def test_a_binding_holds_at_most_its_client_limit_and_others_are_untouched(mds, client):
+    pid, service = attach(mds, "limited", pool_max_clients=3)
+    assert {p["max_clients"] for p in pools(service).values()} == {3}
+    other_pid, _ = attach(mds, "neighbour")
+    env = resolved(mds, pid, "production")
+    url = env["DATABASE_URL"]
+
+    held = [psycopg.connect(url, autocommit=True) for _ in range(3)]
+    try:
+        with pytest.raises(psycopg.OperationalError) as raised:
+            psycopg.connect(url, connect_timeout=10)
+        assert "client connections exceeded" in str(raised.value), raised.value
+        # Its direct URL, and another tenant through the pooler, still work.
+        with psycopg.connect(env["DATABASE_URL_UNPOOLED"]) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        neighbour = resolved(mds, other_pid, "production")["DATABASE_URL"]
+        others = [psycopg.connect(neighbour, autocommit=True) for _ in range(5)]
+        for conn in others:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            conn.close()
+        # The ones held work, and a slot given back is taken again.
+        for conn in held:
+            assert conn.execute("SELECT 2").fetchone() == (2,)
+        held.pop().close()
+        held.append(connect_soon(url))
+    finally:
+        for conn in held:
+            conn.close()
+
+    # Raised through the SDK for this environment, at once: no one cut.
+    member = next(b for b in service["bindings"] if b["environment"] == "production")
+    held = [psycopg.connect(url, autocommit=True) for _ in range(3)]
+    try:
+        client.services.update(member["id"], settings={"pool_max_clients": 5})
+        assert pools(view(mds, pid, service))["production"]["max_clients"] == 5
+        held += [connect_soon(url) for _ in range(2)]
+        for conn in held:
+            assert conn.execute("SELECT 3").fetchone() == (3,)
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(url, connect_timeout=10)
+    finally:
+        for conn in held:
+            conn.close()
+    # Back to the server's default (1000) with the CLI.
+    cli(mds, "data", "pool", service["name"], "-p", pid, "-e", "production", "--max-clients", "1000")
+    assert pools(view(mds, pid, service))["production"]["max_clients"] == 1000
+    metrics = httpx.get(f"{mds.url}/metrics", timeout=30).text
+    assert 'mds_pooler_info{version="PgBouncer 1.24.1",client_limit="true",prepared_statements="true"} 1' \
+        in metrics, [line for line in metrics.splitlines() if "pooler_info" in line]
+
+
+def connect_soon(url: str) -> psycopg.Connection:
+    """A connection as soon as the pooler has counted a closed one out
+    (it learns of a close from the socket, a moment later)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 # -- isolation -----------------------------------------------------------------
@@ -705,7 +825,9 @@ class Scram:
 
 
 def test_10000_idle_clients_exhaust_neither_the_server_nor_mds(mds):
-    pid, service = attach(mds, "idle")
+    # One tenant with 10,000 and a psql beside them: its client limit
+    # raised from the default 1000.
+    pid, service = attach(mds, "idle", pool_max_clients=10_100)
     env = resolved(mds, pid, "production")
     parts = urlsplit(env["DATABASE_URL"])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -346,6 +346,9 @@ pub struct Pool {
     pub mode: String,
     /// Server connections at most.
     pub size: u32,
+    /// Client connections on the pooler at most; null when this server's
+    /// pooler cannot limit them per binding (pgbouncer before 1.24).
+    pub max_clients: Option<u32>,
     /// Whether `DATABASE_URL` goes through the pooler (from the next boot
     /// after a change); `DATABASE_URL_UNPOOLED` never does.
     pub pooled: bool,
@@ -370,6 +373,10 @@ pub struct UpdateDataService {
     /// A number, or null for the server's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_size: Option<serde_json::Value>,
+    /// Client connections on the pooler at most: a number, or null for
+    /// the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_max_clients: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -398,6 +405,9 @@ pub struct CreateDataService {
     /// Postgres: server connections of each binding's pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_size: Option<i64>,
+    /// Postgres: client connections each binding may hold on the pooler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_max_clients: Option<i64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

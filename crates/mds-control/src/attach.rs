@@ -390,6 +390,9 @@ fn kind_config(
             if let Some(size) = pool.size {
                 config["pool_size"] = json!(size);
             }
+            if let Some(max_clients) = pool.max_clients {
+                config["pool_max_clients"] = json!(max_clients);
+            }
             Ok(config)
         }
     }

@@ -1,33 +1,35 @@
 //! How a Postgres binding's clients are pooled (issue 17): the settings a
-//! client asks for are checked here, kept on the binding (migration 0023),
-//! and served by the reconciler's pooler. The mode decides which URL
-//! `DATABASE_URL` is at the next boot; the size applies to the pooler at
-//! once, without dropping anyone's connections.
+//! client asks for are checked here, kept on the binding (migrations 0023
+//! and 0024), and served by the reconciler's pooler. The mode decides
+//! which URL `DATABASE_URL` is at the next boot; the pool size and the
+//! client limit apply to the pooler at once, without dropping anyone's
+//! connections.
 
 use mds_core::kinds::ServiceKind;
 use mds_provision::POOL_MODES;
-use mds_store::{DataServiceRow, EnvironmentRow};
+use mds_store::{DataServiceRow, EnvironmentRow, PoolChange};
 use serde_json::{Map, Value};
 
 use crate::{Control, ControlError, ControlResult};
 
-/// Pool settings as a client gave them; `None` leaves one as it is.
+/// Pool settings as a client gave them; `None` leaves one as it is,
+/// `Some(None)` returns it to the server's default.
 #[derive(Debug, Default, Clone)]
 pub struct PoolRequest {
     pub mode: Option<String>,
-    /// `Some(None)`: back to the server's default.
+    /// Server connections at most.
     pub size: Option<Option<i64>>,
+    /// Client connections at most.
+    pub max_clients: Option<Option<i64>>,
 }
 
-/// A checked [`PoolRequest`], in the store's words.
-pub struct PoolChange {
-    pub mode: Option<&'static str>,
-    pub size: Option<Option<i32>>,
-}
+/// The settings' names, as the API and the SDK's `settings` take them.
+const FIELDS: &str = "pool_mode, pool_size and pool_max_clients";
 
 impl PoolRequest {
-    /// From the SDK's service `settings` (`pool_mode`, `pool_size`; null
-    /// returns one to its default). Any other key is refused by name.
+    /// From the SDK's service `settings` (`pool_mode`, `pool_size`,
+    /// `pool_max_clients`; null returns one to its default). Any other key
+    /// is refused by name.
     pub fn from_settings(settings: &Map<String, Value>) -> ControlResult<Self> {
         let mut request = Self::default();
         for (key, value) in settings {
@@ -43,10 +45,13 @@ impl PoolRequest {
                 ("pool_size", value) => {
                     request.size = Some(size_from_json("settings.pool_size", value)?)
                 }
+                ("pool_max_clients", value) => {
+                    request.max_clients = Some(size_from_json("settings.pool_max_clients", value)?)
+                }
                 (other, _) => {
                     return Err(ControlError::invalid(
                         format!("settings.{other}"),
-                        "not a setting of a database service; it takes pool_mode and pool_size",
+                        format!("not a setting of a database service; it takes {FIELDS}"),
                     ))
                 }
             }
@@ -55,21 +60,37 @@ impl PoolRequest {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.mode.is_none() && self.size.is_none()
+        self.mode.is_none() && self.size.is_none() && self.max_clients.is_none()
     }
 
-    /// Checks each field given: a mode the pooler knows, a size from 1 to
-    /// the role's connection limit, and only for Postgres.
-    pub fn check(&self, control: &Control, kind: ServiceKind) -> ControlResult<PoolChange> {
+    /// Refuses a request that changes nothing, naming what it may change.
+    pub fn require_some(&self) -> ControlResult<()> {
+        if self.is_empty() {
+            return Err(ControlError::invalid(
+                "pool_mode",
+                format!("nothing to change: give one of {FIELDS}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks each field given: a mode the pooler knows, a pool size from
+    /// 1 to the role's connection limit, a client limit from 1 to the
+    /// pooler's, and only for Postgres.
+    pub fn check(
+        &self,
+        control: &Control,
+        kind: ServiceKind,
+    ) -> ControlResult<PoolChange<'static>> {
         if kind != ServiceKind::Postgres {
-            let field = if self.mode.is_some() {
-                Some("pool_mode")
-            } else {
-                self.size.is_some().then_some("pool_size")
-            };
-            if let Some(field) = field {
+            let given = [
+                ("pool_mode", self.mode.is_some()),
+                ("pool_size", self.size.is_some()),
+                ("pool_max_clients", self.max_clients.is_some()),
+            ];
+            if let Some((field, _)) = given.iter().find(|(_, given)| *given) {
                 return Err(ControlError::invalid(
-                    field,
+                    *field,
                     format!("applies to postgres, not {kind}"),
                 ));
             }
@@ -92,26 +113,45 @@ impl PoolRequest {
                     })?,
             ),
         };
-        let size = match self.size {
-            None => None,
-            Some(None) => Some(None),
-            Some(Some(size)) => {
-                let max = control.reconciler()?.max_pool_size();
-                match i32::try_from(size) {
-                    Ok(n) if n >= 1 && n as u32 <= max => Some(Some(n)),
-                    _ => {
-                        return Err(ControlError::invalid(
-                            "pool_size",
-                            format!(
-                                "{size} is not a pool size here: from 1 to {max} (each tenant \
-                                 role's connection limit, --tenant-connection-limit)"
-                            ),
-                        ))
-                    }
-                }
-            }
-        };
-        Ok(PoolChange { mode, size })
+        let reconciler = control.reconciler()?;
+        let size = within(
+            self.size,
+            reconciler.max_pool_size(),
+            "pool_size",
+            "each tenant role's connection limit, --tenant-connection-limit",
+        )?;
+        let max_clients = within(
+            self.max_clients,
+            reconciler.max_pool_max_clients(),
+            "pool_max_clients",
+            "the pooler's client connections in all, --pooler-max-clients",
+        )?;
+        Ok(PoolChange {
+            mode,
+            size,
+            max_clients,
+        })
+    }
+}
+
+/// A number asked for, checked to be from 1 to `max` (`why` names where
+/// the bound comes from).
+fn within(
+    asked: Option<Option<i64>>,
+    max: u32,
+    field: &str,
+    why: &str,
+) -> ControlResult<Option<Option<i32>>> {
+    match asked {
+        None => Ok(None),
+        Some(None) => Ok(Some(None)),
+        Some(Some(n)) => match i32::try_from(n) {
+            Ok(ok) if ok >= 1 && ok as u32 <= max => Ok(Some(Some(ok))),
+            _ => Err(ControlError::invalid(
+                field,
+                format!("{n} is not allowed here: from 1 to {max} ({why})"),
+            )),
+        },
     }
 }
 
@@ -145,19 +185,14 @@ pub(crate) async fn apply(
     control: &Control,
     service: &DataServiceRow,
     environment: Option<&EnvironmentRow>,
-    change: &PoolChange,
+    change: &PoolChange<'_>,
 ) -> ControlResult<()> {
-    if change.mode.is_none() && change.size.is_none() {
+    if change.is_empty() {
         return Ok(());
     }
     let changed = control
         .store()?
-        .set_binding_pool(
-            &service.id,
-            environment.map(|e| e.id.as_str()),
-            change.mode,
-            change.size,
-        )
+        .set_binding_pool(&service.id, environment.map(|e| e.id.as_str()), change)
         .await?;
     if changed == 0 {
         if let Some(env) = environment {
@@ -172,6 +207,7 @@ pub(crate) async fn apply(
         environment = environment.map(|e| e.name.as_str()),
         mode = change.mode,
         size = ?change.size,
+        max_clients = ?change.max_clients,
         "changed pooling"
     );
     control.reconciler()?.sync_pooler().await?;

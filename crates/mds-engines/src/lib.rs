@@ -21,7 +21,9 @@ pub use pg_archive::{
     BaseBackupInfo, RecoveryTarget, ScratchPostgres,
 };
 pub use pg_public::{GivenTls, HbaRule, PublicEndpoint, PublicListener};
-pub use pooler::{find_pgbouncer, PoolEntry, PoolMode, PoolStats, Pooler, PoolerOptions};
+pub use pooler::{
+    find_pgbouncer, PoolEntry, PoolMode, PoolStats, Pooler, PoolerFeatures, PoolerOptions,
+};
 pub use postgres::{
     find_postgres_binaries, ManagedPostgres, PostgresBinaries, PostgresEngine, PublicRules,
     StartOptions,

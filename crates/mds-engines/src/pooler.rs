@@ -1,5 +1,6 @@
-//! The connection pooler in front of the managed PostgreSQL: Debian's
-//! pgbouncer, supervised like the other engines (ARCHITECTURE.md says why
+//! The connection pooler in front of the managed PostgreSQL: pgbouncer
+//! (1.24, which `scripts/build-pgbouncer` builds from Debian 13's source
+//! package), supervised like the other engines (ARCHITECTURE.md says why
 //! pgbouncer rather than a pooler of our own). Everything else in mds
 //! speaks to it through [`Pooler`]: the entries it serves, their stats,
 //! and closing a database's connections, so it can be replaced.
@@ -11,8 +12,16 @@
 //!   a role reaches through it exactly what it reaches directly: another
 //!   tenant's database name is refused by PostgreSQL itself (no CONNECT).
 //! - **Entries.** One `[databases]` entry per pooled binding, named as its
-//!   database, with its mode and `pool_size` = `max_db_connections`: a
-//!   tenant never holds more server connections than its pool.
+//!   database, with its mode, `pool_size` = `max_db_connections` (a tenant
+//!   never holds more server connections than its pool) and
+//!   `max_db_client_connections` (nor more client connections than its
+//!   limit, so one tenant's storm cannot take every client slot).
+//! - **Prepared statements.** `max_prepared_statements` lets protocol-level
+//!   named prepared statements work in transaction mode (pgbouncer
+//!   prepares them again on whichever server connection a client gets).
+//! - **Versions.** An older pgbouncer (Debian 12's 1.18) still runs, with
+//!   what it lacks left out of the config and said in the log: no
+//!   per-binding client limit, no prepared statements across transactions.
 //! - **Changes** rewrite both files whole (temporary file, rename) and
 //!   `RELOAD` over the admin console: connections of other entries stay.
 //! - **Layout:** `DIR/engines/pooler/` holds `pgbouncer.ini`, `users.txt`,
@@ -72,6 +81,8 @@ pub struct PoolEntry {
     pub mode: PoolMode,
     /// Server connections at most.
     pub size: u32,
+    /// Client connections at most.
+    pub max_clients: u32,
 }
 
 /// One pool's numbers, from `SHOW POOLS`.
@@ -100,22 +111,98 @@ pub struct PoolerOptions {
     pub admin_password: Zeroizing<String>,
 }
 
-/// `pgbouncer` in PATH, or where Debian puts it.
+/// The pgbouncer to run: `MDS_PGBOUNCER`, else the one
+/// `scripts/build-pgbouncer` built (as root in /usr/local/lib/mds, else
+/// in ~/.local/share/mds), else one in PATH or where Debian puts it.
 pub fn find_pgbouncer() -> Result<PathBuf, EngineError> {
-    let in_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("pgbouncer"))
-            .find(|p| p.is_file())
-    });
-    in_path
-        .or_else(|| Some(PathBuf::from("/usr/sbin/pgbouncer")).filter(|p| p.is_file()))
+    if let Some(given) = std::env::var_os("MDS_PGBOUNCER") {
+        let given = PathBuf::from(given);
+        return if given.is_file() {
+            Ok(given)
+        } else {
+            Err(EngineError::Other(format!(
+                "MDS_PGBOUNCER={}: no such file",
+                given.display()
+            )))
+        };
+    }
+    const BUILT: &str = "mds/pgbouncer/bin/pgbouncer";
+    let data_home = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")));
+    let built = [Some(PathBuf::from("/usr/local/lib")), data_home]
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join(BUILT));
+    let in_path = std::env::var_os("PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("pgbouncer"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    built
+        .chain(in_path)
+        .chain([PathBuf::from("/usr/sbin/pgbouncer")])
+        .find(|p| p.is_file())
         .ok_or_else(|| {
             EngineError::Other(
-                "pgbouncer was not found in PATH or /usr/sbin; install it with \
-                 `apt-get install -y pgbouncer` (scripts/install-deps does this)"
+                "pgbouncer was not found (MDS_PGBOUNCER, /usr/local/lib/mds, \
+                 ~/.local/share/mds, PATH, /usr/sbin); scripts/install-deps builds it"
                     .to_string(),
             )
         })
+}
+
+/// What the pgbouncer being run can do, from its `--version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolerFeatures {
+    /// `max_db_client_connections` (1.24).
+    pub client_limit: bool,
+    /// `max_prepared_statements` (1.21).
+    pub prepared_statements: bool,
+}
+
+impl PoolerFeatures {
+    /// From `pgbouncer --version` (`PgBouncer 1.24.1`); an unreadable one
+    /// is taken as the oldest mds runs with.
+    pub fn of_version(text: &str) -> Self {
+        let version = text
+            .split_whitespace()
+            .skip_while(|w| *w != "PgBouncer")
+            .nth(1)
+            .map(|v| {
+                v.split('.')
+                    .take(2)
+                    .map(|n| n.parse::<u32>().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let at_least = |major: u32, minor: u32| {
+            (
+                version.first().copied().unwrap_or(0),
+                version.get(1).copied().unwrap_or(0),
+            ) >= (major, minor)
+        };
+        Self {
+            client_limit: at_least(1, 24),
+            prepared_statements: at_least(1, 21),
+        }
+    }
+
+    async fn of_binary(binary: &Path) -> Result<(Self, String), EngineError> {
+        let out = Command::new(binary)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(EngineError::io(format!(
+                "run {} --version",
+                binary.display()
+            )))?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let first = text.lines().next().unwrap_or_default().trim().to_string();
+        Ok((Self::of_version(&text), first))
+    }
 }
 
 /// The supervised pooler. Cheap to clone.
@@ -133,6 +220,9 @@ struct Inner {
     admin_password: Zeroizing<String>,
     /// Made once per start, so a rewrite does not salt a new one.
     admin_verifier: String,
+    features: PoolerFeatures,
+    /// `PgBouncer 1.24.1`.
+    version: String,
     supervisor: Supervisor,
     /// The entries last written, under the lock every change holds.
     entries: Mutex<Vec<PoolEntry>>,
@@ -153,7 +243,22 @@ impl Pooler {
         }
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
             .map_err(EngineError::io(format!("chmod {}", dir.display())))?;
+        let (features, version) = PoolerFeatures::of_binary(&options.binary).await?;
+        if !features.client_limit || !features.prepared_statements {
+            tracing::warn!(
+                binary = %options.binary.display(),
+                version,
+                "this pgbouncer predates 1.24: per-binding client limits are not enforced{}; \
+                 scripts/build-pgbouncer builds 1.24",
+                if features.prepared_statements {
+                    ""
+                } else {
+                    " and named prepared statements do not survive a transaction"
+                }
+            );
+        }
         let files = Files {
+            features,
             dir: dir.clone(),
             port,
             upstream_port: options.upstream_port,
@@ -189,6 +294,8 @@ impl Pooler {
                 os_user: options.os_user,
                 admin_password: options.admin_password,
                 admin_verifier: files.admin_verifier,
+                features,
+                version,
                 supervisor,
                 entries: Mutex::new(Vec::new()),
             }),
@@ -207,6 +314,20 @@ impl Pooler {
 
     pub fn pid(&self) -> Option<u32> {
         self.inner.supervisor.pid()
+    }
+
+    /// Client connections at most, all tenants together.
+    pub fn max_clients(&self) -> u32 {
+        self.inner.max_clients
+    }
+
+    pub fn features(&self) -> PoolerFeatures {
+        self.inner.features
+    }
+
+    /// As the binary says it (`PgBouncer 1.24.1`).
+    pub fn version(&self) -> &str {
+        &self.inner.version
     }
 
     /// Serves exactly `entries` from now on: rewrites the files and
@@ -302,6 +423,7 @@ impl Pooler {
 
     fn files(&self) -> Files {
         Files {
+            features: self.inner.features,
             dir: self.inner.dir.clone(),
             port: self.inner.port,
             upstream_port: self.inner.upstream_port,
@@ -391,6 +513,7 @@ fn keep_port(dir: &Path) -> Result<u16, EngineError> {
 
 /// What the two files are rendered from.
 struct Files {
+    features: PoolerFeatures,
     dir: PathBuf,
     port: u16,
     upstream_port: u16,
@@ -430,12 +553,16 @@ impl Files {
         for e in entries {
             ini.push_str(&format!(
                 "{db} = host=127.0.0.1 port={port} dbname={db} pool_mode={mode} \
-                 pool_size={size} max_db_connections={size}\n",
+                 pool_size={size} max_db_connections={size}",
                 db = e.database,
                 port = self.upstream_port,
                 mode = e.mode.as_str(),
                 size = e.size,
             ));
+            if self.features.client_limit {
+                ini.push_str(&format!(" max_db_client_connections={}", e.max_clients));
+            }
+            ini.push('\n');
         }
         // Why each setting:
         // - no unix socket: nothing of it in /tmp, loopback TCP only;
@@ -443,7 +570,11 @@ impl Files {
         //   flood the log;
         // - idle server connections go after a minute: a tenant's pool
         //   shrinks back when its storm is over;
-        // - extra_float_digits is what JDBC sends; ignoring it is safe.
+        // - extra_float_digits is what JDBC sends; ignoring it is safe;
+        // - a client counts against its database's client limit from its
+        //   startup packet on, before it has proved anything: one that
+        //   never finishes logging in gives its slot back after 10 s, not
+        //   pgbouncer's 60 (a loopback SCRAM exchange takes milliseconds).
         ini.push_str(&format!(
             "[pgbouncer]\n\
              listen_addr = 127.0.0.1\n\
@@ -459,6 +590,7 @@ impl Files {
              server_reset_query = DISCARD ALL\n\
              server_idle_timeout = 60\n\
              server_login_retry = 1\n\
+             client_login_timeout = 10\n\
              ignore_startup_parameters = extra_float_digits\n\
              log_connections = 0\n\
              log_disconnections = 0\n\
@@ -467,6 +599,12 @@ impl Files {
             users = self.dir.join(USERS).display(),
             max_clients = self.max_clients,
         ));
+        if self.features.prepared_statements {
+            // Named prepared statements in transaction mode: each server
+            // connection keeps this many (LRU); pgbouncer prepares one
+            // again where a client's next transaction lands.
+            ini.push_str("max_prepared_statements = 200\n");
+        }
         ini
     }
 }
@@ -567,6 +705,19 @@ fn policy() -> Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn features_follow_the_version() {
+        let new = PoolerFeatures::of_version("PgBouncer 1.24.1\nlibevent 2.1.12-stable\n");
+        assert!(new.client_limit && new.prepared_statements);
+        let old = PoolerFeatures::of_version("PgBouncer 1.18.0\n");
+        assert!(!old.client_limit && !old.prepared_statements);
+        let mid = PoolerFeatures::of_version("PgBouncer 1.21.0");
+        assert!(!mid.client_limit && mid.prepared_statements);
+        assert!(PoolerFeatures::of_version("PgBouncer 2.0.0").client_limit);
+        let unreadable = PoolerFeatures::of_version("");
+        assert!(!unreadable.client_limit && !unreadable.prepared_statements);
+    }
 
     #[test]
     fn only_mds_words_are_pooled() {

@@ -300,6 +300,8 @@ pub struct Settings {
     pub pooler: Option<mds_engines::Pooler>,
     /// Server connections of a binding whose pool size is not set.
     pub default_pool_size: u32,
+    /// Client connections of a binding whose client limit is not set.
+    pub default_pool_max_clients: u32,
 }
 
 /// Arbitrary, fixed: the advisory lock of the replica that tops up spares.
@@ -348,6 +350,7 @@ impl Reconciler {
                     connection_limit: settings.connection_limit,
                     pooler: settings.pooler,
                     default_pool_size: settings.default_pool_size,
+                    default_pool_max_clients: settings.default_pool_max_clients,
                     pool_sync: tokio::sync::Mutex::new(()),
                 },
                 redis,
@@ -418,6 +421,24 @@ impl Reconciler {
     /// The pool size a binding has (its own, else the default).
     pub fn pool_size(&self, binding: &BindingRow) -> u32 {
         self.inner.postgres.pool_size(binding.pool_size)
+    }
+
+    /// The client limit a binding has on the pooler (its own, else the
+    /// default), when the pooler enforces one.
+    pub fn pool_client_limit(&self, binding: &BindingRow) -> Option<u32> {
+        self.pooler()
+            .filter(|p| p.features().client_limit)
+            .map(|_| {
+                self.inner
+                    .postgres
+                    .pool_max_clients(binding.pool_max_clients)
+            })
+    }
+
+    /// The most client connections one binding may be given: every client
+    /// slot the pooler has.
+    pub fn max_pool_max_clients(&self) -> u32 {
+        self.pooler().map_or(1, |p| p.max_clients())
     }
 
     /// Whether a Postgres binding's `DATABASE_URL` goes through the pooler.

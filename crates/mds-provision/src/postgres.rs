@@ -27,6 +27,8 @@ pub(crate) struct PostgresProvisioner {
     pub pooler: Option<Pooler>,
     /// Server connections of a binding whose `pool_size` is not set.
     pub default_pool_size: u32,
+    /// Client connections of a binding whose `pool_max_clients` is not set.
+    pub default_pool_max_clients: u32,
     /// Held from reading the bindings to applying them, so that a sync
     /// never applies a list older than one already applied.
     pub pool_sync: tokio::sync::Mutex<()>,
@@ -65,6 +67,13 @@ impl PostgresProvisioner {
             .unwrap_or(self.default_pool_size)
     }
 
+    /// A binding's client limit on the pooler: its own
+    /// (`bindings.pool_max_clients`), else the server's default.
+    pub fn pool_max_clients(&self, own: Option<i32>) -> u32 {
+        own.and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(self.default_pool_max_clients)
+    }
+
     /// Makes the pooler serve every Postgres binding that should run, with
     /// its role's current verifier. A binding whose mode is `off` is
     /// served too (in session mode): clients that still hold its pooled
@@ -75,19 +84,20 @@ impl PostgresProvisioner {
         };
         let _sync = self.pool_sync.lock().await;
         let bindings = ctx.store.pooled_bindings().await?;
-        let names: Vec<&str> = bindings.iter().map(|(name, _, _)| name.as_str()).collect();
+        let names: Vec<&str> = bindings.iter().map(|b| b.database.as_str()).collect();
         let verifiers = self.admin().await?.verifiers(&names).await?;
         let entries = bindings
             .iter()
-            .filter_map(|(name, mode, size)| {
+            .filter_map(|b| {
                 Some(PoolEntry {
-                    database: name.clone(),
-                    verifier: verifiers.get(name)?.clone(),
-                    mode: match mode.as_str() {
+                    database: b.database.clone(),
+                    verifier: verifiers.get(&b.database)?.clone(),
+                    mode: match b.mode.as_str() {
                         "transaction" => PoolMode::Transaction,
                         _ => PoolMode::Session,
                     },
-                    size: self.pool_size(*size),
+                    size: self.pool_size(b.size),
+                    max_clients: self.pool_max_clients(b.max_clients),
                 })
             })
             .collect();

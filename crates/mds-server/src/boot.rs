@@ -94,6 +94,9 @@ pub struct ServerConfig {
     pub pool_size: u32,
     /// Client connections the pooler accepts in all.
     pub pooler_max_clients: u32,
+    /// Client connections one binding may hold on the pooler unless it
+    /// sets its own limit.
+    pub pool_max_clients: u32,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -416,6 +419,7 @@ async fn start_platform(
                     server_id,
                     pooler: pooler.clone(),
                     default_pool_size: config.pool_size,
+                    default_pool_max_clients: config.pool_max_clients,
                 },
             );
             let storage = match mds_storage::Storage::open(

@@ -105,6 +105,7 @@ pub async fn fill_pools(state: &AppState, views: &mut [(&[BindingRow], &mut Data
             binding.pool = Some(Pool {
                 mode: row.pool_mode.clone(),
                 size: reconciler.pool_size(row),
+                max_clients: reconciler.pool_client_limit(row),
                 pooled: reconciler.is_pooled(row),
                 clients_active: number(|s| s.clients_active),
                 clients_waiting: number(|s| s.clients_waiting),

@@ -45,6 +45,33 @@ pub struct BindingRow {
     pub pool_mode: String,
     /// Postgres: its server connections at most; `None`: the default.
     pub pool_size: Option<i32>,
+    /// Postgres: its client connections to the pooler at most; `None`:
+    /// the default (migration 0024).
+    pub pool_max_clients: Option<i32>,
+}
+
+/// A change of a binding's pool settings: `None` keeps a setting,
+/// `Some(None)` returns it to the server's default.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PoolChange<'a> {
+    pub mode: Option<&'a str>,
+    pub size: Option<Option<i32>>,
+    pub max_clients: Option<Option<i32>>,
+}
+
+impl PoolChange<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.mode.is_none() && self.size.is_none() && self.max_clients.is_none()
+    }
+}
+
+/// One binding the pooler serves ([`Store::pooled_bindings`]).
+#[derive(Debug, Clone)]
+pub struct PooledBinding {
+    pub database: String,
+    pub mode: String,
+    pub size: Option<i32>,
+    pub max_clients: Option<i32>,
 }
 
 pub struct NewDataService {
@@ -82,11 +109,11 @@ pub(crate) const SERVICE_COLUMNS: &str =
 /// How many columns `SERVICE_COLUMNS` and `BINDING_COLUMNS` name: where a
 /// joined row's next part starts.
 pub(crate) const SERVICE_COLUMN_COUNT: usize = 11;
-pub(crate) const BINDING_COLUMN_COUNT: usize = 16;
+pub(crate) const BINDING_COLUMN_COUNT: usize = 17;
 pub(crate) const BINDING_COLUMNS: &str =
     "b.id, b.service_id, b.environment_id, e.name, b.desired, b.state, \
      b.last_error, b.attempts, b.resource_name, b.sealed_password, b.created_at, b.updated_at, \
-     b.ready_at, b.port, b.pool_mode, b.pool_size";
+     b.ready_at, b.port, b.pool_mode, b.pool_size, b.pool_max_clients";
 
 pub(crate) fn service_from_row(row: &Row) -> DataServiceRow {
     DataServiceRow {
@@ -122,6 +149,7 @@ pub(crate) fn binding_from_row(row: &Row, at: usize) -> BindingRow {
         port: row.get(at + 13),
         pool_mode: row.get(at + 14),
         pool_size: row.get(at + 15),
+        pool_max_clients: row.get(at + 16),
     }
 }
 
@@ -133,9 +161,9 @@ async fn insert_binding(
     let n = client
         .execute(
             "INSERT INTO bindings (id, service_id, environment_id, resource_name, sealed_password,
-                 kind, pool_mode, pool_size)
+                 kind, pool_mode, pool_size, pool_max_clients)
              SELECT $1, $2, $3, $4, $5, s.kind, COALESCE(s.config->>'pool_mode', 'transaction'),
-                    (s.config->>'pool_size')::int
+                    (s.config->>'pool_size')::int, (s.config->>'pool_max_clients')::int
              FROM data_services s WHERE s.id = $2 AND NOT s.deleting
              ON CONFLICT (service_id, environment_id) DO NOTHING",
             &[
@@ -963,14 +991,12 @@ impl Store {
 
     /// Sets the pooling of a service's bindings: the one in
     /// `environment_id`, or every one (and the service's default for
-    /// bindings made later). `size`: `None` keeps it, `Some(None)` returns
-    /// it to the default. Returns the bindings changed.
+    /// bindings made later). Returns the bindings changed.
     pub async fn set_binding_pool(
         &self,
         service_id: &str,
         environment_id: Option<&str>,
-        mode: Option<&str>,
-        size: Option<Option<i32>>,
+        change: &PoolChange<'_>,
     ) -> Result<u64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -979,24 +1005,30 @@ impl Store {
                 "UPDATE bindings
                  SET pool_mode = COALESCE($3, pool_mode),
                      pool_size = CASE WHEN $4 THEN $5 ELSE pool_size END,
+                     pool_max_clients = CASE WHEN $6 THEN $7 ELSE pool_max_clients END,
                      updated_at = now()
                  WHERE service_id = $1 AND ($2::text IS NULL OR environment_id = $2)",
                 &[
                     &service_id,
                     &environment_id,
-                    &mode,
-                    &size.is_some(),
-                    &size.flatten(),
+                    &change.mode,
+                    &change.size.is_some(),
+                    &change.size.flatten(),
+                    &change.max_clients.is_some(),
+                    &change.max_clients.flatten(),
                 ],
             )
             .await?;
         if environment_id.is_none() {
             let mut defaults = serde_json::Map::new();
-            if let Some(mode) = mode {
+            if let Some(mode) = change.mode {
                 defaults.insert("pool_mode".into(), mode.into());
             }
-            if let Some(size) = size {
+            if let Some(size) = change.size {
                 defaults.insert("pool_size".into(), size.into());
+            }
+            if let Some(max_clients) = change.max_clients {
+                defaults.insert("pool_max_clients".into(), max_clients.into());
             }
             tx.execute(
                 "UPDATE data_services SET config = config || $2, updated_at = now() WHERE id = $1",
@@ -1009,12 +1041,12 @@ impl Store {
     }
 
     /// What the pooler serves: every Postgres binding that should run, by
-    /// its database name, with its mode and size.
-    pub async fn pooled_bindings(&self) -> Result<Vec<(String, String, Option<i32>)>> {
+    /// its database name, with its pool settings.
+    pub async fn pooled_bindings(&self) -> Result<Vec<PooledBinding>> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT resource_name, pool_mode, pool_size FROM bindings
+                "SELECT resource_name, pool_mode, pool_size, pool_max_clients FROM bindings
                  WHERE kind = 'postgres' AND desired = 'running'
                  ORDER BY resource_name",
                 &[],
@@ -1022,7 +1054,12 @@ impl Store {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|r| PooledBinding {
+                database: r.get(0),
+                mode: r.get(1),
+                size: r.get(2),
+                max_clients: r.get(3),
+            })
             .collect())
     }
 

@@ -43,7 +43,10 @@ pub use backups::{
     item_paths, Abandoned, BaseBackupRow, DueEnvironment, NewRestorePoint, RestorePointItemRow,
     RestorePointRow, RestoreRow, WalSegmentRow,
 };
-pub use data_services::{BindingRow, DataServiceRow, MissingBinding, NewBinding, NewDataService};
+pub use data_services::{
+    BindingRow, DataServiceRow, MissingBinding, NewBinding, NewDataService, PoolChange,
+    PooledBinding,
+};
 pub use deployments::{
     DeploymentPatch, DeploymentRow, EnvironmentActive, InstanceRow, NewDeployment, NewVersion,
     VersionRow, VolumeClaim,

@@ -105,6 +105,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "binding_pools",
         include_str!("../migrations/0023_binding_pools.sql"),
     ),
+    (
+        24,
+        "binding_pool_clients",
+        include_str!("../migrations/0024_binding_pool_clients.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

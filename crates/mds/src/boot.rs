@@ -40,7 +40,7 @@ pub struct Attach {
     #[arg(long)]
     engine_version: Option<String>,
     /// Attach this standalone database or bucket (its id) instead of making one
-    #[arg(long, conflicts_with_all = ["kind", "name", "maxmemory", "eviction", "engine_version", "pool", "pool_size"])]
+    #[arg(long, conflicts_with_all = ["kind", "name", "maxmemory", "eviction", "engine_version", "pool", "pool_size", "pool_max_clients"])]
     existing: Option<String>,
     /// Postgres: how DATABASE_URL is pooled: transaction (default), session or
     /// off (DATABASE_URL direct)
@@ -49,6 +49,9 @@ pub struct Attach {
     /// Postgres: server connections of each binding's pool
     #[arg(long)]
     pool_size: Option<i64>,
+    /// Postgres: client connections each binding may hold on the pooler
+    #[arg(long)]
+    pool_max_clients: Option<i64>,
 }
 
 impl Attach {
@@ -68,6 +71,7 @@ impl Attach {
                 existing: self.existing,
                 pool_mode: self.pool,
                 pool_size: self.pool_size,
+                pool_max_clients: self.pool_max_clients,
             },
         )?;
         if ctx.printed_json(&answer) {
@@ -123,7 +127,7 @@ pub enum Data {
         project: String,
     },
     /// Set how a Postgres service's DATABASE_URL is pooled (the mode applies
-    /// at the next boot, the size at once)
+    /// at the next boot, the size and client limit at once)
     Pool {
         name: String,
         #[arg(short, long)]
@@ -137,6 +141,9 @@ pub enum Data {
         /// Server connections at most
         #[arg(long)]
         size: Option<i64>,
+        /// Client connections on the pooler at most
+        #[arg(long)]
+        max_clients: Option<i64>,
     },
     /// Delete a data service and its data in every environment
     Delete {
@@ -187,6 +194,7 @@ impl Data {
                 environment,
                 mode,
                 size,
+                max_clients,
             } => {
                 let answer = ctx.api.send_json(
                     reqwest::Method::PATCH,
@@ -200,6 +208,7 @@ impl Data {
                         environment,
                         pool_mode: mode,
                         pool_size: size.map(Value::from),
+                        pool_max_clients: max_clients.map(Value::from),
                     },
                 )?;
                 if ctx.printed_json(&answer) {
@@ -211,6 +220,7 @@ impl Data {
                         "environment",
                         "pool",
                         "size",
+                        "max clients",
                         "database_url",
                         "in use",
                         "waiting",
@@ -225,6 +235,8 @@ impl Data {
                                 b.environment.clone(),
                                 pool.mode.clone(),
                                 pool.size.to_string(),
+                                pool.max_clients
+                                    .map_or_else(|| "-".to_string(), |n| n.to_string()),
                                 if pool.pooled { "pooled" } else { "direct" }.to_string(),
                                 n(pool.servers_active),
                                 n(pool.clients_waiting),

@@ -236,6 +236,11 @@ struct ServeArgs {
     /// Client connections the pooler accepts, all tenants together
     #[arg(long, env = "MDS_POOLER_MAX_CLIENTS", default_value_t = 12000)]
     pooler_max_clients: u32,
+    /// Client connections one Postgres binding may hold on the pooler,
+    /// unless the binding sets its own limit (at most
+    /// --pooler-max-clients): one tenant's storm cannot take every slot
+    #[arg(long, env = "MDS_POOL_MAX_CLIENTS", default_value_t = 1000)]
+    pool_max_clients: u32,
 }
 
 /// `30s`, `15m`, `6h`, `7d` (or plain seconds).
@@ -341,6 +346,9 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
             .pool_size
             .clamp(1, args.tenant_connection_limit.max(1) as u32),
         pooler_max_clients: args.pooler_max_clients.max(1),
+        pool_max_clients: args
+            .pool_max_clients
+            .clamp(1, args.pooler_max_clients.max(1)),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

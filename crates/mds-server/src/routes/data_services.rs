@@ -100,6 +100,7 @@ async fn attach_to(
             ("engine_version", body.engine_version.is_some()),
             ("pool_mode", body.pool_mode.is_some()),
             ("pool_size", body.pool_size.is_some()),
+            ("pool_max_clients", body.pool_max_clients.is_some()),
         ];
         if let Some((field, _)) = asked.iter().find(|(_, given)| *given) {
             return Err(ApiError::invalid_field(
@@ -133,6 +134,7 @@ fn kind_options(body: &CreateDataService) -> KindOptions {
         pool: PoolRequest {
             mode: body.pool_mode.clone(),
             size: body.pool_size.map(Some),
+            max_clients: body.pool_max_clients.map(Some),
         },
         ..KindOptions::default()
     }
@@ -229,19 +231,17 @@ pub async fn update(
     principal.require("projects:write")?;
     let project = load_project(state.store()?, &principal, &project).await?;
     let service = service_in_project(&state, &project, &id).await?;
+    let number = |field: &str, value: Option<serde_json::Value>| {
+        value
+            .map(|value| pools::size_from_json(field, &value))
+            .transpose()
+    };
     let request = PoolRequest {
         mode: body.pool_mode,
-        size: body
-            .pool_size
-            .map(|size| pools::size_from_json("pool_size", &size))
-            .transpose()?,
+        size: number("pool_size", body.pool_size)?,
+        max_clients: number("pool_max_clients", body.pool_max_clients)?,
     };
-    if request.is_empty() {
-        return Err(ApiError::invalid_field(
-            "pool_mode",
-            "nothing to change: give pool_mode or pool_size",
-        ));
-    }
+    request.require_some()?;
     let environment = match &body.environment {
         Some(reference) => {
             Some(resolve_environment(state.store()?, &project, Some(reference)).await?)
@@ -320,6 +320,7 @@ pub async fn db_create(
         existing: None,
         pool_mode: None,
         pool_size: None,
+        pool_max_clients: None,
     };
     if let Some(project) = project {
         return attach_to(&state, &principal, &project, kind, attach_body, wait).await;

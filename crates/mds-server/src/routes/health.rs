@@ -169,6 +169,18 @@ async fn write_pool_metrics(out: &mut String, state: &AppState, pooler: &mds_eng
     );
     let _ = writeln!(out, "# TYPE mds_pooler_up gauge");
     let _ = writeln!(out, "mds_pooler_up {}", u8::from(up));
+    let _ = writeln!(
+        out,
+        "# HELP mds_pooler_info The pooler's version and whether it limits clients per binding."
+    );
+    let _ = writeln!(out, "# TYPE mds_pooler_info gauge");
+    let _ = writeln!(
+        out,
+        "mds_pooler_info{{version=\"{}\",client_limit=\"{}\",prepared_statements=\"{}\"}} 1",
+        pooler.version().replace(['"', '\\'], ""),
+        pooler.features().client_limit,
+        pooler.features().prepared_statements
+    );
     let (Ok(pools), Ok(labels)) = (
         pooler.pools().await,
         match state.store() {

@@ -162,6 +162,7 @@ fn data_settings(
         if let Some(binding) = bindings.first() {
             settings["pool_mode"] = json!(binding.pool_mode);
             settings["pool_size"] = json!(binding.pool_size);
+            settings["pool_max_clients"] = json!(binding.pool_max_clients);
         }
     }
     settings
@@ -547,7 +548,8 @@ pub async fn get(
 
 /// `PATCH /services/{id}` (the SDK's `services.update`). A database
 /// service takes the pool settings (`settings.pool_mode`,
-/// `settings.pool_size`; null returns one to its default) of its member in
+/// `settings.pool_size`, `settings.pool_max_clients`; null returns one to
+/// its default) of its member in
 /// one environment (a member id or `?env=`), or of every member. Renames,
 /// sources and app services' settings are not offered (501).
 pub async fn update(
