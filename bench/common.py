@@ -41,7 +41,9 @@ class Server:
         self.data_dir = root / "data"
         self.log_path = root / log_name
         self.log = open(self.log_path, "wb")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MDS_", "MIOSA_"))}
+        # The caller's mds settings stay out, except which pgbouncer to run.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("MDS_", "MIOSA_")) or k == "MDS_PGBOUNCER"}
         env["MDS_LOG"] = "info"
         self.proc = subprocess.Popen(
             [BIN, "server", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0", *extra],

@@ -211,6 +211,10 @@ def main() -> None:
     pid = server.api("POST", "/projects", json={"name": f"pooler-{uuid.uuid4().hex[:6]}"})["id"]
     service = server.api("POST", f"/projects/{pid}/data-services?wait=true", json={"type": "postgres"})
     pool = next(b["pool"] for b in service["bindings"] if b["environment"] == "production")
+    # The pgbouncer this server runs (MDS_PGBOUNCER picks another).
+    info = next(line for line in httpx.get(f"{server.url}/metrics", timeout=30).text.splitlines()
+                if line.startswith("mds_pooler_info"))
+    bouncer_version = re.search(r'version="([^"]*)"', info).group(1)
     env = server.env(pid)
     pooled, direct = env["DATABASE_URL"], env["DATABASE_URL_UNPOOLED"]
     if pooled == direct:
@@ -309,11 +313,9 @@ def main() -> None:
 
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     pg_version = subprocess.run([str(PG_BIN / "postgres"), "--version"], capture_output=True, text=True).stdout.strip()
-    bouncer = subprocess.run([shutil.which("pgbouncer") or "/usr/sbin/pgbouncer", "--version"],
-                             capture_output=True, text=True).stdout.splitlines()[0]
     rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} cores, kernel {platform.release()}, {pg_version}, {bouncer}, {rustc}; "
+    print(f"machine: {os.cpu_count()} cores, kernel {platform.release()}, {pg_version}, {bouncer_version}, {rustc}; "
           f"mds at {commit}; pool {pool['mode']} size {pool['size']}; {ROUNDS} rounds of {SECONDS} s; "
           f"scale {SCALE}; {datetime.now(timezone.utc):%Y-%m-%d}; load average at the end {load[0]:.1f}; "
           f"run took {time.monotonic() - BEGAN:.0f} s")
