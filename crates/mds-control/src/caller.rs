@@ -8,6 +8,8 @@ use crate::{ControlError, ControlResult};
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub key_id: String,
+    /// The key's name, as its owner gave it (for the audit log).
+    pub key_name: String,
     pub tenant_id: String,
     pub scopes: Scopes,
 }

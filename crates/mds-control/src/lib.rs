@@ -23,6 +23,7 @@ use mds_storage::Storage;
 use mds_store::{BindingRow, Store};
 
 pub mod attach;
+pub mod audit;
 pub mod backups;
 pub mod boot;
 mod caller;
@@ -76,6 +77,8 @@ pub struct Shared {
     volumes: OnceLock<Volumes>,
     deployer: OnceLock<deployer::Deployer>,
     backups: OnceLock<backups::Backups>,
+    /// The audit log's writer (none with `--audit off`).
+    audit: OnceLock<audit::Audit>,
     /// The environment each running sandbox booted with, by id: what its
     /// commands get until its next boot.
     pub boots: Mutex<HashMap<String, BootEnv>>,
@@ -103,6 +106,7 @@ impl Control {
             volumes: OnceLock::new(),
             deployer: OnceLock::new(),
             backups: OnceLock::new(),
+            audit: OnceLock::new(),
             boots: Mutex::default(),
         }))
     }
@@ -134,6 +138,22 @@ impl Control {
 
     pub fn set_volumes(&self, volumes: Volumes) {
         let _ = self.volumes.set(volumes);
+    }
+
+    pub fn set_audit(&self, audit: audit::Audit) {
+        let _ = self.audit.set(audit);
+    }
+
+    /// The audit log, unless it is off.
+    pub fn audit(&self) -> Option<&audit::Audit> {
+        self.audit.get()
+    }
+
+    /// Records one audit event (nothing when the log is off).
+    pub fn record(&self, event: mds_store::NewAuditEvent) {
+        if let Some(audit) = self.audit.get() {
+            audit.record(event);
+        }
     }
 
     pub fn set_deployer(&self, deployer: deployer::Deployer) {

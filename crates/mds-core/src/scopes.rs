@@ -20,6 +20,7 @@ pub const ALL_SCOPES: &[&str] = &[
     "backups:read",
     "backups:write",
     "backups:restore",
+    "audit:read",
 ];
 
 /// What a key gets when it is created without a scope list: everyday work,

@@ -36,6 +36,7 @@ impl Principal {
     fn from_row(row: &ApiKeyRow) -> Self {
         Self(Caller {
             key_id: row.id.clone(),
+            key_name: row.name.clone(),
             tenant_id: row.tenant_id.clone(),
             scopes: Scopes::from_stored(row.scopes.clone()),
         })

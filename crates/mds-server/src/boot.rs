@@ -97,6 +97,10 @@ pub struct ServerConfig {
     /// Client connections one binding may hold on the pooler unless it
     /// sets its own limit.
     pub pool_max_clients: u32,
+    /// Whether the API appends to the audit log (off only to measure it).
+    pub audit: bool,
+    /// How long audit events are kept.
+    pub audit_retention: Duration,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -208,6 +212,15 @@ pub async fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> anyhow:
         reconciler.shutdown().await;
         if let Some(pooler) = reconciler.pooler() {
             pooler.shutdown().await;
+        }
+    }
+    // What the audit writer holds is stored before the database goes.
+    if let Some(audit) = state.control().audit() {
+        if tokio::time::timeout(Duration::from_secs(5), audit.flush())
+            .await
+            .is_err()
+        {
+            tracing::error!("audit events still queued at shutdown were not stored");
         }
     }
     if let Ok(store) = state.store() {
@@ -448,6 +461,15 @@ async fn start_platform(
             if let Err(e) = reconciler.start().await {
                 engine.shutdown().await;
                 return Err(anyhow::Error::new(e).context("starting the reconciler"));
+            }
+            if config.audit {
+                let audit = mds_control::audit::Audit::start(store.clone(), &state.master_key);
+                mds_control::audit::spawn_retention(
+                    store.clone(),
+                    audit.clone(),
+                    config.audit_retention,
+                );
+                state.control().set_audit(audit);
             }
             state.set_ready(engine.clone(), version, store, reconciler, storage);
             if let Err(e) = open_backups(config, data_dir, state, &engine) {

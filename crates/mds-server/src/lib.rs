@@ -1,6 +1,7 @@
 //! The mds server: boots the platform (data dir, master key, engine,
 //! migrations, admin key) and serves the MIOSA-compatible API.
 
+mod audit;
 mod auth;
 mod boot;
 mod error;

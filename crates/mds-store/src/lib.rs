@@ -6,6 +6,7 @@
 //! a plaintext credential.
 
 mod api_keys;
+mod audit;
 mod auth;
 mod backup_index;
 mod backups;
@@ -32,6 +33,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use tokio_postgres::NoTls;
 
 pub use api_keys::{ApiKeyRow, NewApiKeyRow};
+pub use audit::{AuditAnchor, AuditEventRow, AuditFields, AuditQuery, NewAuditEvent};
 pub use auth::{
     LogoutScope, MailRow, NewUser, Refresh, SigningKeyRow, UserKey, UserPatch, UserRow,
 };

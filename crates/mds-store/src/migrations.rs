@@ -110,6 +110,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "binding_pool_clients",
         include_str!("../migrations/0024_binding_pool_clients.sql"),
     ),
+    (
+        25,
+        "audit_events",
+        include_str!("../migrations/0025_audit_events.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

@@ -1,5 +1,6 @@
 //! `mds`: the server (`mds up`, `mds server`) and a CLI for its API.
 
+mod audit;
 mod auth;
 mod backups;
 mod boot;
@@ -103,6 +104,9 @@ enum Command {
     /// Restore an environment's services from a restore point or to a
     /// moment (Postgres); non-destructive, undoable
     Restore(backups::Restore),
+    /// Read the audit log (who changed or revealed what), or verify its
+    /// chain
+    Audit(audit::Audit),
     /// Whether the server serves, and where its backups go
     Status,
 }
@@ -241,6 +245,14 @@ struct ServeArgs {
     /// --pooler-max-clients): one tenant's storm cannot take every slot
     #[arg(long, env = "MDS_POOL_MAX_CLIENTS", default_value_t = 1000)]
     pool_max_clients: u32,
+    /// Append every change and every reveal of secrets to the audit log
+    /// (`false` only to measure what the log costs)
+    #[arg(long, env = "MDS_AUDIT", default_value_t = true, action = clap::ArgAction::Set)]
+    audit: bool,
+    /// How long audit events are kept (trimmed hourly; the chain stays
+    /// verifiable from the new start)
+    #[arg(long, env = "MDS_AUDIT_RETENTION", default_value = "365d", value_parser = parse_span)]
+    audit_retention: std::time::Duration,
 }
 
 /// `30s`, `15m`, `6h`, `7d` (or plain seconds).
@@ -284,6 +296,7 @@ fn main() -> ExitCode {
         Command::Volumes(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Deploy(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Backup(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Audit(cmd) => commands::run_with_code(&cli.global, |c| cmd.run(c)),
         Command::Restore(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Status => commands::run(&cli.global, backups::status),
     }
@@ -349,6 +362,8 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         pool_max_clients: args
             .pool_max_clients
             .clamp(1, args.pooler_max_clients.max(1)),
+        audit: args.audit,
+        audit_retention: args.audit_retention,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -26,6 +26,7 @@ use mds_store::{BindingRow, DataServiceRow, ProjectRow};
 use serde::Deserialize;
 
 use super::{data, deleted};
+use crate::audit::revealed;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
@@ -452,7 +453,12 @@ pub async fn db_credentials(
         .map_err(ApiError::internal)?;
     let url = vars[0].1.clone();
     tracing::info!(key = %principal.key_id, service = service.id, environment = binding.environment_name, "credentials revealed");
-    Ok(data(
+    let project_id = service.project_id.clone();
+    let names = vars
+        .iter()
+        .map(|(name, _, _)| name.clone())
+        .collect::<Vec<String>>();
+    let response = data(
         StatusCode::OK,
         Credentials {
             database_id: service.id.clone(),
@@ -469,7 +475,8 @@ pub async fn db_credentials(
             password: password.to_string(),
             env: vars.into_iter().map(|(k, v, _)| (k, v)).collect(),
         },
-    ))
+    );
+    Ok(revealed(response, Some(&project_id), names))
 }
 
 async fn set_desired(

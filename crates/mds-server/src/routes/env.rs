@@ -12,6 +12,7 @@ use mds_core::vars;
 use serde::Deserialize;
 
 use super::data;
+use crate::audit::revealed;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, PathParams, QueryParams};
@@ -70,7 +71,7 @@ pub async fn resolve(
     if reveal {
         tracing::info!(key = %principal.key_id, project = project.id, environment = env.name, "environment revealed");
     }
-    let variables = assembled
+    let variables: Vec<EnvEntry> = assembled
         .variables
         .into_iter()
         .map(|r| EnvEntry {
@@ -82,7 +83,15 @@ pub async fn resolve(
             overridden: r.overridden.iter().map(source).collect(),
         })
         .collect();
-    Ok(data(
+    let names: Vec<String> = if reveal {
+        variables
+            .iter()
+            .map(|v: &EnvEntry| v.name.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let response = data(
         StatusCode::OK,
         ResolvedEnv {
             project_id: project.id.clone(),
@@ -91,5 +100,10 @@ pub async fn resolve(
             variables,
             pending: assembled.pending.iter().map(binding_view).collect(),
         },
-    ))
+    );
+    Ok(if reveal {
+        revealed(response, Some(&project.id), names)
+    } else {
+        response
+    })
 }

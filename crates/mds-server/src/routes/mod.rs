@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod app_auth;
+mod audit_events;
 mod backups;
 mod data_services;
 mod database_logs;
@@ -32,7 +33,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{auth, idempotency, request_id};
+use crate::{audit, auth, idempotency, request_id};
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -338,6 +339,8 @@ pub fn router(state: AppState) -> Router {
                 .delete(api_keys::delete),
         )
         .route("/api-keys/{key}/rotate", post(api_keys::rotate))
+        .route("/audit-events", get(audit_events::list))
+        .route("/audit-events/verify", get(audit_events::verify))
         .merge(not_offered::routes())
         .route(
             "/runtime-env",
@@ -347,7 +350,9 @@ pub fn router(state: AppState) -> Router {
             "/runtime-env/{id}",
             get(runtime_env::get).delete(runtime_env::delete),
         )
-        // Inner layers run last: authenticate, then deduplicate.
+        // Inner layers run last: authenticate, then deduplicate (a replay
+        // is no new operation), then audit.
+        .route_layer(from_fn_with_state(state.clone(), audit::middleware))
         .route_layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .route_layer(from_fn_with_state(state.clone(), auth::middleware))
         .route("/healthz", get(health::healthz))

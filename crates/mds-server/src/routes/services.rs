@@ -36,6 +36,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{data, deleted, list_all};
+use crate::audit::revealed;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{EnvQuery, JsonBody, PathParams, QueryParams};
@@ -847,7 +848,8 @@ pub async fn reveal(
         .find(|v| v.name == name)
         .ok_or_else(|| ApiError::not_found("variable", &name))?;
     tracing::info!(key = %principal.key_id, service = loaded.id(), variable = name, "service variable revealed");
-    Ok(data(
+    let project_id = loaded.project.id.clone();
+    let response = data(
         StatusCode::OK,
         RevealedVariable {
             name: var.name,
@@ -855,7 +857,8 @@ pub async fn reveal(
             source: var.origin,
             environment: loaded.env.name,
         },
-    ))
+    );
+    Ok(revealed(response, Some(&project_id), [name]))
 }
 
 /// A database service's connection in its environment (it holds a

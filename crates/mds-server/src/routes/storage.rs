@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{data, deleted};
+use crate::audit::revealed;
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
@@ -283,7 +284,11 @@ pub async fn get_bucket_credentials(
     let row = load_bucket(storage, &reference).await?;
     let credentials = bucket_credentials(&state, &principal, &row).await?;
     tracing::info!(key = %principal.key_id, bucket = row.id, "bucket credentials revealed");
-    Ok(data(StatusCode::OK, credentials))
+    Ok(revealed(
+        data(StatusCode::OK, credentials),
+        None,
+        [format!("the S3 key pair of bucket {}", row.id)],
+    ))
 }
 
 pub async fn get_bucket(

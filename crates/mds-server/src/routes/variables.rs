@@ -10,6 +10,7 @@ use mds_control::variables;
 use mds_store::{EnvironmentRow, VariableScope};
 
 use super::{data, deleted, list_all};
+use crate::audit::revealed;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, EnvQuery, JsonBody, PathParams, QueryParams};
@@ -114,7 +115,8 @@ pub async fn reveal(
 ) -> ApiResult<Response> {
     principal.require("env:reveal")?;
     tracing::info!(key = %principal.key_id, project, variable = name, "variable revealed");
-    one(&state, &principal, &project, &name, &query, true).await
+    let response = one(&state, &principal, &project, &name, &query, true).await?;
+    Ok(revealed(response, None, [name]))
 }
 
 pub async fn delete(
