@@ -146,6 +146,9 @@ pub struct Environment {
     pub created_at: Timestamp,
     #[serde(serialize_with = "time::serialize")]
     pub updated_at: Timestamp,
+    /// When a preview with a ttl is purged (null: never).
+    #[serde(default, serialize_with = "time::serialize_option")]
+    pub expires_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -155,6 +158,16 @@ pub struct CreateEnvironment {
     pub slug: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Purged this long after creation (`7d`, `12h`; 1h to 90d; not on
+    /// production or staging).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+}
+
+/// `POST .../environments/{e}/extend`: push a preview's expiry out.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ExtendEnvironment {
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -31,6 +31,7 @@ pub mod deployer;
 pub mod deployments;
 mod error;
 pub mod pools;
+pub mod previews;
 pub mod projects;
 pub mod public_networking;
 pub mod realms;

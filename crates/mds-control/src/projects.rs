@@ -116,6 +116,7 @@ pub async fn create_project(
             slug: env.to_string(),
             kind: names::environment_kind(env).to_string(),
             is_default: *env == PRODUCTION,
+            expires_at: None,
         })
         .collect();
     let base_slug = project.slug.clone();
@@ -146,6 +147,7 @@ pub async fn create_environment(
     name: Option<String>,
     slug: Option<String>,
     kind: Option<String>,
+    ttl: Option<&str>,
 ) -> ControlResult<EnvironmentRow> {
     let name = name.ok_or_else(|| ControlError::missing("name"))?;
     names::validate_environment_name("name", &name)?;
@@ -169,12 +171,17 @@ pub async fn create_environment(
         }
         None => names::environment_kind(&name).to_string(),
     };
+    let expires_at = ttl
+        .map(|raw| crate::previews::check_ttl(&kind, raw))
+        .transpose()?
+        .map(crate::previews::expiry_after);
     let new = NewEnvironment {
         id: IdKind::Environment.mint(),
         name: name.clone(),
         slug,
         kind,
         is_default: false,
+        expires_at,
     };
     match control.store()?.create_environment(&project.id, &new).await {
         Ok(row) => {
@@ -441,7 +448,7 @@ impl Control {
         slug: Option<String>,
     ) -> ControlResult<(EnvironmentRow, EnvironmentSync)> {
         let plan = self.sync_plan(caller, project, source, None).await?;
-        let created = create_environment(self, project, name, slug, None).await?;
+        let created = create_environment(self, project, name, slug, None, None).await?;
         if let Err(e) = self.write_plan(caller, &created, plan.writes).await {
             if let Err(undo) = self.store()?.delete_environment(&created.id).await {
                 tracing::error!(environment = created.id, "undoing a duplicate: {undo}");

@@ -45,6 +45,7 @@ async fn holder(control: &Control, caller: &Caller) -> ControlResult<Arc<Project
         slug: HOLDER_ENVIRONMENT.to_string(),
         kind: "custom".to_string(),
         is_default: true,
+        expires_at: None,
     };
     match store.create_project(&project, &[environment]).await {
         Ok(row) => Ok(row),

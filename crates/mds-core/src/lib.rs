@@ -9,6 +9,7 @@ pub mod ids;
 pub mod kinds;
 pub mod names;
 pub mod scopes;
+pub mod spans;
 pub mod tenancy;
 pub mod vars;
 

@@ -62,6 +62,11 @@ const ACTIONS: &[(&str, &str, &str)] = &[
     ),
     (
         "POST",
+        "/projects/{project}/environments/{environment}/extend",
+        "environment.extend",
+    ),
+    (
+        "POST",
         "/projects/{project}/environments/{environment}/restore-points",
         "backup.restore_point",
     ),

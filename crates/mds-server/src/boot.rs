@@ -101,6 +101,8 @@ pub struct ServerConfig {
     pub audit: bool,
     /// How long audit events are kept.
     pub audit_retention: Duration,
+    /// How often expired previews are looked for.
+    pub expiry_check: Duration,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -477,6 +479,7 @@ async fn start_platform(
                 return Err(e.context("opening the backup repository"));
             }
             mds_control::public_networking::spawn_follow(state.control().clone());
+            mds_control::previews::spawn_expiry(state.control().clone(), config.expiry_check);
             // Deployments serve again once their bindings can be resolved.
             let restoring = state.clone();
             tokio::spawn(async move {

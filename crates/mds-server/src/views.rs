@@ -23,6 +23,7 @@ pub fn environment_view(row: EnvironmentRow) -> Environment {
         is_default: row.is_default,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        expires_at: row.expires_at,
     }
 }
 

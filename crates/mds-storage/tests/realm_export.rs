@@ -21,6 +21,7 @@ async fn realm_bindings(store: &Store) -> (String, String) {
         slug: id.to_string(),
         kind: "development".to_string(),
         is_default: default,
+        expires_at: None,
     };
     store
         .create_project(

@@ -115,6 +115,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "audit_events",
         include_str!("../migrations/0025_audit_events.sql"),
     ),
+    (
+        26,
+        "environment_ttl",
+        include_str!("../migrations/0026_environment_ttl.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

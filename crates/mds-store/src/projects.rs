@@ -36,6 +36,8 @@ pub struct EnvironmentRow {
     pub is_default: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When it is purged (previews with a TTL; migration 0026).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 pub struct NewProject {
@@ -56,6 +58,7 @@ pub struct NewEnvironment {
     pub slug: String,
     pub kind: String,
     pub is_default: bool,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Fields to change; `None` leaves a field as it is.
@@ -70,7 +73,8 @@ pub struct ProjectPatch {
 const PROJECT_COLUMNS: &str = "p.id, p.tenant_id, p.workspace_id, p.slug, p.name, p.description, \
      p.metadata, p.attribution, p.created_at, p.updated_at, p.standalone";
 const ENVIRONMENT_COLUMNS: &str =
-    "e.id, e.project_id, e.name, e.slug, e.kind, e.is_default, e.created_at, e.updated_at";
+    "e.id, e.project_id, e.name, e.slug, e.kind, e.is_default, e.created_at, e.updated_at, \
+     e.expires_at";
 
 fn project_from_row(row: &Row) -> ProjectRow {
     ProjectRow {
@@ -100,6 +104,7 @@ fn environment_from_row(row: &Row, at: usize) -> EnvironmentRow {
         is_default: row.get(at + 5),
         created_at: row.get(at + 6),
         updated_at: row.get(at + 7),
+        expires_at: row.get(at + 8),
     }
 }
 
@@ -369,6 +374,50 @@ impl Store {
         Ok(row)
     }
 
+    /// Sets when an environment is purged (`None`: never).
+    pub async fn set_environment_expiry(
+        &self,
+        env_id: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<Option<EnvironmentRow>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE environments e SET expires_at = $2, updated_at = now()
+                     WHERE e.id = $1 AND e.deleted_at IS NULL
+                     RETURNING {ENVIRONMENT_COLUMNS}"
+                ),
+                &[&env_id, &expires_at],
+            )
+            .await?;
+        let row = row.map(|r| environment_from_row(&r, 0));
+        if let Some(env) = &row {
+            self.forget_project(&env.project_id);
+        }
+        Ok(row)
+    }
+
+    /// Live environments whose time is up, with their project's tenant.
+    pub async fn expired_environments(&self) -> Result<Vec<(String, EnvironmentRow)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT p.tenant_id, {ENVIRONMENT_COLUMNS} FROM environments e
+                     JOIN projects p ON p.id = e.project_id
+                     WHERE e.expires_at <= now() AND e.deleted_at IS NULL
+                     ORDER BY e.expires_at"
+                ),
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), environment_from_row(r, 1)))
+            .collect())
+    }
+
     /// Soft-deletes an environment. Its variables stay sealed in place,
     /// unreachable, until the project itself is deleted.
     pub async fn delete_environment(&self, env_id: &str) -> Result<bool> {
@@ -395,8 +444,8 @@ async fn insert_environment(
 ) -> Result<()> {
     client
         .execute(
-            "INSERT INTO environments (id, project_id, name, slug, kind, is_default)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO environments (id, project_id, name, slug, kind, is_default, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &env.id,
                 &project_id,
@@ -404,6 +453,7 @@ async fn insert_environment(
                 &env.slug,
                 &env.kind,
                 &env.is_default,
+                &env.expires_at,
             ],
         )
         .await?;

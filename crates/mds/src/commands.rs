@@ -210,9 +210,20 @@ pub fn confirm_by_name(
     Ok(())
 }
 
+/// How long until `at`, roughly (`6d 23h`, `45m`), or `expired`.
+fn time_left(at: chrono::DateTime<chrono::Utc>) -> String {
+    let secs = (at - chrono::Utc::now()).num_seconds();
+    match secs {
+        ..=0 => "expired".to_string(),
+        s if s >= 86400 => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+        s if s >= 3600 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s => format!("{}m", (s + 59) / 60),
+    }
+}
+
 fn print_environments(envs: &[Environment]) {
     table(
-        &["environment", "slug", "kind", "default", "id"],
+        &["environment", "slug", "kind", "default", "expires in", "id"],
         envs.iter()
             .map(|e| {
                 vec![
@@ -224,6 +235,7 @@ fn print_environments(envs: &[Environment]) {
                     } else {
                         String::new()
                     },
+                    e.expires_at.map(time_left).unwrap_or_default(),
                     e.id.clone(),
                 ]
             })
@@ -243,6 +255,18 @@ pub enum Envs {
         name: String,
         #[arg(short, long)]
         project: String,
+        /// Purge it this long after now (e.g. 7d, 12h; 1h to 90d), with a
+        /// restore point of its data taken first
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Push a preview's expiry out by this much (from its current expiry)
+    Extend {
+        name: String,
+        #[arg(short, long)]
+        project: String,
+        #[arg(long)]
+        ttl: String,
     },
     /// Delete an environment (not the default one)
     Delete {
@@ -264,11 +288,12 @@ impl Envs {
                 }
                 print_environments(&data::<Vec<Environment>>(answer)?);
             }
-            Envs::Create { name, project } => {
+            Envs::Create { name, project, ttl } => {
                 let answer = ctx.api.post(
                     &format!("/projects/{}/environments", segment(&project)),
                     &CreateEnvironment {
                         name: Some(name),
+                        ttl,
                         ..Default::default()
                     },
                 )?;
@@ -277,6 +302,31 @@ impl Envs {
                 }
                 let env: Environment = data(answer)?;
                 println!("Created environment {} ({}) in {project}", env.name, env.id);
+                if let Some(at) = env.expires_at {
+                    println!("It expires in {} ({}).", time_left(at), at.to_rfc3339());
+                }
+            }
+            Envs::Extend { name, project, ttl } => {
+                let answer = ctx.api.post(
+                    &format!(
+                        "/projects/{}/environments/{}/extend",
+                        segment(&project),
+                        segment(&name)
+                    ),
+                    &mds_api_types::ExtendEnvironment { ttl: Some(ttl) },
+                )?;
+                if ctx.printed_json(&answer) {
+                    return Ok(());
+                }
+                let env: Environment = data(answer)?;
+                if let Some(at) = env.expires_at {
+                    println!(
+                        "{} now expires in {} ({}).",
+                        env.name,
+                        time_left(at),
+                        at.to_rfc3339()
+                    );
+                }
             }
             Envs::Delete { name, project } => {
                 let answer = ctx.api.delete(&format!(

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use mds_core::spans::parse_span;
 
 #[derive(Parser)]
 #[command(
@@ -253,26 +254,10 @@ struct ServeArgs {
     /// verifiable from the new start)
     #[arg(long, env = "MDS_AUDIT_RETENTION", default_value = "365d", value_parser = parse_span)]
     audit_retention: std::time::Duration,
-}
-
-/// `30s`, `15m`, `6h`, `7d` (or plain seconds).
-fn parse_span(raw: &str) -> Result<std::time::Duration, String> {
-    let raw = raw.trim();
-    let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{raw:?}: expected a number with s, m, h or d (like 6h)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("{raw:?}: the unit must be s, m, h or d")),
-    };
-    if secs == 0 {
-        return Err(format!("{raw:?}: must be more than zero"));
-    }
-    Ok(std::time::Duration::from_secs(secs))
+    /// How often environments whose ttl ran out are looked for (and
+    /// purged, a restore point of their data taken first)
+    #[arg(long, env = "MDS_EXPIRY_CHECK", default_value = "60s", value_parser = parse_span)]
+    expiry_check: std::time::Duration,
 }
 
 fn main() -> ExitCode {
@@ -364,6 +349,7 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
             .clamp(1, args.pooler_max_clients.max(1)),
         audit: args.audit,
         audit_retention: args.audit_retention,
+        expiry_check: args.expiry_check,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

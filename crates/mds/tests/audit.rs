@@ -99,6 +99,8 @@ fn an_edited_or_removed_row_breaks_the_chain_where_it_was_touched() {
 fn a_forged_link_is_caught_and_a_trim_leaves_a_chain_that_verifies() {
     let mds = Mds::start();
     make_events(&mds);
+    // Events are written just after their answers: verify waits for them.
+    assert!(verify(&mds).0);
     // Whoever writes the database cannot make a link: the key is derived
     // from the master key. A recomputed plain SHA-256 is refused.
     try_sql(

@@ -21,6 +21,8 @@ pub enum Reason {
     BeforeDelete,
     BeforePurge,
     BeforeRestore,
+    /// A preview's time to live ran out (its data, kept past the purge).
+    BeforeExpiry,
 }
 
 impl Reason {
@@ -31,6 +33,7 @@ impl Reason {
             Reason::BeforeDelete => "before-delete",
             Reason::BeforePurge => "before-purge",
             Reason::BeforeRestore => "before-restore",
+            Reason::BeforeExpiry => "before-expiry",
         }
     }
 }

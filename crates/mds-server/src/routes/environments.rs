@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use mds_api_types::projects::{DuplicateEnvironment, DuplicatedEnvironment, SyncEnvironment};
-use mds_api_types::{CreateEnvironment, Environment, UpdateEnvironment};
+use mds_api_types::{CreateEnvironment, Environment, ExtendEnvironment, UpdateEnvironment};
 use mds_core::names;
 use mds_store::StoreError;
 use serde::Deserialize;
@@ -19,6 +19,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_bool, JsonBody, PathParams, QueryParams};
 use crate::state::AppState;
 use crate::views::environment_view;
+use mds_control::previews;
 use mds_control::projects::{
     create_environment, environment_name_taken, load_project, resolve_environment,
 };
@@ -71,7 +72,15 @@ pub async fn create(
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
     let project = load_project(state.store()?, &principal, &project).await?;
-    let row = create_environment(&state, &project, body.name, body.slug, body.kind).await?;
+    let row = create_environment(
+        &state,
+        &project,
+        body.name,
+        body.slug,
+        body.kind,
+        body.ttl.as_deref(),
+    )
+    .await?;
     Ok(data(StatusCode::CREATED, environment_view(row)))
 }
 
@@ -183,35 +192,22 @@ pub async fn delete(
     let store = state.store()?;
     let project = load_project(store, &principal, &project).await?;
     let env = resolve_environment(store, &project, Some(&environment)).await?;
-    if env.is_default {
-        return Err(is_default_error("deleted"));
-    }
-    let bound = store.environment_bindings(&env.id).await?;
-    if !bound.is_empty() || store.environment_has_bindings(&env.id).await? {
-        if !purge {
-            return Err(ApiError::conflict(
-                "ENVIRONMENT_HAS_DATA",
-                format!(
-                    "environment {:?} has data-service bindings; delete it with ?purge=true \
-                     to drop their data too",
-                    env.name
-                ),
-            ));
-        }
-        let reconciler = state.reconciler()?;
-        for (service, binding) in bound {
-            reconciler
-                .remove_now(&service, &binding)
-                .await
-                .map_err(|e| ApiError::internal(format!("purging {}: {e}", binding.id)))?;
-        }
-    }
-    state
-        .deployer()?
-        .retire_environment(&state, &env.id)
-        .await?;
-    if !store.delete_environment(&env.id).await? {
-        return Err(ApiError::environment_not_found(&environment, &project.slug));
-    }
+    previews::delete_environment(&state, &project, &env, purge).await?;
     Ok(deleted(&env.id))
+}
+
+/// Pushes a preview's expiry out by `ttl` (`mds envs extend`).
+pub async fn extend(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams((project, environment)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<ExtendEnvironment>,
+) -> ApiResult<Response> {
+    principal.require("projects:write")?;
+    let ttl = body.ttl.ok_or_else(|| ApiError::missing_field("ttl"))?;
+    let store = state.store()?;
+    let project = load_project(store, &principal, &project).await?;
+    let env = resolve_environment(store, &project, Some(&environment)).await?;
+    let extended = previews::extend(&state, &env, &ttl).await?;
+    Ok(data(StatusCode::OK, environment_view(extended)))
 }

@@ -59,6 +59,10 @@ pub fn router(state: AppState) -> Router {
             post(environments::duplicate),
         )
         .route(
+            "/projects/{project}/environments/{environment}/extend",
+            post(environments::extend),
+        )
+        .route(
             "/projects/{project}/environments/{environment}/sync",
             post(environments::sync),
         )
