@@ -12,25 +12,6 @@ use crate::{Result, Store};
 /// that two writers (replicas) never number two events alike.
 const AUDIT_LOCK: i64 = 0x006d_6473_6175_6474;
 
-/// An event to append; the store gives it its seq and links.
-#[derive(Debug, Clone, Default)]
-pub struct NewAuditEvent {
-    pub at: DateTime<Utc>,
-    /// `key` or `system`.
-    pub actor_kind: String,
-    pub actor_id: String,
-    pub actor_name: String,
-    pub tenant_id: Option<String>,
-    pub project_id: Option<String>,
-    pub source: String,
-    pub request_id: String,
-    pub action: String,
-    pub target: String,
-    /// `ok`, `refused` or `failed`.
-    pub outcome: String,
-    pub detail: String,
-}
-
 /// A stored event.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEventRow {
@@ -43,10 +24,16 @@ pub struct AuditEventRow {
     pub hash: Vec<u8>,
 }
 
-/// What a link seals: every column but the hashes.
-#[derive(Debug, Clone, Serialize)]
+/// An event to append; the store gives it its seq and links.
+pub type NewAuditEvent = AuditFields;
+
+/// An event's own fields, which its link seals: every column but the seq
+/// and the hashes.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct AuditFields {
+    /// Stored (and sealed) in microseconds.
     pub at: DateTime<Utc>,
+    /// `key` or `system`.
     pub actor_kind: String,
     pub actor_id: String,
     pub actor_name: String,
@@ -56,6 +43,7 @@ pub struct AuditFields {
     pub request_id: String,
     pub action: String,
     pub target: String,
+    /// `ok`, `refused` or `failed`.
     pub outcome: String,
     pub detail: String,
 }
@@ -85,26 +73,6 @@ impl AuditFields {
             out.extend_from_slice(field.as_bytes());
         }
         out
-    }
-}
-
-impl From<NewAuditEvent> for AuditFields {
-    fn from(e: NewAuditEvent) -> Self {
-        Self {
-            // Stored in microseconds: sealed as it will be read back.
-            at: DateTime::from_timestamp_micros(e.at.timestamp_micros()).unwrap_or(e.at),
-            actor_kind: e.actor_kind,
-            actor_id: e.actor_id,
-            actor_name: e.actor_name,
-            tenant_id: e.tenant_id,
-            project_id: e.project_id,
-            source: e.source,
-            request_id: e.request_id,
-            action: e.action,
-            target: e.target,
-            outcome: e.outcome,
-            detail: e.detail,
-        }
     }
 }
 
@@ -189,9 +157,11 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
             .await?;
-        for event in events {
+        for mut fields in events {
             seq += 1;
-            let fields = AuditFields::from(event);
+            // As it will be read back, so that it verifies.
+            fields.at =
+                DateTime::from_timestamp_micros(fields.at.timestamp_micros()).unwrap_or(fields.at);
             let hash = link(&prev, &fields.encode(seq));
             tx.execute(
                 &insert,
