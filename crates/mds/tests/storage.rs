@@ -261,8 +261,10 @@ fn kill_9_during_a_200_mb_upload_leaves_no_object_and_no_blob() {
                 .send()
         })
     };
-    wait_until(Duration::from_secs(60), || {
-        sent.load(Ordering::SeqCst) > 100 << 20
+    // Well into it (five 8 MiB chunks stored at least), not at a set
+    // speed: a debug build on two shared cores hashes slowly.
+    wait_until(Duration::from_secs(180), || {
+        sent.load(Ordering::SeqCst) > 48 << 20
     })
     .expect("the upload got going");
     mds.kill9();
