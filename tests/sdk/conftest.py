@@ -62,6 +62,22 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError(f"mds not ready: {self.read_log()}")
 
+    def restarted(self, log_name: str, *extra_args: str) -> "Server":
+        """The same data dir, a new process (after a kill -9, say)."""
+        again = Server.__new__(Server)
+        again.tmp, again.root, again.data_dir = self.tmp, self.root, self.data_dir
+        again.log = open(self.root / log_name, "wb")
+        binary = os.environ.get("MDS_BIN", str(REPO / "target" / "debug" / "mds"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MDS_", "MIOSA_"))}
+        env["MDS_LOG"] = "info"
+        again.proc = subprocess.Popen(
+            [binary, "server", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0", *extra_args],
+            stdin=subprocess.DEVNULL, stdout=again.log, stderr=subprocess.STDOUT, env=env,
+        )
+        again.url = again._wait_ready()
+        again.admin_key = self.admin_key
+        return again
+
     def read_log(self) -> str:
         return (self.root / "mds.log").read_text(errors="replace")
 

@@ -381,22 +381,6 @@ def killed_mid_request(server: Server, path: str, body: dict, after: float) -> N
         thread.join()
 
 
-def started_again(server: Server, log_name: str) -> Server:
-    """The same data dir, a new process."""
-    again = Server.__new__(Server)
-    again.tmp, again.root, again.data_dir = server.tmp, server.root, server.data_dir
-    again.log = open(server.root / log_name, "wb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MDS_", "MIOSA_"))}
-    env["MDS_LOG"] = "info"
-    again.proc = subprocess.Popen(
-        [MDS, "server", "--data-dir", str(server.data_dir), "--listen", "127.0.0.1:0"],
-        stdin=subprocess.DEVNULL, stdout=again.log, stderr=subprocess.STDOUT, env=env,
-    )
-    again.url = again._wait_ready()
-    again.admin_key = server.admin_key
-    return again
-
-
 def test_a_kill_mid_backup_or_restore_leaves_nothing_half_done_and_the_start_cleans_up():
     server = Server()
     try:
@@ -408,7 +392,7 @@ def test_a_kill_mid_backup_or_restore_leaves_nothing_half_done_and_the_start_cle
             conn.execute("INSERT INTO big SELECT g, md5(g::text) || repeat('y', 300) FROM generate_series(1, 400000) g")
         points_path = f"/projects/{pid}/environments/production/restore-points"
         killed_mid_request(server, points_path, {}, after=1.0)
-        server = started_again(server, "mds-2.log")
+        server = server.restarted("mds-2.log")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             points = ok(api(server, "GET", points_path))
@@ -427,7 +411,7 @@ def test_a_kill_mid_backup_or_restore_leaves_nothing_half_done_and_the_start_cle
             conn.execute("DELETE FROM big WHERE id > 1000")
         restores_path = f"/projects/{pid}/environments/production/restores"
         killed_mid_request(server, restores_path, {"restore_point": point["id"], "confirm": True}, after=2.0)
-        server = started_again(server, "mds-3.log")
+        server = server.restarted("mds-3.log")
         assert len(rows(url, "big")) == 1000
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

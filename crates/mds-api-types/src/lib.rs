@@ -149,6 +149,45 @@ pub struct Environment {
     /// When a preview with a ttl is purged (null: never).
     #[serde(default, serialize_with = "time::serialize_option")]
     pub expires_at: Option<Timestamp>,
+    /// Made `--from` another environment: what was copied, and whether it
+    /// is done (null: made empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<EnvironmentData>,
+}
+
+/// How an environment made from another got its data. Nothing boots in
+/// it until `state` is `ready`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EnvironmentData {
+    pub source_environment_id: String,
+    pub source_environment: String,
+    /// `empty`, `schema` (Postgres tables without rows) or `copy`.
+    pub policy: String,
+    /// `copy` (users without their sessions) or `none`.
+    pub auth_users: String,
+    /// `TABLE.COLUMN=email|null|hash`, applied before anything connects.
+    #[serde(default)]
+    pub masks: Vec<String>,
+    /// `copying`, `ready` or `failed`.
+    #[serde(default)]
+    pub state: String,
+    /// The source's restore point it was filled from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_point: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What each data service got.
+    #[serde(default)]
+    pub services: Vec<CopiedService>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CopiedService {
+    pub name: String,
+    pub kind: String,
+    /// `copy`, `schema` or `empty`.
+    pub data: String,
+    pub detail: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -162,6 +201,22 @@ pub struct CreateEnvironment {
     /// production or staging).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
+    /// Fill its data services from this environment's restore point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_environment: Option<String>,
+    /// `empty`, `schema` or `copy` (the default with a source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_policy: Option<String>,
+    /// `TABLE.COLUMN=email|null|hash` for each column to mask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masks: Option<Vec<String>>,
+    /// `copy` or `none`; by default `copy` with `data_policy` `copy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_users: Option<String>,
+    /// Which of the source's restore points (an id, or `new` for one
+    /// taken now); by default its newest verified one, else a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_point: Option<String>,
 }
 
 /// `POST .../environments/{e}/extend`: push a preview's expiry out.

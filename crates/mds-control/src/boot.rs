@@ -104,6 +104,7 @@ impl Control {
                 .await?;
         }
         if let Some(place) = place {
+            crate::previews::data::check_ready(place.env)?;
             pending = self.environment_layers(place, &mut candidates).await?;
             candidates.push(platform("MIOSA_PROJECT_ID", &place.project.id));
             candidates.push(platform("MIOSA_ENVIRONMENT", &place.env.name));

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mds_api_types::projects::{EnvironmentSync, SyncChange, SyncSkipped};
+use mds_api_types::CreateEnvironment;
 use mds_core::ids::IdKind;
 use mds_core::names;
 use mds_core::tenancy::{PRODUCTION, STAGING};
@@ -117,6 +118,7 @@ pub async fn create_project(
             kind: names::environment_kind(env).to_string(),
             is_default: *env == PRODUCTION,
             expires_at: None,
+            data_copy: None,
         })
         .collect();
     let base_slug = project.slug.clone();
@@ -141,14 +143,18 @@ pub async fn create_project(
 /// A new environment of `project`: its name checked, its slug and kind
 /// derived unless given. Its data-service bindings are added by the
 /// reconciler's next pass, which this wakes.
+/// Makes an environment of `project`; with a `source_environment`, its
+/// data services are then filled from that one's restore point
+/// ([`crate::previews::data`]), and it is `copying` until done.
 pub async fn create_environment(
     control: &Control,
     project: &ProjectRow,
-    name: Option<String>,
-    slug: Option<String>,
-    kind: Option<String>,
-    ttl: Option<&str>,
+    body: CreateEnvironment,
 ) -> ControlResult<EnvironmentRow> {
+    let CreateEnvironment {
+        name, slug, kind, ..
+    } = &body;
+    let (name, slug, kind) = (name.clone(), slug.clone(), kind.clone());
     let name = name.ok_or_else(|| ControlError::missing("name"))?;
     names::validate_environment_name("name", &name)?;
     let slug = match slug {
@@ -171,7 +177,9 @@ pub async fn create_environment(
         }
         None => names::environment_kind(&name).to_string(),
     };
-    let expires_at = ttl
+    let expires_at = body
+        .ttl
+        .as_deref()
         .map(|raw| crate::previews::check_ttl(&kind, raw))
         .transpose()?
         .map(crate::previews::expiry_after);
@@ -182,11 +190,18 @@ pub async fn create_environment(
         kind,
         is_default: false,
         expires_at,
+        data_copy: crate::previews::data::plan(control, project, &body).await?,
     };
     match control.store()?.create_environment(&project.id, &new).await {
         Ok(row) => {
             if let Ok(reconciler) = control.reconciler() {
                 reconciler.wake();
+            }
+            if row.data_state.is_some() {
+                if let Err(e) = crate::previews::data::start_copies(control, Some(&row.id)).await {
+                    // Left `copying` unclaimed: the next sweep starts it.
+                    tracing::warn!(environment = row.id, error = %e, "could not start a copy now");
+                }
             }
             Ok(row)
         }
@@ -448,7 +463,12 @@ impl Control {
         slug: Option<String>,
     ) -> ControlResult<(EnvironmentRow, EnvironmentSync)> {
         let plan = self.sync_plan(caller, project, source, None).await?;
-        let created = create_environment(self, project, name, slug, None, None).await?;
+        let body = CreateEnvironment {
+            name,
+            slug,
+            ..Default::default()
+        };
+        let created = create_environment(self, project, body).await?;
         if let Err(e) = self.write_plan(caller, &created, plan.writes).await {
             if let Err(undo) = self.store()?.delete_environment(&created.id).await {
                 tracing::error!(environment = created.id, "undoing a duplicate: {undo}");

@@ -46,6 +46,7 @@ async fn holder(control: &Control, caller: &Caller) -> ControlResult<Arc<Project
         kind: "custom".to_string(),
         is_default: true,
         expires_at: None,
+        data_copy: None,
     };
     match store.create_project(&project, &[environment]).await {
         Ok(row) => Ok(row),

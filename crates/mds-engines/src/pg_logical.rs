@@ -150,10 +150,14 @@ pub fn restore_command(
     db: &str,
     role: Option<&str>,
     keep_acl: bool,
+    schema_only: bool,
 ) -> Command {
     let mut cmd = client_program(bin_dir.join("pg_restore"), config, db);
     cmd.args(["--no-owner", "--exit-on-error", "--single-transaction"])
         .stdin(Stdio::piped());
+    if schema_only {
+        cmd.arg("--schema-only");
+    }
     if let Some(role) = role {
         cmd.arg(format!("--role={role}"));
     }
@@ -205,9 +209,23 @@ fn ident(name: &str) -> String {
 /// Makes an empty database `name` owned by `owner`, reachable only by it
 /// (as a binding's database is).
 pub async fn create_database(admin: &Client, name: &str, owner: &str) -> Result<(), EngineError> {
+    create_database_from(admin, name, owner, None).await
+}
+
+/// [`create_database`], as a copy of `template` when given (which no one
+/// may be connected to).
+pub async fn create_database_from(
+    admin: &Client,
+    name: &str,
+    owner: &str,
+    template: Option<&str>,
+) -> Result<(), EngineError> {
     let (db, role) = (ident(name), ident(owner));
+    let from = template
+        .map(|t| format!(" TEMPLATE {}", ident(t)))
+        .unwrap_or_default();
     admin
-        .batch_execute(&format!("CREATE DATABASE {db} OWNER {role}"))
+        .batch_execute(&format!("CREATE DATABASE {db} OWNER {role}{from}"))
         .await
         .map_err(|e| EngineError::Other(format!("creating database {name}: {e}")))?;
     admin

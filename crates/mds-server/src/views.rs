@@ -15,6 +15,7 @@ use crate::state::AppState;
 
 pub fn environment_view(row: EnvironmentRow) -> Environment {
     Environment {
+        data: mds_control::previews::data::view(&row),
         id: row.id,
         project_id: row.project_id,
         name: row.name,

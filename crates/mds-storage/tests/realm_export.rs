@@ -22,6 +22,7 @@ async fn realm_bindings(store: &Store) -> (String, String) {
         kind: "development".to_string(),
         is_default: default,
         expires_at: None,
+        data_copy: None,
     };
     store
         .create_project(

@@ -118,6 +118,11 @@ const BASE_COLUMNS: &str =
 const HOLDER_GONE: &str = "NOT EXISTS (SELECT 1 FROM server_incarnations i
      WHERE i.id = holder AND i.ended_at IS NULL AND i.heartbeat_at > now() - interval '10 seconds')";
 
+/// [`HOLDER_GONE`] of a holder column with another name.
+pub(crate) fn holder_gone(column: &str) -> String {
+    HOLDER_GONE.replace("= holder", &format!("= {column}"))
+}
+
 fn point_from_row(r: &Row) -> RestorePointRow {
     RestorePointRow {
         id: r.get(0),
@@ -337,6 +342,25 @@ impl Store {
             .await?;
         self.with_items(rows.iter().map(point_from_row).collect())
             .await
+    }
+
+    /// Of the items `ids`, those whose point is still complete: (item id,
+    /// its binding, when its point was taken). Which template copies of
+    /// dumps are still worth keeping.
+    pub async fn live_items(&self, ids: &[String]) -> Result<Vec<(String, String, DateTime<Utc>)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT i.id, i.binding_id, p.created_at FROM restore_point_items i
+                 JOIN restore_points p ON p.id = i.restore_point_id
+                 WHERE i.id = ANY($1) AND p.state = 'complete'",
+                &[&ids],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 
     /// Every point in a state, oldest first (drills, retention, metrics).

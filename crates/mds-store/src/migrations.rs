@@ -120,6 +120,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "environment_ttl",
         include_str!("../migrations/0026_environment_ttl.sql"),
     ),
+    (
+        27,
+        "environment_data",
+        include_str!("../migrations/0027_environment_data.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

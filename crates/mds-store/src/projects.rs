@@ -38,6 +38,11 @@ pub struct EnvironmentRow {
     pub updated_at: DateTime<Utc>,
     /// When it is purged (previews with a TTL; migration 0026).
     pub expires_at: Option<DateTime<Utc>>,
+    /// What was asked of its data when made `--from` another, and how far
+    /// it got (migration 0027); `data_state` is `copying`, `ready` or
+    /// `failed`, none for an environment made empty.
+    pub data_copy: Option<Value>,
+    pub data_state: Option<String>,
 }
 
 pub struct NewProject {
@@ -59,6 +64,8 @@ pub struct NewEnvironment {
     pub kind: String,
     pub is_default: bool,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Filled from another environment: starts `copying`.
+    pub data_copy: Option<Value>,
 }
 
 /// Fields to change; `None` leaves a field as it is.
@@ -74,7 +81,7 @@ const PROJECT_COLUMNS: &str = "p.id, p.tenant_id, p.workspace_id, p.slug, p.name
      p.metadata, p.attribution, p.created_at, p.updated_at, p.standalone";
 const ENVIRONMENT_COLUMNS: &str =
     "e.id, e.project_id, e.name, e.slug, e.kind, e.is_default, e.created_at, e.updated_at, \
-     e.expires_at";
+     e.expires_at, e.data_copy, e.data_state";
 
 fn project_from_row(row: &Row) -> ProjectRow {
     ProjectRow {
@@ -105,6 +112,8 @@ fn environment_from_row(row: &Row, at: usize) -> EnvironmentRow {
         created_at: row.get(at + 6),
         updated_at: row.get(at + 7),
         expires_at: row.get(at + 8),
+        data_copy: row.get(at + 9),
+        data_state: row.get(at + 10),
     }
 }
 
@@ -398,6 +407,64 @@ impl Store {
         Ok(row)
     }
 
+    /// Leases environments whose data copy is unfinished and not being
+    /// done (new, or its holder gone: a kill -9) to `incarnation`; with
+    /// `only`, that one environment. With their project's tenant.
+    pub async fn claim_environment_copies(
+        &self,
+        incarnation: i64,
+        only: Option<&str>,
+    ) -> Result<Vec<(String, EnvironmentRow)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "UPDATE environments e SET data_holder = $1
+                     FROM projects p
+                     WHERE p.id = e.project_id AND e.data_state = 'copying'
+                       AND e.deleted_at IS NULL AND ($2::text IS NULL OR e.id = $2)
+                       AND (e.data_holder IS NULL OR {})
+                     RETURNING p.tenant_id, {ENVIRONMENT_COLUMNS}",
+                    crate::backups::holder_gone("e.data_holder")
+                ),
+                &[&incarnation, &only],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), environment_from_row(r, 1)))
+            .collect())
+    }
+
+    /// Records how far an environment's copy got; with `state`, it ends
+    /// (`ready` or `failed`) and its lease goes.
+    pub async fn set_environment_copy(
+        &self,
+        env_id: &str,
+        data_copy: &Value,
+        state: Option<&str>,
+    ) -> Result<Option<EnvironmentRow>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE environments e SET data_copy = $2,
+                         data_state = coalesce($3, e.data_state),
+                         data_holder = CASE WHEN $3::text IS NULL THEN e.data_holder END,
+                         updated_at = now()
+                     WHERE e.id = $1 AND e.deleted_at IS NULL
+                     RETURNING {ENVIRONMENT_COLUMNS}"
+                ),
+                &[&env_id, &data_copy, &state],
+            )
+            .await?;
+        let row = row.map(|r| environment_from_row(&r, 0));
+        if let Some(env) = &row {
+            self.forget_project(&env.project_id);
+        }
+        Ok(row)
+    }
+
     /// Live environments whose time is up, with their project's tenant.
     pub async fn expired_environments(&self) -> Result<Vec<(String, EnvironmentRow)>> {
         let client = self.client().await?;
@@ -444,8 +511,10 @@ async fn insert_environment(
 ) -> Result<()> {
     client
         .execute(
-            "INSERT INTO environments (id, project_id, name, slug, kind, is_default, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO environments
+                 (id, project_id, name, slug, kind, is_default, expires_at, data_copy, data_state)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+                     CASE WHEN $8::jsonb IS NULL THEN NULL ELSE 'copying' END)",
             &[
                 &env.id,
                 &project_id,
@@ -454,6 +523,7 @@ async fn insert_environment(
                 &env.kind,
                 &env.is_default,
                 &env.expires_at,
+                &env.data_copy,
             ],
         )
         .await?;

@@ -223,7 +223,15 @@ fn time_left(at: chrono::DateTime<chrono::Utc>) -> String {
 
 fn print_environments(envs: &[Environment]) {
     table(
-        &["environment", "slug", "kind", "default", "expires in", "id"],
+        &[
+            "environment",
+            "slug",
+            "kind",
+            "default",
+            "expires in",
+            "data",
+            "id",
+        ],
         envs.iter()
             .map(|e| {
                 vec![
@@ -236,11 +244,56 @@ fn print_environments(envs: &[Environment]) {
                         String::new()
                     },
                     e.expires_at.map(time_left).unwrap_or_default(),
+                    e.data
+                        .as_ref()
+                        .map(|d| format!("{} of {}: {}", d.policy, d.source_environment, d.state))
+                        .unwrap_or_default(),
                     e.id.clone(),
                 ]
             })
             .collect(),
     );
+}
+
+/// Polls an environment until its data copy is done (at most an hour).
+fn wait_for_copy(ctx: &Ctx, project: &str, env: &str) -> anyhow::Result<Environment> {
+    let path = format!(
+        "/projects/{}/environments/{}",
+        segment(project),
+        segment(env)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    loop {
+        let env: Environment = data(ctx.api.get(&path)?)?;
+        let copying = env.data.as_ref().is_some_and(|d| d.state == "copying");
+        if !copying || std::time::Instant::now() > deadline {
+            return Ok(env);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// What an environment made `--from` another got.
+fn print_environment_data(env: &Environment) {
+    let Some(data) = &env.data else {
+        return;
+    };
+    println!(
+        "Data: {} of {} ({}), from restore point {}",
+        data.policy,
+        data.source_environment,
+        data.state,
+        data.restore_point.as_deref().unwrap_or("not chosen yet")
+    );
+    for service in &data.services {
+        println!(
+            "  {} ({}): {}: {}",
+            service.name, service.kind, service.data, service.detail
+        );
+    }
+    if let Some(error) = &data.error {
+        println!("  error: {error}");
+    }
 }
 
 #[derive(Subcommand)]
@@ -259,6 +312,33 @@ pub enum Envs {
         /// restore point of its data taken first
         #[arg(long)]
         ttl: Option<String>,
+        /// Fill its data services from this environment's restore point
+        #[arg(long = "from")]
+        from: Option<String>,
+        /// With --from: empty, schema (Postgres tables without rows) or
+        /// copy
+        #[arg(long = "data", requires = "from")]
+        data_policy: Option<String>,
+        /// With --data copy: TABLE.COLUMN=email|hash|null, applied before
+        /// anything can connect (repeatable)
+        #[arg(long = "mask", requires = "from")]
+        masks: Vec<String>,
+        /// With --from: copy the auth users (without sessions) or none
+        #[arg(long, requires = "from")]
+        auth_users: Option<String>,
+        /// With --from: the source's restore point to copy (an id, or new);
+        /// by default its newest verified one
+        #[arg(long = "point", requires = "from")]
+        restore_point: Option<String>,
+        /// Return at once instead of waiting for the copy
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show an environment, with how far its data copy got
+    Get {
+        name: String,
+        #[arg(short, long)]
+        project: String,
     },
     /// Push a preview's expiry out by this much (from its current expiry)
     Extend {
@@ -273,6 +353,10 @@ pub enum Envs {
         name: String,
         #[arg(short, long)]
         project: String,
+        /// Drop its data services' data too (a restore point of it is
+        /// taken first)
+        #[arg(long)]
+        purge: bool,
     },
 }
 
@@ -288,23 +372,61 @@ impl Envs {
                 }
                 print_environments(&data::<Vec<Environment>>(answer)?);
             }
-            Envs::Create { name, project, ttl } => {
+            Envs::Create {
+                name,
+                project,
+                ttl,
+                from,
+                data_policy,
+                masks,
+                auth_users,
+                restore_point,
+                no_wait,
+            } => {
                 let answer = ctx.api.post(
                     &format!("/projects/{}/environments", segment(&project)),
                     &CreateEnvironment {
                         name: Some(name),
                         ttl,
+                        source_environment: from,
+                        data_policy,
+                        masks: (!masks.is_empty()).then_some(masks),
+                        auth_users,
+                        restore_point,
                         ..Default::default()
                     },
                 )?;
-                if ctx.printed_json(&answer) {
+                let mut env: Environment = data(answer.clone())?;
+                let copying = env.data.as_ref().is_some_and(|d| d.state == "copying");
+                if copying && !no_wait {
+                    env = wait_for_copy(ctx, &project, &env.id)?;
+                    if ctx.printed_json(&serde_json::json!({ "data": &env })) {
+                        return Ok(());
+                    }
+                } else if ctx.printed_json(&answer) {
                     return Ok(());
                 }
-                let env: Environment = data(answer)?;
                 println!("Created environment {} ({}) in {project}", env.name, env.id);
                 if let Some(at) = env.expires_at {
                     println!("It expires in {} ({}).", time_left(at), at.to_rfc3339());
                 }
+                print_environment_data(&env);
+                if env.data.as_ref().is_some_and(|d| d.state == "failed") {
+                    anyhow::bail!("the copy into {} failed", env.name);
+                }
+            }
+            Envs::Get { name, project } => {
+                let answer = ctx.api.get(&format!(
+                    "/projects/{}/environments/{}",
+                    segment(&project),
+                    segment(&name)
+                ))?;
+                if ctx.printed_json(&answer) {
+                    return Ok(());
+                }
+                let env: Environment = data(answer)?;
+                print_environments(std::slice::from_ref(&env));
+                print_environment_data(&env);
             }
             Envs::Extend { name, project, ttl } => {
                 let answer = ctx.api.post(
@@ -328,11 +450,16 @@ impl Envs {
                     );
                 }
             }
-            Envs::Delete { name, project } => {
+            Envs::Delete {
+                name,
+                project,
+                purge,
+            } => {
                 let answer = ctx.api.delete(&format!(
-                    "/projects/{}/environments/{}",
+                    "/projects/{}/environments/{}{}",
                     segment(&project),
-                    segment(&name)
+                    segment(&name),
+                    if purge { "?purge=true" } else { "" }
                 ))?;
                 if ctx.printed_json(&answer) {
                     return Ok(());

@@ -121,6 +121,29 @@ pub(super) async fn restore(
     Ok((0, format!("{checked}; {} objects replaced", report.removed)))
 }
 
+/// A preview's branch: the index written over the target's bucket,
+/// sharing every chunk. The chunks are not read (the store refuses an
+/// index naming one that is gone), so a branch costs one transaction
+/// however large the bucket.
+pub(super) async fn branch(
+    control: &Control,
+    backups: &Backups,
+    item: &RestorePointItemRow,
+    target: &BindingRow,
+) -> ControlResult<(u64, String)> {
+    let index = load_index(backups, item).await?;
+    let bucket = bucket_of(control, target).await?;
+    control.storage()?.restore_bucket(&bucket, &index).await?;
+    let bytes: i64 = index.objects.iter().map(|o| o.size).sum();
+    Ok((
+        0,
+        format!(
+            "{} objects ({bytes} bytes) shared with the source, none copied",
+            index.objects.len()
+        ),
+    ))
+}
+
 pub(super) async fn release(control: &Control, item: &RestorePointItemRow) {
     if let Ok(storage) = control.storage() {
         if let Err(e) = storage.release_hold(&item.id).await {

@@ -85,6 +85,8 @@ pub struct Backups {
     pub archive: Option<archive::Archive>,
     drill_failures: AtomicU64,
     drilling: tokio::sync::Mutex<()>,
+    /// One template copy built (and pruned) at a time.
+    branching: tokio::sync::Mutex<()>,
     /// The last drill or schedule failures, for status and metrics.
     problems: Mutex<Vec<String>>,
 }
@@ -109,6 +111,7 @@ impl Backups {
             archive,
             drill_failures: AtomicU64::new(0),
             drilling: tokio::sync::Mutex::new(()),
+            branching: tokio::sync::Mutex::new(()),
             problems: Mutex::new(Vec::new()),
         })
     }
@@ -284,6 +287,53 @@ async fn restore_item(
         ServiceKind::Auth => realm::restore(control, backups, item, target, same_binding).await,
         ServiceKind::Volume => volume::restore(control, item, target).await,
     }
+}
+
+/// What a preview takes of one service of its source's restore point.
+pub(crate) enum Fill<'a> {
+    /// Everything: Postgres rows (with `masks` applied), the RDB, the
+    /// bucket's index (sharing its chunks), the volume's snapshot.
+    Copy {
+        masks: &'a [crate::previews::masks::Mask],
+    },
+    /// Postgres tables without rows.
+    Schema,
+    /// An auth realm's users, without their sessions.
+    Users,
+}
+
+/// Fills `target` (a binding of a preview) from `item` of its source's
+/// point. Returns a line on what it got.
+pub(crate) async fn fill_item(
+    control: &Control,
+    item: &RestorePointItemRow,
+    target: &BindingRow,
+    fill: Fill<'_>,
+) -> ControlResult<String> {
+    let backups = control.backups()?;
+    let (_, detail) = match (item_kind(item)?, fill) {
+        (ServiceKind::Postgres, Fill::Copy { masks }) => {
+            pg::branch(control, backups, item, target, masks).await?
+        }
+        (ServiceKind::Postgres, Fill::Schema) => {
+            pg::schema_only(control, backups, item, target).await?
+        }
+        (ServiceKind::Storage, Fill::Copy { .. }) => {
+            bucket::branch(control, backups, item, target).await?
+        }
+        (ServiceKind::Auth, Fill::Users) => {
+            check_files(backups, item).await?;
+            realm::restore(control, backups, item, target, false).await?
+        }
+        (_, Fill::Copy { .. }) => restore_item(control, backups, item, target, false).await?,
+        (kind, _) => {
+            return Err(ControlError::internal(format!(
+                "no such fill of a {} service",
+                kind.as_str()
+            )))
+        }
+    };
+    Ok(detail)
 }
 
 /// The kind of an item's service, or the error naming a word this server

@@ -4,6 +4,7 @@
 //! role's attributes.
 
 use mds_engines::pg_logical::{self, TableStat};
+use mds_store::quote::ident;
 use mds_store::{BindingRow, RestorePointItemRow};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -161,6 +162,7 @@ async fn restore_fresh(
     fresh: &str,
     owner: Option<&str>,
     keep_acl: bool,
+    schema_only: bool,
 ) -> ControlResult<Vec<TableStat>> {
     let admin = admin_config(control)?;
     let client = pg_logical::connect(&admin)
@@ -172,9 +174,10 @@ async fn restore_fresh(
         .map_err(|e| failed("making the fresh database", e))?;
     let result = async {
         let bin = bin_dir()?;
-        let mut restore = pg_logical::restore_command(&bin, &admin, fresh, owner, keep_acl)
-            .spawn()
-            .map_err(|e| failed("starting pg_restore", e))?;
+        let mut restore =
+            pg_logical::restore_command(&bin, &admin, fresh, owner, keep_acl, schema_only)
+                .spawn()
+                .map_err(|e| failed("starting pg_restore", e))?;
         let mut stdin = restore
             .stdin
             .take()
@@ -247,6 +250,21 @@ async fn restore_fresh(
         let found = pg_logical::table_stats(&fresh_client)
             .await
             .map_err(|e| failed("counting the restored tables", e))?;
+        // Without rows, every recorded table is there and empty.
+        let expected = match schema_only {
+            true => expected
+                .into_iter()
+                .map(|t| {
+                    let empty = found.iter().find(|f| f.table == t.table && f.rows == 0);
+                    TableStat {
+                        rows: 0,
+                        checksum: empty.map(|f| f.checksum.clone()).unwrap_or(t.checksum),
+                        table: t.table,
+                    }
+                })
+                .collect(),
+            false => expected,
+        };
         pg_logical::compare_stats(&expected, &found).map_err(|difference| {
             ControlError::Failed {
                 code: "RESTORE_CHECK_FAILED",
@@ -271,7 +289,16 @@ pub(super) async fn check(
     item: &RestorePointItemRow,
 ) -> ControlResult<String> {
     let scratch = format!("mds_drill_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let found = restore_fresh(control, backups, &Input::Item(item), &scratch, None, false).await?;
+    let found = restore_fresh(
+        control,
+        backups,
+        &Input::Item(item),
+        &scratch,
+        None,
+        false,
+        false,
+    )
+    .await?;
     if let Ok(client) = pg_logical::connect(&admin_config(control)?).await {
         let _ = pg_logical::drop_database(&client, &scratch).await;
     }
@@ -301,7 +328,16 @@ pub(super) async fn prepare(
     let suffix = ulid::Ulid::new().to_string().to_lowercase();
     let fresh = format!("mds_restore_{suffix}");
     let role = target.resource_name.as_str();
-    let found = restore_fresh(control, backups, input, &fresh, Some(role), same_binding).await?;
+    let found = restore_fresh(
+        control,
+        backups,
+        input,
+        &fresh,
+        Some(role),
+        same_binding,
+        false,
+    )
+    .await?;
     Ok(Prepared {
         fresh,
         suffix,
@@ -385,6 +421,233 @@ pub(super) async fn restore(
     switch(control, prepared, target).await
 }
 
+/// The role that owns the objects inside template copies: it cannot log
+/// in and owns no database, so `REASSIGN OWNED` in a clone moves exactly
+/// that clone's objects to its binding's role.
+const TEMPLATE_ROLE: &str = "mds_template_objects";
+
+/// A template copy's database name: by item, lowercase.
+fn template_name(item_id: &str) -> String {
+    format!("mds_tmpl_{}", ulid_of(item_id))
+}
+
+/// The ULID of an id (`rpi_01J...` gives `01j...`): short enough for a
+/// database name.
+fn ulid_of(id: &str) -> String {
+    id.rsplit('_').next().unwrap_or(id).to_lowercase()
+}
+
+/// The idle copy of `item`'s database that branches clone with `CREATE
+/// DATABASE ... TEMPLATE`: made once, by restoring the dump and checking
+/// it against the record like any restore, then kept (see
+/// [`prune_templates`]). Built under another name and renamed when
+/// checked, so a killed build is never taken for a template.
+async fn template(
+    control: &Control,
+    backups: &Backups,
+    item: &RestorePointItemRow,
+) -> ControlResult<String> {
+    let admin = admin_config(control)?;
+    let client = pg_logical::connect(&admin)
+        .await
+        .map_err(|e| failed("connecting to the engine", e))?;
+    let name = template_name(&item.id);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(|e| failed("looking for the template copy", e))?
+        .is_some();
+    if exists {
+        return Ok(name);
+    }
+    client
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE {role} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             DO $$ BEGIN GRANT {role} TO CURRENT_USER; EXCEPTION WHEN others THEN NULL; END $$;",
+            role = ident(TEMPLATE_ROLE)
+        ))
+        .await
+        .map_err(|e| failed("making the template role", e))?;
+    let building = format!("mds_tmplnew_{}", ulid_of(&item.id));
+    let _ = pg_logical::drop_database(&client, &building).await;
+    super::check_files(backups, item).await?;
+    let input = Input::Item(item);
+    restore_fresh(
+        control,
+        backups,
+        &input,
+        &building,
+        Some(TEMPLATE_ROLE),
+        false,
+        false,
+    )
+    .await?;
+    let admin_user = admin.get_user().unwrap_or("postgres");
+    let finished = client
+        .batch_execute(&format!(
+            "ALTER DATABASE {b} OWNER TO {a}; ALTER DATABASE {b} RENAME TO {t}",
+            b = ident(&building),
+            a = ident(admin_user),
+            t = ident(&name)
+        ))
+        .await;
+    if let Err(e) = finished {
+        let _ = pg_logical::drop_database(&client, &building).await;
+        return Err(failed("keeping the template copy", e));
+    }
+    Ok(name)
+}
+
+/// Drops the template copies no branch will use: of points that are
+/// gone, and all but the newest of each binding. Then builds that a
+/// killed run left.
+async fn prune_templates(control: &Control) -> ControlResult<()> {
+    let client = pg_logical::connect(&admin_config(control)?)
+        .await
+        .map_err(|e| failed("connecting to the engine", e))?;
+    let names: Vec<String> = client
+        .query(
+            "SELECT datname FROM pg_database
+             WHERE datname LIKE 'mds\\_tmpl\\_%' OR datname LIKE 'mds\\_tmplnew\\_%'",
+            &[],
+        )
+        .await
+        .map_err(|e| failed("listing databases", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let ids: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix("mds_tmpl_"))
+        .map(|ulid| format!("rpi_{}", ulid.to_uppercase()))
+        .collect();
+    let mut live = control.store()?.live_items(&ids).await?;
+    live.sort_by_key(|item| std::cmp::Reverse(item.2));
+    let mut kept: Vec<String> = Vec::new();
+    let mut bindings: Vec<String> = Vec::new();
+    for (item, binding, _) in live {
+        if !bindings.contains(&binding) {
+            bindings.push(binding);
+            kept.push(template_name(&item));
+        }
+    }
+    for name in names.iter().filter(|n| !kept.contains(n)) {
+        if let Err(e) = pg_logical::drop_database(&client, name).await {
+            tracing::warn!(database = name, error = %e, "could not drop a template copy");
+        }
+    }
+    Ok(())
+}
+
+/// A preview's copy of `item`'s database, in place of `target`'s (empty)
+/// one: cloned from the template copy, its objects given to the target's
+/// role, `masks` applied, then switched in. Nothing connects to the clone
+/// before the switch. Never touches the source's live database.
+pub(super) async fn branch(
+    control: &Control,
+    backups: &Backups,
+    item: &RestorePointItemRow,
+    target: &BindingRow,
+    masks: &[crate::previews::masks::Mask],
+) -> ControlResult<(u64, String)> {
+    let template = {
+        // One template build at a time; pruning runs with no build going.
+        let _building = backups.branching.lock().await;
+        let template = template(control, backups, item).await?;
+        if let Err(e) = prune_templates(control).await {
+            tracing::warn!(error = %e, "could not prune template copies");
+        }
+        template
+    };
+    let admin = admin_config(control)?;
+    let client = pg_logical::connect(&admin)
+        .await
+        .map_err(|e| failed("connecting to the engine", e))?;
+    let role = target.resource_name.as_str();
+    let suffix = ulid_of(&target.id);
+    // Named by the target: a killed run's clone is dropped here.
+    let fresh = format!("mds_branch_{suffix}");
+    let _ = pg_logical::drop_database(&client, &fresh).await;
+    pg_logical::create_database_from(&client, &fresh, role, Some(&template))
+        .await
+        .map_err(|e| failed("cloning the template copy", e))?;
+    let owned = async {
+        let clone = pg_logical::connect(&on_database(&admin, &fresh))
+            .await
+            .map_err(|e| failed("connecting to the clone", e))?;
+        clone
+            .batch_execute(&format!(
+                "REASSIGN OWNED BY {} TO {}",
+                ident(TEMPLATE_ROLE),
+                ident(role)
+            ))
+            .await
+            .map_err(|e| failed("giving the clone's objects to its role", e))?;
+        crate::previews::masks::apply(&clone, masks)
+            .await
+            .map_err(|why| ControlError::Failed {
+                code: "MASK_FAILED",
+                message: why,
+                details: None,
+            })
+    }
+    .await;
+    let masked = match owned {
+        Ok(masked) => masked,
+        Err(e) => {
+            let _ = pg_logical::drop_database(&client, &fresh).await;
+            return Err(e);
+        }
+    };
+    let found = stats_from(&item.record);
+    let (tables, rows) = (found.len(), found.iter().map(|s| s.rows).sum::<i64>());
+    let prepared = Prepared {
+        fresh,
+        suffix: ulid::Ulid::new().to_string().to_lowercase(),
+        found,
+    };
+    let (terminated, _) = switch(control, prepared, target).await?;
+    let masked = match masked.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; masked {}",
+            masked
+                .iter()
+                .map(|(column, rows)| format!("{column} ({rows} rows)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Ok((
+        terminated,
+        format!("{tables} tables, {rows} rows, cloned from the checked copy of the dump{masked}"),
+    ))
+}
+
+/// The tables of `item`'s dump without their rows, in place of
+/// `target`'s database.
+pub(super) async fn schema_only(
+    control: &Control,
+    backups: &Backups,
+    item: &RestorePointItemRow,
+    target: &BindingRow,
+) -> ControlResult<(u64, String)> {
+    super::check_files(backups, item).await?;
+    let suffix = ulid::Ulid::new().to_string().to_lowercase();
+    let fresh = format!("mds_restore_{suffix}");
+    let role = target.resource_name.as_str();
+    let input = Input::Item(item);
+    let found = restore_fresh(control, backups, &input, &fresh, Some(role), false, true).await?;
+    let tables = found.len();
+    let prepared = Prepared {
+        fresh,
+        suffix,
+        found,
+    };
+    let (terminated, _) = switch(control, prepared, target).await?;
+    Ok((terminated, format!("{tables} tables, schema only")))
+}
+
 /// Drops scratch databases a killed run left (drills, restores that did
 /// not reach their switch).
 pub async fn sweep_scratch_databases(control: &Control) -> ControlResult<Vec<String>> {
@@ -395,7 +658,8 @@ pub async fn sweep_scratch_databases(control: &Control) -> ControlResult<Vec<Str
     let names: Vec<String> = client
         .query(
             "SELECT datname FROM pg_database
-             WHERE datname LIKE 'mds\\_drill\\_%' OR datname LIKE 'mds\\_restore\\_%'",
+             WHERE datname LIKE 'mds\\_drill\\_%' OR datname LIKE 'mds\\_restore\\_%'
+                OR datname LIKE 'mds\\_branch\\_%' OR datname LIKE 'mds\\_tmplnew\\_%'",
             &[],
         )
         .await

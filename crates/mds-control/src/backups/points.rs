@@ -23,6 +23,8 @@ pub enum Reason {
     BeforeRestore,
     /// A preview's time to live ran out (its data, kept past the purge).
     BeforeExpiry,
+    /// A preview is made with the source's data and no point was verified.
+    ForPreview,
 }
 
 impl Reason {
@@ -34,6 +36,7 @@ impl Reason {
             Reason::BeforePurge => "before-purge",
             Reason::BeforeRestore => "before-restore",
             Reason::BeforeExpiry => "before-expiry",
+            Reason::ForPreview => "for-preview",
         }
     }
 }

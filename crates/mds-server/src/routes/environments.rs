@@ -72,15 +72,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     principal.require("projects:write")?;
     let project = load_project(state.store()?, &principal, &project).await?;
-    let row = create_environment(
-        &state,
-        &project,
-        body.name,
-        body.slug,
-        body.kind,
-        body.ttl.as_deref(),
-    )
-    .await?;
+    let row = create_environment(&state, &project, body).await?;
     Ok(data(StatusCode::CREATED, environment_view(row)))
 }
 
@@ -192,7 +184,7 @@ pub async fn delete(
     let store = state.store()?;
     let project = load_project(store, &principal, &project).await?;
     let env = resolve_environment(store, &project, Some(&environment)).await?;
-    previews::delete_environment(&state, &project, &env, purge).await?;
+    let _kept = previews::delete_environment(&state, &project, &env, purge).await?;
     Ok(deleted(&env.id))
 }
 

@@ -1,9 +1,13 @@
-//! Preview environments' time to live (issue 18). A preview created with
-//! a `ttl` has `expires_at`; `extend` pushes it out; once it has passed,
-//! the expiry sweep takes a restore point of the environment's data, then
-//! purges the environment as a delete with `purge` would, and records
+//! Preview environments (issue 18): made with data ([`data`], with
+//! [`masks`]) and with a time to live. A preview created with a `ttl` has
+//! `expires_at`; `extend` pushes it out; once it has passed, the expiry
+//! sweep takes a restore point of the environment's data, then purges the
+//! environment as a delete with `purge` would, and records
 //! `environment.expire` in the audit log. Production and staging never
 //! expire.
+
+pub mod data;
+pub mod masks;
 
 use std::time::Duration;
 
@@ -78,13 +82,61 @@ pub async fn extend(
 }
 
 /// Deletes an environment of `project`: with `purge`, its bindings' data
-/// first (refused without it when there is any); its deployments stop.
+/// first (refused without it when there is any), kept in a restore point
+/// taken just before; its deployments stop. Returns that point.
 pub async fn delete_environment(
     control: &Control,
     project: &ProjectRow,
     env: &EnvironmentRow,
     purge: bool,
-) -> ControlResult<()> {
+) -> ControlResult<Option<String>> {
+    delete_keeping(control, project, env, purge, Reason::BeforePurge).await
+}
+
+/// Takes a restore point (`reason`) of an environment's running bindings;
+/// none when it has none or backups are off.
+async fn keep_data(
+    control: &Control,
+    project: &ProjectRow,
+    env: &EnvironmentRow,
+    reason: Reason,
+) -> ControlResult<Option<String>> {
+    let running: Vec<String> = control
+        .store()?
+        .environment_bindings(&env.id)
+        .await?
+        .into_iter()
+        .filter(|(_, b)| crate::is_running(b))
+        .map(|(_, b)| b.id)
+        .collect();
+    if running.is_empty() || control.backups().is_err() {
+        return Ok(None);
+    }
+    let point = control
+        .take_restore_point(project, env, reason, Some(&running))
+        .await?;
+    if point.state != "complete" {
+        return Err(ControlError::Failed {
+            code: "BACKUP_FAILED",
+            message: format!(
+                "nothing was purged: the restore point of {:?} failed ({})",
+                env.name,
+                point.error.unwrap_or_default()
+            ),
+            details: None,
+        });
+    }
+    Ok(Some(point.id))
+}
+
+async fn delete_keeping(
+    control: &Control,
+    project: &ProjectRow,
+    env: &EnvironmentRow,
+    purge: bool,
+    reason: Reason,
+) -> ControlResult<Option<String>> {
+    let mut point = None;
     if env.is_default {
         return Err(ControlError::conflict(
             "ENVIRONMENT_IS_DEFAULT",
@@ -104,6 +156,7 @@ pub async fn delete_environment(
                 ),
             ));
         }
+        point = keep_data(control, project, env, reason).await?;
         let reconciler = control.reconciler()?;
         for (service, binding) in bound {
             reconciler
@@ -123,9 +176,10 @@ pub async fn delete_environment(
     tracing::info!(
         project = project.id,
         environment = env.name,
+        restore_point = point,
         "deleted an environment"
     );
-    Ok(())
+    Ok(point)
 }
 
 /// Purges every environment whose time is up: a restore point of its
@@ -176,28 +230,11 @@ async fn expire_one(
     project: &ProjectRow,
     env: &EnvironmentRow,
 ) -> ControlResult<Option<String>> {
-    let store = control.store()?;
-    let running: Vec<String> = store
-        .environment_bindings(&env.id)
-        .await?
-        .into_iter()
-        .filter(|(_, b)| crate::is_running(b))
-        .map(|(_, b)| b.id)
-        .collect();
-    let point = match (running.is_empty(), control.backups()) {
-        (false, Ok(_)) => Some(
-            control
-                .take_restore_point(project, env, Reason::BeforeExpiry, Some(&running))
-                .await?
-                .id,
-        ),
-        _ => None,
-    };
-    delete_environment(control, project, env, true).await?;
-    Ok(point)
+    delete_keeping(control, project, env, true, Reason::BeforeExpiry).await
 }
 
-/// Sweeps for expired environments every `every`.
+/// Sweeps for expired environments, and for copies whose server died,
+/// every `every`.
 pub fn spawn_expiry(control: Control, every: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -209,6 +246,10 @@ pub fn spawn_expiry(control: Control, every: Duration) {
             }
             if let Err(e) = expire_due(&control).await {
                 tracing::warn!(error = %e, "the expiry sweep failed; tried again");
+            }
+            // Copies a killed server left half done start again.
+            if let Err(e) = data::start_copies(&control, None).await {
+                tracing::warn!(error = %e, "could not look for unfinished copies; tried again");
             }
         }
     });
