@@ -74,8 +74,8 @@ class Server:
             raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
         return r.json()["data"]
 
-    def env(self, pid: str) -> dict[str, str]:
-        data = self.api("GET", f"/projects/{pid}/env", params={"env": "production", "reveal": "true"})
+    def env(self, pid: str, environment: str = "production") -> dict[str, str]:
+        data = self.api("GET", f"/projects/{pid}/env", params={"env": environment, "reveal": "true"})
         return {v["name"]: v["value"] for v in data["variables"]}
 
     def stop(self) -> None:

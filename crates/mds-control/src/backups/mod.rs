@@ -531,6 +531,9 @@ async fn clean_up_after_a_crash(control: &Control, backups: &Backups) {
             tracing::warn!(databases = ?names, "dropped scratch databases a killed run left");
         }
     }
+    if let Err(e) = pg::prune_templates(control).await {
+        tracing::warn!(error = %e, "could not prune the template copies of branches");
+    }
     let Ok(store) = control.store() else {
         return;
     };

@@ -501,7 +501,7 @@ async fn template(
 /// Drops the template copies no branch will use: of points that are
 /// gone, and all but the newest of each binding. Then builds that a
 /// killed run left.
-async fn prune_templates(control: &Control) -> ControlResult<()> {
+pub(super) async fn prune_templates(control: &Control) -> ControlResult<()> {
     let client = pg_logical::connect(&admin_config(control)?)
         .await
         .map_err(|e| failed("connecting to the engine", e))?;
@@ -568,7 +568,10 @@ pub(super) async fn branch(
     // Named by the target: a killed run's clone is dropped here.
     let fresh = format!("mds_branch_{suffix}");
     let _ = pg_logical::drop_database(&client, &fresh).await;
-    pg_logical::create_database_from(&client, &fresh, role, Some(&template))
+    // The admin's until masked: the role (whose password the preview's
+    // variables hold) cannot connect to the clone before.
+    let admin_user = admin.get_user().unwrap_or("postgres").to_string();
+    pg_logical::create_database_from(&client, &fresh, &admin_user, Some(&template))
         .await
         .map_err(|e| failed("cloning the template copy", e))?;
     let owned = async {
@@ -583,13 +586,23 @@ pub(super) async fn branch(
             ))
             .await
             .map_err(|e| failed("giving the clone's objects to its role", e))?;
-        crate::previews::masks::apply(&clone, masks)
+        let masked = crate::previews::masks::apply(&clone, masks)
             .await
             .map_err(|why| ControlError::Failed {
                 code: "MASK_FAILED",
                 message: why,
                 details: None,
-            })
+            })?;
+        drop(clone);
+        client
+            .batch_execute(&format!(
+                "ALTER DATABASE {db} OWNER TO {role}; GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role}",
+                db = ident(&fresh),
+                role = ident(role)
+            ))
+            .await
+            .map_err(|e| failed("giving the clone to its role", e))?;
+        Ok(masked)
     }
     .await;
     let masked = match owned {

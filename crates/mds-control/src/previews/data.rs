@@ -417,6 +417,6 @@ async fn running_bindings(
                 details: None,
             });
         }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
