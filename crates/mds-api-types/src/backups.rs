@@ -150,3 +150,38 @@ pub struct RetentionPatch {
     /// Days this environment keeps its restore points; null: the server's default.
     pub retention_days: Option<i32>,
 }
+
+/// `POST /projects/{p}/environments/{e}/credentials/rotate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// One data service by name; every one of the environment when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// How long the replaced credentials keep working (`10m`, the
+    /// default; from 1s to 7d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotationResult {
+    pub environment: String,
+    pub rotated: Vec<RotatedService>,
+    /// Services whose credentials did not change, and why.
+    pub not_rotated: Vec<NotRestored>,
+    /// Deployments whose instances were replaced, one at a time, to boot
+    /// with the new credentials.
+    pub restarted: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotatedService {
+    pub name: String,
+    pub kind: String,
+    /// The user the new credentials log in as.
+    pub user: String,
+    /// Until when the replaced credentials work.
+    #[serde(serialize_with = "time::serialize")]
+    pub previous_valid_until: Timestamp,
+}

@@ -880,42 +880,81 @@ impl Deployer {
             }
         };
         for active in actives {
-            let restored = async {
-                let deployment = store
-                    .deployment_any_tenant(&active.deployment_id)
-                    .await?
-                    .ok_or_else(|| ControlError::not_found("deployment", &active.deployment_id))?;
-                let project_id = deployment.project_id.clone().unwrap_or_default();
-                let project = store
-                    .project(&deployment.tenant_id, &project_id)
-                    .await?
-                    .ok_or_else(|| ControlError::not_found("project", &project_id))?;
-                let env = store
-                    .environment(&project.id, &active.environment_id)
-                    .await?
-                    .ok_or_else(|| {
-                        ControlError::not_found("environment", &active.environment_id)
-                    })?;
-                let version = store
-                    .version(&deployment.id, &active.active_version_id)
-                    .await?
-                    .ok_or_else(|| ControlError::not_found("version", &active.active_version_id))?;
-                self.serve(control, &deployment, &project, &env, &version, false)
-                    .await
+            self.serve_again(control, &active).await;
+        }
+    }
+
+    /// Replaces every instance serving in environment `environment_id`
+    /// with a new one of the same version, one deployment at a time; each
+    /// new instance serves only once healthy and the old one drains, so no
+    /// request fails. New instances boot with the environment's variables
+    /// as they are now (a credential rotation). Returns how many.
+    pub async fn restart_environment(&self, control: &Control, environment_id: &str) -> usize {
+        let Ok(store) = control.store() else { return 0 };
+        let actives = match store.all_active_versions().await {
+            Ok(actives) => actives,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing active versions");
+                return 0;
             }
-            .await;
-            match restored {
-                Ok(()) => tracing::info!(
+        };
+        let mut restarted = 0;
+        for active in actives
+            .iter()
+            .filter(|a| a.environment_id == environment_id)
+        {
+            if self.serve_again(control, active).await {
+                restarted += 1;
+            }
+        }
+        restarted
+    }
+
+    /// Serves an active version again (at start, or to restart it); true
+    /// when it serves.
+    async fn serve_again(&self, control: &Control, active: &mds_store::EnvironmentActive) -> bool {
+        let Ok(store) = control.store() else {
+            return false;
+        };
+        let restored = async {
+            let deployment = store
+                .deployment_any_tenant(&active.deployment_id)
+                .await?
+                .ok_or_else(|| ControlError::not_found("deployment", &active.deployment_id))?;
+            let project_id = deployment.project_id.clone().unwrap_or_default();
+            let project = store
+                .project(&deployment.tenant_id, &project_id)
+                .await?
+                .ok_or_else(|| ControlError::not_found("project", &project_id))?;
+            let env = store
+                .environment(&project.id, &active.environment_id)
+                .await?
+                .ok_or_else(|| ControlError::not_found("environment", &active.environment_id))?;
+            let version = store
+                .version(&deployment.id, &active.active_version_id)
+                .await?
+                .ok_or_else(|| ControlError::not_found("version", &active.active_version_id))?;
+            self.serve(control, &deployment, &project, &env, &version, false)
+                .await
+        }
+        .await;
+        match restored {
+            Ok(()) => {
+                tracing::info!(
                     deployment = active.deployment_id,
                     environment = active.environment,
                     "serving again"
-                ),
-                Err(e) => tracing::warn!(
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
                     deployment = active.deployment_id,
                     environment = active.environment,
                     error = e.to_string(),
                     "could not serve the active version"
-                ),
+                );
+                false
             }
         }
     }

@@ -36,6 +36,7 @@ pub mod projects;
 pub mod public_networking;
 pub mod realms;
 pub mod references;
+pub mod rotation;
 pub mod runtime_env;
 pub mod sandboxes;
 pub mod sessions;

@@ -174,10 +174,16 @@ async fn view(control: &Control, service: &DataServiceRow) -> ControlResult<Publ
         .into_iter()
         .filter(|b| b.desired != Desired::Deleted.as_str())
         .map(|b| PublicDatabase {
-            public_url: endpoint.map(|e| public_url(e, &b.resource_name)),
+            public_url: endpoint.map(|e| {
+                public_url(
+                    e,
+                    &mds_core::names::login_role(&b.resource_name, b.credential_generation),
+                    &b.resource_name,
+                )
+            }),
             environment: b.environment_name,
             database: b.resource_name.clone(),
-            username: b.resource_name,
+            username: mds_core::names::login_role(&b.resource_name, b.credential_generation),
         })
         .collect();
     Ok(PublicNetworking {
@@ -195,15 +201,15 @@ async fn view(control: &Control, service: &DataServiceRow) -> ControlResult<Publ
     })
 }
 
-/// `postgresql://NAME@HOST:PORT/NAME?sslmode=require`; the password is the
+/// `postgresql://USER@HOST:PORT/NAME?sslmode=require`; the password is the
 /// binding's own.
-fn public_url(endpoint: &PublicEndpoint, name: &str) -> String {
+fn public_url(endpoint: &PublicEndpoint, user: &str, name: &str) -> String {
     let host = match endpoint.name.parse::<IpAddr>() {
         Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
         _ => endpoint.name.clone(),
     };
     format!(
-        "postgresql://{name}@{host}:{}/{name}?sslmode=require",
+        "postgresql://{user}@{host}:{}/{name}?sslmode=require",
         endpoint.port
     )
 }
@@ -227,7 +233,8 @@ pub async fn apply(store: &Store, engine: &ManagedPostgres) -> ControlResult<boo
                 .unwrap_or_else(|| ANY_SOURCE.map(String::from).to_vec());
             sources.into_iter().map(move |source| HbaRule {
                 database: row.resource_name.clone(),
-                role: row.resource_name.clone(),
+                // The owner and its login roles (a rotation's two).
+                role: format!("+{}", row.resource_name),
                 source,
             })
         })

@@ -156,6 +156,17 @@ pub fn validate_variable_value(field: &'static str, value: &str) -> Result<(), F
 mod tests {
     use super::*;
 
+    #[test]
+    fn login_roles_take_turns_within_63_bytes() {
+        assert_eq!(login_role("shop__production", 0), "shop__production");
+        assert_eq!(login_role("shop__production", 1), "shop__production_r1");
+        assert_eq!(login_role("shop__production", 2), "shop__production_r2");
+        assert_eq!(login_role("shop__production", 3), "shop__production_r1");
+        let long = "x".repeat(63);
+        let (one, two) = (login_role(&long, 1), login_role(&long, 2));
+        assert!(one.len() <= 63 && two.len() <= 63 && one != two && one != long);
+    }
+
     /// One table, one helper: each case is (input, accepted?).
     fn check(rule: impl Fn(&str) -> Result<(), FieldError>, cases: &[(&str, bool)]) {
         for (input, accepted) in cases {
@@ -277,6 +288,27 @@ pub fn resource_name(project_slug: &str, environment_slug: &str, service: Option
         let hash = fnv1a(name.as_bytes());
         name.truncate(MAX - 9);
         name = format!("{}_{hash:08x}", name.trim_end_matches('_'));
+    }
+    name
+}
+
+/// The Postgres role a binding's clients log in with at credential
+/// `generation`: its resource name (the owner of its database and of every
+/// object in it) at 0, then two login roles that take turns (`_r1` at odd
+/// generations, `_r2` at even ones), members of the owner that act as it,
+/// so a rotation never changes who owns what.
+pub fn login_role(resource_name: &str, generation: i32) -> String {
+    if generation <= 0 {
+        return resource_name.to_string();
+    }
+    let suffix = if generation % 2 == 1 { "_r1" } else { "_r2" };
+    let mut name = format!("{resource_name}{suffix}");
+    const MAX: usize = 63;
+    if name.len() > MAX {
+        let hash = fnv1a(resource_name.as_bytes());
+        let mut base = resource_name.to_string();
+        base.truncate(MAX - 12);
+        name = format!("{}_{hash:08x}{suffix}", base.trim_end_matches('_'));
     }
     name
 }

@@ -51,7 +51,8 @@ pub struct PublicEndpoint {
     pub self_signed: bool,
 }
 
-/// One `hostssl` line: `database` may be reached as `role` from `source`.
+/// One `hostssl` line: `database` may be reached as `role` (`+NAME`: that
+/// role and its members) from `source`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HbaRule {
     pub database: String,
@@ -96,6 +97,20 @@ pub(crate) fn render(rules: &[HbaRule]) -> Result<String, EngineError> {
 /// `replication` is not read as a keyword. pg_hba has no escape for a
 /// quote inside quotes, so such a name (mds never makes one) is refused.
 fn hba_name(name: &str) -> Result<String, EngineError> {
+    // `+ROLE`: the role and its members (a binding's login roles), which
+    // pg_hba reads so only unquoted; mds's role names need no quotes.
+    if let Some(role) = name.strip_prefix('+') {
+        if !role.is_empty()
+            && role
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Ok(name.to_string());
+        }
+        return Err(EngineError::Other(format!(
+            "{name:?} cannot be written in pg_hba.conf"
+        )));
+    }
     if name.is_empty()
         || name
             .chars()

@@ -76,8 +76,10 @@ impl PoolMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolEntry {
     pub database: String,
-    /// The role's SCRAM verifier, as in `pg_authid`.
-    pub verifier: String,
+    /// The roles that may log in to it, each with its SCRAM verifier as
+    /// in `pg_authid`: the binding's current login role, and during a
+    /// rotation its previous or next one.
+    pub logins: Vec<(String, String)>,
     pub mode: PoolMode,
     /// Server connections at most.
     pub size: u32,
@@ -527,13 +529,15 @@ impl Files {
         let mut users = format!("\"{ADMIN_USER}\" \"{}\"\n", self.admin_verifier);
         for e in entries {
             check_word(&e.database)?;
-            if e.verifier.contains('"') || !e.verifier.starts_with("SCRAM-SHA-256$") {
-                return Err(EngineError::Other(format!(
-                    "role {}: not a SCRAM verifier; the pooler takes no other",
-                    e.database
-                )));
+            for (role, verifier) in &e.logins {
+                check_word(role)?;
+                if verifier.contains('"') || !verifier.starts_with("SCRAM-SHA-256$") {
+                    return Err(EngineError::Other(format!(
+                        "role {role}: not a SCRAM verifier; the pooler takes no other"
+                    )));
+                }
+                users.push_str(&format!("\"{role}\" \"{verifier}\"\n"));
             }
-            users.push_str(&format!("\"{}\" \"{}\"\n", e.database, e.verifier));
         }
         // Users first: an entry whose user is not there yet cannot log in.
         write_owned(

@@ -109,8 +109,17 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     fn password(&self, binding: &BindingRow) -> Result<Zeroizing<String>, ProvisionError> {
+        self.open_password(binding, &binding.sealed_password)
+    }
+
+    /// One of a binding's sealed passwords (current, previous, pending).
+    fn open_password(
+        &self,
+        binding: &BindingRow,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<String>, ProvisionError> {
         self.master_key
-            .open_string(&password_context(&binding.id), &binding.sealed_password)
+            .open_string(&password_context(&binding.id), sealed)
             .map_err(|_| ProvisionError::Sealed)
     }
 }
@@ -729,6 +738,36 @@ impl Reconciler {
 
     pub fn password(&self, binding: &BindingRow) -> Result<Zeroizing<String>, ProvisionError> {
         self.inner.ctx.password(binding)
+    }
+
+    /// A new password for `binding`, sealed as its passwords are.
+    pub fn seal_password(&self, binding_id: &str, password: &str) -> Vec<u8> {
+        self.inner
+            .ctx
+            .master_key
+            .seal(&password_context(binding_id), password.as_bytes())
+    }
+
+    /// A fresh random password of the length bindings get.
+    pub fn new_password() -> Zeroizing<String> {
+        mds_crypto::random_password(PASSWORD_LEN)
+    }
+
+    /// Makes the engine match a running binding's row now, outside the
+    /// passes (the steps of a rotation): its logins, the pooler's users,
+    /// and a real login with each set of credentials. Idempotent, like
+    /// every converge.
+    pub async fn converge_now(
+        &self,
+        service: &DataServiceRow,
+        binding: &BindingRow,
+    ) -> Result<(), ProvisionError> {
+        let kind = service_kind(service)?;
+        let ctx = &self.inner.ctx;
+        with_provisioner!(self.inner, kind, p => {
+            p.converge(ctx, service, binding, Desired::Running).await
+        })?;
+        Ok(())
     }
 
     /// Where tenants reach the shared Postgres engine.

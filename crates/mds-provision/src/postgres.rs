@@ -10,10 +10,12 @@ use std::collections::HashMap;
 
 use mds_core::env::PostgresAccess;
 use mds_core::kinds::{BindingState, Desired};
+use mds_core::names;
 use mds_engines::{PoolEntry, PoolMode, Pooler, PostgresEngine};
 use mds_store::{quote, BindingRow, DataServiceRow};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
+use zeroize::Zeroizing;
 
 use crate::{describe, Ctx, Injected, Metrics, ProvisionError, Provisioner};
 
@@ -84,14 +86,28 @@ impl PostgresProvisioner {
         };
         let _sync = self.pool_sync.lock().await;
         let bindings = ctx.store.pooled_bindings().await?;
-        let names: Vec<&str> = bindings.iter().map(|b| b.database.as_str()).collect();
+        let roles: Vec<Vec<String>> = bindings
+            .iter()
+            .map(|b| {
+                b.generations
+                    .iter()
+                    .map(|g| names::login_role(&b.database, *g))
+                    .collect()
+            })
+            .collect();
+        let names: Vec<&str> = roles.iter().flatten().map(String::as_str).collect();
         let verifiers = self.admin().await?.verifiers(&names).await?;
         let entries = bindings
             .iter()
-            .filter_map(|b| {
+            .zip(&roles)
+            .filter_map(|(b, roles)| {
+                let logins: Vec<(String, String)> = roles
+                    .iter()
+                    .filter_map(|r| Some((r.clone(), verifiers.get(r)?.clone())))
+                    .collect();
                 Some(PoolEntry {
                     database: b.database.clone(),
-                    verifier: verifiers.get(&b.database)?.clone(),
+                    logins: (!logins.is_empty()).then_some(logins)?,
                     mode: match b.mode.as_str() {
                         "transaction" => PoolMode::Transaction,
                         _ => PoolMode::Session,
@@ -167,22 +183,26 @@ impl Provisioner for PostgresProvisioner {
             Desired::Running => true,
             Desired::Stopped => false,
         };
-        let password = ctx.password(binding)?;
+        let logins = logins(ctx, binding)?;
         admin
-            .converge(name, &password, login, self.connection_limit)
+            .converge_logins(name, &logins, login, self.connection_limit)
             .await?;
         if !login {
             self.sync_pooler(ctx).await?;
-            admin.disconnect_role(name).await?;
+            for (role, _) in &logins {
+                admin.disconnect_role(role).await?;
+            }
             return Ok(Some(BindingState::Stopped));
         }
         self.sync_pooler(ctx).await?;
-        // Ready means connectable: a real login with the binding's own
+        // Ready means connectable: a real login with each of the binding's
         // credentials, direct and (when pooled) through the pooler.
         let (host, port) = self.engine_endpoint();
-        verify(&host, port, name, &password).await?;
-        if let Some((host, port)) = self.pooler_endpoint(binding) {
-            verify(&host, port, name, &password).await?;
+        for (role, password) in &logins {
+            verify(&host, port, role, name, password).await?;
+            if let Some((host, port)) = self.pooler_endpoint(binding) {
+                verify(&host, port, role, name, password).await?;
+            }
         }
         Ok(Some(BindingState::Running))
     }
@@ -197,7 +217,15 @@ impl Provisioner for PostgresProvisioner {
     ) -> Result<(), ProvisionError> {
         let name = &binding.resource_name;
         self.close_pool(name).await?;
-        let ended = self.admin().await?.disconnect_role(name).await;
+        let admin = self.admin().await?;
+        let mut ended = Ok(());
+        for generation in binding.live_generations() {
+            ended = ended.and(
+                admin
+                    .disconnect_role(&names::login_role(name, generation))
+                    .await,
+            );
+        }
         if let Some(pooler) = &self.pooler {
             pooler.resume(name).await?;
         }
@@ -218,10 +246,11 @@ impl Provisioner for PostgresProvisioner {
         let password = ctx.password(binding)?;
         let (host, port) = self.engine_endpoint();
         let pooler = self.pooler_endpoint(binding);
+        let user = names::login_role(&binding.resource_name, binding.credential_generation);
         Ok(PostgresAccess {
             host: &host,
             port,
-            user: &binding.resource_name,
+            user: &user,
             password: &password,
             database: &binding.resource_name,
             pooler: pooler.as_ref().map(|(host, port)| (host.as_str(), *port)),
@@ -237,25 +266,50 @@ impl Provisioner for PostgresProvisioner {
     ) -> Result<(), String> {
         let password = ctx.password(binding).map_err(|e| e.to_string())?;
         let (host, port) = self.engine_endpoint();
-        verify(&host, port, &binding.resource_name, &password)
+        let (user, db) = (
+            names::login_role(&binding.resource_name, binding.credential_generation),
+            &binding.resource_name,
+        );
+        verify(&host, port, &user, db, &password)
             .await
             .map_err(|e| describe(&e))?;
         // And the way DATABASE_URL goes. A failure there is the pooler's
         // (its entry, or a restart under way): it is synced and tried once
         // more before the binding counts as drifted.
         if let Some((host, port)) = self.pooler_endpoint(binding) {
-            if verify(&host, port, &binding.resource_name, &password)
-                .await
-                .is_err()
-            {
+            if verify(&host, port, &user, db, &password).await.is_err() {
                 self.sync_pooler(ctx).await.map_err(|e| e.to_string())?;
-                verify(&host, port, &binding.resource_name, &password)
+                verify(&host, port, &user, db, &password)
                     .await
                     .map_err(|e| format!("through the pooler: {}", describe(&e)))?;
             }
         }
         Ok(())
     }
+}
+
+/// The roles that may log in to a binding's database now, with their
+/// passwords: the current generation's first, then the previous one's (in
+/// its grace period) and the pending one's (a rotation under way).
+pub(crate) fn logins(
+    ctx: &Ctx,
+    binding: &BindingRow,
+) -> Result<Vec<(String, Zeroizing<String>)>, ProvisionError> {
+    let name = &binding.resource_name;
+    let generation = binding.credential_generation;
+    let mut logins = vec![(names::login_role(name, generation), ctx.password(binding)?)];
+    for (sealed, generation) in [
+        (&binding.previous_sealed_password, generation - 1),
+        (&binding.pending_sealed_password, generation + 1),
+    ] {
+        if let Some(sealed) = sealed {
+            logins.push((
+                names::login_role(name, generation),
+                ctx.open_password(binding, sealed)?,
+            ));
+        }
+    }
+    Ok(logins)
 }
 
 /// Spare databases and roles are named `mds_spare_<ulid>`, and
@@ -295,15 +349,50 @@ impl Admin {
             self.claim_spare(name).await?;
         }
         let role = quote::ident(name);
-        // The stored verifier stays while it opens with the password: the
-        // pooler authenticates with a copy of it.
+        // 1. The role: no privilege beyond logging in to its database.
+        self.upsert_role(name, password, login, connection_limit)
+            .await?;
+        // 2. The database, owned by the role (outside a transaction, as
+        //    CREATE DATABASE must be).
+        if !self.database_exists(name).await? {
+            match self
+                .client
+                .batch_execute(&format!("CREATE DATABASE {role} OWNER {role}"))
+                .await
+            {
+                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
+                other => other?,
+            }
+        }
+        // 3. Only its role may connect (every new database grants CONNECT
+        //    and TEMP to PUBLIC by default).
+        self.client
+            .batch_execute(&format!(
+                "ALTER DATABASE {role} OWNER TO {role};
+                 REVOKE ALL ON DATABASE {role} FROM PUBLIC;
+                 GRANT CONNECT, TEMPORARY ON DATABASE {role} TO {role};"
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Makes role `name` exist with these attributes and no privilege
+    /// beyond logging in. The stored verifier stays while it opens with
+    /// the password: the pooler authenticates with a copy of it.
+    async fn upsert_role(
+        &self,
+        name: &str,
+        password: &str,
+        login: bool,
+        connection_limit: i32,
+    ) -> Result<(), tokio_postgres::Error> {
+        let role = quote::ident(name);
         let verifier = match self.verifiers(&[name]).await?.remove(name) {
             Some(current) if mds_crypto::scram::verifier_matches(&current, password) => current,
             _ => postgres_protocol::password::scram_sha_256(password.as_bytes()),
         };
         let verifier = quote::literal(&verifier);
         let login = if login { "LOGIN" } else { "NOLOGIN" };
-        // 1. The role: no privilege beyond logging in to its database.
         let attributes = format!(
             "{login} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS \
              CONNECTION LIMIT {connection_limit} PASSWORD {verifier}"
@@ -326,27 +415,6 @@ impl Admin {
                 other => other?,
             }
         }
-        // 2. The database, owned by the role (outside a transaction, as
-        //    CREATE DATABASE must be).
-        if !self.database_exists(name).await? {
-            match self
-                .client
-                .batch_execute(&format!("CREATE DATABASE {role} OWNER {role}"))
-                .await
-            {
-                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
-                other => other?,
-            }
-        }
-        // 3. Only its role may connect (every new database grants CONNECT
-        //    and TEMP to PUBLIC by default).
-        self.client
-            .batch_execute(&format!(
-                "ALTER DATABASE {role} OWNER TO {role};
-                 REVOKE ALL ON DATABASE {role} FROM PUBLIC;
-                 GRANT CONNECT, TEMPORARY ON DATABASE {role} TO {role};"
-            ))
-            .await?;
         Ok(())
     }
 
@@ -558,10 +626,71 @@ impl Admin {
         self.client
             .batch_execute(&format!("DROP DATABASE IF EXISTS {ident} WITH (FORCE)"))
             .await?;
+        for generation in [1, 2] {
+            let login = names::login_role(name, generation);
+            self.disconnect_role(&login).await?;
+            self.client
+                .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote::ident(&login)))
+                .await?;
+        }
         self.disconnect_role(name).await?;
         self.client
             .batch_execute(&format!("DROP ROLE IF EXISTS {ident}"))
             .await?;
+        Ok(())
+    }
+
+    /// Makes a binding's login roles match `logins` (role, password): the
+    /// owner `name` logs in only while it is one of them; each other is a
+    /// member of the owner that acts as it (so what it makes, the owner
+    /// owns), may connect to its database, and logs in while `login`. A
+    /// turn-taking role that is not in `logins` may not log in, and its
+    /// sessions end: the previous credentials after their grace period.
+    pub async fn converge_logins(
+        &self,
+        name: &str,
+        logins: &[(String, Zeroizing<String>)],
+        login: bool,
+        connection_limit: i32,
+    ) -> Result<(), tokio_postgres::Error> {
+        let owner = logins.iter().find(|(role, _)| role == name);
+        let owner_password = owner
+            .or(logins.first())
+            .map(|(_, p)| p.as_str())
+            .unwrap_or("");
+        self.converge(
+            name,
+            owner_password,
+            login && owner.is_some(),
+            connection_limit,
+        )
+        .await?;
+        let owner_q = quote::ident(name);
+        for (role, password) in logins.iter().filter(|(role, _)| role != name) {
+            self.upsert_role(role, password, login, connection_limit)
+                .await?;
+            let role_q = quote::ident(role);
+            self.client
+                .batch_execute(&format!(
+                    "GRANT {owner_q} TO {role_q};
+                     ALTER ROLE {role_q} SET role = {owner_l};
+                     GRANT CONNECT, TEMPORARY ON DATABASE {owner_q} TO {role_q};",
+                    owner_l = quote::literal(name)
+                ))
+                .await?;
+        }
+        for generation in [1, 2] {
+            let role = names::login_role(name, generation);
+            if !logins.iter().any(|(r, _)| *r == role) && self.role_exists(&role).await? {
+                self.client
+                    .batch_execute(&format!("ALTER ROLE {} NOLOGIN", quote::ident(&role)))
+                    .await?;
+                self.disconnect_role(&role).await?;
+            }
+        }
+        if owner.is_none() {
+            self.disconnect_role(name).await?;
+        }
         Ok(())
     }
 }
@@ -570,16 +699,17 @@ impl Admin {
 pub(crate) async fn verify(
     host: &str,
     port: u16,
-    name: &str,
+    user: &str,
+    database: &str,
     password: &str,
 ) -> Result<(), tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(host)
         .port(port)
-        .user(name)
+        .user(user)
         .password(password)
-        .dbname(name)
+        .dbname(database)
         .connect_timeout(Duration::from_secs(5));
     let (client, conn) = config.connect(NoTls).await?;
     let task = tokio::spawn(conn);

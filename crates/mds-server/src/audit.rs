@@ -67,6 +67,11 @@ const ACTIONS: &[(&str, &str, &str)] = &[
     ),
     (
         "POST",
+        "/projects/{project}/environments/{environment}/credentials/rotate",
+        "credentials.rotate",
+    ),
+    (
+        "POST",
         "/projects/{project}/environments/{environment}/restore-points",
         "backup.restore_point",
     ),

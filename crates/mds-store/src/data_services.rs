@@ -48,6 +48,30 @@ pub struct BindingRow {
     /// Postgres: its client connections to the pooler at most; `None`:
     /// the default (migration 0024).
     pub pool_max_clients: Option<i32>,
+    /// Rotation (migration 0028): how many times its credentials were
+    /// replaced, and when the current ones were made (`None`: with it).
+    pub credential_generation: i32,
+    pub credentials_at: Option<DateTime<Utc>>,
+    /// Those of the next generation, made to work before they are current.
+    pub pending_sealed_password: Option<Vec<u8>>,
+    /// Those of the last generation, valid until `previous_until`.
+    pub previous_sealed_password: Option<Vec<u8>>,
+    pub previous_until: Option<DateTime<Utc>>,
+}
+
+impl BindingRow {
+    /// The generations whose credentials work now: the current one, the
+    /// previous one in its grace period, the pending one of a rotation.
+    pub fn live_generations(&self) -> Vec<i32> {
+        let mut live = vec![self.credential_generation];
+        if self.previous_sealed_password.is_some() {
+            live.push(self.credential_generation - 1);
+        }
+        if self.pending_sealed_password.is_some() {
+            live.push(self.credential_generation + 1);
+        }
+        live
+    }
 }
 
 /// A change of a binding's pool settings: `None` keeps a setting,
@@ -69,6 +93,9 @@ impl PoolChange<'_> {
 #[derive(Debug, Clone)]
 pub struct PooledBinding {
     pub database: String,
+    /// Its credential generations that may log in (see
+    /// [`BindingRow::live_generations`]).
+    pub generations: Vec<i32>,
     pub mode: String,
     pub size: Option<i32>,
     pub max_clients: Option<i32>,
@@ -109,11 +136,13 @@ pub(crate) const SERVICE_COLUMNS: &str =
 /// How many columns `SERVICE_COLUMNS` and `BINDING_COLUMNS` name: where a
 /// joined row's next part starts.
 pub(crate) const SERVICE_COLUMN_COUNT: usize = 11;
-pub(crate) const BINDING_COLUMN_COUNT: usize = 17;
+pub(crate) const BINDING_COLUMN_COUNT: usize = 22;
 pub(crate) const BINDING_COLUMNS: &str =
     "b.id, b.service_id, b.environment_id, e.name, b.desired, b.state, \
      b.last_error, b.attempts, b.resource_name, b.sealed_password, b.created_at, b.updated_at, \
-     b.ready_at, b.port, b.pool_mode, b.pool_size, b.pool_max_clients";
+     b.ready_at, b.port, b.pool_mode, b.pool_size, b.pool_max_clients, \
+     b.credential_generation, b.credentials_at, b.pending_sealed_password, \
+     b.previous_sealed_password, b.previous_until";
 
 pub(crate) fn service_from_row(row: &Row) -> DataServiceRow {
     DataServiceRow {
@@ -150,6 +179,11 @@ pub(crate) fn binding_from_row(row: &Row, at: usize) -> BindingRow {
         pool_mode: row.get(at + 14),
         pool_size: row.get(at + 15),
         pool_max_clients: row.get(at + 16),
+        credential_generation: row.get(at + 17),
+        credentials_at: row.get(at + 18),
+        pending_sealed_password: row.get(at + 19),
+        previous_sealed_password: row.get(at + 20),
+        previous_until: row.get(at + 21),
     }
 }
 
@@ -1046,7 +1080,13 @@ impl Store {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT resource_name, pool_mode, pool_size, pool_max_clients FROM bindings
+                "SELECT resource_name, pool_mode, pool_size, pool_max_clients,
+                        array_remove(ARRAY[credential_generation,
+                            CASE WHEN previous_sealed_password IS NOT NULL
+                                 THEN credential_generation - 1 END,
+                            CASE WHEN pending_sealed_password IS NOT NULL
+                                 THEN credential_generation + 1 END], NULL)
+                 FROM bindings
                  WHERE kind = 'postgres' AND desired = 'running'
                  ORDER BY resource_name",
                 &[],
@@ -1059,6 +1099,110 @@ impl Store {
                 mode: r.get(1),
                 size: r.get(2),
                 max_clients: r.get(3),
+                generations: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Starts a rotation of a binding's credentials: `pending` sealed,
+    /// held by `incarnation`. False when one is under way (pending, or the
+    /// previous credentials still in their grace period).
+    pub async fn begin_rotation(
+        &self,
+        binding_id: &str,
+        pending: &[u8],
+        incarnation: i64,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                &format!(
+                    "UPDATE bindings SET pending_sealed_password = $2, rotation_holder = $3
+                     WHERE id = $1 AND previous_sealed_password IS NULL
+                       AND (pending_sealed_password IS NULL
+                            OR rotation_holder IS NULL OR {})",
+                    crate::backups::holder_gone("rotation_holder")
+                ),
+                &[&binding_id, &pending, &incarnation],
+            )
+            .await?;
+        self.bindings_changed();
+        Ok(n == 1)
+    }
+
+    /// The pending credentials become current; the current ones stay
+    /// valid until `until`.
+    pub async fn commit_rotation(&self, binding_id: &str, until: DateTime<Utc>) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE bindings SET previous_sealed_password = sealed_password,
+                     previous_until = $2, sealed_password = pending_sealed_password,
+                     pending_sealed_password = NULL, rotation_holder = NULL,
+                     credential_generation = credential_generation + 1,
+                     credentials_at = now(), updated_at = now()
+                 WHERE id = $1 AND pending_sealed_password IS NOT NULL",
+                &[&binding_id, &until],
+            )
+            .await?;
+        self.bindings_changed();
+        Ok(n == 1)
+    }
+
+    /// Drops a rotation's pending credentials (it failed, or its server
+    /// died before the switch): the current ones stay.
+    pub async fn abandon_rotation(&self, binding_id: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE bindings SET pending_sealed_password = NULL, rotation_holder = NULL
+                 WHERE id = $1",
+                &[&binding_id],
+            )
+            .await?;
+        self.bindings_changed();
+        Ok(())
+    }
+
+    /// Ends the grace period of a binding's previous credentials.
+    pub async fn end_grace(&self, binding_id: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE bindings SET previous_sealed_password = NULL, previous_until = NULL
+                 WHERE id = $1",
+                &[&binding_id],
+            )
+            .await?;
+        self.bindings_changed();
+        Ok(())
+    }
+
+    /// Running bindings with rotation work due: previous credentials past
+    /// their grace period, or pending ones whose server died.
+    pub async fn rotations_due(&self) -> Result<Vec<(DataServiceRow, BindingRow)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {SERVICE_COLUMNS}, {BINDING_COLUMNS}
+                     FROM bindings b JOIN data_services s ON s.id = b.service_id
+                     JOIN environments e ON e.id = b.environment_id
+                     WHERE (b.previous_until <= now())
+                        OR (b.pending_sealed_password IS NOT NULL
+                            AND (b.rotation_holder IS NULL OR {}))",
+                    crate::backups::holder_gone("b.rotation_holder")
+                ),
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    service_from_row(r),
+                    binding_from_row(r, SERVICE_COLUMN_COUNT),
+                )
             })
             .collect())
     }

@@ -125,6 +125,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "environment_data",
         include_str!("../migrations/0027_environment_data.sql"),
     ),
+    (
+        28,
+        "credential_rotation",
+        include_str!("../migrations/0028_credential_rotation.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

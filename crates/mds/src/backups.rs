@@ -99,7 +99,7 @@ fn print_points(points: &[RestorePoint]) {
     );
 }
 
-fn environment_path(project: &str, environment: &str, rest: &str) -> String {
+pub(crate) fn environment_path(project: &str, environment: &str, rest: &str) -> String {
     format!(
         "/projects/{}/environments/{}/{rest}",
         segment(project),

@@ -6,6 +6,7 @@ mod backups;
 mod boot;
 mod client;
 mod commands;
+mod credentials;
 mod deploy;
 mod output;
 mod sandbox;
@@ -105,6 +106,9 @@ enum Command {
     /// Restore an environment's services from a restore point or to a
     /// moment (Postgres); non-destructive, undoable
     Restore(backups::Restore),
+    /// Rotate data-service credentials with overlap
+    #[command(subcommand)]
+    Credentials(credentials::Credentials),
     /// Read the audit log (who changed or revealed what), or verify its
     /// chain
     Audit(audit::Audit),
@@ -283,6 +287,7 @@ fn main() -> ExitCode {
         Command::Backup(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Audit(cmd) => commands::run_with_code(&cli.global, |c| cmd.run(c)),
         Command::Restore(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
+        Command::Credentials(cmd) => commands::run(&cli.global, |c| cmd.run(c)),
         Command::Status => commands::run(&cli.global, backups::status),
     }
 }

@@ -233,8 +233,8 @@ async fn expire_one(
     delete_keeping(control, project, env, true, Reason::BeforeExpiry).await
 }
 
-/// Sweeps for expired environments, and for copies whose server died,
-/// every `every`.
+/// Sweeps for expired environments, copies whose server died and
+/// rotations whose grace period is over, every `every`.
 pub fn spawn_expiry(control: Control, every: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -250,6 +250,10 @@ pub fn spawn_expiry(control: Control, every: Duration) {
             // Copies a killed server left half done start again.
             if let Err(e) = data::start_copies(&control, None).await {
                 tracing::warn!(error = %e, "could not look for unfinished copies; tried again");
+            }
+            // Grace periods of rotated credentials that are over.
+            if let Err(e) = crate::rotation::sweep(&control).await {
+                tracing::warn!(error = %e, "the rotation sweep failed; tried again");
             }
         }
     });

@@ -458,6 +458,9 @@ pub async fn db_credentials(
         .iter()
         .map(|(name, _, _)| name.clone())
         .collect::<Vec<String>>();
+    // The role the current credentials log in as (it changes with each
+    // rotation; the database keeps its name).
+    let login = mds_core::names::login_role(&binding.resource_name, binding.credential_generation);
     let response = data(
         StatusCode::OK,
         Credentials {
@@ -470,8 +473,8 @@ pub async fn db_credentials(
             port,
             database: binding.resource_name.clone(),
             dbname: binding.resource_name.clone(),
-            username: binding.resource_name.clone(),
-            user: binding.resource_name.clone(),
+            username: login.clone(),
+            user: login,
             password: password.to_string(),
             env: vars.into_iter().map(|(k, v, _)| (k, v)).collect(),
         },

@@ -203,3 +203,18 @@ pub async fn extend(
     let extended = previews::extend(&state, &env, &ttl).await?;
     Ok(data(StatusCode::OK, environment_view(extended)))
 }
+
+/// Rotates the environment's data-service credentials with overlap
+/// (`mds credentials rotate`): the old ones work for the grace period.
+pub async fn rotate_credentials(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams((project, environment)): PathParams<(String, String)>,
+    JsonBody(request): JsonBody<mds_api_types::backups::RotateRequest>,
+) -> ApiResult<Response> {
+    principal.require("env:write")?;
+    let result = state
+        .rotate_credentials(&principal, &project, &environment, request)
+        .await?;
+    Ok(data(StatusCode::OK, result))
+}

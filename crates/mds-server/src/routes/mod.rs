@@ -66,6 +66,10 @@ pub fn router(state: AppState) -> Router {
             "/projects/{project}/environments/{environment}/sync",
             post(environments::sync),
         )
+        .route(
+            "/projects/{project}/environments/{environment}/credentials/rotate",
+            post(environments::rotate_credentials),
+        )
         .route("/projects/{project}/summary", get(projects::summary))
         .route("/projects/{project}/backups", get(backups::overview))
         .route(

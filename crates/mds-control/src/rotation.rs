@@ -1,0 +1,271 @@
+//! Credential rotation with overlap (issue 18): `mds credentials rotate`.
+//! For each Postgres binding of an environment:
+//!
+//! 1. new credentials are made *pending* (the next generation's login
+//!    role, a member of the owner role that acts as it) and proved to work,
+//!    directly and through the pooler, while the current ones still serve;
+//! 2. they become current, and the replaced ones stay valid for the grace
+//!    period: new boots get the new ones;
+//! 3. the environment's deployments are restarted one at a time (a new
+//!    instance serves once healthy, the old one drains);
+//! 4. when the grace period is over, the sweep revokes the old login
+//!    (`NOLOGIN`) and ends its sessions.
+//!
+//! One rotation of a binding at a time (409). A kill -9 before step 2
+//! leaves the current credentials current; the sweep drops the pending
+//! ones. After step 2 both sets work until the sweep ends the grace.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use mds_api_types::backups::{NotRestored, RotateRequest, RotatedService, RotationResult};
+use mds_core::kinds::ServiceKind;
+use mds_store::{BindingRow, DataServiceRow};
+
+use crate::projects::load_environment;
+use crate::{Caller, Control, ControlError, ControlResult};
+
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(600);
+const MAX_GRACE: Duration = Duration::from_secs(7 * 86400);
+
+fn grace_of(raw: Option<&str>) -> ControlResult<Duration> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_GRACE);
+    };
+    let grace = mds_core::spans::parse_span(raw).map_err(|e| ControlError::invalid("grace", e))?;
+    if grace < Duration::from_secs(1) || grace > MAX_GRACE {
+        return Err(ControlError::invalid(
+            "grace",
+            format!("{raw:?} is out of range: from 1s to 7d"),
+        ));
+    }
+    Ok(grace)
+}
+
+fn provision_error(e: impl std::fmt::Display) -> ControlError {
+    ControlError::Failed {
+        code: "ROTATION_FAILED",
+        message: format!("the credentials did not change: {e}"),
+        details: None,
+    }
+}
+
+impl Control {
+    /// `mds credentials rotate` / `POST .../credentials/rotate`.
+    pub async fn rotate_credentials(
+        &self,
+        caller: &Caller,
+        project: &str,
+        environment: &str,
+        request: RotateRequest,
+    ) -> ControlResult<RotationResult> {
+        let grace = grace_of(request.grace.as_deref())?;
+        let store = self.store()?;
+        let reconciler = self.reconciler()?;
+        let (_, env) = load_environment(store, caller, project, Some(environment)).await?;
+        let wanted = |name: &str| request.service.as_deref().is_none_or(|s| s == name);
+        let mut targets: Vec<(DataServiceRow, BindingRow)> = Vec::new();
+        let mut not_rotated = Vec::new();
+        for (service, binding) in store.environment_bindings(&env.id).await? {
+            if !wanted(&service.name) {
+                continue;
+            }
+            let why = match mds_provision::service_kind(&service) {
+                Ok(ServiceKind::Postgres) if crate::is_running(&binding) => None,
+                Ok(ServiceKind::Postgres) => Some(format!("its binding is {}", binding.state)),
+                Ok(kind) => Some(format!(
+                    "rotation with overlap covers Postgres so far, not {}",
+                    kind.as_str()
+                )),
+                Err(e) => Some(e.to_string()),
+            };
+            match why {
+                None => targets.push((service, binding)),
+                Some(reason) => not_rotated.push(NotRestored {
+                    name: service.name,
+                    reason,
+                }),
+            }
+        }
+        if targets.is_empty() {
+            if let Some(name) = request.service.as_deref() {
+                if not_rotated.is_empty() {
+                    return Err(ControlError::not_found("service", name));
+                }
+            }
+            return Err(ControlError::invalid(
+                "service",
+                format!(
+                    "nothing to rotate in {}: {}",
+                    env.name,
+                    match not_rotated.is_empty() {
+                        true => "it has no data service".to_string(),
+                        false => not_rotated
+                            .iter()
+                            .map(|n| format!("{}: {}", n.name, n.reason))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    }
+                ),
+            ));
+        }
+        // 1. Pending credentials, one rotation per binding.
+        let holder = reconciler
+            .incarnation()
+            .await
+            .map_err(|e| ControlError::internal(e.to_string()))?;
+        let mut begun: Vec<&BindingRow> = Vec::new();
+        for (service, binding) in &targets {
+            let password = mds_provision::Reconciler::new_password();
+            let sealed = reconciler.seal_password(&binding.id, &password);
+            if !store.begin_rotation(&binding.id, &sealed, holder).await? {
+                self.abandon_rotations(&begun).await;
+                return Err(ControlError::conflict(
+                    "ROTATION_IN_PROGRESS",
+                    format!(
+                        "{} in {} is being rotated, or its previous credentials are still in \
+                         their grace period ({}); wait for it to end",
+                        service.name,
+                        env.name,
+                        binding
+                            .previous_until
+                            .map(|t| format!("until {}", mds_api_types::time::format(&t)))
+                            .unwrap_or_else(|| "another rotation".to_string())
+                    ),
+                ));
+            }
+            begun.push(binding);
+        }
+        for (service, binding) in &targets {
+            let proved = async {
+                let (_, pending) = store
+                    .binding_with_service(&binding.id)
+                    .await?
+                    .ok_or_else(|| ControlError::not_found("binding", &binding.id))?;
+                reconciler
+                    .converge_now(service, &pending)
+                    .await
+                    .map_err(provision_error)
+            }
+            .await;
+            if let Err(e) = proved {
+                self.abandon_rotations(&begun).await;
+                return Err(e);
+            }
+        }
+        // 2. The switch: new boots get the new credentials.
+        let until = Utc::now() + chrono::Duration::from_std(grace).unwrap_or_default();
+        let mut rotated = Vec::new();
+        for (service, binding) in &targets {
+            store.commit_rotation(&binding.id, until).await?;
+            rotated.push(RotatedService {
+                name: service.name.clone(),
+                kind: service.kind.clone(),
+                user: mds_core::names::login_role(
+                    &binding.resource_name,
+                    binding.credential_generation + 1,
+                ),
+                previous_valid_until: until,
+            });
+        }
+        tracing::info!(
+            environment = env.id,
+            services = rotated.len(),
+            grace_secs = grace.as_secs(),
+            "rotated credentials; the old ones work until the grace period ends"
+        );
+        // 3. Running instances boot again with them, one at a time.
+        let restarted = match self.deployer() {
+            Ok(deployer) => deployer.restart_environment(self, &env.id).await,
+            Err(_) => 0,
+        };
+        Ok(RotationResult {
+            environment: env.name,
+            rotated,
+            not_rotated,
+            restarted,
+        })
+    }
+
+    /// Drops the pending credentials of these bindings and revokes them.
+    async fn abandon_rotations(&self, bindings: &[&BindingRow]) {
+        for binding in bindings {
+            if let Err(e) = self.finish_rotation_step(&binding.id, false).await {
+                tracing::warn!(binding = binding.id, error = %e, "could not drop pending credentials; the sweep retries");
+            }
+        }
+    }
+
+    /// Drops a binding's pending credentials (`grace_over` false) or its
+    /// previous ones, then makes the engine match: the dropped login may
+    /// not log in and its sessions end.
+    async fn finish_rotation_step(&self, binding_id: &str, grace_over: bool) -> ControlResult<()> {
+        let store = self.store()?;
+        match grace_over {
+            true => store.end_grace(binding_id).await?,
+            false => store.abandon_rotation(binding_id).await?,
+        }
+        let Some((service, binding)) = store.binding_with_service(binding_id).await? else {
+            return Ok(());
+        };
+        if crate::is_running(&binding) {
+            self.reconciler()?
+                .converge_now(&service, &binding)
+                .await
+                .map_err(provision_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// Ends grace periods that are over, and drops the pending credentials of
+/// rotations whose server died; each is an audit event.
+pub async fn sweep(control: &Control) -> ControlResult<usize> {
+    let store = control.store()?;
+    let mut done = 0;
+    for (service, binding) in store.rotations_due().await? {
+        let grace_over = binding
+            .previous_until
+            .is_some_and(|until| until <= Utc::now());
+        let outcome = control.finish_rotation_step(&binding.id, grace_over).await;
+        let (action, detail) = match grace_over {
+            true => (
+                "credentials.revoke",
+                format!(
+                    "the credentials of {} before its last rotation stopped working; their sessions ended",
+                    service.name
+                ),
+            ),
+            false => (
+                "credentials.rotate",
+                format!(
+                    "a rotation of {} that did not finish (its server stopped) was rolled back; \
+                     its credentials did not change",
+                    service.name
+                ),
+            ),
+        };
+        let tenant = store.project_tenant(&service.project_id).await.ok();
+        control.record(crate::audit::system_event(
+            action,
+            tenant,
+            Some(service.project_id.clone()),
+            &format!(
+                "/projects/{}/data-services/{}",
+                service.project_id, service.id
+            ),
+            if outcome.is_ok() { "ok" } else { "failed" },
+            match &outcome {
+                Ok(()) => detail,
+                Err(e) => format!("{detail}: {e}; tried again"),
+            },
+        ));
+        match outcome {
+            Ok(()) => done += 1,
+            Err(e) => {
+                tracing::warn!(binding = binding.id, error = %e, "could not finish a rotation step; tried again")
+            }
+        }
+    }
+    Ok(done)
+}
