@@ -96,6 +96,10 @@ def test_rotation_under_load_fails_no_request_and_the_old_password_ends_after_it
         assert owners == {"notes": owner, "made_after": owner}, owners
         assert conn.execute("SELECT session_user, current_user").fetchone() == (f"{owner}_r1", owner)
 
+    # `mds env explain` says how old the credentials are.
+    explained = cli(mds, "env", "explain", "DATABASE_URL", "-p", pid).stdout
+    assert "credentials: made " in explained and "1 rotation(s); the replaced ones work until" in explained, explained
+
     # During the grace period both work, pooled and direct.
     for url in (before["DATABASE_URL"], before["DATABASE_URL_UNPOOLED"], after["DATABASE_URL"]):
         assert logs_in(url), url

@@ -524,6 +524,22 @@ pub struct ResolvedEnv {
     pub variables: Vec<EnvEntry>,
     /// Bindings not yet running, whose names are missing for now.
     pub pending: Vec<Binding>,
+    /// How old each running binding's credentials are.
+    #[serde(default)]
+    pub credentials: Vec<CredentialAge>,
+}
+
+/// A binding's credentials: when the current ones were made, how many
+/// rotations there were, and until when the replaced ones still work.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CredentialAge {
+    pub service: String,
+    pub kind: String,
+    #[serde(serialize_with = "time::serialize")]
+    pub made_at: Timestamp,
+    pub rotations: i32,
+    #[serde(default, serialize_with = "time::serialize_option")]
+    pub previous_valid_until: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

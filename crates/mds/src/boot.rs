@@ -426,6 +426,27 @@ fn explain(ctx: &Ctx, project: &str, environment: &str, name: &str) -> anyhow::R
     for overridden in &entry.overridden {
         println!("  overrides:  {} ({})", overridden.layer, overridden.origin);
     }
+    // A binding's value: how old its credentials are.
+    let origin = &entry.source.origin;
+    let credentials = resolved.credentials.iter().find(|c| {
+        entry.source.layer == "binding"
+            && (*origin == c.service || origin.starts_with(&format!("{}, ", c.service)))
+    });
+    if let Some(c) = credentials {
+        let age = (chrono::Utc::now() - c.made_at).num_seconds();
+        print!(
+            "  credentials: made {} ago, {} rotation(s)",
+            crate::commands::span_words(age),
+            c.rotations
+        );
+        match c.previous_valid_until {
+            Some(until) => println!(
+                "; the replaced ones work until {}",
+                mds_api_types::time::format(&until)
+            ),
+            None => println!(),
+        }
+    }
     println!("  precedence: platform < binding < shared < service < run");
     Ok(())
 }

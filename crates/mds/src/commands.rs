@@ -212,12 +212,18 @@ pub fn confirm_by_name(
 
 /// How long until `at`, roughly (`6d 23h`, `45m`), or `expired`.
 fn time_left(at: chrono::DateTime<chrono::Utc>) -> String {
-    let secs = (at - chrono::Utc::now()).num_seconds();
-    match secs {
+    match (at - chrono::Utc::now()).num_seconds() {
         ..=0 => "expired".to_string(),
+        s => span_words(s),
+    }
+}
+
+/// A span of seconds, roughly: `6d 23h`, `4h 5m`, `45m`.
+pub(crate) fn span_words(secs: i64) -> String {
+    match secs {
         s if s >= 86400 => format!("{}d {}h", s / 86400, s % 86400 / 3600),
         s if s >= 3600 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        s => format!("{}m", (s + 59) / 60),
+        s => format!("{}m", (s.max(0) + 59) / 60),
     }
 }
 

@@ -91,6 +91,19 @@ pub async fn resolve(
     } else {
         Vec::new()
     };
+    let credentials = store
+        .environment_bindings(&env.id)
+        .await?
+        .into_iter()
+        .filter(|(_, b)| mds_control::is_running(b))
+        .map(|(service, b)| mds_api_types::CredentialAge {
+            service: service.name,
+            kind: service.kind,
+            made_at: b.credentials_at.unwrap_or(b.created_at),
+            rotations: b.credential_generation,
+            previous_valid_until: b.previous_until,
+        })
+        .collect();
     let response = data(
         StatusCode::OK,
         ResolvedEnv {
@@ -99,6 +112,7 @@ pub async fn resolve(
             environment_id: env.id.clone(),
             variables,
             pending: assembled.pending.iter().map(binding_view).collect(),
+            credentials,
         },
     );
     Ok(if reveal {
