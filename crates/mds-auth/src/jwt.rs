@@ -39,8 +39,9 @@ pub enum Signer<'a> {
 
 /// What a token may be verified with.
 pub struct VerifyKeys<'a> {
-    /// None: HS256 tokens are refused.
-    pub hs256: Option<&'a [u8]>,
+    /// Any of these HS256 secrets (a rotation's two during its grace
+    /// period); none: HS256 tokens are refused.
+    pub hs256: &'a [&'a [u8]],
     pub es256: &'a [(String, VerifyingKey)],
 }
 
@@ -90,11 +91,17 @@ pub fn verify(
     let input = &token.trim()[..header_b64.len() + 1 + payload_b64.len()];
     match header["alg"].as_str() {
         Some("HS256") => {
-            let secret = keys.hs256.ok_or(JwtError::Algorithm)?;
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
-            mac.update(input.as_bytes());
-            mac.verify_slice(&signature)
-                .map_err(|_| JwtError::Signature)?;
+            if keys.hs256.is_empty() {
+                return Err(JwtError::Algorithm);
+            }
+            let signed_by = |secret: &&[u8]| {
+                let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
+                mac.update(input.as_bytes());
+                mac.verify_slice(&signature).is_ok()
+            };
+            if !keys.hs256.iter().any(signed_by) {
+                return Err(JwtError::Signature);
+            }
         }
         Some("ES256") => {
             let kid = header["kid"].as_str().ok_or(JwtError::UnknownKey)?;
@@ -176,8 +183,9 @@ mod tests {
         let (kid, private, _) = new_es256_key();
         let key = signing_key(&private).unwrap();
         let es = vec![(kid.clone(), *key.verifying_key())];
+        let secrets: [&[u8]; 1] = [secret];
         let keys = VerifyKeys {
-            hs256: Some(secret),
+            hs256: &secrets,
             es256: &es,
         };
         let hs = sign(&claims(100), &Signer::Hs256(secret));
@@ -196,17 +204,25 @@ mod tests {
             verify(&hs, &keys, "/auth/v1/p/other", 50),
             Err(JwtError::Issuer)
         );
+        let another: [&[u8]; 1] = [b"another secret"];
         let other = VerifyKeys {
-            hs256: Some(b"another secret"),
+            hs256: &another,
             es256: &[],
         };
         assert_eq!(verify(&hs, &other, ISS, 50), Err(JwtError::Signature));
+        // A rotation's grace period: either secret verifies.
+        let both: [&[u8]; 2] = [b"another secret", secret];
+        let overlap = VerifyKeys {
+            hs256: &both,
+            es256: &[],
+        };
+        assert_eq!(verify(&hs, &overlap, ISS, 50).unwrap()["sub"], "usr_1");
         assert_eq!(
             verify(&es_token, &other, ISS, 50),
             Err(JwtError::UnknownKey)
         );
         let es_only = VerifyKeys {
-            hs256: None,
+            hs256: &[],
             es256: &es,
         };
         assert_eq!(verify(&hs, &es_only, ISS, 50), Err(JwtError::Algorithm));

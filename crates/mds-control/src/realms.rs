@@ -40,7 +40,9 @@ pub struct Realm {
     pub config: AuthConfig,
     /// `AUTH_URL`, also the issuer of its tokens.
     pub url: String,
-    hs256: Zeroizing<String>,
+    /// `AUTH_JWT_SECRET`, which signs; then, during a rotation's grace
+    /// period, the one it replaced, which still verifies.
+    hs256: Vec<Zeroizing<String>>,
     /// Published: standby, active and recently retired ES256 keys.
     es256: Vec<(String, VerifyingKey)>,
     active: Option<(String, SigningKey)>,
@@ -56,7 +58,7 @@ impl Realm {
     pub fn sign(&self, claims: &Value) -> String {
         match (&self.active, self.config.signing_algorithm.as_str()) {
             (Some((kid, key)), "ES256") => jwt::sign(claims, &Signer::Es256 { kid, key }),
-            _ => jwt::sign(claims, &Signer::Hs256(self.hs256.as_bytes())),
+            _ => jwt::sign(claims, &Signer::Hs256(self.hs256[0].as_bytes())),
         }
     }
 
@@ -64,12 +66,12 @@ impl Realm {
     /// tokens are refused: `AUTH_JWT_SECRET` is in every app's environment,
     /// and the point of ES256 is that apps cannot mint tokens.
     pub fn verify(&self, token: &str) -> Result<Value, jwt::JwtError> {
-        let hs256 = match self.config.signing_algorithm.as_str() {
-            "ES256" => None,
-            _ => Some(self.hs256.as_bytes()),
+        let hs256: Vec<&[u8]> = match self.config.signing_algorithm.as_str() {
+            "ES256" => Vec::new(),
+            _ => self.hs256.iter().map(|s| s.as_bytes()).collect(),
         };
         let keys = VerifyKeys {
-            hs256,
+            hs256: &hs256,
             es256: &self.es256,
         };
         let path = self.url.find("/auth/v1/").map_or("", |at| &self.url[at..]);
@@ -171,7 +173,15 @@ pub async fn load(
     }
     let realm = Arc::new(Realm {
         url: reconciler.auth_url(&service, &binding),
-        hs256: reconciler.auth_jwt_secret(&binding.id),
+        hs256: std::iter::once(binding.credential_generation)
+            .chain(
+                binding
+                    .previous_sealed_password
+                    .as_ref()
+                    .map(|_| binding.credential_generation - 1),
+            )
+            .map(|generation| reconciler.auth_jwt_secret(&binding.id, generation))
+            .collect(),
         project_id: service.project_id.clone(),
         project_slug,
         environment: binding.environment_name.clone(),

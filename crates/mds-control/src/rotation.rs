@@ -1,5 +1,10 @@
 //! Credential rotation with overlap (issue 18): `mds credentials rotate`.
-//! For each Postgres binding of an environment:
+//! For each binding of an environment that has credentials (Redis, like
+//! Postgres: two ACL users that take turns, reaching the same keys, the
+//! old one deleted after the grace period, which ends its connections;
+//! storage: a second
+//! key pair, told apart by its access key id; auth: a new
+//! `AUTH_JWT_SECRET` signs, and the old one still verifies):
 //!
 //! 1. new credentials are made *pending* (the next generation's login
 //!    role, a member of the owner role that acts as it) and proved to work,
@@ -9,7 +14,8 @@
 //! 3. the environment's deployments are restarted one at a time (a new
 //!    instance serves once healthy, the old one drains);
 //! 4. when the grace period is over, the sweep revokes the old login
-//!    (`NOLOGIN`) and ends its sessions.
+//!    (Postgres `NOLOGIN`, Redis `ACL DELUSER`, the old key pair and
+//!    signing secret forgotten) and ends its sessions.
 //!
 //! One rotation of a binding at a time (409). A kill -9 before step 2
 //! leaves the current credentials current; the sweep drops the pending
@@ -71,12 +77,11 @@ impl Control {
                 continue;
             }
             let why = match mds_provision::service_kind(&service) {
-                Ok(ServiceKind::Postgres) if crate::is_running(&binding) => None,
-                Ok(ServiceKind::Postgres) => Some(format!("its binding is {}", binding.state)),
-                Ok(kind) => Some(format!(
-                    "rotation with overlap covers Postgres so far, not {}",
-                    kind.as_str()
-                )),
+                Ok(ServiceKind::Volume) => {
+                    Some("a volume has no credentials: it is mounted, not logged in to".to_string())
+                }
+                Ok(_) if crate::is_running(&binding) => None,
+                Ok(_) => Some(format!("its binding is {}", binding.state)),
                 Err(e) => Some(e.to_string()),
             };
             match why {
@@ -158,13 +163,13 @@ impl Control {
         let mut rotated = Vec::new();
         for (service, binding) in &targets {
             store.commit_rotation(&binding.id, until).await?;
+            // Realms sign with the new secret at once (their cache holds
+            // the old one for 2 s otherwise).
+            self.auth.forget(&service.project_id);
             rotated.push(RotatedService {
                 name: service.name.clone(),
                 kind: service.kind.clone(),
-                user: mds_core::names::login_role(
-                    &binding.resource_name,
-                    binding.credential_generation + 1,
-                ),
+                user: new_user(service, binding),
                 previous_valid_until: until,
             });
         }
@@ -208,6 +213,7 @@ impl Control {
         let Some((service, binding)) = store.binding_with_service(binding_id).await? else {
             return Ok(());
         };
+        self.auth.forget(&service.project_id);
         if crate::is_running(&binding) {
             self.reconciler()?
                 .converge_now(&service, &binding)
@@ -215,6 +221,17 @@ impl Control {
                 .map_err(provision_error)?;
         }
         Ok(())
+    }
+}
+
+/// Whom a binding's next credentials name: Postgres and Redis their next
+/// login, storage its next access key id, auth its next signing secret.
+fn new_user(service: &DataServiceRow, binding: &BindingRow) -> String {
+    let next = binding.credential_generation + 1;
+    match mds_provision::service_kind(service) {
+        Ok(ServiceKind::Storage) => mds_provision::storage_access_key_id(&binding.id, next),
+        Ok(ServiceKind::Auth) => format!("AUTH_JWT_SECRET #{next}"),
+        _ => mds_core::names::login_role(&binding.resource_name, next),
     }
 }
 

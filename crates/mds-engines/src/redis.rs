@@ -26,7 +26,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
 use crate::process::{processes_in, spawn_logged, stop_foreign, tail};
-use crate::resp::auth_ping;
+use crate::resp::{auth_ping, Resp};
 use crate::supervisor::{Policy, Program, Supervisor};
 use crate::{EngineError, EngineStatus, OsUser};
 
@@ -42,11 +42,45 @@ pub struct RedisSpec {
     pub port: u16,
     pub user: String,
     pub password: String,
+    /// Other (user, password) logins meanwhile: a rotation's next one, or
+    /// the replaced one in its grace period. Every login reaches the same
+    /// keys; a login dropped from the list is deleted, which ends its
+    /// connections.
+    pub also: Vec<(String, String)>,
     /// The password of [`ADMIN_USER`]: never the tenant's (the provisioner
     /// derives it from the master key and the binding id).
     pub admin_password: String,
     pub maxmemory_bytes: u64,
     pub eviction: String,
+}
+
+/// What a tenant login may do: every command but the administrative ones
+/// (CONFIG, ACL, SHUTDOWN, DEBUG, MODULE, replication...), on every key:
+/// the instance is theirs, its settings are not.
+const TENANT_RULES: [&str; 4] = ["~*", "&*", "+@all", "-@admin"];
+
+impl RedisSpec {
+    /// Every tenant login, the current one first.
+    pub fn logins(&self) -> impl Iterator<Item = (&String, &String)> {
+        std::iter::once((&self.user, &self.password)).chain(self.also.iter().map(|(u, p)| (u, p)))
+    }
+
+    /// Whether `other` differs from this only in its logins: a change made
+    /// live (ACL SETUSER and DELUSER), with no restart, and no connection
+    /// cut but those of a login that goes.
+    fn same_but_logins(&self, other: &RedisSpec) -> bool {
+        let strip = |s: &RedisSpec| RedisSpec {
+            user: String::new(),
+            password: String::new(),
+            also: Vec::new(),
+            ..s.clone()
+        };
+        strip(self) == strip(other)
+    }
+}
+
+fn password_hash(password: &str) -> String {
+    format!("#{}", hex::encode(Sha256::digest(password.as_bytes())))
 }
 
 /// mds's own user on every managed instance (backups: BGSAVE, INFO, CLIENT
@@ -202,9 +236,20 @@ impl RedisEngine {
         let Some(instances) = guard.as_mut() else {
             return Err(EngineError::Other("mds is shutting down".to_string()));
         };
-        if let Some(existing) = instances.get(&spec.binding_id) {
-            if existing.spec == *spec && existing.supervisor.status() == EngineStatus::Running {
-                return Ok(());
+        if let Some(existing) = instances.get_mut(&spec.binding_id) {
+            if existing.supervisor.status() == EngineStatus::Running {
+                if existing.spec == *spec {
+                    return Ok(());
+                }
+                if existing.spec.same_but_logins(spec) {
+                    // A rotation's step: logins come and go live; the
+                    // config follows for the next start.
+                    let dir = self.dir(&spec.binding_id);
+                    self.write_config(&dir, spec)?;
+                    apply_logins(&existing.spec, spec).await?;
+                    existing.spec = spec.clone();
+                    return Ok(());
+                }
             }
         }
         if let Some(old) = instances.remove(&spec.binding_id) {
@@ -300,18 +345,27 @@ impl RedisEngine {
     }
 
     fn write_config(&self, dir: &Path, spec: &RedisSpec) -> Result<(), EngineError> {
-        if spec.user == ADMIN_USER || spec.password == spec.admin_password {
+        if spec
+            .logins()
+            .any(|(user, password)| user == ADMIN_USER || *password == spec.admin_password)
+        {
             return Err(EngineError::Other(format!(
                 "binding {}: the tenant's user and password must not be mds's own",
                 spec.binding_id
             )));
         }
         fs::create_dir_all(dir).map_err(EngineError::io(format!("create {}", dir.display())))?;
-        let hash = hex::encode(Sha256::digest(spec.password.as_bytes()));
+        let tenants: String = spec
+            .logins()
+            .map(|(user, password)| {
+                format!(
+                    "user {user} on {} {}\n",
+                    password_hash(password),
+                    TENANT_RULES.join(" ")
+                )
+            })
+            .collect();
         let admin_hash = hex::encode(Sha256::digest(spec.admin_password.as_bytes()));
-        // Tenants get every command but the administrative ones (CONFIG,
-        // ACL, SHUTDOWN, DEBUG, MODULE, replication...): the instance is
-        // theirs, its settings are not.
         let config = format!(
             "# Written by mds; changes are overwritten.\n\
              bind 127.0.0.1\n\
@@ -330,13 +384,12 @@ impl RedisEngine {
              enable-debug-command no\n\
              enable-module-command no\n\
              user default off\n\
-             user {user} on #{hash} ~* &* +@all -@admin\n\
+             {tenants}\
              user {ADMIN_USER} on #{admin_hash} ~* &* +@all\n",
             port = spec.port,
             dir = dir.display(),
             maxmemory = spec.maxmemory_bytes,
             eviction = spec.eviction,
-            user = spec.user,
         );
         let path = dir.join("redis.conf");
         fs::write(&path, config).map_err(EngineError::io(format!("write {}", path.display())))?;
@@ -380,6 +433,47 @@ struct Launch {
     spec: RedisSpec,
 }
 
+/// Makes a running instance's tenant logins those of `new`: each one set
+/// (its password, its rules), then those of `old` that are gone deleted,
+/// which ends their connections.
+async fn apply_logins(old: &RedisSpec, new: &RedisSpec) -> Result<(), EngineError> {
+    let mut admin = Resp::login("127.0.0.1", new.port, ADMIN_USER, &new.admin_password)
+        .await
+        .map_err(EngineError::Other)?;
+    let fail = |what: &str, e: String| EngineError::Other(format!("{what}: {e}"));
+    for (user, password) in new.logins() {
+        let hash = password_hash(password);
+        // `resetpass`, not `reset`: a login that stays keeps its rules (and
+        // its connections) as they are.
+        let mut args = vec![
+            "ACL",
+            "SETUSER",
+            user.as_str(),
+            "on",
+            "resetpass",
+            hash.as_str(),
+        ];
+        args.extend(TENANT_RULES);
+        admin
+            .call(&args)
+            .await
+            .map_err(|e| fail("ACL SETUSER", e.to_string()))?
+            .ok()
+            .map_err(|e| fail("ACL SETUSER", e))?;
+    }
+    for (user, _) in old.logins() {
+        if !new.logins().any(|(u, _)| u == user) {
+            admin
+                .call(&["ACL", "DELUSER", user])
+                .await
+                .map_err(|e| fail("ACL DELUSER", e.to_string()))?
+                .ok()
+                .map_err(|e| fail("ACL DELUSER", e))?;
+        }
+    }
+    Ok(())
+}
+
 fn spawn(launch: &Launch) -> Result<Child, EngineError> {
     let mut cmd = Command::new(&launch.binary);
     cmd.arg(launch.dir.join("redis.conf"));
@@ -403,13 +497,15 @@ impl Program for Launch {
         spawn(self).map_err(|e| e.to_string())
     }
 
-    /// Ready: the tenant's own user logs in and gets PONG.
+    /// Ready: mds's own user logs in and gets PONG. (Not the tenant's:
+    /// its passwords change live with rotations; the provisioner checks
+    /// each of them once the instance runs.)
     async fn probe(&self, _run: &Child) -> bool {
         auth_ping(
             "127.0.0.1",
             self.spec.port,
-            &self.spec.user,
-            &self.spec.password,
+            ADMIN_USER,
+            &self.spec.admin_password,
         )
         .await
         .is_ok()

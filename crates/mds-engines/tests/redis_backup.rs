@@ -37,6 +37,7 @@ impl Instance {
             port: free_port().unwrap(),
             user: "tenant_1".to_string(),
             password: "tenant-password".to_string(),
+            also: Vec::new(),
             admin_password: "admin-password".to_string(),
             maxmemory_bytes: 64 << 20,
             eviction: "noeviction".to_string(),

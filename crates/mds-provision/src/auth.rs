@@ -25,10 +25,18 @@ impl AuthProvisioner {
     }
 }
 
-/// An auth binding's `AUTH_JWT_SECRET`: 64 hex characters derived from
-/// the master key, whose UTF-8 bytes are the HS256 key.
-pub(crate) fn jwt_secret(master_key: &MasterKey, binding_id: &str) -> Zeroizing<String> {
-    let key = master_key.derive(&format!("auth:{binding_id}:jwt-secret"));
+/// An auth binding's `AUTH_JWT_SECRET` at credential `generation`: 64 hex
+/// characters derived from the master key, whose UTF-8 bytes are the
+/// HS256 key. Each rotation derives a new one.
+pub(crate) fn jwt_secret(
+    master_key: &MasterKey,
+    binding_id: &str,
+    generation: i32,
+) -> Zeroizing<String> {
+    let key = match generation {
+        ..=0 => master_key.derive(&format!("auth:{binding_id}:jwt-secret")),
+        n => master_key.derive(&format!("auth:{binding_id}:jwt-secret:{n}")),
+    };
     Zeroizing::new(hex::encode(*key))
 }
 
@@ -81,7 +89,7 @@ impl Provisioner for AuthProvisioner {
             return Ok(Vec::new());
         }
         let url = self.url(service, binding);
-        let secret = jwt_secret(&ctx.master_key, &binding.id);
+        let secret = jwt_secret(&ctx.master_key, &binding.id, binding.credential_generation);
         Ok(AuthAccess {
             url: &url,
             jwt_secret: &secret,

@@ -740,6 +740,15 @@ impl Reconciler {
         self.inner.ctx.password(binding)
     }
 
+    /// One of a binding's sealed passwords (its previous or pending one).
+    pub fn open_password(
+        &self,
+        binding: &BindingRow,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<String>, ProvisionError> {
+        self.inner.ctx.open_password(binding, sealed)
+    }
+
     /// A new password for `binding`, sealed as its passwords are.
     pub fn seal_password(&self, binding_id: &str, password: &str) -> Vec<u8> {
         self.inner
@@ -813,8 +822,8 @@ impl Reconciler {
 
     /// An auth binding's `AUTH_JWT_SECRET`: 64 hex characters derived from
     /// the master key, whose UTF-8 bytes are the HS256 key.
-    pub fn auth_jwt_secret(&self, binding_id: &str) -> Zeroizing<String> {
-        auth::jwt_secret(&self.inner.ctx.master_key, binding_id)
+    pub fn auth_jwt_secret(&self, binding_id: &str, generation: i32) -> Zeroizing<String> {
+        auth::jwt_secret(&self.inner.ctx.master_key, binding_id, generation)
     }
 
     /// The sealing context of an auth signing key.

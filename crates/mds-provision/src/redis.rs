@@ -4,6 +4,7 @@
 
 use mds_core::env::RedisAccess;
 use mds_core::kinds::{BindingState, Desired};
+use mds_core::names;
 use mds_engines::redis_backup::RedisRecord;
 use mds_engines::{RedisEngine, RedisSpec};
 use mds_store::{BindingRow, DataServiceRow};
@@ -33,9 +34,8 @@ impl RedisHosting {
         ctx: &Ctx,
         service: &DataServiceRow,
         binding: &BindingRow,
-    ) -> Result<(), ProvisionError> {
+    ) -> Result<RedisSpec, ProvisionError> {
         let spec = spec(ctx, service, binding).await?;
-        // Ready means AUTH and PING with the binding's own user.
         match redis.ensure_running(&spec).await {
             // The port it kept was taken meanwhile (by any process of the
             // host): it moves to a free one; its URL follows at next boot.
@@ -54,10 +54,11 @@ impl RedisHosting {
                     .await?;
                 let moved = RedisSpec { port, ..spec };
                 redis.ensure_running(&moved).await?;
+                return Ok(moved);
             }
             other => other?,
         }
-        Ok(())
+        Ok(spec)
     }
 }
 
@@ -81,8 +82,9 @@ async fn spec(
     Ok(RedisSpec {
         binding_id: binding.id.clone(),
         port,
-        user: binding.resource_name.clone(),
+        user: login_user(binding),
         password: ctx.password(binding)?.to_string(),
+        also: other_logins(ctx, binding)?,
         admin_password: admin_password(ctx, &binding.id),
         maxmemory_bytes: service.config["maxmemory_bytes"]
             .as_u64()
@@ -154,6 +156,32 @@ impl crate::Reconciler {
     }
 }
 
+/// The ACL user a binding's clients log in as now: like Postgres, the
+/// binding's resource name, then two users that take turns with each
+/// rotation (see `mds_core::names::login_role`).
+fn login_user(binding: &BindingRow) -> String {
+    names::login_role(&binding.resource_name, binding.credential_generation)
+}
+
+/// A binding's logins besides the current one: a rotation's next one, or
+/// the replaced one in its grace period.
+fn other_logins(ctx: &Ctx, binding: &BindingRow) -> Result<Vec<(String, String)>, ProvisionError> {
+    let generation = binding.credential_generation;
+    [
+        (&binding.previous_sealed_password, generation - 1),
+        (&binding.pending_sealed_password, generation + 1),
+    ]
+    .into_iter()
+    .filter_map(|(sealed, generation)| Some((sealed.as_ref()?, generation)))
+    .map(|(sealed, generation)| {
+        Ok((
+            names::login_role(&binding.resource_name, generation),
+            ctx.open_password(binding, sealed)?.to_string(),
+        ))
+    })
+    .collect()
+}
+
 /// The password of mds's own admin user on a binding's redis-server: derived,
 /// so that nothing needs storing, and never the tenant's.
 fn admin_password(ctx: &Ctx, binding_id: &str) -> String {
@@ -171,9 +199,10 @@ impl Provisioner for RedisHosting {
         desired: Desired,
     ) -> Result<Option<BindingState>, ProvisionError> {
         if let RedisHosting::External(external) = self {
-            let password = ctx.password(binding)?;
+            let mut logins = vec![(login_user(binding), ctx.password(binding)?.to_string())];
+            logins.extend(other_logins(ctx, binding)?);
             return external
-                .converge(&binding.resource_name, &password, desired)
+                .converge(&binding.resource_name, &logins, desired)
                 .await
                 .map_err(ProvisionError::Process);
         }
@@ -188,7 +217,14 @@ impl Provisioner for RedisHosting {
                 Ok(Some(BindingState::Stopped))
             }
             Desired::Running => {
-                Self::ensure_running(redis, ctx, service, binding).await?;
+                let spec = Self::ensure_running(redis, ctx, service, binding).await?;
+                // Ready means AUTH and PING with each of the binding's
+                // logins (a rotation's two).
+                for (user, password) in spec.logins() {
+                    mds_engines::resp::auth_ping("127.0.0.1", spec.port, user, password)
+                        .await
+                        .map_err(ProvisionError::Process)?;
+                }
                 Ok(Some(BindingState::Running))
             }
         }
@@ -204,7 +240,7 @@ impl Provisioner for RedisHosting {
     ) -> Result<(), ProvisionError> {
         match self {
             RedisHosting::External(external) => external
-                .converge(&binding.resource_name, "", Desired::Deleted)
+                .converge(&binding.resource_name, &[], Desired::Deleted)
                 .await
                 .map(|_| ())
                 .map_err(ProvisionError::Process),
@@ -225,7 +261,7 @@ impl Provisioner for RedisHosting {
     ) -> Result<(), ProvisionError> {
         if let RedisHosting::External(external) = self {
             return external
-                .disconnect(&binding.resource_name)
+                .disconnect(&login_user(binding))
                 .await
                 .map_err(ProvisionError::Process);
         }
@@ -260,7 +296,7 @@ impl Provisioner for RedisHosting {
         Ok(RedisAccess {
             host: &host,
             port,
-            user: &binding.resource_name,
+            user: &login_user(binding),
             password: &password,
             key_prefix: prefix.as_deref(),
         }
@@ -281,7 +317,7 @@ impl Provisioner for RedisHosting {
         }
         let password = ctx.password(binding)?;
         let (host, port) = self.endpoint(binding);
-        let info = mds_engines::resp::auth_info(&host, port, &binding.resource_name, &password)
+        let info = mds_engines::resp::auth_info(&host, port, &login_user(binding), &password)
             .await
             .map_err(ProvisionError::Process)?;
         Ok(info_metrics(&info))
@@ -295,7 +331,7 @@ impl Provisioner for RedisHosting {
     ) -> Result<(), String> {
         let password = ctx.password(binding).map_err(|e| e.to_string())?;
         let (host, port) = self.endpoint(binding);
-        mds_engines::resp::auth_ping(&host, port, &binding.resource_name, &password).await
+        mds_engines::resp::auth_ping(&host, port, &login_user(binding), &password).await
     }
 }
 

@@ -82,50 +82,71 @@ impl ExternalRedis {
 
     /// Makes the ACL user match `desired`; returns the state reached,
     /// `None` once deleted.
+    /// `resource` names the binding's keys (its prefix) and its users:
+    /// `logins` (user, password) are those that may log in now (a
+    /// rotation's two); the binding's other turn-taking users are deleted,
+    /// which ends their connections.
     pub async fn converge(
         &self,
-        user: &str,
-        password: &str,
+        resource: &str,
+        logins: &[(String, String)],
         desired: Desired,
     ) -> Result<Option<BindingState>, String> {
         let mut conn = self.admin().await?;
-        let prefix = key_prefix(user);
+        let prefix = key_prefix(resource);
+        let every_user: Vec<String> = (0..=2)
+            .map(|generation| mds_core::names::login_role(resource, generation))
+            .collect();
         match desired {
             Desired::Deleted => {
-                Self::call(&mut conn, &["ACL", "DELUSER", user]).await?;
+                for user in &every_user {
+                    Self::call(&mut conn, &["ACL", "DELUSER", user]).await?;
+                }
                 self.drop_keys(&mut conn, &prefix).await?;
                 self.save_acl(&mut conn).await;
                 Ok(None)
             }
             Desired::Stopped => {
-                Self::call(&mut conn, &["ACL", "SETUSER", user, "off"]).await?;
-                let _ = Self::call(&mut conn, &["CLIENT", "KILL", "USER", user]).await;
+                for (user, _) in logins {
+                    Self::call(&mut conn, &["ACL", "SETUSER", user, "off"]).await?;
+                    let _ = Self::call(&mut conn, &["CLIENT", "KILL", "USER", user]).await;
+                }
                 self.save_acl(&mut conn).await;
                 Ok(Some(BindingState::Stopped))
             }
             Desired::Running => {
                 let key_rule = format!("~{prefix}*");
                 let channel_rule = format!("&{prefix}*");
-                let pass_rule = format!(">{password}");
-                Self::call(
-                    &mut conn,
-                    &[
-                        "ACL",
-                        "SETUSER",
-                        user,
-                        "reset",
-                        "on",
-                        &pass_rule,
-                        &key_rule,
-                        &channel_rule,
-                        "+@all",
-                        "-@admin",
-                        "-@dangerous",
-                    ],
-                )
-                .await?;
+                for (user, password) in logins {
+                    let pass_rule = format!(">{password}");
+                    Self::call(
+                        &mut conn,
+                        &[
+                            "ACL",
+                            "SETUSER",
+                            user,
+                            "reset",
+                            "on",
+                            &pass_rule,
+                            &key_rule,
+                            &channel_rule,
+                            "+@all",
+                            "-@admin",
+                            "-@dangerous",
+                        ],
+                    )
+                    .await?;
+                }
+                for user in every_user
+                    .iter()
+                    .filter(|u| !logins.iter().any(|(l, _)| l == *u))
+                {
+                    Self::call(&mut conn, &["ACL", "DELUSER", user]).await?;
+                }
                 self.save_acl(&mut conn).await;
-                auth_ping(&self.host, self.port, user, password).await?;
+                for (user, password) in logins {
+                    auth_ping(&self.host, self.port, user, password).await?;
+                }
                 Ok(Some(BindingState::Running))
             }
         }

@@ -12,16 +12,28 @@ use crate::{url_host_port, Ctx, Injected, Metrics, ProvisionError, Provisioner};
 /// binding's ULID, so the key names its binding without a lookup table.
 pub const STORAGE_KEY_PREFIX: &str = "MDS";
 
-pub fn storage_access_key_id(binding_id: &str) -> String {
+/// A storage binding's S3 access key id at credential `generation`:
+/// `MDS<ulid>`, then `MDS<ulid>R<n>` after the n-th rotation, so the old
+/// and the new key pair of a rotation are told apart by their ids.
+pub fn storage_access_key_id(binding_id: &str, generation: i32) -> String {
     let ulid = binding_id.strip_prefix("bnd_").unwrap_or(binding_id);
-    format!("{STORAGE_KEY_PREFIX}{ulid}")
+    match generation {
+        ..=0 => format!("{STORAGE_KEY_PREFIX}{ulid}"),
+        n => format!("{STORAGE_KEY_PREFIX}{ulid}R{n}"),
+    }
 }
 
-/// The binding an S3 access key id names, if it has the shape of one.
-pub fn storage_key_binding(access_key_id: &str) -> Option<String> {
-    let ulid = access_key_id.strip_prefix(STORAGE_KEY_PREFIX)?;
+/// The binding and generation an S3 access key id names, if it has the
+/// shape of one.
+pub fn storage_key_binding(access_key_id: &str) -> Option<(String, i32)> {
+    let rest = access_key_id.strip_prefix(STORAGE_KEY_PREFIX)?;
+    let (ulid, generation) = (rest.get(..26)?, rest.get(26..)?);
+    let generation = match generation {
+        "" => 0,
+        n => n.strip_prefix('R')?.parse().ok().filter(|n: &i32| *n > 0)?,
+    };
     let id = format!("bnd_{ulid}");
-    IdKind::Binding.matches(&id).then_some(id)
+    IdKind::Binding.matches(&id).then_some((id, generation))
 }
 
 /// A storage binding's bucket: its resource name (unique on the server) in
@@ -127,7 +139,7 @@ impl Provisioner for StorageProvisioner {
         Ok(StorageAccess {
             bucket: &service_bucket(service, binding),
             endpoint: &self.s3_endpoint,
-            key_id: &storage_access_key_id(&binding.id),
+            key_id: &storage_access_key_id(&binding.id, binding.credential_generation),
             key_secret: &password,
         }
         .variables(&service.env_prefix))
@@ -140,13 +152,22 @@ mod tests {
 
     #[test]
     fn keys_name_their_binding_and_buckets_their_resource() {
-        let key = storage_access_key_id("bnd_01J0000000000000000000000Z");
+        let id = "bnd_01J0000000000000000000000Z";
+        let key = storage_access_key_id(id, 0);
         assert_eq!(key, "MDS01J0000000000000000000000Z");
-        assert_eq!(
-            storage_key_binding(&key).as_deref(),
-            Some("bnd_01J0000000000000000000000Z")
-        );
-        assert_eq!(storage_key_binding("AKIAXXXX"), None);
+        assert_eq!(storage_key_binding(&key), Some((id.to_string(), 0)));
+        let rotated = storage_access_key_id(id, 12);
+        assert_eq!(rotated, "MDS01J0000000000000000000000ZR12");
+        assert_eq!(storage_key_binding(&rotated), Some((id.to_string(), 12)));
+        for bad in [
+            "AKIAXXXX",
+            "MDS01J0000000000000000000000ZR",
+            "MDS01J0000000000000000000000ZR0",
+            "MDS01J0000000000000000000000ZX1",
+            "MDS01J",
+        ] {
+            assert_eq!(storage_key_binding(bad), None, "{bad}");
+        }
         assert_eq!(binding_bucket("Shop__production"), "shop--production");
         assert_eq!(binding_bucket("a"), "a-bucket");
     }

@@ -32,7 +32,7 @@ impl KeySource for ServerKeys {
                 bucket_id: None,
             }));
         }
-        let Some(binding_id) = mds_provision::storage_key_binding(access_key) else {
+        let Some((binding_id, generation)) = mds_provision::storage_key_binding(access_key) else {
             return Ok(None);
         };
         let unavailable =
@@ -49,9 +49,22 @@ impl KeySource for ServerKeys {
         let Some(bucket) = store.binding_bucket(&binding.id).await? else {
             return Ok(None);
         };
+        // The current key pair; during a rotation also the pending one, and
+        // in its grace period the replaced one. Any other generation's key
+        // opens nothing.
+        let current = binding.credential_generation;
+        let sealed = match generation {
+            g if g == current => Some(&binding.sealed_password),
+            g if g == current - 1 => binding.previous_sealed_password.as_ref(),
+            g if g == current + 1 => binding.pending_sealed_password.as_ref(),
+            _ => None,
+        };
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
         let reconciler = self.state.reconciler().map_err(unavailable)?;
         let secret = reconciler
-            .password(&binding)
+            .open_password(&binding, sealed)
             .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
         Ok(Some(Grant {
             secret: secret.to_string(),

@@ -266,7 +266,10 @@ async fn bucket_credentials(
         bucket: row.name.clone(),
         endpoint,
         region: row.region.clone(),
-        access_key_id: mds_provision::storage_access_key_id(&binding.id),
+        access_key_id: mds_provision::storage_access_key_id(
+            &binding.id,
+            binding.credential_generation,
+        ),
         secret_access_key: secret.to_string(),
     })
 }
