@@ -29,7 +29,6 @@ BENCH_ROUNDS (3), BENCH_PGBENCH_SECONDS (20).
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import platform
@@ -44,13 +43,11 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-import boto3
 import httpx
 
 import common
 from common import BEGAN, BIN, say, spread
 import psycopg
-from botocore.config import Config
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BIG_MB = int(os.environ.get("BENCH_BIG_MB", "1024"))
@@ -412,24 +409,8 @@ def main() -> None:
 
     # 3. Bucket of small objects.
     env = server.env(bucket_project)
-    bucket = env["STORAGE_BUCKET"]
-    local = threading.local()
-
-    def client():
-        if not hasattr(local, "s3"):
-            local.s3 = boto3.client(
-                "s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_REGION"],
-                config=Config(retries={"max_attempts": 3}, max_pool_connections=4))
-        return local.s3
-
-    def put_object(i: int) -> None:
-        client().put_object(Bucket=bucket, Key=f"objects/{i:06d}.bin", Body=os.urandom(1024))
-
-    began = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        list(pool.map(put_object, range(OBJECTS)))
-    say(f"3: put {OBJECTS} objects of 1 KiB in {time.monotonic() - began:.1f}s")
+    took = common.fill_bucket(env, OBJECTS, 1024)
+    say(f"3: put {OBJECTS} objects of 1 KiB in {took:.1f}s")
     repo = server.data_dir / "backups"
     for r in range(ROUNDS):
         before_all = du(repo)

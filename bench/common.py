@@ -88,3 +88,29 @@ class Server:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.log.close()
+
+
+def fill_bucket(env: dict[str, str], count: int, size: int, threads: int = 16) -> float:
+    """Puts `count` random objects of `size` bytes (`objects/NNNNNN.bin`)
+    into the binding's bucket with boto3, one client per thread; returns
+    the seconds it took."""
+    import concurrent.futures
+    import threading
+
+    import boto3
+    from botocore.config import Config
+
+    local = threading.local()
+
+    def put_object(i: int) -> None:
+        if not hasattr(local, "s3"):
+            local.s3 = boto3.client(
+                "s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_REGION"],
+                config=Config(retries={"max_attempts": 3}, max_pool_connections=4))
+        local.s3.put_object(Bucket=env["STORAGE_BUCKET"], Key=f"objects/{i:06d}.bin", Body=os.urandom(size))
+
+    began = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(put_object, range(count)))
+    return time.monotonic() - began

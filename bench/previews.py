@@ -20,22 +20,19 @@ Sizes: BENCH_BIG_MB (1024), BENCH_OBJECTS (10000), BENCH_ROUNDS (3).
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import platform
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from pathlib import Path
 from urllib.parse import quote
 
 import boto3
 import psycopg
-from botocore.config import Config
 
 from backups import RawCluster, Server, du, load_table
+import common
 from common import BIN, say, spread
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -107,23 +104,8 @@ def main() -> None:
     # 2: a bucket of 10,000 objects.
     bucket_project = server.project("bucket", "storage")
     env = server.env(bucket_project)
-    local = threading.local()
-
-    def client():
-        if not hasattr(local, "s3"):
-            local.s3 = boto3.client(
-                "s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_REGION"],
-                config=Config(retries={"max_attempts": 3}, max_pool_connections=4))
-        return local.s3
-
-    def put_object(i: int) -> None:
-        client().put_object(Bucket=env["STORAGE_BUCKET"], Key=f"objects/{i:06d}.bin", Body=os.urandom(40 << 10))
-
-    began = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        list(pool.map(put_object, range(OBJECTS)))
-    say(f"2: put {OBJECTS} objects of 40 KiB in {time.monotonic() - began:.1f}s")
+    took = common.fill_bucket(env, OBJECTS, 40 << 10)
+    say(f"2: put {OBJECTS} objects of 40 KiB in {took:.1f}s")
     verified_point(server, bucket_project)
     blobs = server.data_dir / "storage"
     for r in range(ROUNDS):

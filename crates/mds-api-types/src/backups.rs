@@ -185,3 +185,15 @@ pub struct RotatedService {
     #[serde(serialize_with = "time::serialize")]
     pub previous_valid_until: Timestamp,
 }
+
+/// `PUT /projects/{p}/environments/{e}/credentials/schedule`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationSchedule {
+    /// Rotate every this long (`90d`; 1h to 365d); null: never.
+    #[serde(default)]
+    pub rotate_every: Option<String>,
+    /// The grace period of each scheduled rotation (`10m` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<String>,
+}

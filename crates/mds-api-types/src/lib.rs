@@ -149,6 +149,12 @@ pub struct Environment {
     /// When a preview with a ttl is purged (null: never).
     #[serde(default, serialize_with = "time::serialize_option")]
     pub expires_at: Option<Timestamp>,
+    /// A scheduled credential rotation: every so many seconds, with this
+    /// grace period (null: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_every_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_grace_secs: Option<i64>,
     /// Made `--from` another environment: what was copied, and whether it
     /// is done (null: made empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]

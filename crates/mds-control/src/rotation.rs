@@ -24,15 +24,19 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use mds_api_types::backups::{NotRestored, RotateRequest, RotatedService, RotationResult};
+use mds_api_types::backups::{
+    NotRestored, RotateRequest, RotatedService, RotationResult, RotationSchedule,
+};
 use mds_core::kinds::ServiceKind;
-use mds_store::{BindingRow, DataServiceRow};
+use mds_store::{BindingRow, DataServiceRow, EnvironmentRow};
 
 use crate::projects::load_environment;
 use crate::{Caller, Control, ControlError, ControlResult};
 
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(600);
 const MAX_GRACE: Duration = Duration::from_secs(7 * 86400);
+const MIN_EVERY: Duration = Duration::from_secs(3600);
+const MAX_EVERY: Duration = Duration::from_secs(365 * 86400);
 
 fn grace_of(raw: Option<&str>) -> ControlResult<Duration> {
     let Some(raw) = raw else {
@@ -66,10 +70,23 @@ impl Control {
         request: RotateRequest,
     ) -> ControlResult<RotationResult> {
         let grace = grace_of(request.grace.as_deref())?;
+        let (_, env) = load_environment(self.store()?, caller, project, Some(environment)).await?;
+        self.rotate_in(&env, request.service.as_deref(), grace)
+            .await
+    }
+
+    /// Rotates the credentials of `env`'s bindings (of `service` only,
+    /// when given), the replaced ones valid for `grace`.
+    async fn rotate_in(
+        &self,
+        env: &EnvironmentRow,
+        service: Option<&str>,
+        grace: Duration,
+    ) -> ControlResult<RotationResult> {
         let store = self.store()?;
         let reconciler = self.reconciler()?;
-        let (_, env) = load_environment(store, caller, project, Some(environment)).await?;
-        let wanted = |name: &str| request.service.as_deref().is_none_or(|s| s == name);
+        let env = env.clone();
+        let wanted = |name: &str| service.is_none_or(|s| s == name);
         let mut targets: Vec<(DataServiceRow, BindingRow)> = Vec::new();
         let mut not_rotated = Vec::new();
         for (service, binding) in store.environment_bindings(&env.id).await? {
@@ -93,7 +110,7 @@ impl Control {
             }
         }
         if targets.is_empty() {
-            if let Some(name) = request.service.as_deref() {
+            if let Some(name) = service {
                 if not_rotated.is_empty() {
                     return Err(ControlError::not_found("service", name));
                 }
@@ -192,6 +209,47 @@ impl Control {
         })
     }
 
+    /// `PUT .../credentials/schedule`: rotate `environment`'s credentials
+    /// every `every` (1h to 365d; none: never), each replaced set valid for
+    /// `grace`.
+    pub async fn schedule_rotation(
+        &self,
+        caller: &Caller,
+        project: &str,
+        environment: &str,
+        schedule: RotationSchedule,
+    ) -> ControlResult<EnvironmentRow> {
+        let every = schedule
+            .rotate_every
+            .as_deref()
+            .map(|raw| {
+                let every = mds_core::spans::parse_span(raw)
+                    .map_err(|e| ControlError::invalid("rotate_every", e))?;
+                if every < MIN_EVERY || every > MAX_EVERY {
+                    return Err(ControlError::invalid(
+                        "rotate_every",
+                        format!("{raw:?} is out of range: from 1h to 365d"),
+                    ));
+                }
+                Ok(every)
+            })
+            .transpose()?;
+        let grace = grace_of(schedule.grace.as_deref())?;
+        if every.is_some_and(|every| grace >= every) {
+            return Err(ControlError::invalid(
+                "grace",
+                "the grace period must be shorter than the time between rotations",
+            ));
+        }
+        let store = self.store()?;
+        let (_, env) = load_environment(store, caller, project, Some(environment)).await?;
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        store
+            .set_environment_rotation(&env.id, every.map(secs), every.map(|_| secs(grace)))
+            .await?
+            .ok_or_else(|| ControlError::not_found("environment", environment))
+    }
+
     /// Drops the pending credentials of these bindings and revokes them.
     async fn abandon_rotations(&self, bindings: &[&BindingRow]) {
         for binding in bindings {
@@ -235,11 +293,42 @@ fn new_user(service: &DataServiceRow, binding: &BindingRow) -> String {
     }
 }
 
-/// Ends grace periods that are over, and drops the pending credentials of
-/// rotations whose server died; each is an audit event.
+/// Ends grace periods that are over, drops the pending credentials of
+/// rotations whose server died, and rotates the environments whose
+/// schedule says so; each is an audit event.
 pub async fn sweep(control: &Control) -> ControlResult<usize> {
     let store = control.store()?;
     let mut done = 0;
+    for (tenant, env) in store.rotations_scheduled_due().await? {
+        let grace = Duration::from_secs(env.rotate_grace_secs.unwrap_or(600).max(1) as u64);
+        let outcome = control.rotate_in(&env, None, grace).await;
+        control.record(crate::audit::system_event(
+            "credentials.rotate",
+            Some(tenant),
+            Some(env.project_id.clone()),
+            &format!("/projects/{}/environments/{}", env.project_id, env.id),
+            if outcome.is_ok() { "ok" } else { "failed" },
+            match &outcome {
+                Ok(result) => format!(
+                    "scheduled (every {}s): {}",
+                    env.rotate_every_secs.unwrap_or_default(),
+                    result
+                        .rotated
+                        .iter()
+                        .map(|r| format!("{} now {}", r.name, r.user))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Err(e) => format!("scheduled; tried again: {e}"),
+            },
+        ));
+        match outcome {
+            Ok(_) => done += 1,
+            Err(e) => {
+                tracing::warn!(environment = env.id, error = %e, "a scheduled rotation failed; tried again")
+            }
+        }
+    }
     for (service, binding) in store.rotations_due().await? {
         let grace_over = binding
             .previous_until

@@ -71,6 +71,11 @@ const ACTIONS: &[(&str, &str, &str)] = &[
         "credentials.rotate",
     ),
     (
+        "PUT",
+        "/projects/{project}/environments/{environment}/credentials/schedule",
+        "credentials.schedule",
+    ),
+    (
         "POST",
         "/projects/{project}/environments/{environment}/restore-points",
         "backup.restore_point",

@@ -16,6 +16,8 @@ use crate::state::AppState;
 pub fn environment_view(row: EnvironmentRow) -> Environment {
     Environment {
         data: mds_control::previews::data::view(&row),
+        rotate_every_secs: row.rotate_every_secs,
+        rotate_grace_secs: row.rotate_grace_secs,
         id: row.id,
         project_id: row.project_id,
         name: row.name,

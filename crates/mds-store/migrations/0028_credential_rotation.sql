@@ -16,3 +16,10 @@ ALTER TABLE bindings
     ADD COLUMN rotation_holder bigint;
 CREATE INDEX bindings_rotating ON bindings (id)
     WHERE pending_sealed_password IS NOT NULL OR previous_until IS NOT NULL;
+
+-- A scheduled rotation per environment (`--rotate-every 90d`): its
+-- bindings' credentials are rotated once older than `rotate_every_secs`,
+-- the replaced ones valid for `rotate_grace_secs`.
+ALTER TABLE environments
+    ADD COLUMN rotate_every_secs bigint,
+    ADD COLUMN rotate_grace_secs bigint;

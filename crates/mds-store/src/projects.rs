@@ -43,6 +43,10 @@ pub struct EnvironmentRow {
     /// `failed`, none for an environment made empty.
     pub data_copy: Option<Value>,
     pub data_state: Option<String>,
+    /// A scheduled credential rotation (migration 0028): every so many
+    /// seconds, with this grace period.
+    pub rotate_every_secs: Option<i64>,
+    pub rotate_grace_secs: Option<i64>,
 }
 
 pub struct NewProject {
@@ -81,7 +85,7 @@ const PROJECT_COLUMNS: &str = "p.id, p.tenant_id, p.workspace_id, p.slug, p.name
      p.metadata, p.attribution, p.created_at, p.updated_at, p.standalone";
 const ENVIRONMENT_COLUMNS: &str =
     "e.id, e.project_id, e.name, e.slug, e.kind, e.is_default, e.created_at, e.updated_at, \
-     e.expires_at, e.data_copy, e.data_state";
+     e.expires_at, e.data_copy, e.data_state, e.rotate_every_secs, e.rotate_grace_secs";
 
 fn project_from_row(row: &Row) -> ProjectRow {
     ProjectRow {
@@ -114,6 +118,8 @@ fn environment_from_row(row: &Row, at: usize) -> EnvironmentRow {
         expires_at: row.get(at + 8),
         data_copy: row.get(at + 9),
         data_state: row.get(at + 10),
+        rotate_every_secs: row.get(at + 11),
+        rotate_grace_secs: row.get(at + 12),
     }
 }
 
@@ -463,6 +469,60 @@ impl Store {
             self.forget_project(&env.project_id);
         }
         Ok(row)
+    }
+
+    /// Sets (or with `None` ends) an environment's scheduled rotation.
+    pub async fn set_environment_rotation(
+        &self,
+        env_id: &str,
+        every_secs: Option<i64>,
+        grace_secs: Option<i64>,
+    ) -> Result<Option<EnvironmentRow>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE environments e SET rotate_every_secs = $2, rotate_grace_secs = $3,
+                         updated_at = now()
+                     WHERE e.id = $1 AND e.deleted_at IS NULL
+                     RETURNING {ENVIRONMENT_COLUMNS}"
+                ),
+                &[&env_id, &every_secs, &grace_secs],
+            )
+            .await?;
+        let row = row.map(|r| environment_from_row(&r, 0));
+        if let Some(env) = &row {
+            self.forget_project(&env.project_id);
+        }
+        Ok(row)
+    }
+
+    /// Live environments with a scheduled rotation whose running bindings
+    /// include credentials older than it: (tenant, environment).
+    pub async fn rotations_scheduled_due(&self) -> Result<Vec<(String, EnvironmentRow)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT p.tenant_id, {ENVIRONMENT_COLUMNS} FROM environments e
+                     JOIN projects p ON p.id = e.project_id
+                     WHERE e.rotate_every_secs IS NOT NULL AND e.deleted_at IS NULL
+                       AND EXISTS (
+                           SELECT 1 FROM bindings b
+                           WHERE b.environment_id = e.id AND b.desired = 'running'
+                             AND b.state = 'running' AND b.kind <> 'volume'
+                             AND b.previous_sealed_password IS NULL
+                             AND b.pending_sealed_password IS NULL
+                             AND coalesce(b.credentials_at, b.created_at)
+                                 <= now() - make_interval(secs => e.rotate_every_secs))"
+                ),
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), environment_from_row(r, 1)))
+            .collect())
     }
 
     /// Live environments whose time is up, with their project's tenant.

@@ -1,7 +1,7 @@
 //! `mds credentials rotate`: new data-service credentials with overlap.
 
 use clap::Subcommand;
-use mds_api_types::backups::{RotateRequest, RotationResult};
+use mds_api_types::backups::{RotateRequest, RotationResult, RotationSchedule};
 use mds_api_types::Environment;
 
 use crate::backups::environment_path;
@@ -29,17 +29,41 @@ pub enum Credentials {
         #[arg(long, default_value = "10m")]
         grace: String,
     },
+    /// Rotate an environment's credentials on a schedule: once they are
+    /// older than --rotate-every (1h to 365d); --off ends the schedule
+    Schedule {
+        #[arg(short, long)]
+        project: String,
+        #[arg(short, long, default_value = "production")]
+        environment: String,
+        #[arg(long, required_unless_present = "off", conflicts_with = "off")]
+        rotate_every: Option<String>,
+        #[arg(long)]
+        off: bool,
+        /// The grace period of each scheduled rotation
+        #[arg(long, default_value = "10m")]
+        grace: String,
+    },
 }
 
 impl Credentials {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let Credentials::Rotate {
-            project,
-            environment,
-            all,
-            service,
-            grace,
-        } = self;
+        let (project, environment, all, service, grace) = match self {
+            Credentials::Rotate {
+                project,
+                environment,
+                all,
+                service,
+                grace,
+            } => (project, environment, all, service, grace),
+            Credentials::Schedule {
+                project,
+                environment,
+                rotate_every,
+                off: _,
+                grace,
+            } => return schedule(ctx, &project, &environment, rotate_every, grace),
+        };
         let environments = match all {
             false => vec![environment],
             true => data::<Vec<Environment>>(
@@ -100,4 +124,34 @@ impl Credentials {
         }
         Ok(())
     }
+}
+
+fn schedule(
+    ctx: &Ctx,
+    project: &str,
+    environment: &str,
+    rotate_every: Option<String>,
+    grace: String,
+) -> anyhow::Result<()> {
+    let answer = ctx.api.put(
+        &environment_path(project, environment, "credentials/schedule"),
+        &RotationSchedule {
+            rotate_every: rotate_every.clone(),
+            grace: rotate_every.is_some().then_some(grace),
+        },
+    )?;
+    if ctx.printed_json(&answer) {
+        return Ok(());
+    }
+    let env: Environment = data(answer)?;
+    match (env.rotate_every_secs, env.rotate_grace_secs) {
+        (Some(every), grace) => println!(
+            "{}: credentials rotate once they are {} old, the replaced ones valid for {}",
+            env.name,
+            crate::commands::span_words(every),
+            crate::commands::span_words(grace.unwrap_or_default())
+        ),
+        (None, _) => println!("{}: no scheduled rotation", env.name),
+    }
+    Ok(())
 }

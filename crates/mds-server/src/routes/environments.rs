@@ -218,3 +218,18 @@ pub async fn rotate_credentials(
         .await?;
     Ok(data(StatusCode::OK, result))
 }
+
+/// Sets or ends the environment's scheduled rotation (`mds credentials
+/// schedule`).
+pub async fn schedule_rotation(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParams((project, environment)): PathParams<(String, String)>,
+    JsonBody(schedule): JsonBody<mds_api_types::backups::RotationSchedule>,
+) -> ApiResult<Response> {
+    principal.require("env:write")?;
+    let env = state
+        .schedule_rotation(&principal, &project, &environment, schedule)
+        .await?;
+    Ok(data(StatusCode::OK, environment_view(env)))
+}

@@ -70,6 +70,10 @@ pub fn router(state: AppState) -> Router {
             "/projects/{project}/environments/{environment}/credentials/rotate",
             post(environments::rotate_credentials),
         )
+        .route(
+            "/projects/{project}/environments/{environment}/credentials/schedule",
+            put(environments::schedule_rotation),
+        )
         .route("/projects/{project}/summary", get(projects::summary))
         .route("/projects/{project}/backups", get(backups::overview))
         .route(
