@@ -279,6 +279,8 @@ class RawCluster:
                 f.unlink(missing_ok=True)
 
     def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
         subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(self.data),
                         "-m", "fast", "stop"], capture_output=True)
         self.proc.wait(timeout=60)

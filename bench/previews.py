@@ -20,6 +20,7 @@ Sizes: BENCH_BIG_MB (1024), BENCH_OBJECTS (10000), BENCH_ROUNDS (3).
 
 from __future__ import annotations
 
+import atexit
 import os
 import platform
 import sys
@@ -75,6 +76,8 @@ def main() -> None:
         results.setdefault(name, []).append(value)
 
     cluster = RawCluster(root, "engine", archive=False)
+    # Stopped however the bench ends (a failed check would leave it running).
+    atexit.register(cluster.stop)
     admin_url = cluster.url.rsplit("/", 1)[0] + "/postgres"
     server = Server(root, "--postgres-url", admin_url)
     say(f"mds at {server.url} on the raw cluster at port {cluster.port}")
