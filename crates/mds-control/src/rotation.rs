@@ -85,7 +85,6 @@ impl Control {
     ) -> ControlResult<RotationResult> {
         let store = self.store()?;
         let reconciler = self.reconciler()?;
-        let env = env.clone();
         let wanted = |name: &str| service.is_none_or(|s| s == name);
         let mut targets: Vec<(DataServiceRow, BindingRow)> = Vec::new();
         let mut not_rotated = Vec::new();
@@ -202,7 +201,7 @@ impl Control {
             Err(_) => 0,
         };
         Ok(RotationResult {
-            environment: env.name,
+            environment: env.name.clone(),
             rotated,
             not_rotated,
             restarted,
