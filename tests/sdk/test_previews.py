@@ -159,6 +159,33 @@ def test_a_preview_branches_production_with_masks_and_leaves_it_alone(mds):
     assert [p["reason"] for p in kept] == ["before-purge"] and kept[0]["state"] == "complete", points
 
 
+def test_a_preview_gets_a_copy_of_its_sources_volume(client, mds):
+    project = new_project(mds, "branchvol", "volume")
+    pid = project["id"]
+    production = resolved(mds, pid, "production")["VOLUME_ID"]
+    writer = client.sandboxes.create(project_id=pid)
+    client.volumes.attach(writer.id, production, mount_path="/state")
+    assert writer.exec.run("echo 'trained weights' > /state/model.txt").exit_code == 0
+    writer.destroy()  # a volume restores only detached; the preview's is new
+
+    ok(api(mds, "POST", f"/projects/{pid}/environments",
+           json={"name": "preview/vol", "source_environment": "production"}), 201)
+    data = wait_copied(mds, pid, "preview/vol")["data"]
+    assert data["state"] == "ready" and [s["kind"] for s in data["services"]] == ["volume"], data
+    copy = resolved(mds, pid, "preview/vol")["VOLUME_ID"]
+    assert copy != production
+    reader = client.sandboxes.create(project_id=pid, metadata={"environment": "preview/vol"})
+    client.volumes.attach(reader.id, copy, mount_path="/state")
+    assert reader.exec.run("cat /state/model.txt").stdout == "trained weights\n"
+    assert reader.exec.run("echo 'fine-tuned' > /state/model.txt").exit_code == 0
+    reader.destroy()
+    # The source's volume is as it was.
+    again = client.sandboxes.create(project_id=pid)
+    client.volumes.attach(again.id, production, mount_path="/state")
+    assert again.exec.run("cat /state/model.txt").stdout == "trained weights\n"
+    again.destroy()
+
+
 def test_bad_copies_get_a_422_and_a_failed_one_refuses_boots(mds):
     empty = new_project(mds, "nodata")
     answer = api(mds, "POST", f"/projects/{empty['id']}/environments",

@@ -406,7 +406,20 @@ impl Volumes {
         backend: &str,
         snapshot: &str,
     ) -> Result<(), VolumeError> {
-        let source = self.snapshot_path(id, snapshot, backend);
+        self.restore_from(id, backend, id, snapshot).await
+    }
+
+    /// Puts snapshot `snapshot` of volume `from` (of the same backend) in
+    /// place of volume `id`'s data: its own snapshot (a restore), or
+    /// another volume's (a preview's copy of its source's).
+    pub async fn restore_from(
+        &self,
+        id: &str,
+        backend: &str,
+        from: &str,
+        snapshot: &str,
+    ) -> Result<(), VolumeError> {
+        let source = self.snapshot_path(from, snapshot, backend);
         if !source.exists() {
             return Err(VolumeError(format!(
                 "snapshot {snapshot} has no data on this host"

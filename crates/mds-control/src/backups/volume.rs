@@ -64,7 +64,8 @@ pub(super) async fn check(control: &Control, item: &RestorePointItemRow) -> Cont
     Ok(format!("snapshot {snapshot} present"))
 }
 
-/// Puts the snapshot back; the volume must be detached.
+/// Puts the snapshot back (into its own volume, or a copy of it into
+/// another); the target volume must be detached.
 pub(super) async fn restore(
     control: &Control,
     item: &RestorePointItemRow,
@@ -80,19 +81,31 @@ pub(super) async fn restore(
             ),
         ));
     }
-    if item.record["volume"].as_str() != Some(volume.id.as_str()) {
+    // Another volume's snapshot (a restore `--into`, a preview's copy) is
+    // copied in; it must be of the same kind of volume.
+    let from = item.record["volume"].as_str().unwrap_or_default();
+    let backend = item.record["backend"].as_str().unwrap_or(&volume.backend);
+    if backend != volume.backend {
         return Err(ControlError::invalid(
             "into",
-            "a volume's snapshot restores only into that volume",
+            format!(
+                "the snapshot is of a {backend} volume and {} is {}",
+                volume.name, volume.backend
+            ),
         ));
     }
     let snapshot = item.record["snapshot"].as_str().unwrap_or_default();
-    control
-        .volumes()?
-        .restore(&volume.id, &volume.backend, snapshot)
+    let volumes = control.volumes()?;
+    // A new volume (a preview's) exists on disk from its first use on.
+    volumes
+        .materialize(&volume.id, &volume.backend, volume.size_bytes as u64)
+        .await
+        .map_err(|e| failed("making the volume", e))?;
+    volumes
+        .restore_from(&volume.id, &volume.backend, from, snapshot)
         .await
         .map_err(|e| failed("restoring the snapshot", e))?;
-    Ok((0, format!("snapshot {snapshot} put back")))
+    Ok((0, format!("snapshot {snapshot} of volume {from} put back")))
 }
 
 /// A point that expires takes its snapshot with it.
