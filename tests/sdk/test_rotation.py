@@ -286,6 +286,10 @@ def test_bad_rotations_get_clear_errors(client, mds):
     answer = api(mds, "POST", f"/projects/{pid}/environments/production/credentials/rotate",
                  key=reader.json()["data"]["token"], json={})
     assert answer.status_code == 403, answer.text
+    # --all: every environment of the project, each its own rotation.
+    done = cli(mds, "credentials", "rotate", "-p", pid, "--all", "--grace", "5s")
+    assert "production: rotated" in done.stdout and "staging: rotated" in done.stdout, done.stdout
+    assert "_r1:" in resolved(mds, pid, "staging")["DATABASE_URL"]
     # A project with no Postgres has nothing to rotate.
     empty = client.projects.create(f"empty-{uuid.uuid4().hex[:6]}")
     answer = rotate(mds, empty["id"])

@@ -71,17 +71,19 @@ impl Control {
     ) -> ControlResult<RotationResult> {
         let grace = grace_of(request.grace.as_deref())?;
         let (_, env) = load_environment(self.store()?, caller, project, Some(environment)).await?;
-        self.rotate_in(&env, request.service.as_deref(), grace)
+        self.rotate_in(&env, request.service.as_deref(), grace, None)
             .await
     }
 
     /// Rotates the credentials of `env`'s bindings (of `service` only,
-    /// when given), the replaced ones valid for `grace`.
+    /// when given; with `made_before`, only those made before then and in
+    /// no rotation: a schedule's), the replaced ones valid for `grace`.
     async fn rotate_in(
         &self,
         env: &EnvironmentRow,
         service: Option<&str>,
         grace: Duration,
+        made_before: Option<chrono::DateTime<Utc>>,
     ) -> ControlResult<RotationResult> {
         let store = self.store()?;
         let reconciler = self.reconciler()?;
@@ -92,9 +94,15 @@ impl Control {
             if !wanted(&service.name) {
                 continue;
             }
+            let made = binding.credentials_at.unwrap_or(binding.created_at);
+            let in_rotation = binding.previous_sealed_password.is_some()
+                || binding.pending_sealed_password.is_some();
             let why = match mds_provision::service_kind(&service) {
                 Ok(ServiceKind::Volume) => {
                     Some("a volume has no credentials: it is mounted, not logged in to".to_string())
+                }
+                Ok(_) if made_before.is_some_and(|t| made > t || in_rotation) => {
+                    Some("its credentials are not due for the schedule".to_string())
                 }
                 Ok(_) if crate::is_running(&binding) => None,
                 Ok(_) => Some(format!("its binding is {}", binding.state)),
@@ -300,7 +308,12 @@ pub async fn sweep(control: &Control) -> ControlResult<usize> {
     let mut done = 0;
     for (tenant, env) in store.rotations_scheduled_due().await? {
         let grace = Duration::from_secs(env.rotate_grace_secs.unwrap_or(600).max(1) as u64);
-        let outcome = control.rotate_in(&env, None, grace).await;
+        let every = chrono::Duration::seconds(env.rotate_every_secs.unwrap_or_default());
+        // Only the credentials that are due: others may be newer, or in a
+        // rotation of their own (whose grace period would refuse this one).
+        let outcome = control
+            .rotate_in(&env, None, grace, Some(Utc::now() - every))
+            .await;
         control.record(crate::audit::system_event(
             "credentials.rotate",
             Some(tenant),

@@ -421,6 +421,27 @@ pub(super) async fn restore(
     switch(control, prepared, target).await
 }
 
+/// The engine's databases whose names start with one of `prefixes`.
+async fn databases_named(
+    client: &tokio_postgres::Client,
+    prefixes: &[&str],
+) -> ControlResult<Vec<String>> {
+    let patterns: Vec<String> = prefixes
+        .iter()
+        .map(|p| format!("{}%", p.replace('_', "\\_")))
+        .collect();
+    Ok(client
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE ANY($1)",
+            &[&patterns],
+        )
+        .await
+        .map_err(|e| failed("listing databases", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// The role that owns the objects inside template copies: it cannot log
 /// in and owns no database, so `REASSIGN OWNED` in a clone moves exactly
 /// that clone's objects to its binding's role.
@@ -505,17 +526,7 @@ pub(super) async fn prune_templates(control: &Control) -> ControlResult<()> {
     let client = pg_logical::connect(&admin_config(control)?)
         .await
         .map_err(|e| failed("connecting to the engine", e))?;
-    let names: Vec<String> = client
-        .query(
-            "SELECT datname FROM pg_database
-             WHERE datname LIKE 'mds\\_tmpl\\_%' OR datname LIKE 'mds\\_tmplnew\\_%'",
-            &[],
-        )
-        .await
-        .map_err(|e| failed("listing databases", e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let names = databases_named(&client, &["mds_tmpl_", "mds_tmplnew_"]).await?;
     let ids: Vec<String> = names
         .iter()
         .filter_map(|n| n.strip_prefix("mds_tmpl_"))
@@ -668,18 +679,8 @@ pub async fn sweep_scratch_databases(control: &Control) -> ControlResult<Vec<Str
     let client = pg_logical::connect(&admin)
         .await
         .map_err(|e| failed("connecting to the engine", e))?;
-    let names: Vec<String> = client
-        .query(
-            "SELECT datname FROM pg_database
-             WHERE datname LIKE 'mds\\_drill\\_%' OR datname LIKE 'mds\\_restore\\_%'
-                OR datname LIKE 'mds\\_branch\\_%' OR datname LIKE 'mds\\_tmplnew\\_%'",
-            &[],
-        )
-        .await
-        .map_err(|e| failed("listing databases", e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    // (Template copies, kept or half-built, are `prune_templates`'.)
+    let names = databases_named(&client, &["mds_drill_", "mds_restore_", "mds_branch_"]).await?;
     for name in &names {
         let _ = pg_logical::drop_database(&client, name).await;
     }

@@ -385,8 +385,10 @@ async fn running_bindings(
     let store = control.store()?;
     let reconciler = control.reconciler()?;
     let deadline = tokio::time::Instant::now() + BINDINGS_WAIT;
+    // Once: a pass makes the missing bindings (a wake per poll would
+    // start twenty passes a second).
+    reconciler.wake();
     loop {
-        reconciler.wake();
         let services: Vec<_> = store
             .data_services(&project.id)
             .await?
