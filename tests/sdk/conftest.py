@@ -3,6 +3,7 @@ managed PostgreSQL, for the official MIOSA SDK to talk to."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -90,6 +91,35 @@ class Server:
                 self.proc.kill()
             self.log.close()
             self.tmp.cleanup()
+
+
+@contextlib.contextmanager
+def veth_namespace(prefix: str, host_addr: str, ns_addr: str):
+    """A network namespace this test makes, joined to the host by a veth
+    pair: `host_addr/30` here, `ns_addr/30` there. Yields its name; it and
+    the pair are gone afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("making a network namespace and a veth pair needs root")
+    tag = f"{os.getpid() % 100000}"
+    ns, host_if, ns_if = f"{prefix}{tag}", f"{prefix}h{tag}", f"{prefix}n{tag}"
+
+    def sh(*args: str) -> None:
+        subprocess.run(args, check=True, capture_output=True, timeout=30)
+
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        sh("ip", "link", "set", ns_if, "netns", ns)
+        sh("ip", "addr", "add", f"{host_addr}/30", "dev", host_if)
+        sh("ip", "link", "set", host_if, "up")
+        sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{ns_addr}/30", "dev", ns_if)
+        sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
+        sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        yield ns
+    finally:
+        # The veth pair goes with the namespace.
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
 
 
 def resolved(mds, project_id: str, environment: str) -> dict[str, str]:

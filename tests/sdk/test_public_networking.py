@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 from miosa import Miosa, errors
-from conftest import Server
+from conftest import Server, veth_namespace
 
 HOST_ADDR = "10.231.0.1"
 NS_ADDR = "10.231.0.2"
@@ -28,24 +28,8 @@ def sh(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def netns():
-    if os.geteuid() != 0:
-        pytest.skip("making a network namespace and a veth pair needs root")
-    tag = f"{os.getpid() % 100000}"
-    ns, host_if, ns_if = f"mdspub{tag}", f"mdsph{tag}", f"mdspn{tag}"
-    try:
-        sh("ip", "netns", "add", ns)
-        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-        sh("ip", "link", "set", ns_if, "netns", ns)
-        sh("ip", "addr", "add", f"{HOST_ADDR}/30", "dev", host_if)
-        sh("ip", "link", "set", host_if, "up")
-        sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{NS_ADDR}/30", "dev", ns_if)
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+    with veth_namespace("mdsp", HOST_ADDR, NS_ADDR) as ns:
         yield ns
-    finally:
-        # The veth pair goes with the namespace.
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
 
 
 @pytest.fixture(scope="module")

@@ -95,6 +95,10 @@ pub struct Project {
     pub workspace_id: String,
     pub metadata: Value,
     pub default_environment_id: Option<String>,
+    /// `allow` or `none`: whether its sandboxes and runtime instances
+    /// reach the outside (they always reach their own data services).
+    #[serde(default)]
+    pub network_egress: String,
     #[serde(default)]
     pub environments: Vec<Environment>,
     #[serde(flatten)]
@@ -116,6 +120,8 @@ pub struct CreateProject {
     pub workspace_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_egress: Option<String>,
     #[serde(flatten)]
     pub attribution: Attribution,
 }
@@ -130,6 +136,8 @@ pub struct UpdateProject {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_egress: Option<String>,
 }
 
 // ------------------------------------------------------------ environments

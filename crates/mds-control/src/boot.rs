@@ -28,7 +28,9 @@ use mds_store::{
 };
 
 use crate::projects::resolve_environment;
-use crate::{is_running, references, runtime_env, BootEnv, Control, ControlError, ControlResult};
+use crate::{
+    is_running, references, runtime_env, BootEnv, Booted, Control, ControlError, ControlResult,
+};
 
 /// The project and environment a process runs in.
 #[derive(Clone, Copy)]
@@ -57,11 +59,13 @@ pub enum Target<'a> {
     },
 }
 
-/// A boot's variables, each with its provenance, and the bindings of the
-/// environment that are not running yet (left out).
+/// A boot's variables, each with its provenance, the bindings of the
+/// environment that are not running yet (left out), and the host loopback
+/// ports its bindings' variables name (what its network reaches).
 pub struct Assembled {
     pub variables: Vec<Resolved>,
     pub pending: Vec<BindingRow>,
+    pub endpoints: Vec<u16>,
 }
 
 impl Assembled {
@@ -88,6 +92,7 @@ impl Control {
     ) -> ControlResult<Assembled> {
         let mut candidates = Vec::new();
         let mut pending = Vec::new();
+        let mut endpoints = Vec::new();
         let runtime_target = match target {
             Target::Environment { .. } => runtime_env::Target::All,
             Target::Sandbox { .. } => runtime_env::Target::Sandbox,
@@ -106,6 +111,15 @@ impl Control {
         if let Some(place) = place {
             crate::previews::data::check_ready(place.env)?;
             pending = self.environment_layers(place, &mut candidates).await?;
+            // Only what mds itself injects opens a way out of the
+            // namespace: a user's variable naming another port does not.
+            endpoints = candidates
+                .iter()
+                .filter(|c| c.layer == Layer::Binding)
+                .flat_map(|c| mds_core::net::loopback_ports(&c.value))
+                .collect();
+            endpoints.sort_unstable();
+            endpoints.dedup();
             candidates.push(platform("MIOSA_PROJECT_ID", &place.project.id));
             candidates.push(platform("MIOSA_ENVIRONMENT", &place.env.name));
         }
@@ -183,6 +197,7 @@ impl Control {
         Ok(Assembled {
             variables: resolve_env(candidates),
             pending,
+            endpoints,
         })
     }
 
@@ -247,6 +262,7 @@ impl Control {
             tenant_id: &row.tenant_id,
             own: &own,
         };
+        let mut egress = true;
         let assembled = match (&row.project_id, &row.environment_id) {
             (Some(project_id), Some(environment_id)) => {
                 let store = self.store()?;
@@ -255,6 +271,7 @@ impl Control {
                     .await?
                     .ok_or_else(|| ControlError::not_found("project", project_id))?;
                 let env = resolve_environment(store, &project, Some(environment_id)).await?;
+                egress = project.network_egress == "allow";
                 let place = Place {
                     project: &project,
                     env: &env,
@@ -263,7 +280,13 @@ impl Control {
             }
             _ => self.boot_env(None, target).await?,
         };
-        let env: BootEnv = Arc::new(assembled.pairs());
+        let endpoints = assembled.endpoints.clone();
+        let env: BootEnv = Arc::new(Booted {
+            vars: assembled.pairs(),
+            endpoints,
+            egress,
+            project_id: row.project_id.clone(),
+        });
         self.boots
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -37,10 +37,11 @@ use mds_runtime::jail::Mount;
 use mds_runtime::sandbox::{forward_lines, Output, Process, Sandboxes, Spawn};
 use mds_store::{AttachError, DeploymentRow, EnvironmentRow, ProjectRow, StoreError, VersionRow};
 use nix::sys::signal::Signal;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::boot::{Place, Target};
+use crate::boot::{Assembled, Place, Target};
 use crate::{Control, ControlError};
 
 /// How long a new instance has to pass its health check, unless the
@@ -316,8 +317,10 @@ impl Deployer {
                         .to_vec(),
                     mounts: Vec::new(),
                     stdin: false,
+                    networked: false,
                 },
             )
+            .await
             .map_err(|e| e.to_string())?;
         let stdout = process.child.stdout.take().expect("piped");
         let stderr = process.child.stderr.take().expect("piped");
@@ -361,8 +364,10 @@ impl Deployer {
                     .to_vec(),
                     mounts: Vec::new(),
                     stdin: true,
+                    networked: false,
                 },
             )
+            .await
             .map_err(|e| DeployError::Internal(e.to_string()))?;
         let stdin = process.child.stdin.take().expect("piped");
         let stderr = process.child.stderr.take().expect("piped");
@@ -408,6 +413,7 @@ impl Deployer {
                                   find /workspace ! -type f ! -type d -delete",
                         timeout: Duration::from_secs(60),
                         mounts: Vec::new(),
+                        networked: false,
                     },
                     None,
                 )
@@ -985,6 +991,10 @@ impl InFlight {
     pub fn port(&self) -> u16 {
         self.0.port.load(Ordering::SeqCst)
     }
+
+    pub fn instance_id(&self) -> &str {
+        &self.0.id
+    }
 }
 
 impl Drop for InFlight {
@@ -994,6 +1004,12 @@ impl Drop for InFlight {
 }
 
 impl Deployer {
+    /// A connection to `127.0.0.1:port` in the network of instance `id`
+    /// (the router's way in).
+    pub async fn connect_instance(&self, id: &str, port: u16) -> std::io::Result<TcpStream> {
+        self.runner.connect(id, port).await
+    }
+
     /// Where a request with this `Host` goes: round robin among the
     /// healthy instances of the deployment's environment, or its static
     /// files.
@@ -1064,8 +1080,9 @@ struct Boot {
 }
 
 impl Boot {
-    /// The variables of a boot (`mds_control::boot` has the precedence).
-    async fn env(&self, live: &Live, port: u16) -> DeployResult<Vec<(String, String)>> {
+    /// The variables of a boot (`mds_control::boot` has the precedence)
+    /// and the service ports they name.
+    async fn env(&self, live: &Live, port: u16) -> DeployResult<Assembled> {
         let place = Place {
             project: &self.project,
             env: &self.env,
@@ -1076,7 +1093,7 @@ impl Boot {
             instance_id: &live.id,
             port,
         };
-        Ok(self.control.boot_env(Some(place), target).await?.pairs())
+        Ok(self.control.boot_env(Some(place), target).await?)
     }
 }
 
@@ -1169,18 +1186,26 @@ impl Program for InstanceProgram {
         let live = &self.live;
         let deployer = self.boot.control.deployer().map_err(|e| e.to_string())?;
         let port = free_port().map_err(|e| e.to_string())?;
-        let env = self.boot.env(live, port).await.map_err(|e| e.to_string())?;
+        let assembled = self.boot.env(live, port).await.map_err(|e| e.to_string())?;
+        let egress = self.boot.project.network_egress == "allow";
+        deployer
+            .runner
+            .connect_services(&live.id, &assembled.endpoints, egress)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut process = deployer
             .runner
             .spawn(
                 &live.id,
                 Spawn {
-                    env,
+                    env: assembled.pairs(),
                     argv: vec!["/bin/sh".into(), "-c".into(), self.boot.command.clone()],
                     mounts: self.boot.mounts.clone(),
                     stdin: false,
+                    networked: true,
                 },
             )
+            .await
             .map_err(|e| e.to_string())?;
         live.port.store(port, Ordering::SeqCst);
         live.note(format!("starting `{}` with PORT={port}", self.boot.command));
@@ -1203,7 +1228,17 @@ impl Program for InstanceProgram {
     }
 
     async fn probe(&self, run: &InstanceRun) -> bool {
-        probe(run.port, &self.boot.health_path, Duration::from_secs(2)).await
+        let Ok(deployer) = self.boot.control.deployer() else {
+            return false;
+        };
+        let connect = deployer.runner.connect(&self.live.id, run.port);
+        probe(
+            connect,
+            run.port,
+            &self.boot.health_path,
+            Duration::from_secs(2),
+        )
+        .await
     }
 
     async fn observe(&self, event: Event) {

@@ -56,8 +56,20 @@ pub fn is_running(binding: &BindingRow) -> bool {
     )
 }
 
-/// The variables a sandbox booted with: (name, value), sorted by name.
-pub type BootEnv = Arc<Vec<(String, String)>>;
+/// What a sandbox booted with, kept until its next boot.
+#[derive(Debug)]
+pub struct Booted {
+    /// Its variables: (name, value), sorted by name.
+    pub vars: Vec<(String, String)>,
+    /// The host loopback ports of its data services, forwarded into its
+    /// network namespace.
+    pub endpoints: Vec<u16>,
+    /// Whether it reaches the outside (its project's `network_egress`).
+    pub egress: bool,
+    pub project_id: Option<String>,
+}
+
+pub type BootEnv = Arc<Booted>;
 
 /// The platform's parts, shared by every request and background task.
 /// Cheap to clone.

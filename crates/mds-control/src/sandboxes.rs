@@ -180,12 +180,53 @@ impl Control {
             .collect())
     }
 
-    /// Readies the workspace and resolves the variables.
+    /// Readies the workspace, resolves the variables and connects its
+    /// network to the data services they name.
     async fn boot(&self, row: &SandboxRow) -> ControlResult<BootEnv> {
-        self.sandboxes()?
-            .prepare(&row.id)
+        let sandboxes = self.sandboxes()?;
+        sandboxes.prepare(&row.id).map_err(ControlError::internal)?;
+        let booted = self.boot_sandbox(row).await?;
+        sandboxes
+            .connect_services(&row.id, &booted.endpoints, booted.egress)
+            .await
             .map_err(ControlError::internal)?;
-        self.boot_sandbox(row).await
+        Ok(booted)
+    }
+
+    /// Applies a project's changed `network_egress`: to its running
+    /// sandboxes at once, and to its runtime instances by replacing them
+    /// one at a time, as a promote does (in the background).
+    pub async fn apply_network_egress(&self, project: &ProjectRow) {
+        let control = self.clone();
+        let environments: Vec<String> = project.environments.iter().map(|e| e.id.clone()).collect();
+        tokio::spawn(async move {
+            let Ok(deployer) = control.deployer() else {
+                return;
+            };
+            for environment in environments {
+                deployer.restart_environment(&control, &environment).await;
+            }
+        });
+        let Ok(sandboxes) = self.sandboxes() else {
+            return;
+        };
+        let booted: Vec<(String, BootEnv)> = self
+            .boots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, b)| b.project_id.as_deref() == Some(project.id.as_str()))
+            .map(|(id, b)| (id.clone(), b.clone()))
+            .collect();
+        let egress = project.network_egress == "allow";
+        for (id, booted) in booted {
+            if let Err(e) = sandboxes
+                .connect_services(&id, &booted.endpoints, egress)
+                .await
+            {
+                tracing::warn!(sandbox = id, error = %e, "changing a sandbox's egress");
+            }
+        }
     }
 
     /// Boots a sandbox and records how that went (running, or error).
@@ -368,6 +409,7 @@ impl Control {
             None => self.boot(&row).await?,
         };
         let mut env: Vec<(String, String)> = booted
+            .vars
             .iter()
             .filter(|(k, _)| !extra.contains_key(k))
             .cloned()

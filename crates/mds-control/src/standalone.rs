@@ -38,6 +38,7 @@ async fn holder(control: &Control, caller: &Caller) -> ControlResult<Arc<Project
         metadata: json!({}),
         attribution: json!({}),
         standalone: true,
+        network_egress: "none".to_string(),
     };
     let environment = NewEnvironment {
         id: IdKind::Environment.mint(),

@@ -8,6 +8,7 @@ pub mod env;
 pub mod ids;
 pub mod kinds;
 pub mod names;
+pub mod net;
 pub mod scopes;
 pub mod spans;
 pub mod tenancy;

@@ -67,12 +67,18 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// `GET path` on `127.0.0.1:port`: whether it answers 2xx within
-/// `timeout`. A plain HTTP/1.1 exchange, so it needs no client stack and
-/// speaks to any server.
-pub async fn probe(port: u16, path: &str, timeout: Duration) -> bool {
+/// `GET path` on the connection `connect` opens to `127.0.0.1:port` (in
+/// the instance's network): whether it answers 2xx within `timeout`. A
+/// plain HTTP/1.1 exchange, so it needs no client stack and speaks to any
+/// server.
+pub async fn probe(
+    connect: impl std::future::Future<Output = std::io::Result<TcpStream>>,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> bool {
     tokio::time::timeout(timeout, async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut stream = connect.await.ok()?;
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: mds-health\r\n\
              Connection: close\r\n\r\n"
@@ -133,8 +139,11 @@ mod tests {
                     .await;
             }
         });
-        assert!(probe(port, "/health", Duration::from_secs(2)).await);
-        assert!(!probe(port, "/health", Duration::from_secs(2)).await);
-        assert!(!probe(free_port().unwrap(), "/", Duration::from_secs(1)).await);
+        let connect = |port: u16| TcpStream::connect(("127.0.0.1", port));
+        let timeout = Duration::from_secs(2);
+        assert!(probe(connect(port), port, "/health", timeout).await);
+        assert!(!probe(connect(port), port, "/health", timeout).await);
+        let free = free_port().unwrap();
+        assert!(!probe(connect(free), free, "/", timeout).await);
     }
 }

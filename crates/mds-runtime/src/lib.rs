@@ -4,7 +4,9 @@
 //! they were booted with.
 
 pub mod artifact;
+pub mod egress;
 pub mod instance;
 pub mod jail;
+pub mod netns;
 pub mod sandbox;
 pub mod volume;

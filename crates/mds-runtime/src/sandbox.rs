@@ -3,6 +3,11 @@
 //! remembered until it ends, so that stopping or destroying a sandbox ends
 //! every process in it. bubblewrap dies with mds (`--die-with-parent`), and
 //! its pid namespace with it, so a crash of mds leaves no process behind.
+//!
+//! Each workspace has a network namespace of its own (`netns`) when mds
+//! runs as root: its commands reach the ports it was connected to
+//! ([`Sandboxes::connect_services`]) and, if allowed, the outside. Packing
+//! and unpacking releases run with no network at all.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{chown, DirBuilderExt, PermissionsExt};
@@ -16,7 +21,9 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
-use crate::jail::{Jail, JailError, Mount, Spec, WORKSPACE};
+use crate::egress::{host_has_route, Egress};
+use crate::jail::{Jail, JailError, Mount, Network, Spec, WORKSPACE};
+use crate::netns::NetNs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -25,6 +32,10 @@ pub enum SandboxError {
     #[error("{0}")]
     Io(String),
 }
+
+/// Where, under the sandboxes' root, namespaces with egress are mounted
+/// for pasta.
+const EGRESS_MOUNTS: &str = ".netns";
 
 /// Output kept per stream of a command (beyond it, the rest is dropped
 /// and the result says so).
@@ -55,6 +66,8 @@ pub struct Command<'a> {
     pub command: &'a str,
     pub timeout: Duration,
     pub mounts: Vec<Mount>,
+    /// In the workspace's network (else in none).
+    pub networked: bool,
 }
 
 pub struct Sandboxes {
@@ -62,13 +75,19 @@ pub struct Sandboxes {
     root: PathBuf,
     /// Process groups of running commands, by sandbox.
     running: Arc<Mutex<HashMap<String, HashSet<i32>>>>,
+    /// Network namespaces, by workspace.
+    networks: Mutex<HashMap<String, Arc<NetNs>>>,
+    /// Whether workspaces get network namespaces: mds runs as root.
+    isolated: bool,
 }
 
 impl Sandboxes {
     /// Sandboxes under `root` (created `0701`: jailed users pass through,
     /// nobody lists it). `user` is the account commands run as when mds
-    /// runs as root.
-    pub fn new(root: &Path, user: Option<(u32, u32)>) -> Result<Self, SandboxError> {
+    /// runs as root. With `isolate` (and as root), each workspace gets a
+    /// network namespace of its own. What a previous run left of its
+    /// egress helpers ends.
+    pub fn new(root: &Path, user: Option<(u32, u32)>, isolate: bool) -> Result<Self, SandboxError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o701)
@@ -76,10 +95,113 @@ impl Sandboxes {
             .map_err(|e| SandboxError::Io(format!("creating {}: {e}", root.display())))?;
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o701))
             .map_err(|e| SandboxError::Io(format!("chmod {}: {e}", root.display())))?;
+        let isolated = isolate && nix::unistd::geteuid().is_root();
+        if nix::unistd::geteuid().is_root() {
+            Self::end_leftovers(root);
+        }
         Ok(Self {
-            jail: Jail::find(user),
+            jail: Jail::find(user, &root.join(".jail")),
             root: root.to_path_buf(),
             running: Arc::default(),
+            networks: Mutex::default(),
+            isolated,
+        })
+    }
+
+    /// Ends what a killed run of mds left of the egress helpers under
+    /// `root`, and their mounts.
+    pub fn end_leftovers(root: &Path) {
+        Egress::sweep(&root.join(EGRESS_MOUNTS));
+    }
+
+    /// Whether each workspace has a network of its own.
+    pub fn isolated(&self) -> bool {
+        self.isolated
+    }
+
+    /// The network namespace of workspace `id`, made on first use; `None`
+    /// when mds cannot make namespaces.
+    async fn network(&self, id: &str) -> Result<Option<Arc<NetNs>>, SandboxError> {
+        if !self.isolated {
+            return Ok(None);
+        }
+        if let Some(ns) = self.existing_network(id) {
+            return Ok(Some(ns));
+        }
+        let ns = NetNs::new()
+            .await
+            .map_err(|e| SandboxError::Io(e.to_string()))?;
+        // Another caller may have made one meanwhile: the first stays.
+        Ok(Some(
+            self.networks
+                .lock()
+                .expect("never poisoned")
+                .entry(id.to_string())
+                .or_insert(ns)
+                .clone(),
+        ))
+    }
+
+    fn existing_network(&self, id: &str) -> Option<Arc<NetNs>> {
+        self.networks
+            .lock()
+            .expect("never poisoned")
+            .get(id)
+            .cloned()
+    }
+
+    /// Sets what workspace `id`'s processes reach: the host's loopback
+    /// `ports` (its data services, at the addresses its variables name)
+    /// and, with `egress`, the outside (when the host has a route).
+    pub async fn connect_services(
+        &self,
+        id: &str,
+        ports: &[u16],
+        egress: bool,
+    ) -> Result<(), SandboxError> {
+        let Some(ns) = self.network(id).await? else {
+            return Ok(());
+        };
+        ns.forward(ports)
+            .await
+            .map_err(|e| SandboxError::Io(format!("forwarding a service port: {e}")))?;
+        let egress = egress && host_has_route();
+        if egress && !ns.has_egress() {
+            Egress::start(&ns, &self.root.join(EGRESS_MOUNTS), id)
+                .await
+                .map_err(|e| SandboxError::Io(format!("giving the sandbox egress: {e}")))?;
+        } else if !egress && ns.has_egress() {
+            ns.clear_egress();
+        }
+        Ok(())
+    }
+
+    /// The host ports workspace `id` reaches, and whether it reaches the
+    /// outside.
+    pub fn reach(&self, id: &str) -> Option<(Vec<u16>, bool)> {
+        self.existing_network(id)
+            .map(|ns| (ns.forwarded(), ns.has_egress()))
+    }
+
+    /// A connection to `127.0.0.1:port` as workspace `id`'s processes see
+    /// it (an instance's own port, for the router and the health probe).
+    pub async fn connect(&self, id: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+        match (self.isolated, self.existing_network(id)) {
+            (false, _) => tokio::net::TcpStream::connect(("127.0.0.1", port)).await,
+            (true, Some(ns)) => ns.connect(port).await,
+            (true, None) => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{id} has no network"),
+            )),
+        }
+    }
+
+    /// How a networked command of workspace `id` is jailed; the namespace
+    /// is returned too, to be held until the command has started.
+    async fn networked(&self, id: &str) -> Result<(Network, Option<Arc<NetNs>>), SandboxError> {
+        Ok(match self.network(id).await? {
+            Some(ns) => (Network::Namespace(ns.path().to_path_buf()), Some(ns)),
+            None => (Network::Host, None),
         })
     }
 
@@ -128,12 +250,17 @@ impl Sandboxes {
             .jail
             .as_ref()
             .map_err(|e| SandboxError::Io(e.to_string()))?;
+        let (network, _held) = match command.networked {
+            true => self.networked(id).await?,
+            false => (Network::Nothing, None),
+        };
         let mut cmd = jail.command(&self.spec(
             id,
             command.env,
             command.cwd,
             vec!["/bin/sh".into(), "-c".into(), command.command.into()],
             command.mounts,
+            network,
         ));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -194,6 +321,7 @@ impl Sandboxes {
         cwd: Option<&str>,
         argv: Vec<String>,
         mounts: Vec<Mount>,
+        network: Network,
     ) -> Spec {
         let cwd = match cwd {
             None | Some("") => WORKSPACE.to_string(),
@@ -206,6 +334,7 @@ impl Sandboxes {
             cwd,
             argv,
             mounts,
+            network,
         }
     }
 
@@ -213,12 +342,17 @@ impl Sandboxes {
     /// long-running process (a runtime instance) or one whose output or
     /// input the caller streams (packing and unpacking releases). It is
     /// tracked like a command, so [`Sandboxes::kill_all`] ends it.
-    pub fn spawn(&self, id: &str, spawn: Spawn) -> Result<Process, SandboxError> {
+    pub async fn spawn(&self, id: &str, spawn: Spawn) -> Result<Process, SandboxError> {
         let jail = self
             .jail
             .as_ref()
             .map_err(|e| SandboxError::Io(e.to_string()))?;
-        let mut cmd = jail.command(&self.spec(id, spawn.env, None, spawn.argv, spawn.mounts));
+        let (network, _held) = match spawn.networked {
+            true => self.networked(id).await?,
+            false => (Network::Nothing, None),
+        };
+        let mut cmd =
+            jail.command(&self.spec(id, spawn.env, None, spawn.argv, spawn.mounts, network));
         let piped = |yes: bool| if yes { Stdio::piped() } else { Stdio::null() };
         cmd.stdin(piped(spawn.stdin))
             .stdout(Stdio::piped())
@@ -288,9 +422,10 @@ impl Sandboxes {
         }
     }
 
-    /// Ends a sandbox's processes and removes its workspace.
+    /// Ends a sandbox's processes and network, and removes its workspace.
     pub async fn remove(&self, id: &str) -> Result<(), SandboxError> {
         self.kill_all(id);
+        self.networks.lock().expect("never poisoned").remove(id);
         let dir = self.workspace(id);
         tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -310,6 +445,8 @@ pub struct Spawn {
     pub mounts: Vec<Mount>,
     /// Whether the caller writes to its stdin (else it reads nothing).
     pub stdin: bool,
+    /// In the workspace's network (else in none: packing a release).
+    pub networked: bool,
 }
 
 /// A started jailed process: stdout and stderr are piped.

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::process::Command;
 
-use crate::jail::{Jail, Mount, Spec, WORKSPACE};
+use crate::jail::{Jail, Mount, Network, Spec, WORKSPACE};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -180,6 +180,7 @@ impl Volumes {
                 })
                 .into_iter()
                 .collect(),
+            network: Network::Nothing,
         };
         let out = jail
             .command(&spec)

@@ -7,7 +7,8 @@ use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mds_runtime::jail::{Jail, Mount, Spec};
+use mds_runtime::jail::{Jail, Mount, Network, Spec};
+use mds_runtime::sandbox::{Command, Sandboxes};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
@@ -16,7 +17,8 @@ fn jail() -> Jail {
     let user = nix::unistd::Uid::effective()
         .is_root()
         .then_some((65534, 65534));
-    Jail::find(user).expect("bubblewrap is installed by scripts/install-deps")
+    let state = std::env::temp_dir().join(format!("mds-jail-test-{}", std::process::id()));
+    Jail::find(user, &state).expect("bubblewrap is installed by scripts/install-deps")
 }
 
 /// A workspace the jail's user owns, under a directory it may traverse.
@@ -40,6 +42,7 @@ fn spec(workspace: &Path, script: &str, env: &[(&str, &str)]) -> Spec {
         cwd: "/workspace".to_string(),
         argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
         mounts: Vec::new(),
+        network: Network::Host,
     }
 }
 
@@ -117,6 +120,39 @@ async fn a_jailed_process_sees_only_its_workspace_and_exactly_its_env() {
     assert!(!out.contains("not yours"), "{out}");
     assert!(out.contains("Read-only file system"), "{out}");
     assert!(!out.contains("root:"), "{out}");
+
+    // A minimal /etc: its own accounts and names, the host's CA
+    // certificates and linker cache, and nothing else of the host's.
+    let (_, out, _) = run(&jail, &spec(&mine, "ls /etc", &[])).await;
+    let etc: Vec<&str> = out.lines().collect();
+    for needed in [
+        "passwd",
+        "group",
+        "hosts",
+        "resolv.conf",
+        "nsswitch.conf",
+        "ssl",
+    ] {
+        assert!(etc.contains(&needed), "no /etc/{needed} in {etc:?}");
+    }
+    for absent in [
+        "shadow",
+        "gshadow",
+        "sudoers",
+        "ssh",
+        "machine-id",
+        "hostname",
+        "crontab",
+    ] {
+        assert!(!etc.contains(&absent), "/etc/{absent} is there: {etc:?}");
+    }
+    let (_, out, _) = run(&jail, &spec(&mine, "id -un; getent hosts localhost", &[])).await;
+    let who = if jail.user().is_some() {
+        "sandbox"
+    } else {
+        "root"
+    };
+    assert!(out.starts_with(who) && out.contains("localhost"), "{out}");
 
     // Its own pid namespace: it sees its own processes only.
     let (_, out, _) = run(&jail, &spec(&mine, "ls /proc | grep -c '^[0-9]'", &[])).await;
@@ -203,4 +239,100 @@ async fn killing_the_group_ends_every_process_inside() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(leftover().is_empty(), "left behind: {}", leftover());
+}
+
+/// As root, a workspace's commands run in a network namespace of its own:
+/// the ports it was connected to work at their usual address, any other
+/// port of the host's loopback is refused, and nothing else is routed.
+#[tokio::test]
+async fn a_workspace_reaches_only_the_ports_it_was_connected_to() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let sandboxes = Sandboxes::new(&root.path().join("s"), Some((65534, 65534)), true).unwrap();
+    sandboxes.prepare("sb").unwrap();
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        ports.push(listener.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let _ = socket.write_all(b"pong\n").await;
+            }
+        });
+    }
+    let (allowed, other) = (ports[0], ports[1]);
+    sandboxes
+        .connect_services("sb", &[allowed], false)
+        .await
+        .unwrap();
+    assert_eq!(sandboxes.reach("sb"), Some((vec![allowed], false)));
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{allowed} && head -1 <&3; \
+         (exec 4<>/dev/tcp/127.0.0.1/{other}) 2>&1; \
+         (exec 5<>/dev/tcp/10.0.0.1/80) 2>&1; \
+         readlink /proc/self/ns/net"
+    );
+    let finished = sandboxes
+        .run(
+            "sb",
+            Command {
+                env: Vec::new(),
+                cwd: None,
+                command: &format!("exec /bin/bash -c '{script}'"),
+                timeout: Duration::from_secs(20),
+                mounts: Vec::new(),
+                networked: true,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let out = finished.stdout;
+    assert_eq!(out.lines().next(), Some("pong"), "{out}");
+    assert!(
+        out.contains(&format!("127.0.0.1/{other}: Connection refused")),
+        "{out}"
+    );
+    assert!(out.contains("10.0.0.1/80: Network is unreachable"), "{out}");
+    let inside = out.lines().last().unwrap_or("");
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(
+        inside.starts_with("net:[") && inside != host.to_string_lossy(),
+        "{out}"
+    );
+
+    // The instance side: mds reaches a port inside the namespace.
+    let served = sandboxes.run(
+        "sb",
+        Command {
+            env: Vec::new(),
+            cwd: None,
+            command: "exec python3 -m http.server 8123 --bind 127.0.0.1",
+            timeout: Duration::from_secs(3),
+            mounts: Vec::new(),
+            networked: true,
+        },
+        None,
+    );
+    let probe = async {
+        for _ in 0..100 {
+            if sandboxes.connect("sb", 8123).await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    };
+    let (_, reached) = tokio::join!(served, probe);
+    assert!(reached, "the server inside was not reachable from mds");
+    // Not from the host's own loopback.
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", 8123))
+        .await
+        .is_err());
+    sandboxes.remove("sb").await.unwrap();
+    assert_eq!(sandboxes.reach("sb"), None);
 }

@@ -103,6 +103,9 @@ pub struct ServerConfig {
     pub audit_retention: Duration,
     /// How often expired previews are looked for.
     pub expiry_check: Duration,
+    /// Whether sandboxes and runtime instances get network namespaces of
+    /// their own (off only to measure it; needs root).
+    pub network_isolation: bool,
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_ready` is called once the
@@ -727,15 +730,23 @@ async fn open_sandboxes(
     } else {
         None
     };
+    let isolate = config.network_isolation;
+    if isolate && user.is_none() {
+        tracing::warn!(
+            "mds is not root, so it cannot give sandboxes and runtime instances network \
+             namespaces of their own: they share this host's network, every loopback port included"
+        );
+    }
     let root = data_dir.join("sandboxes");
-    let sandboxes = mds_runtime::sandbox::Sandboxes::new(&root, user)?;
+    let sandboxes = mds_runtime::sandbox::Sandboxes::new(&root, user, isolate)?;
     if let Err(e) = sandboxes.available() {
         tracing::warn!(error = %e, "sandboxes are unavailable");
     }
     let kept = store.kept_sandbox_ids().await?;
     for entry in fs::read_dir(&root)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !kept.contains(&name) {
+        // Dot names are the jail's own (its /etc, egress mounts).
+        if !kept.contains(&name) && !name.starts_with('.') {
             tracing::info!(
                 sandbox = name,
                 "removing the workspace of a sandbox that is gone"
@@ -775,10 +786,11 @@ async fn open_sandboxes(
     // (their processes died with the last run).
     let instances = data_dir.join("instances");
     if instances.exists() {
+        mds_runtime::sandbox::Sandboxes::end_leftovers(&instances);
         fs::remove_dir_all(&instances)
             .with_context(|| format!("clearing {}", instances.display()))?;
     }
-    let runner = mds_runtime::sandbox::Sandboxes::new(&instances, user)?;
+    let runner = mds_runtime::sandbox::Sandboxes::new(&instances, user, isolate)?;
     let artifacts = mds_runtime::artifact::Artifacts::open(&data_dir.join("releases"))
         .context("opening the release store")?;
     state.set_deployer(mds_control::deployer::Deployer::new(

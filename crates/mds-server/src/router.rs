@@ -29,7 +29,9 @@ async fn proxy(state: &AppState, guard: InFlight, mut req: Request) -> Response 
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    let Ok(uri) = format!("http://127.0.0.1:{port}{path}").parse::<Uri>() else {
+    // The host names the instance (see `state::InstanceConnector`).
+    let instance = guard.instance_id();
+    let Ok(uri) = format!("http://{instance}:{port}{path}").parse::<Uri>() else {
         return ApiError::bad_request("INVALID_PATH", "the request path is not valid")
             .into_response();
     };

@@ -46,6 +46,7 @@ pub fn project_view(row: &ProjectRow) -> Project {
         workspace_id: row.workspace_id.clone(),
         metadata: row.metadata.clone(),
         default_environment_id,
+        network_egress: row.network_egress.clone(),
         environments: row
             .environments
             .iter()

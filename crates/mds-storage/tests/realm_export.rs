@@ -36,6 +36,7 @@ async fn realm_bindings(store: &Store) -> (String, String) {
                 metadata: json!({}),
                 attribution: json!({}),
                 standalone: false,
+                network_egress: "allow".to_string(),
             },
             &[env("prod", true), env("staging", false)],
         )

@@ -130,6 +130,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "credential_rotation",
         include_str!("../migrations/0028_credential_rotation.sql"),
     ),
+    (
+        29,
+        "network_egress",
+        include_str!("../migrations/0029_network_egress.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed: the advisory lock id for migrations.

@@ -22,6 +22,9 @@ pub struct ProjectRow {
     pub updated_at: DateTime<Utc>,
     /// The tenant's hidden holder of standalone databases and buckets.
     pub standalone: bool,
+    /// `allow` or `none`: whether its sandboxes and instances reach the
+    /// outside (migration 0029).
+    pub network_egress: String,
     /// Live environments, oldest first.
     pub environments: Vec<EnvironmentRow>,
 }
@@ -59,6 +62,7 @@ pub struct NewProject {
     pub metadata: Value,
     pub attribution: Value,
     pub standalone: bool,
+    pub network_egress: String,
 }
 
 pub struct NewEnvironment {
@@ -79,10 +83,11 @@ pub struct ProjectPatch {
     pub slug: Option<String>,
     pub description: Option<String>,
     pub metadata: Option<Value>,
+    pub network_egress: Option<String>,
 }
 
 const PROJECT_COLUMNS: &str = "p.id, p.tenant_id, p.workspace_id, p.slug, p.name, p.description, \
-     p.metadata, p.attribution, p.created_at, p.updated_at, p.standalone";
+     p.metadata, p.attribution, p.created_at, p.updated_at, p.standalone, p.network_egress";
 const ENVIRONMENT_COLUMNS: &str =
     "e.id, e.project_id, e.name, e.slug, e.kind, e.is_default, e.created_at, e.updated_at, \
      e.expires_at, e.data_copy, e.data_state, e.rotate_every_secs, e.rotate_grace_secs";
@@ -100,6 +105,7 @@ fn project_from_row(row: &Row) -> ProjectRow {
         created_at: row.get(8),
         updated_at: row.get(9),
         standalone: row.get(10),
+        network_egress: row.get(11),
         environments: Vec::new(),
     }
 }
@@ -132,10 +138,10 @@ fn fold_projects(rows: &[Row]) -> Vec<ProjectRow> {
         if projects.last().is_none_or(|p| p.id != id) {
             projects.push(project_from_row(row));
         }
-        let env_id: Option<&str> = row.get(11);
+        let env_id: Option<&str> = row.get(12);
         if env_id.is_some() {
             let project = projects.last_mut().expect("pushed above");
-            project.environments.push(environment_from_row(row, 11));
+            project.environments.push(environment_from_row(row, 12));
         }
     }
     projects
@@ -151,8 +157,8 @@ impl Store {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
-            "INSERT INTO projects (id, tenant_id, workspace_id, slug, name, description, metadata, attribution, standalone)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO projects (id, tenant_id, workspace_id, slug, name, description, metadata, attribution, standalone, network_egress)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             &[
                 &project.id,
                 &project.tenant_id,
@@ -163,6 +169,7 @@ impl Store {
                 &project.metadata,
                 &project.attribution,
                 &project.standalone,
+                &project.network_egress,
             ],
         )
         .await?;
@@ -277,6 +284,7 @@ impl Store {
                      slug = coalesce($4, slug),
                      description = coalesce($5, description),
                      metadata = coalesce($6, metadata),
+                     network_egress = coalesce($7, network_egress),
                      updated_at = now()
                  WHERE tenant_id = $1 AND id = $2",
                 &[
@@ -286,6 +294,7 @@ impl Store {
                     &patch.slug,
                     &patch.description,
                     &patch.metadata,
+                    &patch.network_egress,
                 ],
             )
             .await?;

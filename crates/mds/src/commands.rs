@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail};
 use clap::Subcommand;
 use mds_api_types::{
     ApiKey, CreateApiKey, CreateEnvironment, CreateProject, Environment, Project, SetVariables,
-    Variable, VariableInput, VariablesInput,
+    UpdateProject, Variable, VariableInput, VariablesInput,
 };
 use serde_json::Value;
 
@@ -80,6 +80,22 @@ pub enum Projects {
         slug: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        /// Whether its sandboxes and instances reach the outside: `allow`
+        /// (the default) or `none` (only its own data services)
+        #[arg(long, value_parser = ["allow", "none"])]
+        egress: Option<String>,
+    },
+    /// Change a project's name, description or egress
+    Update {
+        project: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// `allow` or `none`; running sandboxes change at once, runtime
+        /// instances at their next start
+        #[arg(long, value_parser = ["allow", "none"])]
+        egress: Option<String>,
     },
     /// List projects
     List,
@@ -102,6 +118,7 @@ impl Projects {
                 name,
                 slug,
                 description,
+                egress,
             } => {
                 let answer = ctx.api.post(
                     "/projects",
@@ -109,6 +126,7 @@ impl Projects {
                         name: Some(name),
                         slug,
                         description,
+                        network_egress: egress,
                         ..Default::default()
                     },
                 )?;
@@ -118,6 +136,29 @@ impl Projects {
                 let project: Project = data(answer)?;
                 println!("Created project {} ({})", project.slug, project.id);
                 print_environments(&project.environments);
+            }
+            Projects::Update {
+                project,
+                name,
+                description,
+                egress,
+            } => {
+                let answer = ctx.api.send_json(
+                    reqwest::Method::PATCH,
+                    &format!("/projects/{}", segment(&project)),
+                    &[],
+                    &UpdateProject {
+                        name,
+                        description,
+                        network_egress: egress,
+                        ..Default::default()
+                    },
+                )?;
+                if ctx.printed_json(&answer) {
+                    return Ok(());
+                }
+                let p: Project = data(answer)?;
+                println!("Updated project {} (egress: {})", p.slug, p.network_egress);
             }
             Projects::List => {
                 let answer = ctx.api.get_query("/projects", &[("page_size", "100")])?;
@@ -156,6 +197,7 @@ impl Projects {
                 if let Some(d) = &p.description {
                     println!("  description: {d}");
                 }
+                println!("  egress:      {}", p.network_egress);
                 println!("  created:     {}", when(p.created_at));
                 println!();
                 print_environments(&p.environments);

@@ -262,6 +262,12 @@ struct ServeArgs {
     /// purged, a restore point of their data taken first)
     #[arg(long, env = "MDS_EXPIRY_CHECK", default_value = "60s", value_parser = parse_span)]
     expiry_check: std::time::Duration,
+    /// Give each sandbox and runtime instance a network namespace of its
+    /// own, reaching only its data services (needs root). `false` shares
+    /// the host's network, every loopback port included: only to measure
+    /// what isolation costs
+    #[arg(long, env = "MDS_NETWORK_ISOLATION", default_value_t = true, action = clap::ArgAction::Set)]
+    network_isolation: bool,
 }
 
 fn main() -> ExitCode {
@@ -355,6 +361,7 @@ fn serve(global: &Global, args: ServeArgs, friendly: bool) -> ExitCode {
         audit: args.audit,
         audit_retention: args.audit_retention,
         expiry_check: args.expiry_check,
+        network_isolation: args.network_isolation,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -45,6 +45,21 @@ fn a_crash_of_mds_leaves_no_sandbox_process_and_a_restart_boots_them_again() {
     })
     .expect("the command started");
     let root = mds.root.clone();
+    // Its route out (a sandbox of no project may reach the outside), when
+    // this host has one: a pasta that outlives a kill -9 of mds.
+    let egress = root.join("data/sandboxes/.netns");
+    let egress = egress.to_string_lossy().into_owned();
+    let pasta_before = processes_matching(&egress);
+    let host_routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    if host_routes
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+    {
+        assert!(
+            !pasta_before.is_empty(),
+            "no pasta for a sandbox with egress"
+        );
+    }
     mds.kill9();
     runner.join().unwrap();
     wait_until(Duration::from_secs(5), || {
@@ -58,6 +73,16 @@ fn a_crash_of_mds_leaves_no_sandbox_process_and_a_restart_boots_them_again() {
 
     let mds = Mds::start_in(&root, &[], &[]).unwrap_or_else(|log| panic!("{log}"));
     assert!(!stray.exists());
+    // The start ended the pasta the killed run left.
+    if !pasta_before.is_empty() {
+        let left = processes_matching(&egress);
+        assert!(
+            pasta_before
+                .lines()
+                .all(|pid| !left.lines().any(|l| l == pid)),
+            "{pasta_before} still runs: {left}"
+        );
+    }
     let again = mds.get(&format!("/api/v1/sandboxes/{id}")).expect(200);
     assert_eq!(again.data()["state"], "running");
     let ran = mds

@@ -46,6 +46,17 @@ fn validate_description(description: Option<String>) -> ApiResult<Option<String>
     }
 }
 
+/// `network_egress`: `allow` or `none`.
+fn validate_egress(egress: Option<String>) -> ApiResult<Option<String>> {
+    match egress.as_deref() {
+        None | Some("allow" | "none") => Ok(egress),
+        Some(_) => Err(ApiError::invalid_field(
+            "network_egress",
+            "must be `allow` (the outside is reachable) or `none` (only the project's own data services)",
+        )),
+    }
+}
+
 fn slug_taken(slug: &str) -> ApiError {
     mds_control::projects::slug_taken(slug).into()
 }
@@ -86,6 +97,7 @@ pub async fn create(
         metadata: validate_metadata(body.metadata)?.unwrap_or_else(|| serde_json::json!({})),
         attribution: serde_json::to_value(&body.attribution).map_err(ApiError::internal)?,
         standalone: false,
+        network_egress: validate_egress(body.network_egress)?.unwrap_or_else(|| "allow".into()),
     };
     let row = create_project(state.store()?, project, explicit_slug).await?;
     Ok(data(StatusCode::CREATED, project_view(&row)))
@@ -150,6 +162,7 @@ pub async fn update(
             .transpose()?,
         description: validate_description(body.description)?,
         metadata: validate_metadata(body.metadata)?,
+        network_egress: validate_egress(body.network_egress)?,
     };
     let store = state.store()?;
     let project = load_project(store, &principal, &reference).await?;
@@ -157,7 +170,12 @@ pub async fn update(
         .update_project(&principal.tenant_id, &project.id, &patch)
         .await
     {
-        Ok(Some(row)) => Ok(data(StatusCode::OK, project_view(&row))),
+        Ok(Some(row)) => {
+            if row.network_egress != project.network_egress {
+                state.apply_network_egress(&row).await;
+            }
+            Ok(data(StatusCode::OK, project_view(&row)))
+        }
         Ok(None) => Err(ApiError::not_found("project", &reference)),
         Err(StoreError::Conflict { .. }) => Err(slug_taken(patch.slug.as_deref().unwrap_or(""))),
         Err(e) => Err(e.into()),

@@ -160,6 +160,7 @@ fn command(p: &PreparedExec) -> Command<'_> {
         command: &p.command,
         timeout: p.timeout,
         mounts: p.mounts.clone(),
+        networked: true,
     }
 }
 
