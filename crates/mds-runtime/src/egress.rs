@@ -21,10 +21,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
-use crate::netns::NetNs;
+use crate::netns::{NetNs, RuleAction};
 
 /// Where DNS queries go inside a namespace with egress; pasta forwards
 /// them to the host's resolver.
@@ -69,7 +68,7 @@ fn unmount(path: &Path) {
 fn program(name: &str) -> io::Result<PathBuf> {
     crate::jail::find_program(name).ok_or_else(|| {
         io::Error::other(format!(
-            "`{name}` is not installed; egress needs `apt-get install -y passt iproute2` \
+            "`{name}` is not installed; egress needs `apt-get install -y passt` \
              (scripts/install-deps does)"
         ))
     })
@@ -96,9 +95,8 @@ impl Egress {
     /// the namespace is mounted for pasta, as `name`.
     pub async fn start(ns: &NetNs, mounts: &Path, name: &str) -> io::Result<()> {
         let pasta = program("pasta")?;
-        let ip = program("ip")?;
         if !ns.refusing_private.load(Ordering::SeqCst) {
-            refuse_private(ns, &ip).await?;
+            refuse_private(ns).await?;
             ns.refusing_private.store(true, Ordering::SeqCst);
         }
         std::fs::create_dir_all(mounts)?;
@@ -199,30 +197,25 @@ impl Egress {
 }
 
 /// Adds the rules that refuse [`REFUSED`] (except [`DNS_FORWARD`]) inside
-/// `ns`, with one `ip -batch` run in it.
-async fn refuse_private(ns: &NetNs, ip: &Path) -> io::Result<()> {
-    let mut batch = format!("rule add to {DNS_FORWARD}/32 lookup main pref 50\n");
+/// `ns`, over rtnetlink from its own thread.
+async fn refuse_private(ns: &NetNs) -> io::Result<()> {
+    let parse = |net: &str| -> io::Result<([u8; 4], u8)> {
+        let (addr, len) = net.split_once('/').unwrap_or((net, "32"));
+        let addr: std::net::Ipv4Addr = addr
+            .parse()
+            .map_err(|e| io::Error::other(format!("{net}: {e}")))?;
+        let len = len
+            .parse()
+            .map_err(|e| io::Error::other(format!("{net}: {e}")))?;
+        Ok((addr.octets(), len))
+    };
+    let (dns, _) = parse(DNS_FORWARD)?;
+    let mut rules = vec![(dns, 32, 50, RuleAction::Route)];
     for range in REFUSED {
-        batch.push_str(&format!("rule add to {range} prohibit pref 100\n"));
+        let (net, len) = parse(range)?;
+        rules.push((net, len, 100, RuleAction::Prohibit));
     }
-    let mut child = Command::new(program("nsenter")?)
-        .arg(format!("--net={}", ns.path().display()))
-        .arg("--")
-        .arg(ip)
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(batch.as_bytes()).await?;
-    }
-    let output = child.wait_with_output().await?;
-    if !output.status.success() {
-        return Err(io::Error::other(format!(
-            "ip rule: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    Ok(())
+    ns.add_rules(rules)
+        .await
+        .map_err(|e| io::Error::other(format!("refusing private ranges: {e}")))
 }

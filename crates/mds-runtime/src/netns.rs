@@ -187,6 +187,21 @@ impl NetNs {
             .collect()
     }
 
+    /// Adds routing rules inside: `(net, prefix length, priority,
+    /// action)` each.
+    pub(crate) async fn add_rules(
+        &self,
+        rules: Vec<([u8; 4], u8, u32, RuleAction)>,
+    ) -> io::Result<()> {
+        self.inside(move || {
+            for (net, len, priority, action) in rules {
+                add_rule(net, len, priority, action)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Gives the namespace a route out, through `egress` (kept until the
     /// namespace is dropped).
     pub(crate) fn set_egress(&self, egress: crate::egress::Egress) {
@@ -251,42 +266,86 @@ async fn carry(listener: TcpListener, port: u16) {
     }
 }
 
-/// Sets the namespace's `lo` (index 1 in a new namespace) up with one
-/// rtnetlink request, as `ip link set lo up` does, and reads its answer.
+/// Sets the namespace's `lo` (index 1 in a new namespace) up, as `ip
+/// link set lo up` does.
 fn loopback_up() -> io::Result<()> {
     const RTM_NEWLINK: u16 = 16;
+    const IFF_UP: u32 = 1;
+    let mut ifinfomsg = Vec::with_capacity(16);
+    ifinfomsg.extend_from_slice(&[0, 0]); // ifi_family AF_UNSPEC, pad
+    ifinfomsg.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
+    ifinfomsg.extend_from_slice(&1i32.to_ne_bytes()); // ifi_index: lo
+    ifinfomsg.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_flags
+    ifinfomsg.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_change
+    rtnetlink(RTM_NEWLINK, 0, &ifinfomsg)
+}
+
+/// What a routing rule does with the destinations it matches.
+#[derive(Clone, Copy)]
+pub(crate) enum RuleAction {
+    /// Looks them up in the main table (an exception to a refusal).
+    Route,
+    /// Refuses them: a connection fails at once, nothing is sent.
+    Prohibit,
+}
+
+/// Adds an IPv4 routing rule (`ip rule add to NET/LEN ... pref PRIORITY`)
+/// in the calling thread's namespace.
+fn add_rule(net: [u8; 4], len: u8, priority: u32, action: RuleAction) -> io::Result<()> {
+    const RTM_NEWRULE: u16 = 32;
+    const NLM_F_CREATE: u16 = 0x400;
+    const NLM_F_EXCL: u16 = 0x200;
+    const AF_INET: u8 = 2;
+    const RT_TABLE_MAIN: u8 = 254;
+    const FR_ACT_TO_TBL: u8 = 1;
+    const FR_ACT_PROHIBIT: u8 = 8;
+    const FRA_DST: u16 = 1;
+    const FRA_PRIORITY: u16 = 6;
+    let (table, action) = match action {
+        RuleAction::Route => (RT_TABLE_MAIN, FR_ACT_TO_TBL),
+        RuleAction::Prohibit => (0, FR_ACT_PROHIBIT),
+    };
+    // fib_rule_hdr: family, dst_len, src_len, tos, table, 2 reserved,
+    // action, flags (u32).
+    let mut body = vec![AF_INET, len, 0, 0, table, 0, 0, action];
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    for (kind, value) in [(FRA_DST, net), (FRA_PRIORITY, priority.to_ne_bytes())] {
+        body.extend_from_slice(&8u16.to_ne_bytes()); // rta_len
+        body.extend_from_slice(&kind.to_ne_bytes());
+        body.extend_from_slice(&value);
+    }
+    rtnetlink(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, &body)
+}
+
+/// Sends one rtnetlink request (`kind`, with `flags` besides request and
+/// ack) from the calling thread's namespace, and reads the kernel's
+/// answer.
+fn rtnetlink(kind: u16, flags: u16, body: &[u8]) -> io::Result<()> {
     const NLM_F_REQUEST: u16 = 1;
     const NLM_F_ACK: u16 = 4;
     const NLMSG_ERROR: u16 = 2;
-    const IFF_UP: u32 = 1;
     let netlink = socket(
         AddressFamily::Netlink,
         SockType::Raw,
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkRoute,
     )?;
-    bind(
-        std::os::fd::AsRawFd::as_raw_fd(&netlink),
-        &NetlinkAddr::new(0, 0),
-    )?;
-    let mut message = Vec::with_capacity(32);
-    message.extend_from_slice(&32u32.to_ne_bytes()); // nlmsg_len
-    message.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
-    message.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&netlink);
+    bind(fd, &NetlinkAddr::new(0, 0))?;
+    let length = 16 + body.len() as u32;
+    let mut message = Vec::with_capacity(length as usize);
+    message.extend_from_slice(&length.to_ne_bytes());
+    message.extend_from_slice(&kind.to_ne_bytes());
+    message.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK | flags).to_ne_bytes());
     message.extend_from_slice(&1u32.to_ne_bytes()); // seq
     message.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
-    message.extend_from_slice(&[0, 0]); // ifi_family AF_UNSPEC, pad
-    message.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
-    message.extend_from_slice(&1i32.to_ne_bytes()); // ifi_index: lo
-    message.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_flags
-    message.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_change
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&netlink);
+    message.extend_from_slice(body);
     send(fd, &message, MsgFlags::empty())?;
-    let mut answer = [0u8; 256];
+    let mut answer = [0u8; 512];
     let n = recv(fd, &mut answer, MsgFlags::empty())?;
     // nlmsghdr (16 bytes), then nlmsgerr's `error` (0: done).
     if n < 20 || u16::from_ne_bytes([answer[4], answer[5]]) != NLMSG_ERROR {
-        return Err(io::Error::other("netlink gave no answer to `lo up`"));
+        return Err(io::Error::other("netlink gave no answer"));
     }
     match i32::from_ne_bytes([answer[16], answer[17], answer[18], answer[19]]) {
         0 => Ok(()),
