@@ -203,6 +203,17 @@ def test_egress_follows_the_project_and_private_ranges_are_always_refused(client
     # And back.
     ok(api(mds, "PATCH", f"/projects/{project['id']}", json={"network_egress": "allow"}))
     assert run(sandbox, CURL + outside).stdout == "200"
+    # A stopped sandbox lets its pasta go; resumed, it has a new one.
+    pastas = lambda: subprocess.run(["pgrep", "-f", f"netns/{sandbox.id}"], capture_output=True,  # noqa: E731
+                                    text=True).stdout.split()
+    assert len(pastas()) == 1
+    sandbox.stop()
+    deadline = time.monotonic() + 10
+    while pastas():
+        assert time.monotonic() < deadline, "the stopped sandbox's pasta still runs"
+        time.sleep(0.1)
+    sandbox.resume()
+    assert run(sandbox, CURL + outside).stdout == "200"
 
     bad = api(mds, "PATCH", f"/projects/{project['id']}", json={"network_egress": "some"})
     assert bad.status_code == 422 and bad.json()["error"]["details"]["field"] == "network_egress", bad.text

@@ -438,7 +438,9 @@ impl Control {
             return Err(destroyed(id));
         }
         self.forget_boot(id);
-        self.sandboxes()?.kill_all(id);
+        let sandboxes = self.sandboxes()?;
+        sandboxes.kill_all(id);
+        sandboxes.disconnect(id);
         let store = self.store()?;
         store.release_holder(id).await?;
         store

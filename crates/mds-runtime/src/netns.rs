@@ -49,6 +49,9 @@ pub struct NetNs {
     /// Whether the rules refusing private ranges are in place (they stay
     /// when egress is taken away and given again).
     pub(crate) refusing_private: std::sync::atomic::AtomicBool,
+    /// Held while egress is given or taken, so two boots at once start one
+    /// pasta.
+    pub(crate) egress_change: tokio::sync::Mutex<()>,
 }
 
 fn gone() -> io::Error {
@@ -94,6 +97,7 @@ impl NetNs {
             forwards: Mutex::default(),
             egress: Mutex::default(),
             refusing_private: Default::default(),
+            egress_change: Default::default(),
         }))
     }
 

@@ -166,6 +166,7 @@ impl Sandboxes {
             .await
             .map_err(|e| SandboxError::Io(format!("forwarding a service port: {e}")))?;
         let egress = egress && host_has_route();
+        let _one_change = ns.egress_change.lock().await;
         if egress && !ns.has_egress() {
             Egress::start(&ns, &self.root.join(EGRESS_MOUNTS), id)
                 .await
@@ -420,6 +421,12 @@ impl Sandboxes {
         for pgid in groups {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         }
+    }
+
+    /// Lets go of workspace `id`'s network (its egress helper ends): it
+    /// is stopped, and its next boot makes a new one.
+    pub fn disconnect(&self, id: &str) {
+        self.networks.lock().expect("never poisoned").remove(id);
     }
 
     /// Ends a sandbox's processes and network, and removes its workspace.
